@@ -1,0 +1,40 @@
+"""acegen: a symbolic code-generation compiler for Atomic Cluster Expansion potentials.
+
+Public API: :class:`BasisSpec`, :func:`lower`, :class:`Model`, :func:`load`,
+:class:`Calculator`, :func:`fit`, :class:`AcegenError`.
+"""
+
+from __future__ import annotations
+
+from .errors import AcegenError, CompileError, ModelFileError, SpecError, StructureError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AcegenError", "BasisSpec", "Calculator", "CompileError", "Model", "ModelFileError",
+    "SpecError", "StructureError", "fit", "load", "lower", "__version__",
+]
+
+
+def __getattr__(name):  # lazy imports keep `import acegen` fast
+    if name == "BasisSpec":
+        from .spec import BasisSpec
+
+        return BasisSpec
+    if name == "lower":
+        from .basis import lower
+
+        return lower
+    if name in ("Model", "load"):
+        from . import model
+
+        return getattr(model, name)
+    if name == "Calculator":
+        from .calculator import Calculator
+
+        return Calculator
+    if name == "fit":
+        from .fit import fit
+
+        return fit
+    raise AttributeError(f"module 'acegen' has no attribute {name!r}")

@@ -1,0 +1,302 @@
+"""Symbolic lowering of a :class:`~acegen.spec.BasisSpec` to a coupled basis.
+
+``basis = acegen.lower(spec)`` gives a :class:`CoupledBasis`: the rotation- and
+reflection-invariant many-body basis B = C·A (one entry per central species, correlation
+order ν = 1..order, multiset of one-particle factors and independent coupling), the pair
+basis apart, and everything needed to fold coefficients into a :class:`~acegen.ir.model.ModelIR`.
+
+Stages (each printable on its own):
+
+    BasisSpec ──selection──▶ multisets of (z, n, l)
+              ──coupling───▶ BasisFunction(z0, factors, m-tuples, coefficients)   (exact, cached)
+              ──radial─────▶ RadialBlock SLPs per bond (many-body R_n, then pair P_n)
+              ──fold θ─────▶ ModelIR (channels, monomials, c̃ = Cᵀθ)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+
+from .errors import SpecError
+from .ir.model import Channel, Embedding, ModelIR, RadialBlock, SpeciesProgram
+from .ir.slp import SLP
+
+SQRT4PI = math.sqrt(4.0 * math.pi)
+
+
+@dataclass(frozen=True, eq=False)
+class BasisFunction:
+    """B = Σ_M coeffs[M] Π_t A[z0; factors[t], m = mtuples[M, t]] for atoms of species z0.
+
+    ``factors`` are sorted (z, n, l) one-particle labels; ``mtuples`` the canonical
+    m-tuples (m's sorted within blocks of identical factors) with nonzero coefficients."""
+
+    z0: int
+    factors: tuple[tuple[int, int, int], ...]
+    mtuples: np.ndarray  # (K, ν) int
+    coeffs: np.ndarray  # (K,) float
+    index: int = 0  # which independent coupling of this multiset
+
+    @property
+    def order(self) -> int:
+        return len(self.factors)
+
+    @property
+    def degree_terms(self):
+        return [(n, l) for _, n, l in self.factors]
+
+
+@dataclass(frozen=True)
+class PairFunction:
+    """Pair basis function Σ_j P_n(r_ij) over neighbours j of species zj (centre species z0)."""
+
+    z0: int
+    zj: int
+    n: int
+
+
+def _concat_slps(parts: list[tuple[SLP, int, float]], rcut: float) -> tuple[SLP, int]:
+    """Merge radial SLPs (each with outputs values then derivatives) into one, renaming
+    intermediates.  Functions whose own cutoff is below the block cutoff are multiplied by
+    a step so they vanish beyond it."""
+    r = sp.Symbol("r", real=True)
+    assigns = []
+    vals, ders = [], []
+    for p, (slp, nf, rc) in enumerate(parts):
+        ren = {}
+        for name, expr in slp.assignments:
+            new = f"p{p}_{name}"
+            assigns.append((new, expr.xreplace(ren)))
+            ren[sp.Symbol(name, real=True)] = sp.Symbol(new, real=True)
+        outs = [ren.get(sp.Symbol(o, real=True), sp.Symbol(o, real=True)) for o in slp.outputs]
+        v, d = outs[:nf], outs[nf:]
+        if rc < rcut:
+            v = [sp.Piecewise((x, r < rc), (0, True)) for x in v]
+            d = [sp.Piecewise((x, r < rc), (0, True)) for x in d]
+        vals += v
+        ders += d
+    n = len(vals)
+    outs = []
+    for k, e in enumerate(vals + ders):
+        name = f"R{k}" if k < n else f"dR{k - n}"
+        assigns.append((name, e))
+        outs.append(name)
+    return SLP(("r",), tuple(assigns), tuple(outs)), n
+
+
+@dataclass(frozen=True, eq=False)
+class CoupledBasis:
+    """The lowered basis of a spec.  ``len(basis)`` counts many-body functions (all central
+    species, ν = 1..order); ``basis.pair`` the pair basis apart."""
+
+    spec: object
+    functions: tuple[BasisFunction, ...]
+    pair: tuple[PairFunction, ...]
+    lmax: int
+    nmax: int
+    npair: int
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.functions)
+
+    @property
+    def orders(self) -> np.ndarray:
+        return np.array([f.order for f in self.functions], dtype=np.int64)
+
+    @property
+    def species(self) -> np.ndarray:
+        return np.array([f.z0 for f in self.functions], dtype=np.int64)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.functions) + len(self.pair)
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return tuple(self.spec.elements)
+
+    def __repr__(self) -> str:
+        counts = {int(o): int(c) for o, c in zip(*np.unique(self.orders, return_counts=True))}
+        return (
+            f"CoupledBasis({len(self)} functions, by order {counts}, pair {len(self.pair)}, "
+            f"elements {list(self.elements)}, lmax {self.lmax})"
+        )
+
+    def to_text(self) -> str:
+        lines = [repr(self)]
+        for k, f in enumerate(self.functions):
+            fac = " ".join(f"({self.elements[z]},{n},{l})" for z, n, l in f.factors)
+            lines.append(f"  B[{k}] z0={self.elements[f.z0]} ν={f.order} {fac} #{f.index} terms={len(f.coeffs)}")
+        return "\n".join(lines)
+
+    def signature(self) -> str:
+        h = hashlib.sha256(self.spec.signature().encode())
+        for f in self.functions:
+            h.update(json.dumps([f.z0, f.factors, f.index]).encode())
+            h.update(np.ascontiguousarray(f.mtuples, dtype=np.int64).tobytes())
+            h.update(np.ascontiguousarray(f.coeffs, dtype=np.float64).tobytes())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ radial
+    def radial_blocks(self) -> dict:
+        """One RadialBlock per ordered species pair: outputs R_1..R_nmax then P_1..P_npair."""
+        from .symbolic import radial
+
+        blocks = self._cache.get("radial")
+        if blocks is None:
+            blocks = {}
+            nel = len(self.elements)
+            for zi in range(nel):
+                for zj in range(nel):
+                    mb, nmb = radial.manybody_radial_slp(self.spec, zi, zj)
+                    pr, npr = radial.pair_radial_slp(self.spec, zi, zj)
+                    rc_mb = self.spec.rcut_pair(zi, zj)
+                    rc_pr = self.spec.pair_rcut_pair(zi, zj)
+                    rc = max(rc_mb, rc_pr)
+                    slp, nf = _concat_slps([(mb, nmb, rc_mb), (pr, npr, rc_pr)], rc)
+                    blocks[(zi, zj)] = RadialBlock(zi, zj, rc, nf, slp=slp)
+            self._cache["radial"] = blocks
+        return blocks
+
+    # ------------------------------------------------------------------ channels
+    def channels(self, z0: int) -> tuple[tuple[Channel, ...], dict]:
+        """Channels of central species z0 and the map (kind, zj, n, l) → Channel."""
+        key = ("channels", z0)
+        if key not in self._cache:
+            labels = set()
+            for f in self.functions:
+                if f.z0 == z0:
+                    for z, n, l in f.factors:
+                        labels.add(("mb", z, n, l))
+            for p in self.pair:
+                if p.z0 == z0:
+                    labels.add(("pair", p.zj, p.n, 0))
+            chans, lookup, off = [], {}, 0
+            for lab in sorted(labels, key=lambda t: (t[1], t[0] != "mb", t[2], t[3])):
+                kind, z, n, l = lab
+                rad = (n - 1) if kind == "mb" else self.nmax + n - 1
+                ch = Channel(zj=z, radial=rad, l=l, offset=off)
+                chans.append(ch)
+                lookup[lab] = ch
+                off += ch.size
+            self._cache[key] = (tuple(chans), lookup)
+        return self._cache[key]
+
+    # ------------------------------------------------------------------ folding
+    def split_params(self, coefficients):
+        """Accept a flat vector (many-body then pair) or a dict {'manybody', 'pair'}."""
+        if isinstance(coefficients, dict):
+            mb = np.asarray(coefficients.get("manybody", np.zeros(len(self))), dtype=float)
+            pr = np.asarray(coefficients.get("pair", np.zeros(len(self.pair))), dtype=float)
+        else:
+            c = np.asarray(coefficients, dtype=float).ravel()
+            if c.shape[0] != self.n_params:
+                raise SpecError(
+                    f"coefficients: expected {self.n_params} values ({len(self)} many-body + "
+                    f"{len(self.pair)} pair), got {c.shape[0]}"
+                )
+            mb, pr = c[: len(self)], c[len(self) :]
+        if mb.shape != (len(self),) or pr.shape != (len(self.pair),):
+            raise SpecError(
+                f"coefficients: expected {len(self)} many-body and {len(self.pair)} pair values, "
+                f"got {mb.shape} and {pr.shape}"
+            )
+        if not (np.isfinite(mb).all() and np.isfinite(pr).all()):
+            raise SpecError("coefficients: non-finite value")
+        return mb, pr
+
+    def fold(self, coefficients, *, name: str = "model") -> ModelIR:
+        """c̃ = Cᵀθ: fold coefficients onto the product basis, giving the ModelIR."""
+        from .symbolic.ylm import ylm_slp
+
+        mb, pr = self.split_params(coefficients)
+        programs = []
+        for z0 in range(len(self.elements)):
+            chans, lookup = self.channels(z0)
+            acc: dict[tuple[int, ...], float] = {}
+            for k, f in enumerate(self.functions):
+                if f.z0 != z0 or mb[k] == 0.0:
+                    continue
+                offs = [lookup[("mb", z, n, l)].offset + l for z, n, l in f.factors]
+                for mt, c in zip(f.mtuples, f.coeffs):
+                    mono = tuple(sorted(o + int(m) for o, m in zip(offs, mt)))
+                    acc[mono] = acc.get(mono, 0.0) + mb[k] * c
+            for k, p in enumerate(self.pair):
+                if p.z0 != z0 or pr[k] == 0.0:
+                    continue
+                ch = lookup[("pair", p.zj, p.n, 0)]
+                mono = (ch.offset,)
+                acc[mono] = acc.get(mono, 0.0) + pr[k] * SQRT4PI
+            monos = sorted(acc, key=lambda m: (len(m), m))
+            coeffs = np.array([[acc[m]] for m in monos], dtype=float).reshape(len(monos), 1)
+            eref = 0.0
+            if getattr(self.spec, "Eref", None):
+                eref = float(dict(self.spec.Eref).get(self.elements[z0], 0.0))
+            programs.append(
+                SpeciesProgram(
+                    zi=z0, channels=chans, monomials=tuple(monos), coeffs=coeffs,
+                    embedding=Embedding("linear", 1, (1.0, 1.0)), E0=eref,
+                )
+            )
+        return ModelIR(
+            elements=self.elements,
+            lmax=self.lmax,
+            angular=ylm_slp(self.lmax),
+            radial=self.radial_blocks(),
+            species=tuple(programs),
+            name=name,
+        )
+
+
+def lower(spec, *, progress: bool | None = None) -> CoupledBasis:
+    """Lower a BasisSpec to its coupled, invariant basis (exact couplings, cached on disk)."""
+    from .symbolic import coupling, radial, selection
+
+    purification = getattr(spec, "purification", "none")
+    if purification not in ("none",):
+        from .symbolic import purify  # noqa: F401  (raises SpecError if unavailable)
+
+    multisets = selection.select_multisets(spec)
+    functions = []
+    iterator = multisets
+    if progress is None:
+        progress = len(multisets) > 2000
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(multisets, desc="coupling", unit="multiset")
+    per_multiset = []
+    for ms in iterator:
+        ls = tuple(l for _, _, l in ms)
+        classes = []
+        for t, f in enumerate(ms):
+            classes.append(classes[t - 1] if t > 0 and ms[t - 1] == f else t)
+        invs = coupling.invariants_float(ls, tuple(classes))
+        per_multiset.append((ms, invs))
+    nel = len(spec.elements)
+    for z0 in range(nel):
+        for ms, invs in per_multiset:
+            for q, (mt, c) in enumerate(invs):
+                functions.append(
+                    BasisFunction(z0=z0, factors=tuple(ms), mtuples=np.asarray(mt, dtype=np.int64),
+                                  coeffs=np.asarray(c, dtype=float), index=q)
+                )
+    lmax = max((l for f in functions for _, _, l in f.factors), default=0)
+    nmax = radial.manybody_radial_slp(spec, 0, 0)[1]
+    npair = radial.pair_radial_slp(spec, 0, 0)[1]
+    pair = tuple(
+        PairFunction(z0, zj, n) for z0 in range(nel) for zj in range(nel) for n in range(1, npair + 1)
+    )
+    basis = CoupledBasis(spec=spec, functions=tuple(functions), pair=pair, lmax=lmax, nmax=nmax, npair=npair)
+    if purification != "none":
+        from .symbolic import purify
+
+        basis = purify.purify(basis, purification)
+    return basis

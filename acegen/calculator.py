@@ -1,0 +1,76 @@
+"""ASE calculator: energy, forces, stress and per-atom energies from a compiled kernel."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase.calculators.calculator import Calculator as _ASECalculator
+from ase.calculators.calculator import PropertyNotImplementedError, all_changes
+
+from .errors import StructureError
+from .runtime.neighbours import build_neighbours, scatter_forces_virial, species_indices
+
+
+class Calculator(_ASECalculator):
+    """``acegen.Calculator(model_or_path, target="c", nthreads=1)``.
+
+    ``model_or_path`` is an :class:`acegen.Model` or a path readable by :func:`acegen.load`
+    (acegen JSON, PACE ``.yace`` / ``.ace`` / ``.yaml``).  Results: ``energy``,
+    ``free_energy``, ``forces``, ``energies`` (per atom) and, for cells with a volume,
+    ``stress`` (ASE Voigt order xx yy zz yz xz xy, eV/Å³).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    nolabel = True
+
+    def __init__(self, model_or_path, target: str = "c", nthreads: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        from .model import Model, load
+
+        self.model = model_or_path if isinstance(model_or_path, Model) else load(model_or_path)
+        self.target = target
+        self.nthreads = int(nthreads)
+        self.kernel = self.model.compile(target)
+        self._rcut = self.model.ir().rcut_max
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        res = evaluate(self.kernel, self.model.elements, self.atoms, self._rcut, self.nthreads)
+        self.results["energy"] = res["energy"]
+        self.results["free_energy"] = res["energy"]
+        self.results["energies"] = res["energies"]
+        self.results["forces"] = res["forces"]
+        if "stress" in res:
+            self.results["stress"] = res["stress"]
+        elif "stress" in properties:
+            raise PropertyNotImplementedError("stress needs a cell with a non-zero volume")
+
+
+def evaluate(kernel, elements, atoms, rcut: float, nthreads: int = 1) -> dict:
+    """Energy, per-atom energies, forces (and stress for cells with a volume)."""
+    Z = species_indices(atoms, elements)
+    nl = build_neighbours(atoms, rcut)
+    nbs = np.ascontiguousarray(Z[nl.j], dtype=np.int32)
+    try:
+        energies, dEdr = kernel.compute(Z, nl.offsets, nbs, nl.rij, nthreads=nthreads)
+    except StructureError as e:
+        raise StructureError(_name_pair(str(e), nl)) from None
+    F, W = scatter_forces_virial(nl, dEdr)
+    out = {"energy": float(np.sum(energies)), "energies": np.asarray(energies), "forces": F}
+    vol = abs(np.linalg.det(atoms.cell.array)) if atoms.cell.rank == 3 else 0.0
+    if vol > 1e-10:
+        s = 0.5 * (W + W.T) / vol
+        out["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+    if not np.isfinite(out["energy"]) or not np.isfinite(F).all():
+        raise StructureError("the model produced a non-finite energy or force for this structure")
+    return out
+
+
+def _name_pair(msg: str, nl) -> str:
+    import re
+
+    m = re.search(r"pair (\d+)", msg)
+    if m:
+        p = int(m.group(1))
+        if 0 <= p < nl.n_pairs:
+            return f"{msg} (atoms {int(nl.i[p])} and {int(nl.j[p])})"
+    return msg

@@ -1,0 +1,216 @@
+"""The ``acegen`` command line: compile | emit | info | demo | bench | fit."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AcegenError
+
+
+def _load(path):
+    from .model import load
+
+    return load(path)
+
+
+def cmd_compile(args) -> int:
+    model = _load(args.model)
+    t0 = time.perf_counter()
+    kernel = model.compile(args.target)
+    dt = time.perf_counter() - t0
+    lib = getattr(kernel, "library_path", None)
+    if lib is None:
+        raise AcegenError(f"target {args.target!r} produces no shared library")
+    out = Path(args.output or f"lib{model.name}.so")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.copyfile(lib, tmp)
+    tmp.replace(out)
+    print(f"compiled {args.model} ({args.target}) in {dt:.2f} s -> {out}")
+    print(f"symbol: acegen_{model.ir().name}_compute (header: acegen emit {args.model} --target c)")
+    return 0
+
+
+def cmd_emit(args) -> int:
+    model = _load(args.model)
+    from .backends import emit
+
+    out = Path(args.output or f"{model.name}_{args.target}")
+    files = emit(model.ir(), args.target, model=model)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        p = out / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            p.write_bytes(text)
+        else:
+            p.write_text(text)
+    print(f"wrote {len(files)} files to {out}/: {', '.join(sorted(files))}")
+    if getattr(args, "build", False):
+        from .backends import build_emitted
+
+        lib = build_emitted(out, args.target)
+        print(lib)
+    return 0
+
+
+def describe(model) -> str:
+    from .ir.dag import build_dag
+
+    ir = model.ir()
+    lines = [f"model: {model.name}", f"elements: {', '.join(ir.elements)}", f"lmax: {ir.lmax}"]
+    if model.kind == "linear":
+        b = model.basis
+        orders, counts = np.unique(b.orders, return_counts=True)
+        lines.append(
+            "basis functions: "
+            + f"{len(b)} many-body ("
+            + ", ".join(f"ν={int(o)}: {int(c)}" for o, c in zip(orders, counts))
+            + f"), {len(b.pair)} pair"
+        )
+        lines.append(f"purification: {model.spec.purification}")
+    else:
+        from collections import Counter
+
+        for mu, funcs in sorted(model.pace.functions.items()):
+            cnt = Counter(f.rank for f in funcs)
+            nms = sum(len(np.asarray(f.ms_combs).reshape(-1, f.rank)) for f in funcs)
+            lines.append(
+                f"functions centred on {ir.elements[mu]}: {len(funcs)} C-tilde ("
+                + ", ".join(f"rank {k}: {cnt[k]}" for k in sorted(cnt))
+                + f"), {nms} m-combinations"
+            )
+    for (zi, zj), blk in sorted(ir.radial.items()):
+        lines.append(f"cutoff {ir.elements[zi]}-{ir.elements[zj]}: {blk.rcut:g} Å ({blk.nfunc} radial functions)")
+    total = 0
+    for sp_ in ir.species:
+        dag = build_dag(sp_)
+        fl = dag.flops()
+        total += fl["total"] if isinstance(fl, dict) else int(fl)
+        lines.append(
+            f"species {ir.elements[sp_.zi]}: {sp_.n_A} one-particle functions, {len(sp_.monomials)} monomials, "
+            f"{dag.n_nodes} DAG nodes, embedding {sp_.embedding.kind}, core {sp_.core.kind}"
+        )
+    lines.append(f"product DAG FLOPs per atom (forward + reverse, all species summed): {total}")
+    return "\n".join(lines)
+
+
+def cmd_info(args) -> int:
+    print(describe(_load(args.model)))
+    return 0
+
+
+def demo_structure():
+    """YBa2Cu3O7 (orthorhombic, 13 atoms), 3×3×1, slightly rattled."""
+    from ase import Atoms
+
+    frac = [
+        ("Y", (0.5, 0.5, 0.5)),
+        ("Ba", (0.5, 0.5, 0.184)), ("Ba", (0.5, 0.5, 0.816)),
+        ("Cu", (0.0, 0.0, 0.0)), ("Cu", (0.0, 0.0, 0.356)), ("Cu", (0.0, 0.0, 0.644)),
+        ("O", (0.0, 0.5, 0.0)), ("O", (0.5, 0.0, 0.378)), ("O", (0.5, 0.0, 0.622)),
+        ("O", (0.0, 0.5, 0.377)), ("O", (0.0, 0.5, 0.623)), ("O", (0.0, 0.0, 0.159)),
+        ("O", (0.0, 0.0, 0.841)),
+    ]
+    cell = np.diag([3.82, 3.89, 11.68])
+    atoms = Atoms([s for s, _ in frac], scaled_positions=[p for _, p in frac], cell=cell, pbc=True)
+    atoms = atoms.repeat((3, 3, 1))
+    atoms.rattle(0.02, seed=1)
+    return atoms
+
+
+def cmd_demo(args) -> int:
+    from importlib.resources import files
+
+    from .calculator import Calculator
+    from .model import load
+
+    path = files("acegen") / "data" / "YBCO_ACE.yace"
+    print(f"acegen demo: {path.name} (Di Eugenio et al. 2025, MIT licence)")
+    t0 = time.perf_counter()
+    model = load(str(path))
+    calc = Calculator(model, target=args.target)
+    t1 = time.perf_counter()
+    print(f"loaded and compiled ({args.target}) in {t1 - t0:.2f} s")
+    atoms = demo_structure()
+    atoms.calc = calc
+    e = atoms.get_potential_energy()
+    f = atoms.get_forces()
+    s = atoms.get_stress()
+    reps = 5
+    t2 = time.perf_counter()
+    for _ in range(reps):
+        atoms.calc.calculate(atoms, ["energy", "forces", "stress"])
+    dt = (time.perf_counter() - t2) / reps
+    print(f"structure: YBa2Cu3O7 3x3x1, {len(atoms)} atoms")
+    print(f"energy: {e:.6f} eV ({e / len(atoms):.6f} eV/atom)")
+    print(f"max |force|: {np.abs(f).max():.6f} eV/Å")
+    print(f"stress (GPa): {np.array2string(s * 160.21766208, precision=4)}")
+    print(f"time per atom (energy+forces+stress, neighbour list included): {dt / len(atoms) * 1e6:.1f} µs")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_model
+
+    print(bench_model(args.model, n_atoms=args.atoms, repeats=args.repeats, target=args.target,
+                      nthreads=args.threads))
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from .fit import fit_from_config
+
+    fit_from_config(args.config)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="acegen", description="ACE potential compiler")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compile", help="compile a model to a shared library")
+    c.add_argument("model")
+    c.add_argument("-o", "--output")
+    c.add_argument("--target", default="c", choices=["c", "llvm"])
+    c.set_defaults(func=cmd_compile)
+    e = sub.add_parser("emit", help="write the generated source of a model")
+    e.add_argument("model")
+    e.add_argument("--target", default="c", choices=["c", "cuda", "llvm", "lammps"])
+    e.add_argument("-o", "--output")
+    e.add_argument("--build", action="store_true", help="also build the emitted folder")
+    e.set_defaults(func=cmd_emit)
+    i = sub.add_parser("info", help="describe a model file")
+    i.add_argument("model")
+    i.set_defaults(func=cmd_info)
+    d = sub.add_parser("demo", help="compile the shipped YBCO model and evaluate a crystal")
+    d.add_argument("--target", default="c", choices=["c", "llvm", "numpy"])
+    d.set_defaults(func=cmd_demo)
+    b = sub.add_parser("bench", help="time a model (µs/atom, FLOPs, GFLOP/s)")
+    b.add_argument("model")
+    b.add_argument("--atoms", type=int, default=4000)
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--target", default="c", choices=["c", "llvm"])
+    b.set_defaults(func=cmd_bench)
+    f = sub.add_parser("fit", help="fit a linear ACE model from a YAML config")
+    f.add_argument("config")
+    f.set_defaults(func=cmd_fit)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AcegenError as e:
+        print(f"acegen: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

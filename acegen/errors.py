@@ -1,0 +1,34 @@
+"""The exception hierarchy of acegen.
+
+Every error acegen raises on purpose derives from :class:`AcegenError` and says what
+is wrong and where (file, field, atom index)."""
+
+from __future__ import annotations
+
+
+class AcegenError(Exception):
+    """Base class of every error acegen raises on purpose."""
+
+
+class SpecError(AcegenError, ValueError):
+    """An invalid basis specification or model parameter."""
+
+
+class ModelFileError(AcegenError, ValueError):
+    """A model file that cannot be read: names the file and the field."""
+
+    def __init__(self, path, field, message):
+        self.path = str(path) if path is not None else None
+        self.field = field
+        where = f"{self.path}" if self.path else "<model>"
+        if field:
+            where += f": field '{field}'"
+        super().__init__(f"{where}: {message}")
+
+
+class StructureError(AcegenError, ValueError):
+    """A structure (ASE Atoms) that cannot be evaluated: names the atom index."""
+
+
+class CompileError(AcegenError, RuntimeError):
+    """A generated kernel failed to compile or load."""

@@ -1,0 +1,306 @@
+"""The product DAG of one central species: every density monomial as a graph of binary products.
+
+Conventions
+-----------
+Node indices ``0 .. n_leaves-1`` are the leaves, the entries ``A[a]`` of the species' atomic
+base (``SpeciesProgram.n_A`` of them, in the channel layout of :mod:`acegen.ir.model`).
+Product node ``n_leaves + k`` (k = 0 .. n_products-1) is ``AA[left[k]] * AA[right[k]]`` with
+``left[k], right[k] < n_leaves + k``, so the arrays are in topological order and a kernel
+evaluates them with one table-driven loop::
+
+    AA[0:n_A] = A
+    for k in range(n_products):
+        AA[n_A + k] = AA[left[k]] * AA[right[k]]
+    rho[p] = sum over nodes n of coeffs[n, p] * AA[n]
+
+Every node stands for a monomial (a sorted tuple of leaf indices, a multiset); different nodes
+stand for different monomials, so sub-products are shared across all monomials of the species.
+``coeffs`` (n_nodes, ndensity) holds the output coefficients: the rows of order-1 monomials sit
+on leaves, auxiliary nodes (intermediates no monomial asked for) have zero rows.  Monomials
+listed twice in the program are merged (their coefficient rows summed); monomials whose
+coefficient row is entirely zero are dropped (dead code).
+
+The reverse sweep (adjoint, reverse-mode AD of the product graph) is::
+
+    W[n] = sum_p dE/drho_p * coeffs[n, p]
+    for k in reversed(range(n_products)):
+        W[left[k]]  += W[n_A + k] * AA[right[k]]
+        W[right[k]] += W[n_A + k] * AA[left[k]]
+
+after which ``W[0:n_A] = dE/dA``.  (A square ``left == right`` gets both updates, i.e. 2·w·a.)
+
+Construction (:func:`build_dag`) processes the monomials by increasing order.  A monomial that
+can be written as the product of two existing nodes costs one node; otherwise the split whose
+missing halves need the fewest new nodes (an exact count over the sub-multiset lattice, given
+the nodes that exist) is chosen, ties broken towards intermediates that are sub-monomials of
+the most requested monomials (so later monomials find them), and the missing halves are built
+recursively the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SpecError
+from .model import SpeciesProgram
+
+Monomial = tuple[int, ...]
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class ProductDAG:
+    """A frozen product graph (see the module docstring for the conventions).
+
+    n_leaves: number of leaves (= ``SpeciesProgram.n_A``).
+    left, right: int32 arrays (n_products,), operands of product node ``n_leaves + k``.
+    monomials: the monomial every node stands for, ``(a,)`` for leaf ``a``.
+    coeffs: float64 (n_nodes, ndensity) output coefficients (zero rows for auxiliary nodes).
+    """
+
+    n_leaves: int
+    left: np.ndarray
+    right: np.ndarray
+    monomials: tuple[Monomial, ...]
+    coeffs: np.ndarray
+
+    def __post_init__(self) -> None:
+        left = np.asarray(self.left, dtype=np.int32).reshape(-1)
+        right = np.asarray(self.right, dtype=np.int32).reshape(-1)
+        coeffs = np.asarray(self.coeffs, dtype=np.float64)
+        n_nodes = self.n_leaves + left.size
+        if right.size != left.size or coeffs.ndim != 2 or coeffs.shape[0] != n_nodes:
+            raise SpecError("ProductDAG: inconsistent array shapes")
+        if len(self.monomials) != n_nodes:
+            raise SpecError("ProductDAG: one monomial per node required")
+        k = np.arange(left.size) + self.n_leaves
+        if left.size and (left.min() < 0 or right.min() < 0 or np.any(left >= k) or np.any(right >= k)):
+            raise SpecError("ProductDAG: nodes are not in topological order")
+        if not np.all(np.isfinite(coeffs)):
+            raise SpecError("ProductDAG: non-finite coefficient")
+        object.__setattr__(self, "left", _readonly(left))
+        object.__setattr__(self, "right", _readonly(right))
+        object.__setattr__(self, "coeffs", _readonly(coeffs))
+
+    # -- sizes -------------------------------------------------------------------------
+    @property
+    def n_products(self) -> int:
+        return int(self.left.size)
+
+    @property
+    def n_nodes(self) -> int:
+        return self.n_leaves + self.n_products
+
+    @property
+    def ndensity(self) -> int:
+        return int(self.coeffs.shape[1])
+
+    @property
+    def out_nodes(self) -> np.ndarray:
+        """Indices (int32, increasing) of the nodes with a nonzero coefficient row."""
+        return np.flatnonzero(np.any(self.coeffs != 0.0, axis=1)).astype(np.int32)
+
+    @property
+    def out_coeffs(self) -> np.ndarray:
+        """Coefficient rows of :attr:`out_nodes`, shape (n_out, ndensity)."""
+        return np.ascontiguousarray(self.coeffs[self.out_nodes])
+
+    def flops(self) -> dict[str, int]:
+        """Floating-point operations per atom, counted as executed by the table-driven loops.
+
+        forward: one multiply per product node, a multiply-add per (output node, density);
+        reverse: a multiply-add per (output node, density) to seed W, two multiply-adds per
+        product node in the sweep.  Leaves (the A accumulation) and the embedding are not
+        part of the DAG and are not counted.
+        """
+        n_out = int(self.out_nodes.size)
+        fwd = self.n_products + 2 * n_out * self.ndensity
+        rev = 2 * n_out * self.ndensity + 4 * self.n_products
+        return {"forward": fwd, "reverse": rev, "total": fwd + rev}
+
+    # -- numerics (reference semantics for the backends) -------------------------------
+    def forward(self, A: np.ndarray) -> np.ndarray:
+        """All node values AA, shape A.shape[:-1] + (n_nodes,)."""
+        A = np.asarray(A, dtype=np.float64)
+        if A.shape[-1] != self.n_leaves:
+            raise SpecError(f"ProductDAG: expected {self.n_leaves} A entries, got {A.shape[-1]}")
+        AA = np.empty(A.shape[:-1] + (self.n_nodes,))
+        AA[..., : self.n_leaves] = A
+        for k, (a, b) in enumerate(zip(self.left.tolist(), self.right.tolist())):
+            AA[..., self.n_leaves + k] = AA[..., a] * AA[..., b]
+        return AA
+
+    def evaluate(self, A: np.ndarray) -> np.ndarray:
+        """Densities ρ, shape A.shape[:-1] + (ndensity,)."""
+        return self.forward(A) @ self.coeffs
+
+    def backward(self, A: np.ndarray, dE_drho: np.ndarray) -> np.ndarray:
+        """dE/dA given dE/dρ (shape A.shape[:-1] + (ndensity,)), by the reverse sweep."""
+        AA = self.forward(A)
+        W = np.asarray(dE_drho, dtype=np.float64) @ self.coeffs.T
+        for k in range(self.n_products - 1, -1, -1):
+            a, b = int(self.left[k]), int(self.right[k])
+            w = W[..., self.n_leaves + k]
+            W[..., a] += w * AA[..., b]
+            W[..., b] += w * AA[..., a]
+        return W[..., : self.n_leaves].copy()
+
+    # -- printing ----------------------------------------------------------------------
+    def to_text(self) -> str:
+        """One line per product node and per output leaf; coefficients at full precision."""
+        lines = [
+            f"dag: leaves={self.n_leaves} products={self.n_products} "
+            f"outputs={self.out_nodes.size} ndensity={self.ndensity}"
+        ]
+        out = set(self.out_nodes.tolist())
+
+        def coef(n: int) -> str:
+            return " c=[" + ", ".join(repr(float(c)) for c in self.coeffs[n]) + "]" if n in out else ""
+
+        for n in range(self.n_leaves):
+            if n in out:
+                lines.append(f"  n{n} = A[{n}]{coef(n)}")
+        for k in range(self.n_products):
+            n = self.n_leaves + k
+            mono = ",".join(map(str, self.monomials[n]))
+            lines.append(f"  n{n} = n{self.left[k]} * n{self.right[k]}  ({mono}){coef(n)}")
+        return "\n".join(lines)
+
+    __str__ = to_text
+
+    def signature(self) -> str:
+        h = hashlib.sha256(self.to_text().encode())
+        h.update(self.coeffs.tobytes())
+        return h.hexdigest()
+
+    def to_dot(self) -> str:
+        """Graphviz source: leaves as boxes, auxiliary nodes dashed, outputs doubled."""
+        out = set(self.out_nodes.tolist())
+        used = set(self.left.tolist()) | set(self.right.tolist()) | out
+        lines = ["digraph product_dag {", "  rankdir=BT;"]
+        for n in sorted(x for x in used if x < self.n_leaves):
+            peri = ", peripheries=2" if n in out else ""
+            lines.append(f'  n{n} [shape=box, label="A[{n}]"{peri}];')
+        for k in range(self.n_products):
+            n = self.n_leaves + k
+            style = ", peripheries=2" if n in out else ", style=dashed"
+            label = "*".join(map(str, self.monomials[n]))
+            lines.append(f'  n{n} [label="{label}"{style}];')
+            lines.append(f"  n{self.left[k]} -> n{n};")
+            lines.append(f"  n{self.right[k]} -> n{n};")
+        lines.append("}")
+        return "\n".join(lines)
+
+
+def _sub_multisets(m: Monomial, size: int) -> list[Monomial]:
+    """Distinct sub-multisets of ``m`` (sorted tuple) with ``size`` elements."""
+    return sorted(set(itertools.combinations(m, size)))
+
+
+def _complement(m: Monomial, s: Monomial) -> Monomial:
+    rest = list(m)
+    for a in s:
+        rest.remove(a)
+    return tuple(rest)
+
+
+def _splits(m: Monomial) -> list[tuple[Monomial, Monomial]]:
+    """All distinct unordered splits of ``m`` into two non-empty sub-multisets (big half first)."""
+    seen: set[tuple[Monomial, Monomial]] = set()
+    out: list[tuple[Monomial, Monomial]] = []
+    for size in range(len(m) - 1, (len(m) - 1) // 2, -1):
+        for s in _sub_multisets(m, size):
+            t = _complement(m, s)
+            key = (s, t) if (len(s), s) >= (len(t), t) else (t, s)
+            if key not in seen:
+                seen.add(key)
+                out.append(key)
+    return out
+
+
+class _Builder:
+    """Greedy DAG construction state (see the module docstring)."""
+
+    def __init__(self, n_leaves: int, targets: list[Monomial]) -> None:
+        self.node_of: dict[Monomial, int] = {(a,): a for a in range(n_leaves)}
+        self.monomials: list[Monomial] = [(a,) for a in range(n_leaves)]
+        self.left: list[int] = []
+        self.right: list[int] = []
+        # popularity: for how many requested monomials a sub-multiset is a proper part
+        self.popularity: Counter[Monomial] = Counter()
+        for m in targets:
+            for size in range(2, len(m)):
+                self.popularity.update(_sub_multisets(m, size))
+
+    def _new(self, m: Monomial, s: Monomial, t: Monomial) -> int:
+        n = len(self.monomials)
+        self.left.append(self.node_of[s])
+        self.right.append(self.node_of[t])
+        self.monomials.append(m)
+        self.node_of[m] = n
+        return n
+
+    def _cost(self, m: Monomial, memo: dict[Monomial, int]) -> int:
+        """Fewest new nodes that make ``m`` from existing ones (halves costed independently)."""
+        if m in self.node_of:
+            return 0
+        if m not in memo:
+            memo[m] = 1 + min(self._cost(s, memo) + self._cost(t, memo) for s, t in _splits(m))
+        return memo[m]
+
+    def make(self, m: Monomial) -> int:
+        if m in self.node_of:
+            return self.node_of[m]
+        # one-node options first: (k-1)-part times a leaf, then any two existing parts
+        for s, t in _splits(m):
+            if s in self.node_of and t in self.node_of:
+                return self._new(m, s, t)
+        memo: dict[Monomial, int] = {}
+        best_key: tuple[int, int] | None = None
+        best: tuple[Monomial, Monomial] | None = None
+        for s, t in _splits(m):
+            cost = self._cost(s, memo) + self._cost(t, memo)
+            missing = [x for x in (s, t) if x not in self.node_of]
+            key = (cost, -sum(self.popularity[x] for x in missing))
+            if best_key is None or key < best_key:
+                best_key, best = key, (s, t)
+        assert best is not None
+        s, t = best
+        self.make(s)
+        self.make(t)
+        return self._new(m, s, t)
+
+
+def build_dag(program: SpeciesProgram) -> ProductDAG:
+    """The product DAG of ``program`` (conventions in the module docstring)."""
+    n_A = program.n_A
+    coeffs = np.asarray(program.coeffs, dtype=np.float64)
+    merged: dict[Monomial, np.ndarray] = {}
+    for m, row in zip(program.monomials, coeffs):
+        m = tuple(int(a) for a in m)
+        merged[m] = merged[m] + row if m in merged else row.copy()
+    targets = sorted((m for m, row in merged.items() if np.any(row != 0.0)), key=lambda m: (len(m), m))
+    builder = _Builder(n_A, targets)
+    for m in targets:
+        builder.make(m)
+    n_nodes = len(builder.monomials)
+    out = np.zeros((n_nodes, coeffs.shape[1]))
+    for m in targets:
+        out[builder.node_of[m]] = merged[m]
+    return ProductDAG(
+        n_leaves=n_A,
+        left=np.asarray(builder.left, dtype=np.int32),
+        right=np.asarray(builder.right, dtype=np.int32),
+        monomials=tuple(builder.monomials),
+        coeffs=out,
+    )

@@ -1,0 +1,303 @@
+"""The lowered model: the IR every backend consumes.
+
+A :class:`ModelIR` describes, for every central species, how the per-atom energy is computed
+from the neighbour environment, in four typed pieces:
+
+1. ``radial[(zi, zj)]`` — a :class:`RadialBlock`: the radial functions R_c(r) of a bond
+   (an analytic :class:`~acegen.ir.slp.SLP` or a cubic :class:`SplineTable`), with cutoff.
+2. ``angular`` — the real spherical harmonics Y_lm(r̂) up to ``lmax`` (an SLP over the unit
+   vector, outputs and gradients), one documented convention (docs/conventions.md).
+3. ``species[zi].channels`` — the one-particle basis: each :class:`Channel` is
+   (neighbour species zj, radial function c, l) and owns the 2l+1 entries
+   A[offset + l + m] = Σ_j R_c(r_ij) Y_lm(r̂_ij) δ(z_j, zj).
+4. ``species[zi].monomials`` / ``coeffs`` — the product basis with the coefficients already
+   folded in (c̃ = Cᵀθ): densities ρ_p = Σ_k coeffs[k, p] Π_{a ∈ monomials[k]} A[a], and the
+   energy E_i = E0 + Σ_p F_p(ρ_p) (+ core repulsion terms).
+
+Everything is plain data (numbers, tuples, numpy arrays, SLPs): validated on construction,
+printable with :meth:`ModelIR.to_text` and hashable with :meth:`ModelIR.signature`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import SpecError
+from .slp import SLP
+
+ELEMENT_RE = re.compile(r"^[A-Z][a-z]?$")
+
+EMBEDDINGS = ("linear", "FinnisSinclair", "FinnisSinclairShiftedScaled")
+CORE_KINDS = ("none", "density", "distance", "zbl")
+
+
+def _finite(x, what):
+    a = np.asarray(x, dtype=float)
+    if not np.all(np.isfinite(a)):
+        raise SpecError(f"{what}: non-finite value")
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class SplineTable:
+    """Piecewise cubic radial functions on a uniform grid.
+
+    For r in [0, rcut): bin b = floor(r / h), t = r/h - b in [0, 1),
+    f(r) = c0 + t (c1 + t (c2 + t c3)) and f'(r) = (c1 + t (2 c2 + 3 t c3)) / h,
+    with (c0..c3) = coeffs[b, function, :].  Zero at and beyond rcut.
+    """
+
+    rcut: float
+    h: float
+    coeffs: np.ndarray  # (nbins, nfunc, 4)
+
+    def __post_init__(self):
+        c = _finite(self.coeffs, "SplineTable.coeffs")
+        if c.ndim != 3 or c.shape[2] != 4:
+            raise SpecError(f"SplineTable.coeffs must have shape (nbins, nfunc, 4), got {c.shape}")
+        if not (self.h > 0 and self.rcut > 0):
+            raise SpecError("SplineTable: h and rcut must be positive")
+        object.__setattr__(self, "coeffs", np.ascontiguousarray(c))
+
+    @property
+    def nbins(self) -> int:
+        return self.coeffs.shape[0]
+
+    @property
+    def nfunc(self) -> int:
+        return self.coeffs.shape[1]
+
+    def evaluate(self, r):
+        r = np.asarray(r, dtype=float)
+        x = r / self.h
+        b = np.floor(x).astype(np.int64)
+        inside = (r < self.rcut) & (b < self.nbins) & (b >= 0)
+        b = np.clip(b, 0, self.nbins - 1)
+        t = (x - b)[..., None]
+        c = self.coeffs[b]  # (..., nfunc, 4)
+        f = c[..., 0] + t * (c[..., 1] + t * (c[..., 2] + t * c[..., 3]))
+        df = (c[..., 1] + t * (2 * c[..., 2] + 3 * t * c[..., 3])) / self.h
+        m = inside[..., None]
+        return np.where(m, f, 0.0), np.where(m, df, 0.0)
+
+    def signature(self) -> str:
+        h = hashlib.sha256()
+        h.update(np.float64([self.rcut, self.h]).tobytes())
+        h.update(self.coeffs.tobytes())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class RadialBlock:
+    """The radial functions of one bond (central species zi, neighbour species zj).
+
+    Exactly one of ``slp`` (inputs ``('r',)``, outputs R_0..R_{n-1} then dR_0..dR_{n-1})
+    or ``spline`` is given.  ``nfunc`` functions; all vanish for r >= rcut (the kernel also
+    skips neighbours beyond rcut).  ``core`` is the index of the core-repulsion function
+    φ_core among them, or None.
+    """
+
+    zi: int
+    zj: int
+    rcut: float
+    nfunc: int
+    slp: SLP | None = None
+    spline: SplineTable | None = None
+    core: int | None = None
+    # inner cutoff (zbl): r_in, delta_in of this bond
+    r_in: float = 0.0
+    delta_in: float = 0.0
+
+    def __post_init__(self):
+        if (self.slp is None) == (self.spline is None):
+            raise SpecError("RadialBlock: give exactly one of slp or spline")
+        if not (np.isfinite(self.rcut) and self.rcut > 0):
+            raise SpecError(f"RadialBlock({self.zi},{self.zj}): cutoff must be positive, got {self.rcut}")
+        if self.slp is not None and len(self.slp.outputs) != 2 * self.nfunc:
+            raise SpecError("RadialBlock: slp must output nfunc values and nfunc derivatives")
+        if self.spline is not None and self.spline.nfunc != self.nfunc:
+            raise SpecError("RadialBlock: spline table has the wrong number of functions")
+        if self.core is not None and not (0 <= self.core < self.nfunc):
+            raise SpecError("RadialBlock: core index out of range")
+
+    def evaluate(self, r):
+        """Values and derivatives, each of shape r.shape + (nfunc,)."""
+        r = np.asarray(r, dtype=float)
+        if self.spline is not None:
+            return self.spline.evaluate(r)
+        outs = self.slp.evaluate(r=r)
+        v = np.stack(outs[: self.nfunc], axis=-1)
+        d = np.stack(outs[self.nfunc :], axis=-1)
+        inside = (r < self.rcut)[..., None]
+        return np.where(inside, v, 0.0), np.where(inside, d, 0.0)
+
+    def to_text(self) -> str:
+        kind = "spline" if self.spline is not None else "slp"
+        s = f"radial[{self.zi},{self.zj}] rcut={self.rcut!r} nfunc={self.nfunc} {kind}"
+        if self.spline is not None:
+            s += f" h={self.spline.h!r} nbins={self.spline.nbins}"
+        if self.core is not None:
+            s += f" core={self.core}"
+        if self.r_in or self.delta_in:
+            s += f" r_in={self.r_in!r} delta_in={self.delta_in!r}"
+        return s
+
+    def signature(self) -> str:
+        body = self.slp.signature() if self.slp is not None else self.spline.signature()
+        return hashlib.sha256((self.to_text() + body).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One-particle channel: A[offset + l + m] = Σ_j R_radial(r_ij) Y_lm(r̂_ij) over j of species zj."""
+
+    zj: int
+    radial: int
+    l: int
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return 2 * self.l + 1
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """E = Σ_p F_p(ρ_p).  ``linear``: F(ρ) = ρ (ndensity 1).  FinnisSinclair /
+    FinnisSinclairShiftedScaled: PACE's, with params = [w_0, m_0, w_1, m_1, ...]."""
+
+    kind: str = "linear"
+    ndensity: int = 1
+    params: tuple[float, ...] = (1.0, 1.0)
+
+    def __post_init__(self):
+        if self.kind not in EMBEDDINGS:
+            raise SpecError(f"unknown embedding {self.kind!r}; known: {', '.join(EMBEDDINGS)}")
+        if self.ndensity < 1:
+            raise SpecError("embedding: ndensity must be >= 1")
+        if self.kind == "linear" and self.ndensity != 1:
+            raise SpecError("linear embedding has exactly one density")
+        if len(self.params) != 2 * self.ndensity:
+            raise SpecError(f"embedding: expected {2 * self.ndensity} parameters, got {len(self.params)}")
+        _finite(self.params, "embedding parameters")
+
+
+@dataclass(frozen=True)
+class CoreRepulsion:
+    """Core repulsion / inner cutoff (PACE).  kind: none | density | distance | zbl.
+    For density: E_i = F_ACE·fcut(ρ_core) + ρ_core with the switch between
+    rho_core_cut − drho_core_cut and rho_core_cut."""
+
+    kind: str = "none"
+    rho_core_cut: float = 0.0
+    drho_core_cut: float = 0.0
+
+    def __post_init__(self):
+        if self.kind not in CORE_KINDS:
+            raise SpecError(f"unknown core repulsion kind {self.kind!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class SpeciesProgram:
+    """Everything needed to evaluate atoms of central species ``zi``."""
+
+    zi: int
+    channels: tuple[Channel, ...]
+    monomials: tuple[tuple[int, ...], ...]
+    coeffs: np.ndarray  # (len(monomials), ndensity)
+    embedding: Embedding = field(default_factory=Embedding)
+    E0: float = 0.0
+    core: CoreRepulsion = field(default_factory=CoreRepulsion)
+
+    def __post_init__(self):
+        c = _finite(self.coeffs, f"species {self.zi}: coefficients").reshape(len(self.monomials), -1)
+        if c.shape[1] != self.embedding.ndensity:
+            raise SpecError(f"species {self.zi}: coefficients have {c.shape[1]} densities, embedding {self.embedding.ndensity}")
+        object.__setattr__(self, "coeffs", np.ascontiguousarray(c))
+        off = 0
+        for ch in self.channels:
+            if ch.offset != off:
+                raise SpecError(f"species {self.zi}: channel offsets must be contiguous")
+            off += ch.size
+        for mono in self.monomials:
+            if len(mono) == 0 or list(mono) != sorted(mono) or not all(0 <= a < off for a in mono):
+                raise SpecError(f"species {self.zi}: bad monomial {mono}")
+        if not np.isfinite(self.E0):
+            raise SpecError(f"species {self.zi}: E0 not finite")
+
+    @property
+    def n_A(self) -> int:
+        return sum(ch.size for ch in self.channels)
+
+    @property
+    def max_order(self) -> int:
+        return max((len(m) for m in self.monomials), default=0)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelIR:
+    elements: tuple[str, ...]
+    lmax: int
+    angular: SLP  # inputs (x, y, z); outputs Y (lmax+1)^2 then d/dx, d/dy, d/dz of each
+    radial: dict  # (zi, zj) -> RadialBlock
+    species: tuple[SpeciesProgram, ...]
+    name: str = "model"
+
+    def __post_init__(self):
+        for e in self.elements:
+            if not isinstance(e, str) or not ELEMENT_RE.match(e):
+                raise SpecError(f"invalid element symbol {e!r}")
+        if len(set(self.elements)) != len(self.elements):
+            raise SpecError("duplicated element in model")
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", self.name):
+            raise SpecError(f"invalid model name {self.name!r} (letters, digits, underscore)")
+        nel = len(self.elements)
+        if len(self.species) != nel:
+            raise SpecError("one SpeciesProgram per element required")
+        for zi, sp_ in enumerate(self.species):
+            if sp_.zi != zi:
+                raise SpecError("species programs must be ordered by species index")
+            for ch in sp_.channels:
+                blk = self.radial.get((zi, ch.zj))
+                if blk is None or not (0 <= ch.radial < blk.nfunc):
+                    raise SpecError(f"species {zi}: channel {ch} refers to a missing radial function")
+                if ch.l > self.lmax:
+                    raise SpecError(f"channel l={ch.l} exceeds lmax={self.lmax}")
+
+    @property
+    def rcut_max(self) -> float:
+        return max(b.rcut for b in self.radial.values())
+
+    def rcut(self, zi: int, zj: int) -> float:
+        b = self.radial.get((zi, zj))
+        return 0.0 if b is None else b.rcut
+
+    def to_text(self) -> str:
+        lines = [f"model {self.name}: elements={list(self.elements)} lmax={self.lmax}"]
+        for k in sorted(self.radial):
+            lines.append("  " + self.radial[k].to_text())
+        for s in self.species:
+            lines.append(
+                f"  species {s.zi} ({self.elements[s.zi]}): {len(s.channels)} channels, n_A={s.n_A}, "
+                f"{len(s.monomials)} monomials (max order {s.max_order}), embedding={s.embedding.kind}"
+                f"{list(s.embedding.params)}, E0={s.E0!r}, core={s.core.kind}"
+            )
+        return "\n".join(lines)
+
+    def signature(self) -> str:
+        h = hashlib.sha256()
+        h.update(self.to_text().encode())
+        h.update(self.angular.signature().encode())
+        for k in sorted(self.radial):
+            h.update(self.radial[k].signature().encode())
+        for s in self.species:
+            h.update(json.dumps([[c.zj, c.radial, c.l, c.offset] for c in s.channels]).encode())
+            h.update(json.dumps(s.monomials).encode())
+            h.update(s.coeffs.tobytes())
+            h.update(json.dumps([s.core.kind, s.core.rho_core_cut, s.core.drho_core_cut]).encode())
+        return h.hexdigest()

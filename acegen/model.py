@@ -1,0 +1,228 @@
+"""Models: a basis with coefficients, or an imported PACE potential; save / load.
+
+* ``Model(spec, coefficients)`` — a linear ACE model on ``acegen.lower(spec)``; coefficients
+  are a flat vector (many-body functions, then the pair basis) or a dict
+  ``{"manybody": ..., "pair": ...}``.
+* ``Model.random(spec, seed=0)`` — random coefficients damped by the smoothness prior.
+* ``acegen.load(path)`` — acegen JSON (``.json``) or PACE ``.yace`` / ``.ace`` / ``.yaml``.
+* ``model.save(path)`` — ``.json`` (acegen's versioned format) or ``.yace``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AcegenError, ModelFileError, SpecError
+
+FORMAT_NAME = "acegen-model"
+FORMAT_VERSION = 1
+
+
+def _safe_name(stem: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", stem)[:48] or "model"
+    if not re.match(r"[A-Za-z_]", name[0]):
+        name = "m_" + name
+    return name
+
+
+class Model:
+    """A compiled-on-demand ACE model."""
+
+    def __init__(self, spec, coefficients, *, name: str = "model"):
+        from .spec import BasisSpec
+
+        if not isinstance(spec, BasisSpec):
+            raise SpecError("Model(spec, coefficients): spec must be an acegen.BasisSpec")
+        self.kind = "linear"
+        self.spec = spec
+        self._basis = None
+        self._coefficients = coefficients
+        self.name = _safe_name(name)
+        self.pace = None
+        self._ir = None
+        self._kernels = {}
+        # validate the coefficient shape now (lowers the basis)
+        mb, pr = self.basis.split_params(coefficients)
+        self.coefficients = np.concatenate([mb, pr])
+
+    # ---------------------------------------------------------------- constructors
+    @classmethod
+    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str = "random"):
+        """Random coefficients θ_k ~ N(0, 1)·scale / γ_k with γ_k the algebraic smoothness
+        prior (p = 4) of seed 003 eq. (10), so high-degree functions are strongly damped
+        and energies are O(eV)."""
+        from .basis import lower
+        from .symbolic.selection import smoothness_prior
+
+        basis = lower(spec)
+        rng = np.random.default_rng(seed)
+        gam = np.asarray(smoothness_prior(spec, [f.factors for f in basis.functions], kind="algebraic", p=4))
+        gp = np.asarray(
+            smoothness_prior(spec, [((p.zj, p.n, 0),) for p in basis.pair], kind="algebraic", p=4)
+        )
+        theta = rng.standard_normal(len(basis)) * scale / gam
+        theta_p = rng.standard_normal(len(basis.pair)) * scale / gp
+        m = cls.__new__(cls)
+        m.kind = "linear"
+        m.spec = spec
+        m._basis = basis
+        m.name = _safe_name(name)
+        m.pace = None
+        m._ir = None
+        m._kernels = {}
+        m.coefficients = np.concatenate([theta, theta_p])
+        return m
+
+    @classmethod
+    def from_pace(cls, potential, *, name: str | None = None, radial: str = "spline"):
+        """Wrap a PACE potential (``acegen.io.pace.PacePotential``)."""
+        m = cls.__new__(cls)
+        m.kind = "pace"
+        m.spec = None
+        m._basis = None
+        m.coefficients = None
+        m.pace = potential
+        m.pace_radial = radial
+        src = getattr(potential, "source", None) or "pace"
+        m.name = _safe_name(name or Path(str(src)).stem)
+        m._ir = None
+        m._kernels = {}
+        return m
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def basis(self):
+        if self.kind != "linear":
+            raise AcegenError("a PACE model has no acegen basis specification")
+        if self._basis is None:
+            from .basis import lower
+
+            self._basis = lower(self.spec)
+        return self._basis
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        if self.kind == "linear":
+            return tuple(self.spec.elements)
+        return tuple(self.pace.elements)
+
+    def ir(self):
+        """The lowered ModelIR (cached)."""
+        if self._ir is None:
+            if self.kind == "linear":
+                self._ir = self.basis.fold(self.coefficients, name=self.name)
+            else:
+                from .io.pace_lower import pace_to_ir
+
+                self._ir = pace_to_ir(self.pace, name=self.name, radial=self.pace_radial)
+        return self._ir
+
+    def compile(self, target: str = "c", **options):
+        key = (target, tuple(sorted(options.items())))
+        if key not in self._kernels:
+            from .runtime.kernels import compile_ir
+
+            self._kernels[key] = compile_ir(self.ir(), target, **options)
+        return self._kernels[key]
+
+    def __repr__(self) -> str:
+        if self.kind == "linear":
+            return f"Model({self.name!r}, {self.basis!r})"
+        return f"Model({self.name!r}, PACE potential, elements={list(self.elements)})"
+
+    # ---------------------------------------------------------------- save / load
+    def to_dict(self) -> dict:
+        if self.kind != "linear":
+            raise AcegenError("PACE-derived models are saved as .yace (model.save('x.yace'))")
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "kind": "linear-ace",
+            "name": self.name,
+            "spec": self.spec.to_dict(),
+            "coefficients": {
+                "manybody": [float(x) for x in self.coefficients[: len(self.basis)]],
+                "pair": [float(x) for x in self.coefficients[len(self.basis) :]],
+            },
+        }
+
+    def save(self, path) -> None:
+        path = Path(path)
+        if path.suffix == ".yace":
+            from .io.pace import write_yace
+
+            if self.kind == "pace":
+                write_yace(self.pace, path)
+                return
+            from .io.pace_export import model_to_pace
+
+            write_yace(model_to_pace(self), path)
+            return
+        if path.suffix != ".json":
+            raise AcegenError(f"{path}: save as .json (acegen) or .yace (PACE)")
+        text = json.dumps(self.to_dict(), indent=1)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def load(path) -> Model:
+    """Load a model: acegen ``.json`` or PACE ``.yace`` / ``.ace`` / ``.yaml``."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(path, None, "no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".yace", ".ace", ".yaml", ".yml"):
+        from .io.pace import read_pace
+
+        return Model.from_pace(read_pace(path), name=path.stem)
+    if suffix != ".json":
+        raise ModelFileError(path, None, "unknown model format (expected .json, .yace, .ace or .yaml)")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(path, None, f"not valid JSON: {e}") from None
+    return model_from_dict(data, path)
+
+
+def model_from_dict(data, path=None) -> Model:
+    from .spec import BasisSpec
+
+    if not isinstance(data, dict):
+        raise ModelFileError(path, None, "top level must be a JSON object")
+    if data.get("format") != FORMAT_NAME:
+        raise ModelFileError(path, "format", f"expected {FORMAT_NAME!r}")
+    ver = data.get("version")
+    if not isinstance(ver, int) or isinstance(ver, bool) or ver > FORMAT_VERSION or ver < 1:
+        raise ModelFileError(path, "version", f"unsupported version {ver!r} (this acegen reads 1..{FORMAT_VERSION})")
+    if data.get("kind") != "linear-ace":
+        raise ModelFileError(path, "kind", f"unknown model kind {data.get('kind')!r}")
+    try:
+        spec = BasisSpec.from_dict(data.get("spec"))
+    except SpecError as e:
+        raise ModelFileError(path, "spec", str(e)) from None
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise ModelFileError(path, "spec", f"invalid specification: {e}") from None
+    coef = data.get("coefficients")
+    if not isinstance(coef, dict):
+        raise ModelFileError(path, "coefficients", "expected an object with 'manybody' and 'pair' lists")
+    vals = {}
+    for key in ("manybody", "pair"):
+        v = coef.get(key)
+        if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise ModelFileError(path, f"coefficients.{key}", "expected a list of numbers")
+        vals[key] = np.asarray(v, dtype=float)
+        if not np.isfinite(vals[key]).all():
+            raise ModelFileError(path, f"coefficients.{key}", "non-finite number")
+    name = data.get("name", "model")
+    if not isinstance(name, str):
+        raise ModelFileError(path, "name", "expected a string")
+    try:
+        return Model(spec, vals, name=name)
+    except SpecError as e:
+        raise ModelFileError(path, "coefficients", str(e)) from None

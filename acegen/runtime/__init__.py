@@ -1,0 +1,1 @@
+"""Runtime: neighbour lists, kernel calls and the ASE calculator."""

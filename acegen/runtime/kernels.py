@@ -1,0 +1,56 @@
+"""Kernel selection: one interface over every backend.
+
+A kernel object has ``compute(species, offsets, nb_species, rij, nthreads=1) ->
+(energies, dEdr)`` (see :mod:`acegen.ir.interp` for the semantics) and ``elements``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AcegenError
+from ..ir.interp import evaluate_ir
+from ..ir.model import ModelIR
+
+TARGETS = ("c", "llvm", "numpy")
+
+
+class NumpyKernel:
+    """The IR interpreter as a kernel (slow; for debugging and tests)."""
+
+    target = "numpy"
+
+    def __init__(self, ir: ModelIR):
+        self.ir = ir
+        self.elements = ir.elements
+
+    def compute(self, species, offsets, nb_species, rij, nthreads: int = 1):
+        return evaluate_ir(self.ir, species, offsets, nb_species, rij)
+
+
+def compile_ir(ir: ModelIR, target: str = "c", **options):
+    """Compile a ModelIR for ``target`` ('c', 'llvm' or 'numpy')."""
+    if target not in TARGETS:
+        raise AcegenError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if target == "numpy":
+        return NumpyKernel(ir)
+    if target == "c":
+        from ..backends.c import compile_c
+        from ..jit.toolchain import find_c_compiler
+
+        if find_c_compiler(required=False) is None:
+            import warnings
+
+            warnings.warn("no C compiler found; using the LLVM backend instead", stacklevel=2)
+            target = "llvm"
+        else:
+            return compile_c(ir, **options)
+    if target == "llvm":
+        from ..backends.llvm import compile_llvm
+
+        return compile_llvm(ir, **options)
+    raise AssertionError(target)
+
+
+def pair_species(species: np.ndarray, j: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(species[j], dtype=np.int32)
