@@ -144,6 +144,19 @@ class CoupledBasis:
             h.update(np.ascontiguousarray(f.coeffs, dtype=np.float64).tobytes())
         return h.hexdigest()
 
+    def evaluate(self, atoms) -> np.ndarray:
+        """Per-atom basis values, shape (n_atoms, len(basis)); functions centred on another
+        species than the atom's are zero.  Useful as descriptors."""
+        from .reference.ace_numpy import ACEReference
+
+        return ACEReference(self).basis_values(atoms)[0]
+
+    def evaluate_pair(self, atoms) -> np.ndarray:
+        """Per-atom pair-basis values, shape (n_atoms, len(basis.pair))."""
+        from .reference.ace_numpy import ACEReference
+
+        return ACEReference(self).basis_values(atoms)[1]
+
     # ------------------------------------------------------------------ radial
     def radial_blocks(self) -> dict:
         """One RadialBlock per ordered species pair: outputs R_1..R_nmax then P_1..P_npair."""
@@ -260,8 +273,14 @@ def lower(spec, *, progress: bool | None = None) -> CoupledBasis:
     from .symbolic import coupling, radial, selection
 
     purification = getattr(spec, "purification", "none")
-    if purification not in ("none",):
-        from .symbolic import purify  # noqa: F401  (raises SpecError if unavailable)
+    if purification != "none":
+        try:
+            from .symbolic import purify  # noqa: F401
+        except ImportError:
+            raise SpecError(
+                f"BasisSpec.purification={purification!r} is not available in this version "
+                "of acegen; use purification='none' (self-interacting basis)"
+            ) from None
 
     multisets = selection.select_multisets(spec)
     functions = []

@@ -53,20 +53,40 @@ class Model:
     # ---------------------------------------------------------------- constructors
     @classmethod
     def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str = "random"):
-        """Random coefficients θ_k ~ N(0, 1)·scale / γ_k with γ_k the algebraic smoothness
-        prior (p = 4) of seed 003 eq. (10), so high-degree functions are strongly damped
-        and energies are O(eV)."""
+        """Random coefficients, damped by the smoothness prior so energies are O(eV).
+
+        θ_k = scale · ξ_k / (γ_k · b_k) with ξ_k ~ N(0, 1), γ_k the algebraic smoothness prior
+        (p = 4, seed 003 eq. 10, ``constant=1``) and b_k the root-mean-square value of basis
+        function k over the atoms of a reference crystal (rattled fcc with nearest-neighbour
+        distance r0, species assigned at random), so every function contributes O(scale) eV.
+        """
+        from ase.build import bulk
+
         from .basis import lower
+        from .reference.ace_numpy import ACEReference
         from .symbolic.selection import smoothness_prior
 
         basis = lower(spec)
         rng = np.random.default_rng(seed)
-        gam = np.asarray(smoothness_prior(spec, [f.factors for f in basis.functions], kind="algebraic", p=4))
-        gp = np.asarray(
-            smoothness_prior(spec, [((p.zj, p.n, 0),) for p in basis.pair], kind="algebraic", p=4)
-        )
-        theta = rng.standard_normal(len(basis)) * scale / gam
-        theta_p = rng.standard_normal(len(basis.pair)) * scale / gp
+        gam = np.asarray(smoothness_prior(spec, [f.factors for f in basis.functions], kind="algebraic", p=4,
+                                          constant=1.0))
+        gp = np.asarray(smoothness_prior(spec, [((p.zj, p.n, 0),) for p in basis.pair], kind="algebraic", p=4,
+                                         constant=1.0))
+        r0 = float(np.mean([spec.r0_pair(a, b) for a in range(len(spec.elements)) for b in range(len(spec.elements))]))
+        atoms = bulk("X", "fcc", a=r0 * np.sqrt(2.0), cubic=True).repeat(2)
+        atoms.rattle(0.05 * r0, seed=seed)
+        atoms.set_chemical_symbols(list(rng.choice(list(spec.elements), size=len(atoms))))
+        B, P = ACEReference(basis).basis_values(atoms)
+        Z = np.array([spec.elements.index(s) for s in atoms.get_chemical_symbols()])
+        bk = np.ones(len(basis))
+        for k, f in enumerate(basis.functions):
+            v = B[Z == f.z0, k]
+            bk[k] = np.sqrt(np.mean(v**2)) if len(v) else 1.0
+        pk = np.sqrt(np.mean(P**2, axis=0)) if len(P) else np.ones(len(basis.pair))
+        bk = np.where(bk > 1e-12, bk, 1.0)
+        pk = np.where(pk > 1e-12, pk, 1.0)
+        theta = rng.standard_normal(len(basis)) * scale / (gam * bk)
+        theta_p = rng.standard_normal(len(basis.pair)) * scale / (gp * pk)
         m = cls.__new__(cls)
         m.kind = "linear"
         m.spec = spec

@@ -212,7 +212,8 @@ class BasisSpec:
     envelope: many-body envelope ('x', pin, pcut) in the normalised coordinate y.
     pair_envelope: ('r', p) ACE1 PolyEnvelope in r, or ('x', pin, pcut).
     purification: 'none' | 'pair' | 'canonical' (stored and validated only).
-    Eref: mapping element -> isolated-atom energy (missing elements: 0).
+    Eref: mapping element -> isolated-atom energy (missing elements: 0); stored as
+        ``(("Ti", e_Ti), ("Al", e_Al), ...)`` in element order, so ``dict(spec.Eref)`` works.
     radial: polynomial family of the radial bases (only 'legendre').
     """
 
@@ -229,8 +230,8 @@ class BasisSpec:
     pair_transform: tuple = ("agnesi", 1, 3)
     envelope: tuple = ("x", 2, 2)
     pair_envelope: tuple = ("r", 2)
-    purification: str = "pair"
-    Eref: tuple[float, ...] | None = None
+    purification: str = "none"
+    Eref: tuple[tuple[str, float], ...] | None = None
     radial: str = "legendre"
 
     # ------------------------------------------------------------------ validation
@@ -299,9 +300,11 @@ class BasisSpec:
         set_("Eref", self._eref(self.Eref, els))
 
     @staticmethod
-    def _eref(value: Any, els: tuple[str, ...]) -> tuple[float, ...]:
+    def _eref(value: Any, els: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
         if value is None:
-            return tuple(0.0 for _ in els)
+            return tuple((e, 0.0) for e in els)
+        if isinstance(value, (tuple, list)) and all(isinstance(x, (tuple, list)) and len(x) == 2 for x in value):
+            value = dict(value)
         if isinstance(value, Mapping):
             out = dict.fromkeys(els, 0.0)
             for k, v in value.items():
@@ -310,14 +313,7 @@ class BasisSpec:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
                     raise _err(f"Eref[{k}]", v, "must be a finite number")
                 out[k] = float(v)
-            return tuple(out[e] for e in els)
-        if isinstance(value, (tuple, list)) and len(value) == len(els):
-            vals = []
-            for v in value:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-                    raise _err("Eref", value, "entries must be finite numbers")
-                vals.append(float(v))
-            return tuple(vals)
+            return tuple((e, out[e]) for e in els)
         raise _err("Eref", value, "must be a mapping element -> energy")
 
     # ------------------------------------------------------------------ accessors
@@ -353,7 +349,7 @@ class BasisSpec:
 
     def eref(self, z: int) -> float:
         """Reference (isolated atom) energy of species index z."""
-        return self.Eref[z]
+        return self.Eref[z][1]
 
     def maxdeg(self, nu: int) -> Number:
         """Total degree bound D_nu of correlation order nu (1-based)."""
@@ -407,7 +403,7 @@ class BasisSpec:
             "envelope": list(self.envelope),
             "pair_envelope": list(self.pair_envelope),
             "purification": self.purification,
-            "Eref": {e: v for e, v in zip(self.elements, self.Eref)},
+            "Eref": dict(self.Eref),
             "radial": self.radial,
         }
 
@@ -458,6 +454,6 @@ class BasisSpec:
         parts += [f"pair_degree={self.pair_degree}", f"transform={self.transform!r}",
                   f"pair_transform={self.pair_transform!r}", f"envelope={self.envelope!r}",
                   f"pair_envelope={self.pair_envelope!r}", f"purification={self.purification!r}"]
-        if any(self.Eref):
+        if any(v for _, v in self.Eref):
             parts.append(f"Eref={d['Eref']!r}")
         return f"BasisSpec({', '.join(parts)})"

@@ -198,10 +198,10 @@ def _stieltjes(wpin: int, wpcut: int, nfunc: int):
 class RadialPolynomialForm:
     """Exact description of a radial basis as (envelope) x (polynomial in y).
 
-    R_n(r) = env(r) * sign_n * pi_{n-1}(v) / sqrt(norm2[n-1]),   n = 1..nfunc,
+    R_n(r) = env(r) * pi_{n-1}(v) / sqrt(norm2[n-1]),   n = 1..nfunc,
 
-    with v = y (many-body) or v = -y (pair), pi_k monic with Rational coefficients in v, and
-    sign_n = +1.  :meth:`coefficients` returns the exact coefficients of
+    with v = y (many-body) or v = -y (pair) and pi_k monic in v with Rational coefficients.
+    :meth:`coefficients` returns the exact coefficients of
     R_n / env as a polynomial in y (sympy numbers, possibly with square roots);
     :meth:`rational_coefficients` the Rational coefficients in y of pi_{n-1}(v) together with
     the Rational norm2 (R_n / env = sum_k c_k y^k / sqrt(norm2)).
@@ -236,7 +236,7 @@ class RadialPolynomialForm:
         """Exact coefficients (ascending powers of y) of R_n / env."""
         c, h = self.rational_coefficients(n)
         s = 1 / sp.sqrt(h)
-        return tuple(sp.nsimplify(ck * s) if ck != 0 else sp.Integer(0) for ck in c)
+        return tuple(ck * s for ck in c)
 
     def recurrence(self) -> list[tuple[float, float, float]]:
         """Float (A, B, C) with P_1 = A_1 env, P_2 = (A_2 v + B_2) P_1,
@@ -303,8 +303,9 @@ def _radial_slp(spec: BasisSpec, zi: int, zj: int, kind: str, nfunc: int | None,
     s = b.assign(r * _f(1.0 / tp.r0))
     sp_ = b.assign(s**tp.p)
     if tp.q > tp.p:
-        sd = b.assign(s ** (tp.q - tp.p))
-        x = b.assign(1 / (1 + _f(tp.a) * sp_ * sd / (1 + sd)))
+        sd = sp_ if tp.q == 2 * tp.p else b.assign(s ** (tp.q - tp.p))
+        g = b.assign(sp_ * sd / (1 + sd))  # s^q / (1 + s^(q-p))
+        x = b.assign(1 / (1 + _f(tp.a) * g))
     else:
         x = b.assign(1 / (1 + _f(tp.a / 2) * sp_))
     # polynomial variable v = sign * y = sign * (y0 + y1 x)
@@ -322,7 +323,7 @@ def _radial_slp(spec: BasisSpec, zi: int, zj: int, kind: str, nfunc: int | None,
     vals = []
     for n, (A, B, C) in enumerate(rec, start=1):
         if n == 1:
-            vals.append(b.assign(_f(A) * env))
+            vals.append(env if A == 1.0 else b.assign(_f(A) * env))
         elif n == 2:
             vals.append(b.assign((_f(A) * v + _f(B)) * vals[0]))
         else:

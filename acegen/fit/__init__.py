@@ -1,0 +1,87 @@
+"""Fitting linear ACE models (seed 003 §II D–F): data, design matrix, priors, solvers.
+
+Layers, each usable on its own:
+
+* :mod:`acegen.fit.data` — read extxyz structures, extract energies / forces / virials by
+  key, reference energies (Eref), per-``config_type`` weights → :class:`TrainingSet`;
+  :func:`assemble` builds the design matrix ``(A, y, w, row_meta)`` from a
+  ``basis_evaluator(atoms)`` (the only interface to the basis).
+* :mod:`acegen.fit.priors` — smoothness priors Γ (algebraic, exponential, Gaussian).
+* :mod:`acegen.fit.solvers` — QR, LSQR, RRQR, BLR (evidence maximisation), ARD and
+  posterior committees.
+* :mod:`acegen.fit.errors_table`, :mod:`acegen.fit.plots` — RMSE/MAE tables, parity plots,
+  dimer curves.
+* :mod:`acegen.fit.config`, :mod:`acegen.fit.driver` — the YAML config and
+  :func:`fit` / :func:`fit_from_config`.
+
+``acegen.fit`` is both this package and the function :func:`acegen.fit.driver.fit`:
+calling the module, ``acegen.fit(spec, structures, ...)``, calls the function (the module's
+class is a callable ``ModuleType`` subclass), so ``acegen.fit.solvers`` and
+``acegen.fit(...)`` both work whichever is touched first.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from ..errors import AcegenError
+
+
+class FitError(AcegenError, ValueError):
+    """A fit that cannot proceed: bad data, bad options or a failed solve."""
+
+
+class TargetError(FitError):
+    """A training target (energy, forces, virial) that is missing or not finite.
+
+    ``index`` is the structure's position in the input list, ``key`` the key looked up."""
+
+    def __init__(self, index: int, key: str, message: str):
+        self.index = index
+        self.key = key
+        super().__init__(f"structure {index}: key {key!r}: {message}")
+
+
+class ConfigError(FitError):
+    """An invalid fit configuration: names the file and the field (dotted path)."""
+
+    def __init__(self, path, field: str | None, message: str):
+        self.path = None if path is None else str(path)
+        self.field = field
+        where = self.path or "<config>"
+        if field:
+            where += f": field '{field}'"
+        super().__init__(f"{where}: {message}")
+
+
+from .data import (  # noqa: E402  (the error classes above must exist first)
+    RowMeta,
+    StructureData,
+    TrainingSet,
+    assemble,
+    load_training_set,
+    read_structures,
+    resolve_weights,
+)
+from .driver import FitReport, fit, fit_from_config, fit_linear, make_basis_evaluator  # noqa: E402
+from .errors_table import error_table, format_error_table, save_error_table  # noqa: E402
+from .priors import smoothness_prior  # noqa: E402
+from .solvers import Committee, FitResult, solve  # noqa: E402
+
+__all__ = [
+    "Committee", "ConfigError", "FitError", "FitReport", "FitResult", "RowMeta", "StructureData",
+    "TargetError", "TrainingSet", "assemble", "error_table", "fit", "fit_from_config",
+    "fit_linear", "format_error_table", "load_training_set", "make_basis_evaluator",
+    "read_structures", "resolve_weights", "save_error_table", "smoothness_prior", "solve",
+]
+
+
+class _CallableModule(types.ModuleType):
+    """Module type whose instances forward calls to :func:`acegen.fit.driver.fit`."""
+
+    def __call__(self, *args, **kwargs):
+        return fit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

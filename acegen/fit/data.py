@@ -1,0 +1,498 @@
+"""Training data: structures, targets, reference energies, weights and the design matrix.
+
+Conventions
+-----------
+* Energies are total energies (eV), forces eV/Å, virials eV (the extxyz/ACE convention).
+* **Virial** ``V = −Σ_pairs (∂E/∂r_ij) ⊗ r_ij = −σ·Ω`` with σ the ASE stress
+  (``(1/Ω) ∂E/∂ε``, Voigt order xx yy zz yz xz xy) and Ω the cell volume; a compressed
+  cell has a positive virial trace.  A ``stress_key`` is converted with ``V = −σ·Ω``.
+  A virial may be stored as 3×3, as 9 numbers (row-major) or as 6 Voigt numbers
+  (xx yy zz yz xz xy).  The fit uses the 6 Voigt components of the symmetrised virial
+  (ACEpotentials does the same).
+* **Lookup** of a key: per-structure values in ``atoms.info[key]``, per-atom values in
+  ``atoms.arrays[key]``, then the attached calculator's ``atoms.calc.results[key]``
+  (ase ≥ 3.23 moves an extxyz header ``energy=`` / ``stress=`` and a ``forces`` column there).
+* **Reference energies** ``E0[element]`` (the one-body term V⁽⁰⁾, ``BasisSpec.Eref``) are
+  subtracted from every energy target: ``y_E = E − Σ_i E0[Z_i]``.  Structures with one atom
+  and an isolated-atom ``config_type`` (case, ``_`` and ``-`` ignored: ``isolated_atom``,
+  ``IsolatedAtom``, ``isolated``, ``single_atom``) set E0 when none is given and are left out
+  of the fit (their basis rows vanish).
+* **Weights** (seed 003 §II E): per config type ``w̃ = {"E", "F", "V"}`` (defaults 30, 1, 1;
+  the entry ``"default"`` overrides the defaults, any other entry overrides single values for
+  its config type), then ``w_E = w̃_E/√N``, ``w_F = w̃_F``, ``w_V = w̃_V/√N``.  The loss is
+  ``Σ_rows w² (y − A c)²``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import FitError, TargetError
+
+__all__ = [
+    "DEFAULT_WEIGHTS", "ISOLATED_ATOM_TYPES", "VOIGT", "RowMeta", "StructureData", "TrainingSet",
+    "assemble", "load_training_set", "read_structures", "resolve_weights", "to_virial",
+]
+
+DEFAULT_WEIGHTS: dict[str, float] = {"E": 30.0, "F": 1.0, "V": 1.0}
+ISOLATED_ATOM_TYPES: tuple[str, ...] = ("isolatedatom", "isolated", "singleatom")
+VOIGT: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+_VOIGT_ROWS = np.array([a for a, _ in VOIGT])
+_VOIGT_COLS = np.array([b for _, b in VOIGT])
+
+BasisEvaluator = Callable[[Any], Mapping[str, np.ndarray]]
+
+
+# ---------------------------------------------------------------------------- reading
+def read_structures(paths: str | Path | Iterable[str | Path], index: str = ":") -> list:
+    """All frames of one or several extxyz (any ase-readable) files, in order."""
+    import ase.io
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise FitError(f"{p}: no such structure file")
+        try:
+            frames = ase.io.read(p, index)
+        except Exception as e:  # ase raises many types for malformed files
+            raise FitError(f"{p}: cannot read structures: {e}") from e
+        out.extend(frames if isinstance(frames, list) else [frames])
+    return out
+
+
+def _normalise_type(config_type: str) -> str:
+    return config_type.lower().replace("_", "").replace("-", "")
+
+
+# ---------------------------------------------------------------------------- lookup
+_MISSING = object()
+
+
+def _lookup(atoms, key: str, per_atom: bool) -> Any:
+    """The value stored under ``key`` (see the module docstring), or ``_MISSING``."""
+    store = atoms.arrays if per_atom else atoms.info
+    if key in store:
+        return store[key]
+    calc = getattr(atoms, "calc", None)
+    results = getattr(calc, "results", None) or {}
+    if key in results:
+        return results[key]
+    return _MISSING
+
+
+def _available_keys(atoms) -> str:
+    calc = getattr(atoms, "calc", None)
+    results = sorted(getattr(calc, "results", None) or {})
+    info = sorted(k for k in atoms.info)
+    arrays = sorted(k for k in atoms.arrays if k not in ("numbers", "positions"))
+    return f"info keys {info}, array keys {arrays}, calculator results {results}"
+
+
+def _as_float_array(value: Any, index: int, key: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise TargetError(index, key, f"not numeric: {value!r}") from None
+    if not np.isfinite(arr).all():
+        raise TargetError(index, key, "non-finite value")
+    return arr
+
+
+def to_virial(value: Any, index: int = -1, key: str = "virial") -> np.ndarray:
+    """A 3×3 virial from 3×3, 9 (row-major) or 6 Voigt (xx yy zz yz xz xy) numbers."""
+    arr = _as_float_array(value, index, key)
+    if arr.shape == (3, 3):
+        return arr.copy()
+    flat = arr.ravel()
+    if flat.size == 9:
+        return flat.reshape(3, 3).copy()
+    if flat.size == 6:
+        v = np.empty((3, 3))
+        v[_VOIGT_ROWS, _VOIGT_COLS] = flat
+        v[_VOIGT_COLS, _VOIGT_ROWS] = flat
+        return v
+    raise TargetError(index, key, f"expected 3x3, 9 or 6 (Voigt) numbers, got shape {arr.shape}")
+
+
+def voigt(virial: np.ndarray) -> np.ndarray:
+    """The 6 Voigt components (xx yy zz yz xz xy) of the symmetrised 3×3 matrix(es) in the
+    leading two axes (extra trailing axes, e.g. parameters, are kept)."""
+    sym = 0.5 * (virial + np.swapaxes(virial, 0, 1))
+    return sym[_VOIGT_ROWS, _VOIGT_COLS]
+
+
+# ---------------------------------------------------------------------------- weights
+def resolve_weights(weights: Mapping[str, Mapping[str, float]] | None) -> dict[str, dict[str, float]]:
+    """Validated per-config-type weights ``{config_type: {"E", "F", "V"}}``, every entry
+    complete: missing values come from the ``"default"`` entry, then from (30, 1, 1)."""
+    if weights is None:
+        weights = {}
+    if not isinstance(weights, Mapping):
+        raise FitError(f"weights: expected a mapping config_type -> {{'E','F','V'}}, got {type(weights).__name__}")
+    for ct, w in weights.items():
+        if not isinstance(ct, str):
+            raise FitError(f"weights: config type keys must be strings, got {ct!r}")
+        if not isinstance(w, Mapping):
+            raise FitError(f"weights[{ct!r}]: expected a mapping with keys E, F, V, got {w!r}")
+        for k, v in w.items():
+            if k not in DEFAULT_WEIGHTS:
+                raise FitError(f"weights[{ct!r}]: unknown observation {k!r} (expected E, F or V)")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise FitError(f"weights[{ct!r}][{k!r}]: must be a finite number >= 0, got {v!r}")
+    default = {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in weights.get("default", {}).items()}}
+    out = {"default": default}
+    for ct, w in weights.items():
+        out[ct] = {**default, **{k: float(v) for k, v in w.items()}}
+    return out
+
+
+# ---------------------------------------------------------------------------- containers
+@dataclass
+class StructureData:
+    """One training structure and its targets.
+
+    ``energy`` is the total energy as read (None when not fitted); ``e0`` = Σ_i E0[Z_i];
+    ``forces`` (n, 3), ``virial`` (3, 3) or None; ``weights`` the effective row weights
+    (w_E, w_F, w_V) after the 1/√N scaling."""
+
+    index: int
+    atoms: Any
+    config_type: str
+    energy: float | None
+    forces: np.ndarray | None
+    virial: np.ndarray | None
+    e0: float
+    weights: dict[str, float]
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.atoms)
+
+    @property
+    def energy_target(self) -> float | None:
+        """The energy the basis must fit: E − Σ_i E0[Z_i]."""
+        return None if self.energy is None else self.energy - self.e0
+
+
+@dataclass
+class TrainingSet:
+    """Structures with targets and weights, ready for :func:`assemble`.
+
+    ``eref`` maps element → E0 (what was subtracted); ``isolated`` lists the input indices
+    of isolated-atom structures left out of the fit; ``keys`` records the keys used."""
+
+    structures: list[StructureData]
+    eref: dict[str, float]
+    weights: dict[str, dict[str, float]]
+    keys: dict[str, str | None]
+    isolated: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    @property
+    def config_types(self) -> list[str]:
+        return sorted({s.config_type for s in self.structures})
+
+    @property
+    def has_forces(self) -> bool:
+        return any(s.forces is not None for s in self.structures)
+
+    @property
+    def has_virials(self) -> bool:
+        return any(s.virial is not None for s in self.structures)
+
+    def e0_of(self, atoms) -> float:
+        """Σ_i E0[Z_i] of any structure (elements without E0 count 0)."""
+        return float(sum(self.eref.get(s, 0.0) for s in atoms.get_chemical_symbols()))
+
+    def subset(self, indices: Sequence[int]) -> "TrainingSet":
+        """The structures at the given positions (of ``self.structures``)."""
+        return TrainingSet([self.structures[i] for i in indices], dict(self.eref), self.weights,
+                           dict(self.keys), list(self.isolated))
+
+
+# ---------------------------------------------------------------------------- extraction
+def _extract(atoms, index: int, energy_key, force_key, virial_key, stress_key, missing: str):
+    """(energy, forces, virial) of one structure, None where not requested / skipped."""
+
+    def fail(key, msg):
+        if missing == "error":
+            raise TargetError(index, key, msg + f" ({_available_keys(atoms)})")
+
+    energy = forces = virial = None
+    if energy_key is not None:
+        v = _lookup(atoms, energy_key, per_atom=False)
+        if v is _MISSING:
+            fail(energy_key, "no energy stored under this key")
+        else:
+            arr = _as_float_array(v, index, energy_key)
+            if arr.size != 1:
+                raise TargetError(index, energy_key, f"expected one number, got shape {arr.shape}")
+            energy = float(arr.ravel()[0])
+    if force_key is not None:
+        v = _lookup(atoms, force_key, per_atom=True)
+        if v is _MISSING:
+            fail(force_key, "no forces stored under this key")
+        else:
+            arr = _as_float_array(v, index, force_key)
+            if arr.shape != (len(atoms), 3):
+                raise TargetError(index, force_key, f"expected shape ({len(atoms)}, 3), got {arr.shape}")
+            forces = arr.copy()
+    if virial_key is not None:
+        v = _lookup(atoms, virial_key, per_atom=False)
+        if v is _MISSING:
+            fail(virial_key, "no virial stored under this key")
+        else:
+            virial = to_virial(v, index, virial_key)
+    elif stress_key is not None:
+        v = _lookup(atoms, stress_key, per_atom=False)
+        if v is _MISSING:
+            fail(stress_key, "no stress stored under this key")
+        else:
+            if atoms.cell.rank < 3:
+                raise TargetError(index, stress_key, "a stress needs a 3D cell (volume) to become a virial")
+            virial = -to_virial(v, index, stress_key) * atoms.get_volume()
+    return energy, forces, virial
+
+
+def _resolve_eref(eref, raw, isolated, elements) -> dict[str, float]:
+    """E0 per element: explicit mapping, 'isolated', 'average' or 'zero' (see load_training_set)."""
+    if isinstance(eref, Mapping):
+        out = {}
+        for k, v in eref.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise FitError(f"eref[{k!r}]: must be a finite number, got {v!r}")
+            out[str(k)] = float(v)
+        return out
+    if eref is None:
+        eref = "isolated" if isolated else "zero"
+        if eref == "zero":
+            warnings.warn("no Eref given and no isolated-atom structures found: reference energies are 0; "
+                          "pass eref={element: E0} or eref='average'", stacklevel=3)
+    if eref == "zero":
+        return {}
+    if eref == "isolated":
+        out: dict[str, float] = {}
+        for i in isolated:
+            atoms, energy = raw[i][0], raw[i][1]
+            if energy is None:
+                raise FitError(f"structure {i}: isolated atom without an energy")
+            el = atoms.get_chemical_symbols()[0]
+            if el in out and abs(out[el] - energy) > 1e-8 * max(1.0, abs(energy)):
+                raise FitError(f"structure {i}: isolated {el} energy {energy} differs from an earlier one "
+                               f"({out[el]}); give eref explicitly")
+            out.setdefault(el, energy)
+        if not out:
+            raise FitError("eref='isolated' but there is no isolated-atom structure")
+        return out
+    if eref == "average":
+        rows = [(a, e) for k, (a, e, *_rest) in enumerate(raw) if e is not None and k not in isolated]
+        if not rows:
+            raise FitError("eref='average' needs structures with energies")
+        X = np.array([[a.get_chemical_symbols().count(el) for el in elements] for a, _ in rows], dtype=float)
+        e = np.array([en for _, en in rows])
+        sol, *_ = np.linalg.lstsq(X, e, rcond=None)
+        return {el: float(v) for el, v in zip(elements, sol)}
+    raise FitError(f"eref: expected a mapping element -> energy, 'isolated', 'average' or 'zero', got {eref!r}")
+
+
+def load_training_set(
+    structures: Sequence | str | Path,
+    *,
+    energy_key: str | None = "energy",
+    force_key: str | None = "forces",
+    virial_key: str | None = None,
+    stress_key: str | None = None,
+    config_type_key: str = "config_type",
+    weights: Mapping[str, Mapping[str, float]] | None = None,
+    eref: Mapping[str, float] | str | None = None,
+    elements: Sequence[str] | None = None,
+    isolated_atom_types: Sequence[str] = ISOLATED_ATOM_TYPES,
+    missing: str = "error",
+) -> TrainingSet:
+    """Extract targets and weights from ASE structures (or an extxyz path / list of paths).
+
+    ``energy_key`` / ``force_key`` / ``virial_key`` (or ``stress_key``, converted with
+    V = −σΩ) name the stored targets; ``None`` skips that observation.  A missing target is a
+    :class:`TargetError` naming the structure and the key unless ``missing='skip'`` (then that
+    observation of that structure is left out).  A stored but non-finite or misshaped target
+    is always an error.  ``eref``: mapping element → E0; ``'isolated'`` (from isolated-atom
+    structures); ``'average'`` (least-squares E0 per element from the energies, for data sets
+    without isolated atoms); ``'zero'``; ``None`` = ``'isolated'`` if such structures exist,
+    else ``'zero'`` with a warning.  ``elements`` restricts the allowed species.
+    """
+    if isinstance(structures, (str, Path)):
+        structures = read_structures(structures)
+    if missing not in ("error", "skip"):
+        raise FitError(f"missing: expected 'error' or 'skip', got {missing!r}")
+    if virial_key is not None and stress_key is not None:
+        raise FitError("give virial_key or stress_key, not both")
+    if energy_key is None and force_key is None and virial_key is None and stress_key is None:
+        raise FitError("no observation selected: energy_key, force_key and virial_key are all None")
+    wt = resolve_weights(weights)
+    iso_types = {_normalise_type(t) for t in isolated_atom_types}
+
+    found: set[str] = set()
+    raw = []
+    isolated = []
+    for k, atoms in enumerate(structures):
+        if not hasattr(atoms, "get_chemical_symbols"):
+            raise FitError(f"structure {k}: expected an ase.Atoms, got {type(atoms).__name__}")
+        if len(atoms) == 0:
+            raise FitError(f"structure {k}: no atoms")
+        syms = atoms.get_chemical_symbols()
+        if elements is not None:
+            bad = [s for s in syms if s not in elements]
+            if bad:
+                raise FitError(f"structure {k}: element {bad[0]} is not one of {list(elements)}")
+        found.update(syms)
+        ct = str(atoms.info.get(config_type_key, "default"))
+        is_iso = len(atoms) == 1 and _normalise_type(ct) in iso_types
+        if is_iso:
+            isolated.append(k)
+        targets = _extract(atoms, k, energy_key, None if is_iso else force_key,
+                           None if is_iso else virial_key, None if is_iso else stress_key, missing)
+        raw.append((atoms, *targets, ct))
+    els = list(elements) if elements is not None else sorted(found)
+    e0 = _resolve_eref(eref, raw, isolated, els)
+
+    items = []
+    for k, (atoms, energy, forces, virial, ct) in enumerate(raw):
+        if k in isolated:
+            continue
+        n = len(atoms)
+        w = wt.get(ct, wt["default"])
+        items.append(StructureData(
+            index=k, atoms=atoms, config_type=ct, energy=energy, forces=forces, virial=virial,
+            e0=float(sum(e0.get(s, 0.0) for s in atoms.get_chemical_symbols())),
+            weights={"E": w["E"] / math.sqrt(n), "F": w["F"], "V": w["V"] / math.sqrt(n)},
+        ))
+    if not items:
+        raise FitError("no structures left to fit (all were isolated atoms or empty input)")
+    keys = {"energy": energy_key, "forces": force_key, "virial": virial_key, "stress": stress_key,
+            "config_type": config_type_key}
+    return TrainingSet(items, e0, wt, keys, isolated)
+
+
+# ---------------------------------------------------------------------------- assembly
+@dataclass(frozen=True)
+class RowMeta:
+    """What each row of the design matrix is.
+
+    ``structure``: position in ``TrainingSet.structures``; ``kind``: 'E', 'F' or 'V';
+    ``component``: 0 for E, 3·atom + xyz for F, the Voigt index (xx yy zz yz xz xy) for V;
+    ``natoms`` and ``config_type`` of the structure."""
+
+    structure: np.ndarray
+    kind: np.ndarray
+    component: np.ndarray
+    natoms: np.ndarray
+    config_type: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    def mask(self, kind: str | None = None, config_type: str | None = None) -> np.ndarray:
+        m = np.ones(len(self), dtype=bool)
+        if kind is not None:
+            m &= self.kind == kind
+        if config_type is not None:
+            m &= self.config_type == config_type
+        return m
+
+
+def _n_rows(s: StructureData) -> int:
+    return (s.energy is not None) + (3 * s.n_atoms if s.forces is not None else 0) + (6 if s.virial is not None else 0)
+
+
+def _check_block(ev: Mapping, key: str, shape: tuple, s: StructureData) -> np.ndarray:
+    if key not in ev:
+        raise FitError(f"structure {s.index}: the basis evaluator returned no {key!r} "
+                       f"(the training set has {key} targets)")
+    a = np.asarray(ev[key], dtype=float)
+    if a.shape != shape:
+        raise FitError(f"structure {s.index}: basis evaluator {key!r} has shape {a.shape}, expected {shape}")
+    if not np.isfinite(a).all():
+        raise FitError(f"structure {s.index}: basis evaluator {key!r} has non-finite values")
+    return a
+
+
+def assemble(
+    basis_evaluator: BasisEvaluator,
+    training_set: TrainingSet,
+    *,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, RowMeta]:
+    """Design matrix ``A`` (rows × n_params), targets ``y``, row weights ``w`` and row meta.
+
+    ``basis_evaluator(atoms)`` returns, for one structure, the derivatives with respect to
+    each linear parameter θ_k of the model's total energy, forces and virial::
+
+        {"energy": (n_params,), "forces": (n_atoms, 3, n_params), "virial": (3, 3, n_params)}
+
+    i.e. E(θ) = energy·θ, F(θ) = forces·θ (F = −∂E/∂r), V(θ) = virial·θ (V = −σΩ, see the
+    module docstring); ``forces`` / ``virial`` may be left out when no structure has such
+    targets.  Rows per structure: E (target E − Σ E0), then forces atom by atom (x, y, z),
+    then the 6 Voigt virial components.  ``progress``: tqdm bar (None: only on a terminal).
+    """
+    from tqdm.auto import tqdm
+
+    structs = training_set.structures
+    n_rows = sum(_n_rows(s) for s in structs)
+    A: np.ndarray | None = None
+    y = np.empty(n_rows)
+    w = np.empty(n_rows)
+    st = np.empty(n_rows, dtype=np.int64)
+    kind = np.empty(n_rows, dtype="<U1")
+    comp = np.empty(n_rows, dtype=np.int64)
+    nat = np.empty(n_rows, dtype=np.int64)
+    ctype = np.empty(n_rows, dtype=object)
+    row = 0
+    bar = tqdm(structs, desc="assembling", unit="structure", disable=None if progress is None else not progress)
+    for p, s in enumerate(bar):
+        if _n_rows(s) == 0:
+            continue
+        ev = basis_evaluator(s.atoms)
+        if not isinstance(ev, Mapping):
+            raise FitError(f"structure {s.index}: the basis evaluator must return a mapping, got {type(ev).__name__}")
+        if A is None:
+            if "energy" not in ev:
+                raise FitError(f"structure {s.index}: the basis evaluator returned no 'energy'")
+            n_params = int(np.asarray(ev["energy"]).size)
+            A = np.empty((n_rows, n_params))
+        n_params = A.shape[1]
+        r0 = row
+        if s.energy is not None:
+            A[row] = _check_block(ev, "energy", (n_params,), s)
+            y[row], w[row], kind[row], comp[row] = s.energy_target, s.weights["E"], "E", 0
+            row += 1
+        if s.forces is not None:
+            nf = 3 * s.n_atoms
+            A[row:row + nf] = _check_block(ev, "forces", (s.n_atoms, 3, n_params), s).reshape(nf, n_params)
+            y[row:row + nf] = s.forces.ravel()
+            w[row:row + nf] = s.weights["F"]
+            kind[row:row + nf] = "F"
+            comp[row:row + nf] = np.arange(nf)
+            row += nf
+        if s.virial is not None:
+            A[row:row + 6] = voigt(_check_block(ev, "virial", (3, 3, n_params), s))
+            y[row:row + 6] = voigt(s.virial)
+            w[row:row + 6] = s.weights["V"]
+            kind[row:row + 6] = "V"
+            comp[row:row + 6] = np.arange(6)
+            row += 6
+        st[r0:row], nat[r0:row], ctype[r0:row] = p, s.n_atoms, s.config_type
+    if A is None:
+        raise FitError("the training set has no observations (every target was skipped)")
+    return A, y, w, RowMeta(st, kind, comp, nat, ctype)

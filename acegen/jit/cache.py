@@ -1,0 +1,162 @@
+"""Content-addressed cache of compiled kernels.
+
+Location: ``$ACEGEN_CACHE_DIR/kernels/`` if the variable is set, else
+``platformdirs.user_cache_dir("acegen")/kernels/``.  If that folder cannot be created or
+written, a private temporary folder (removed at exit) is used instead, with a warning.
+
+Entries, all named by the key (a sha256 over the generated sources, the compiler identity
+and version, the flags, the acegen version and the kernel ABI version):
+
+* ``<key>.so`` -- the library; published with ``os.replace`` (atomic, a new inode, so a
+  library that some process has already loaded is never overwritten in place);
+* ``<key>.so.sha256`` -- sha256 of the library; a library whose sidecar is missing or does
+  not match is rebuilt;
+* ``<key>.src/`` -- the sources it was built from (for reading and debugging);
+* ``<key>.lock`` -- an inter-process file lock (``filelock``) held while checking and
+  building, so concurrent processes compiling the same model build it once and all get the
+  same good library.
+
+Libraries are built in a temporary folder inside the cache folder (same file system, so the
+final ``os.replace`` is atomic).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import filelock
+import platformdirs
+
+import acegen
+
+from ..backends.common import ABI_VERSION
+from ..errors import CompileError
+from .toolchain import Toolchain
+
+LOCK_TIMEOUT_S = 1800.0
+
+_private_dir: Path | None = None
+
+
+def acegen_version() -> str:
+    """acegen's version: ``acegen.__version__``, else the installed metadata, else a marker."""
+    version = getattr(acegen, "__version__", None)
+    if isinstance(version, str):
+        return version
+    try:
+        return importlib.metadata.version("acegen")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+source-tree"
+
+
+def cache_root() -> Path:
+    """The configured cache folder (``$ACEGEN_CACHE_DIR`` or the user cache dir)."""
+    env = os.environ.get("ACEGEN_CACHE_DIR")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("acegen"))
+
+
+def _private_kernels_dir() -> Path:
+    global _private_dir
+    if _private_dir is None or not _private_dir.is_dir():
+        _private_dir = Path(tempfile.mkdtemp(prefix="acegen-kernels-"))
+        atexit.register(shutil.rmtree, _private_dir, True)
+    return _private_dir
+
+
+def kernels_dir() -> Path:
+    """``<cache root>/kernels``, created; a private temp folder (with a warning) if unwritable."""
+    wanted = cache_root() / "kernels"
+    try:
+        wanted.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=wanted):
+            pass
+        return wanted
+    except OSError as exc:
+        fallback = _private_kernels_dir()
+        warnings.warn(
+            f"acegen: kernel cache {wanted} is not writable ({exc}); using the private folder {fallback} "
+            "(set ACEGEN_CACHE_DIR to a writable folder to keep compiled kernels)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return fallback
+
+
+def cache_key(sources: dict[str, str], toolchain: Toolchain, flags: tuple[str, ...]) -> str:
+    """sha256 over sources, compiler identity + version, flags, acegen and ABI versions."""
+    payload = {
+        "sources": sorted(sources.items()),
+        "compiler": toolchain.identity(flags),
+        "flags": list(flags),
+        "acegen": acegen_version(),
+        "abi": ABI_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _valid(lib: Path, sidecar: Path) -> bool:
+    try:
+        return lib.is_file() and sidecar.read_text().strip() == file_sha256(lib)
+    except OSError:
+        return False
+
+
+def _build_and_publish(
+    folder: Path, key: str, sources: dict[str, str], toolchain: Toolchain, flags: tuple[str, ...]
+) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:16]}-", dir=folder))
+    try:
+        src_dir = tmp / "src"
+        src_dir.mkdir()
+        for fname, text in sources.items():
+            if "/" in fname or fname.startswith("."):
+                raise CompileError(f"invalid generated file name {fname!r}")
+            (src_dir / fname).write_text(text, encoding="utf-8")
+        lib_tmp = tmp / "lib.so"
+        c_files = sorted(src_dir / f for f in sources if f.endswith(".c"))
+        toolchain.compile_shared(c_files, lib_tmp, flags)
+        (tmp / "lib.so.sha256").write_text(file_sha256(lib_tmp) + "\n")
+        src_final = folder / f"{key}.src"
+        if src_final.exists():
+            shutil.rmtree(src_final)
+        os.replace(src_dir, src_final)
+        os.replace(lib_tmp, folder / f"{key}.so")
+        os.replace(tmp / "lib.so.sha256", folder / f"{key}.so.sha256")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_library(
+    sources: dict[str, str], toolchain: Toolchain, flags: tuple[str, ...], *, force: bool = False
+) -> Path:
+    """Path of the cached library for ``sources`` (every ``*.c`` is compiled), built if needed.
+
+    ``force`` rebuilds even if a verified entry exists (used when a verified library still
+    fails to load).
+    """
+    key = cache_key(sources, toolchain, flags)
+    folder = kernels_dir()
+    lib = folder / f"{key}.so"
+    try:
+        with filelock.FileLock(str(folder / f"{key}.lock"), timeout=LOCK_TIMEOUT_S):
+            if force or not _valid(lib, folder / f"{key}.so.sha256"):
+                _build_and_publish(folder, key, sources, toolchain, flags)
+    except filelock.Timeout as exc:
+        raise CompileError(f"timed out waiting for the kernel cache lock {exc.lock_file}") from exc
+    return lib

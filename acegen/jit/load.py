@@ -1,0 +1,175 @@
+"""Load a compiled kernel library with cffi (ABI mode) and call it on NumPy arrays.
+
+:class:`CompiledKernel` dlopens the library, checks that it is the expected one (ABI version,
+number of species, cutoffs and ModelIR signature, read back through ``acegen_<name>_info``)
+and exposes :meth:`CompiledKernel.compute`.  cffi releases the GIL for the duration of the C
+call; the kernels are reentrant, so one kernel may be used from several Python threads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cffi
+import numpy as np
+
+from ..backends.common import ABI_VERSION, R_MIN, Status
+from ..errors import AcegenError, CompileError, StructureError
+
+
+def _index_array(a: object, dtype: type, what: str) -> np.ndarray:
+    """1-D C-contiguous integer array of ``dtype``; values must fit (no silent wrap-around)."""
+    arr = np.asarray(a)
+    if arr.ndim != 1:
+        raise StructureError(f"{what} must be a 1-D array, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.zeros(0, dtype=dtype)
+    if arr.dtype.kind not in "iu":
+        raise StructureError(f"{what} must be an integer array, got dtype {arr.dtype}")
+    info = np.iinfo(dtype)
+    if arr.min() < info.min or arr.max() > info.max:
+        raise StructureError(f"{what}: values do not fit in {np.dtype(dtype).name}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+class CompiledKernel:
+    """A loaded ACE kernel (see ``templates/c/kernel.h.j2`` for the C interface).
+
+    ``name``: the model name (the exported symbols are ``acegen_<name>_compute`` and
+    ``acegen_<name>_info``); ``cdef``: their C declarations; ``n_species``, ``rcut``
+    ((n_species, n_species), 0 where no radial block) and ``signature`` (ModelIR sha256) are
+    what the library must report, else :class:`~acegen.errors.CompileError`.  ``elements``
+    (the model's element symbols) is kept for callers (ASE calculator); it never reaches C.
+    """
+
+    target = "c"
+
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        cdef: str,
+        *,
+        n_species: int,
+        rcut: np.ndarray,
+        signature: str,
+        elements: tuple[str, ...] = (),
+    ) -> None:
+        self.path = Path(path)
+        self.name = name
+        self.elements = tuple(elements)
+        self.ffi = cffi.FFI()
+        self.ffi.cdef(cdef)
+        try:
+            self.lib = self.ffi.dlopen(str(self.path))
+            self._compute = getattr(self.lib, f"acegen_{name}_compute")
+            info = getattr(self.lib, f"acegen_{name}_info")
+        except (OSError, AttributeError) as exc:
+            raise CompileError(f"cannot load kernel library {self.path}: {exc}") from exc
+        abi = self.ffi.new("int32_t *")
+        nsp = self.ffi.new("int32_t *")
+        omp = self.ffi.new("int32_t *")
+        rc_ptr = self.ffi.new("const double **")
+        sig_ptr = self.ffi.new("const char **")
+        info(abi, nsp, omp, rc_ptr, sig_ptr)
+        if abi[0] != ABI_VERSION:
+            raise CompileError(f"{self.path}: kernel ABI version {abi[0]}, expected {ABI_VERSION}")
+        if nsp[0] != n_species:
+            raise CompileError(f"{self.path}: kernel has {nsp[0]} species, expected {n_species}")
+        lib_rcut = np.frombuffer(self.ffi.buffer(rc_ptr[0], 8 * n_species * n_species), dtype=np.float64)
+        self.rcut = lib_rcut.reshape(n_species, n_species).copy()
+        if not np.array_equal(self.rcut, np.asarray(rcut, dtype=float)):
+            raise CompileError(f"{self.path}: kernel cutoffs do not match the model")
+        self.signature = self.ffi.string(sig_ptr[0]).decode("ascii")
+        if self.signature != signature:
+            raise CompileError(f"{self.path}: kernel was generated from another model (signature mismatch)")
+        self.n_species = n_species
+        self.openmp = bool(omp[0])
+
+    @property
+    def library_path(self) -> Path:
+        """The loaded shared library (in the kernel cache; do not modify it in place)."""
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"CompiledKernel({self.name!r}, species={self.n_species}, openmp={self.openmp}, path={str(self.path)!r})"
+
+    def compute(
+        self,
+        species: np.ndarray,
+        offsets: np.ndarray,
+        nb_species: np.ndarray,
+        rij: np.ndarray,
+        nthreads: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-atom energies (n_centres,) and dE_i/dr_ij (n_pairs, 3).
+
+        species (n_centres,) and nb_species (n_pairs,): species indices; offsets
+        (n_centres + 1,): CSR offsets into the pairs (offsets[0] = 0, non-decreasing,
+        offsets[-1] = n_pairs); rij (n_pairs, 3): r_j - r_i.  Integer inputs are converted to
+        int32/int64 (values must fit), rij to contiguous float64.  nthreads: 1 serial, > 1
+        OpenMP threads, <= 0 the OpenMP default.  Raises StructureError naming the atom/pair.
+        """
+        species = _index_array(species, np.int32, "species")
+        offsets = _index_array(offsets, np.int64, "offsets")
+        nb_species = _index_array(nb_species, np.int32, "nb_species")
+        rij = np.asarray(rij)
+        if rij.dtype.kind not in "fiu":
+            raise StructureError(f"rij must be a real array, got dtype {rij.dtype}")
+        rij = np.ascontiguousarray(rij, dtype=np.float64)
+        n = species.shape[0]
+        n_pairs = nb_species.shape[0]
+        if rij.shape != (n_pairs, 3):
+            raise StructureError(f"rij must have shape ({n_pairs}, 3) to match nb_species, got {rij.shape}")
+        if offsets.shape != (n + 1,):
+            raise StructureError(f"offsets must have n_centres + 1 = {n + 1} entries, got {offsets.shape[0]}")
+        if offsets[0] != 0 or offsets[-1] != n_pairs:
+            raise StructureError(f"offsets must start at 0 and end at n_pairs = {n_pairs}")
+        bad = np.flatnonzero(np.diff(offsets) < 0)
+        if bad.size:
+            raise StructureError(f"atom {bad[0]}: offsets decrease ({offsets[bad[0]]} -> {offsets[bad[0] + 1]})")
+        if isinstance(nthreads, bool) or not isinstance(nthreads, (int, np.integer)):
+            raise TypeError("nthreads must be an integer")
+        energies = np.empty(n, dtype=np.float64)
+        dEdr = np.empty((n_pairs, 3), dtype=np.float64)
+        err = self.ffi.new("int64_t *")
+        ffi = self.ffi
+        rc = self._compute(
+            n,
+            ffi.from_buffer("int32_t[]", species),
+            ffi.from_buffer("int64_t[]", offsets),
+            ffi.from_buffer("int32_t[]", nb_species),
+            ffi.from_buffer("double[]", rij),
+            ffi.from_buffer("double[]", energies, require_writable=True),
+            ffi.from_buffer("double[]", dEdr, require_writable=True),
+            int(nthreads),
+            err,
+        )
+        if rc != Status.OK:
+            self._raise(rc, int(err[0]), species, offsets, nb_species, rij)
+        return energies, dEdr
+
+    def _raise(
+        self, rc: int, index: int, species: np.ndarray, offsets: np.ndarray, nb_species: np.ndarray, rij: np.ndarray
+    ) -> None:
+        try:
+            status = Status(rc)
+        except ValueError:
+            raise AcegenError(f"kernel {self.name} returned unknown status {rc}") from None
+        if status in (Status.BAD_NEIGHBOUR_SPECIES, Status.OVERLAP, Status.NONFINITE):
+            atom = int(np.searchsorted(offsets, index, side="right") - 1)
+            where = f"atom {atom}, pair {index}"
+            if status == Status.BAD_NEIGHBOUR_SPECIES:
+                msg = f"neighbour species index {nb_species[index]} outside [0, {self.n_species})"
+            elif status == Status.OVERLAP:
+                msg = f"overlapping atoms: |r_ij| = {np.linalg.norm(rij[index]):.3g} < {R_MIN:g}"
+            else:
+                msg = f"non-finite r_ij = {rij[index].tolist()}"
+            raise StructureError(f"{where}: {msg}")
+        if status == Status.BAD_CENTRE_SPECIES:
+            raise StructureError(f"atom {index}: species index {species[index]} outside [0, {self.n_species})")
+        if status == Status.BAD_OFFSETS:
+            raise StructureError(f"atom {index}: invalid pair offsets")
+        if status == Status.NO_MEMORY:
+            raise MemoryError(f"kernel {self.name}: workspace allocation failed at atom {index}")
+        raise AcegenError(f"kernel {self.name} rejected its arguments (status {status.name})")

@@ -1,0 +1,23 @@
+"""Test configuration: a private kernel/coupling cache per test session, and the path to
+../shared (peer reference data) for the tests that use it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+if "ACEGEN_CACHE_DIR" not in os.environ:
+    os.environ["ACEGEN_CACHE_DIR"] = tempfile.mkdtemp(prefix="acegen-test-cache-")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("ACEGEN_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("../shared (peer reference data) is not present")
+    return SHARED
