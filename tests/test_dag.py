@@ -161,12 +161,6 @@ def test_rejects_bad_arrays():
         dag.evaluate(np.zeros(3))
 
 
-def test_empty_program():
-    dag = build_dag(program([], np.zeros((0, 1)), 3))
-    assert dag.n_products == 0 and dag.out_nodes.size == 0
-    np.testing.assert_array_equal(dag.evaluate(np.ones(3)), [0.0])
-
-
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=5), min_size=1, max_size=25),

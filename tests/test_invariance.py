@@ -14,7 +14,7 @@ from acegen.calculator import evaluate
 
 from .models import model
 
-TARGET = "numpy"
+TARGET = "c"
 SETTINGS = dict(max_examples=25, deadline=None)
 
 

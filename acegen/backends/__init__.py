@@ -22,8 +22,8 @@ from ..ir.model import ModelIR
 EMIT_TARGETS = ("c",)
 
 
-def emit(ir: ModelIR, target: str = "c", *, model: object | None = None) -> dict[str, str]:
-    """Generated source files of ``ir`` for ``target``.
+def emit(ir: ModelIR, target: str = "c", *, model: object | None = None) -> dict[str, str | bytes]:
+    """Generated files of ``ir`` for ``target`` (text, or bytes for binary tables).
 
     ``model`` (the high-level model object) is accepted so callers can pass it uniformly;
     the C target does not use it: everything it needs is in ``ir``.

@@ -70,6 +70,7 @@ STATUS_INDEX_KIND: dict[Status, str] = {
 
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+_FILENAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 # -- literal printers ---------------------------------------------------------------------
@@ -100,6 +101,13 @@ def hexdigest(s: str) -> str:
     """``s`` unchanged if it is a sha256 hex digest, else CompileError."""
     if not isinstance(s, str) or not _HEX_RE.match(s):
         raise CompileError(f"not a sha256 hex digest: {s!r}")
+    return s
+
+
+def filename(s: str) -> str:
+    """``s`` unchanged if it is a plain generated file name (no path, no quotes), else CompileError."""
+    if not isinstance(s, str) or not _FILENAME_RE.match(s):
+        raise CompileError(f"not a valid generated file name: {s!r}")
     return s
 
 
@@ -162,7 +170,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters.update(
-        cdouble=c_double, cint=c_int, ident=c_identifier, hexdigest=hexdigest, cdoubles=c_doubles, cints=c_ints
+        cdouble=c_double, cint=c_int, ident=c_identifier, hexdigest=hexdigest, filename=filename, cdoubles=c_doubles, cints=c_ints
     )
     return env
 

@@ -216,11 +216,6 @@ class TrainingSet:
         """Σ_i E0[Z_i] of any structure (elements without E0 count 0)."""
         return float(sum(self.eref.get(s, 0.0) for s in atoms.get_chemical_symbols()))
 
-    def subset(self, indices: Sequence[int]) -> "TrainingSet":
-        """The structures at the given positions (of ``self.structures``)."""
-        return TrainingSet([self.structures[i] for i in indices], dict(self.eref), self.weights,
-                           dict(self.keys), list(self.isolated))
-
 
 # ---------------------------------------------------------------------------- extraction
 def _extract(atoms, index: int, energy_key, force_key, virial_key, stress_key, missing: str):
@@ -341,6 +336,10 @@ def load_training_set(
     if energy_key is None and force_key is None and virial_key is None and stress_key is None:
         raise FitError("no observation selected: energy_key, force_key and virial_key are all None")
     wt = resolve_weights(weights)
+    if elements is not None and isinstance(eref, Mapping):
+        extra = sorted(str(k) for k in eref if k not in elements)
+        if extra:
+            raise FitError(f"eref: {extra[0]!r} is not one of the elements {list(elements)}")
     iso_types = {_normalise_type(t) for t in isolated_atom_types}
 
     found: set[str] = set()
@@ -402,14 +401,6 @@ class RowMeta:
 
     def __len__(self) -> int:
         return len(self.kind)
-
-    def mask(self, kind: str | None = None, config_type: str | None = None) -> np.ndarray:
-        m = np.ones(len(self), dtype=bool)
-        if kind is not None:
-            m &= self.kind == kind
-        if config_type is not None:
-            m &= self.config_type == config_type
-        return m
 
 
 def _n_rows(s: StructureData) -> int:

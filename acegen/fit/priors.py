@@ -27,10 +27,10 @@ import numpy as np
 
 from . import FitError
 
-__all__ = ["PRIOR_KINDS", "basis_labels", "smoothness_prior", "prior_gamma"]
+__all__ = ["PRIOR_KINDS", "PRIOR_PARAMS", "basis_labels", "smoothness_prior", "prior_gamma"]
 
 PRIOR_KINDS = ("algebraic", "exponential", "gaussian", "none")
-_PARAMS = {
+PRIOR_PARAMS: dict[str, tuple[str, ...]] = {
     "algebraic": ("p", "wL", "constant"),
     "exponential": ("al", "an", "constant"),
     "gaussian": ("sigma_l", "sigma_n", "constant"),
@@ -51,9 +51,9 @@ def smoothness_prior(basis, kind: str = "algebraic", **params: float) -> np.ndar
     gives ones (Γ = I).  Parameters: see the module docstring."""
     if kind not in PRIOR_KINDS:
         raise FitError(f"prior: kind must be one of {list(PRIOR_KINDS)}, got {kind!r}")
-    unknown = sorted(set(params) - set(_PARAMS[kind]))
+    unknown = sorted(set(params) - set(PRIOR_PARAMS[kind]))
     if unknown:
-        raise FitError(f"prior {kind!r}: unknown parameter {unknown[0]!r} (allowed: {list(_PARAMS[kind])})")
+        raise FitError(f"prior {kind!r}: unknown parameter {unknown[0]!r} (allowed: {list(PRIOR_PARAMS[kind])})")
     if kind == "none":
         return np.ones(basis.n_params)
     from ..errors import SpecError

@@ -93,7 +93,7 @@ def _compress(At: np.ndarray, yt: np.ndarray, log_w: float) -> _System:
     n, m = At.shape
     if n <= m + 1:
         return _System(At, yt, 0.0, n, log_w)
-    raug = sla.qr(np.column_stack([At, yt]), mode="r", overwrite_a=True, check_finite=False)[0]
+    raug = np.linalg.qr(np.column_stack([At, yt]), mode="r")  # (m + 1, m + 1)
     return _System(raug[:m, :m], raug[:m, m].copy(), float(raug[m, m] ** 2), n, log_w)
 
 
@@ -145,8 +145,7 @@ class _Evidence:
 
     def __init__(self, s: _System):
         self.sys = s
-        _, sv, self.Vt = sla.svd(s.R, full_matrices=False, check_finite=False, lapack_driver="gesdd")
-        U = _
+        U, sv, self.Vt = sla.svd(s.R, full_matrices=False, check_finite=False, lapack_driver="gesdd")
         self.s = sv
         self.s2 = sv**2
         self.q = U.T @ s.z
@@ -228,8 +227,9 @@ def _blr_system(s: _System, *, alpha: float | None = None, beta: float | None = 
     return ev.mean(st), ev.covariance(st), hyper, info
 
 
-def _blr(At: np.ndarray, yt: np.ndarray, log_w: float, **options):
-    return _blr_system(_compress(At, yt, log_w), **options)
+def _blr(At: np.ndarray, yt: np.ndarray, log_w: float, *, alpha: float | None = None,
+         beta: float | None = None, tol: float = 1e-6, maxiter: int = 500):
+    return _blr_system(_compress(At, yt, log_w), alpha=alpha, beta=beta, tol=tol, maxiter=maxiter)
 
 
 def blr_log_evidence(A: np.ndarray, y: np.ndarray, w: np.ndarray | None, alpha: float, beta: float,
@@ -352,9 +352,7 @@ def solve(A: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *, solver: 
     if solver not in SOLVERS:
         raise FitError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
     fn = SOLVERS[solver]
-    allowed = [p for p in inspect.signature(fn).parameters if p not in ("At", "yt", "log_w", "options")]
-    if solver == "blr":
-        allowed = list(inspect.signature(_blr_system).parameters)[1:]
+    allowed = [p for p in inspect.signature(fn).parameters if p not in ("At", "yt", "log_w")]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise FitError(f"solver {solver!r}: unknown option {unknown[0]!r} (allowed: {allowed})")

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
@@ -314,7 +313,7 @@ class _Ctx:
 
     def get(self, d, key, fld, default=...):
         if not isinstance(d, dict):
-            self.fail(fld.rsplit(".", 1)[0] if "." in fld else fld, "expected a mapping")
+            self.fail(fld, "expected a mapping containing this field")
         if key not in d:
             if default is ...:
                 self.fail(fld, "missing field")
@@ -468,9 +467,10 @@ def _load_yaml(ctx: _Ctx, text: str):
 
 
 # ============================================================================ common checks
-def _check_bond_scalars(ctx, fld, radbasename, rcut, dcut, rcut_in, dcut_in, inner_type):
+def _check_zbl_dcut(ctx, fld, dcut, inner_type):
+    """ZBL is shifted to zero between rcut − dcut and rcut: dcut must be positive."""
     if inner_type == "zbl" and not dcut > 0:
-        ctx.fail(f"{fld}.dcut", "must be positive for inner_cutoff_type 'zbl' (ZBL outer switch width)")
+        ctx.fail(fld, "must be positive for inner_cutoff_type 'zbl' (width of the ZBL outer switch)")
 
 
 def _check_functions(ctx: _Ctx, elements, embeddings, bonds, functions):
@@ -605,7 +605,7 @@ def _bond_from_yaml(ctx: _Ctx, fld: str, b) -> PaceBond:
         ctx.get(b, "inner_cutoff_type", f"{fld}.inner_cutoff_type", "density"), f"{fld}.inner_cutoff_type",
         INNER_CUTOFF_TYPES,
     )
-    _check_bond_scalars(ctx, fld, name, rcut, dcut, rcut_in, dcut_in, ict)
+    _check_zbl_dcut(ctx, f"{fld}.dcut", dcut, ict)
     return PaceBond(
         radbasename=name, radparameters=radparameters, nradbase=nradbase, nradmax=nradmax, lmax=lmax, crad=crad,
         rcut=rcut, dcut=dcut,
@@ -1011,7 +1011,11 @@ def _ms_cg_list(ls, lint):
     """Half-basis (ms, generalised CG) pairs of one B function (``generate_ms_cg_list``).
 
     Combinations whose first non-zero m is negative are dropped and the others (with a
-    non-zero m) get their coefficient doubled.
+    non-zero m) get their coefficient doubled.  Values are exact (Racah); which combinations
+    are *present* follows PACE: a combination is dropped as soon as one tree node's
+    Clebsch–Gordan coefficient is zero **in PACE's floating-point recursion**
+    (:func:`_pace_cg_vanishes`).  Accidental zeros that PACE computes as ~1e-17 are kept here
+    with coefficient 0, so that :func:`_compress` sees (and drops) them exactly as PACE does.
     """
     rank = len(ls)
     if rank == 1:
@@ -1029,21 +1033,138 @@ def _ms_cg_list(ls, lint):
             continue
         msMS = list(ms) + [0] * (rank - 1)
         gen = 1.0
-        valid = True
+        present = True
         for i1, i2, ic in tree:
             msMS[ic] = msMS[i1] + msMS[i2]
             if abs(msMS[i1]) > lsLS[i1] or abs(msMS[i2]) > lsLS[i2] or abs(msMS[ic]) > lsLS[ic]:
-                valid = False
+                present = False
                 break
-            gen *= clebsch_gordan(lsLS[i1], msMS[i1], lsLS[i2], msMS[i2], lsLS[ic], msMS[ic])
-            if gen == 0.0:
+            args = (lsLS[i1], msMS[i1], lsLS[i2], msMS[i2], lsLS[ic], msMS[ic])
+            if _pace_cg_vanishes(*args):
+                present = False
                 break
-        if not valid or gen == 0.0:
+            gen *= clebsch_gordan(*args)
+        if not present:
             continue
         if sign > 0:
             gen *= 2.0
         out.append((tuple(ms), gen))
     return out
+
+
+def _pace_cg_vanishes(j1: int, m1: int, j2: int, m2: int, J: int, M: int) -> bool:
+    """True iff PACE's floating-point CG (Wigner-3j series in J by the Schulten–Gordon three-term
+    recursion, solved as Luscombe & Luban, Phys. Rev. E 57, 7274 (1998)) is exactly 0.0."""
+    if m1 + m2 != M or not abs(j1 - j2) <= J <= j1 + j2 or abs(m1) > j1 or abs(m2) > j2:
+        return True
+    jmin, vals = _w3j_series_j(j1, j2, m1, m2)
+    if not jmin <= J <= j1 + j2:
+        return True
+    return bool(vals[J - jmin] == 0.0)
+
+
+@lru_cache(maxsize=None)
+def _w3j_series_j(j1: int, j2: int, m1: int, m2: int):
+    """Unnormalised 3j series f(J) ∝ (j1 j2 J; m1 m2 −m1−m2), J = jmin..j1+j2, in IEEE double
+    arithmetic (numpy scalars: x/0 gives inf instead of raising).  Only used to decide which
+    values are exactly zero."""
+    F = np.float64
+    jmin = max(abs(j1 - j2), abs(m1 + m2))
+    jmax = j1 + j2
+    if jmin == jmax:
+        return jmin, (F(1.0),)
+    if jmin == 0:
+        a2, b1 = F(j1 + j2 + 1), F(m2 - m1)
+
+        def Z(j):
+            return j * np.sqrt((a2 + j) * (a2 - j))
+
+        def X(j):
+            return Z(j + 1)
+
+        def Y(j):
+            return (2 * j + 1) * b1
+    else:
+        a1, a2, a3, b1 = F(j1 - j2), F(j1 + j2 + 1), F(-m1 - m2), F(m2 - m1)
+        b2 = a3 * (F(j1) * F(j1 + 1) - F(j2) * F(j2 + 1))
+
+        def aux(j):
+            return np.sqrt((a1 + j) * (a1 - j) * (a2 + j) * (a2 - j) * (a3 - j) * (a3 + j))
+
+        def X(j):
+            return j * aux(j + 1)
+
+        def Y(j):
+            return (2 * j + 1) * (j * (j + 1) * b1 - b2)
+
+        def Z(j):
+            return (j + 1) * aux(j)
+
+    with np.errstate(all="ignore"):
+        return jmin, tuple(_three_term(jmin, jmax, X, Y, Z))
+
+
+def _three_term(nmin_: int, nmax_: int, X, Y, Z):
+    """Solve X(n) f(n+1) + Y(n) f(n) + Z(n) f(n−1) = 0 (n = nmin..nmax) up to normalisation:
+    two-term ratio recursions inwards from both ends while the ratios stay below one, a
+    three-term recursion through the classical region in between."""
+    F = np.float64
+    one = F(1.0)
+    tiny = math.sqrt(math.sqrt(np.finfo(float).tiny))
+    siz = nmax_ - nmin_ + 1
+    nmin, nmax = F(nmin_), F(nmax_)
+    f = [F(0.0)] * siz
+    i2, n2 = siz - 1, nmax
+    ymax = Y(nmax)
+    if abs(ymax) < tiny:
+        f[i2] = one
+    else:
+        rn = -Z(nmax) / ymax
+        f[i2] = rn
+        i2 -= 1
+        while i2 > 0:
+            n2 -= 1
+            rn = -Z(n2) / (Y(n2) + X(n2) * rn)
+            if abs(rn) > one:
+                break
+            f[i2] = rn
+            i2 -= 1
+        k = i2
+        f[k] = one
+        for k in range(i2 + 1, siz - 1):
+            f[k + 1] = f[k + 1] * f[k]
+    if i2 == 0:
+        return f
+    i1, n1 = 0, nmin
+    ymin = Y(nmin)
+    if abs(ymin) < tiny:
+        f[i1] = one
+    else:
+        sn = -X(nmin) / ymin
+        f[i1] = sn
+        i1 += 1
+        while i1 < i2:
+            n1 += 1
+            sn = -X(n1) / (Y(n1) + Z(n1) * sn)
+            if abs(sn) > one:
+                break
+            f[i1] = sn
+            i1 += 1
+        f[i1] = one
+        for k in range(i1 - 1, 0, -1):
+            f[k - 1] = f[k - 1] * f[k]
+    if i1 < i2:
+        n = n1
+        if i1 == 0:
+            f[1] = (-Y(n) * f[0]) / X(n)
+            n += 1
+            i1 = 1
+        for k in range(i1, i2):
+            f[k + 1] = (-Y(n) * f[k] - Z(n) * f[k - 1]) / X(n)
+            n += 1
+        scale = one / f[i2]
+        f = [v * scale for v in f[: i2 + 1]] + f[i2 + 1 :]
+    return f
 
 
 def _product(ranges):
@@ -1140,9 +1261,7 @@ def bbasis_to_ctilde(bb: BBasisPotential) -> PacePotential:
                 prehc, lamhc = 0.0, 0.0
             if own is not None and dual is not None and own[1].radial is not None and dual[1].radial is not None:
                 _check_dual(ctx, own, dual)
-            fld = f"species[{src[0]}]"
-            _check_bond_scalars(ctx, fld, rad.radbase, rad.rcut, rad.dcut, core_blk.r_in, core_blk.delta_in,
-                                core_blk.inner_cutoff_type)
+            _check_zbl_dcut(ctx, f"species[{src[0]}].dcutij", rad.dcut, core_blk.inner_cutoff_type)
             bonds[(index[a], index[c])] = PaceBond(
                 radbasename=rad.radbase, radparameters=rad.radparameters, nradbase=rad.nradbase, nradmax=rad.nradmax,
                 lmax=rad.lmax, crad=rad.radcoefficients, rcut=rad.rcut, dcut=rad.dcut, prehc=prehc, lambdahc=lamhc,

@@ -236,11 +236,14 @@ class _Builder:
         self.monomials: list[Monomial] = [(a,) for a in range(n_leaves)]
         self.left: list[int] = []
         self.right: list[int] = []
-        # popularity: for how many requested monomials a sub-multiset is a proper part
+        # popularity: for how many requested monomials not yet built a sub-multiset is a proper part
         self.popularity: Counter[Monomial] = Counter()
         for m in targets:
-            for size in range(2, len(m)):
-                self.popularity.update(_sub_multisets(m, size))
+            self.popularity.update(self._parts(m))
+
+    @staticmethod
+    def _parts(m: Monomial) -> list[Monomial]:
+        return [s for size in range(2, len(m)) for s in _sub_multisets(m, size)]
 
     def _new(self, m: Monomial, s: Monomial, t: Monomial) -> int:
         n = len(self.monomials)
@@ -250,35 +253,44 @@ class _Builder:
         self.node_of[m] = n
         return n
 
-    def _cost(self, m: Monomial, memo: dict[Monomial, int]) -> int:
-        """Fewest new nodes that make ``m`` from existing ones (halves costed independently)."""
+    def _plan(self, m: Monomial, memo: dict[Monomial, tuple[int, int, tuple[Monomial, Monomial] | None]]):
+        """(new nodes, -popularity of the new nodes, split) of the cheapest way to make ``m``.
+
+        New nodes are counted per half (a node both halves need is counted twice), and the
+        popularity of every node the plan creates is summed, so among equally cheap plans the
+        one whose intermediates later monomials contain most often wins.
+        """
         if m in self.node_of:
-            return 0
+            return (0, 0, None)
         if m not in memo:
-            memo[m] = 1 + min(self._cost(s, memo) + self._cost(t, memo) for s, t in _splits(m))
+            best: tuple[int, int, tuple[Monomial, Monomial] | None] | None = None
+            for s, t in _splits(m):
+                cs, ps, _ = self._plan(s, memo)
+                ct, pt, _ = self._plan(t, memo)
+                cand = (1 + cs + ct, ps + pt - self.popularity[m], (s, t))
+                if best is None or cand[:2] < best[:2]:
+                    best = cand
+            memo[m] = best
         return memo[m]
 
-    def make(self, m: Monomial) -> int:
+    def _make(self, m: Monomial) -> int:
         if m in self.node_of:
             return self.node_of[m]
         # one-node options first: (k-1)-part times a leaf, then any two existing parts
         for s, t in _splits(m):
             if s in self.node_of and t in self.node_of:
                 return self._new(m, s, t)
-        memo: dict[Monomial, int] = {}
-        best_key: tuple[int, int] | None = None
-        best: tuple[Monomial, Monomial] | None = None
-        for s, t in _splits(m):
-            cost = self._cost(s, memo) + self._cost(t, memo)
-            missing = [x for x in (s, t) if x not in self.node_of]
-            key = (cost, -sum(self.popularity[x] for x in missing))
-            if best_key is None or key < best_key:
-                best_key, best = key, (s, t)
-        assert best is not None
-        s, t = best
-        self.make(s)
-        self.make(t)
+        _, _, split = self._plan(m, {})
+        assert split is not None
+        s, t = split
+        self._make(s)
+        self._make(t)
         return self._new(m, s, t)
+
+    def make_target(self, m: Monomial) -> int:
+        """Make a requested monomial; it then no longer counts towards popularity."""
+        self.popularity.subtract(self._parts(m))
+        return self._make(m)
 
 
 def build_dag(program: SpeciesProgram) -> ProductDAG:
@@ -292,7 +304,7 @@ def build_dag(program: SpeciesProgram) -> ProductDAG:
     targets = sorted((m for m, row in merged.items() if np.any(row != 0.0)), key=lambda m: (len(m), m))
     builder = _Builder(n_A, targets)
     for m in targets:
-        builder.make(m)
+        builder.make_target(m)
     n_nodes = len(builder.monomials)
     out = np.zeros((n_nodes, coeffs.shape[1]))
     for m in targets:

@@ -90,16 +90,23 @@ def kernels_dir() -> Path:
         return fallback
 
 
-def cache_key(sources: dict[str, str], toolchain: Toolchain, flags: tuple[str, ...]) -> str:
-    """sha256 over sources, compiler identity + version, flags, acegen and ABI versions."""
-    payload = {
-        "sources": sorted(sources.items()),
+def cache_key(sources: dict[str, str | bytes], toolchain: Toolchain, flags: tuple[str, ...]) -> str:
+    """sha256 over the generated files (names and contents), compiler identity + version,
+    flags, acegen and ABI versions."""
+    h = hashlib.sha256()
+    for fname in sorted(sources):
+        data = sources[fname]
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        h.update(f"{fname}\0{len(raw)}\0".encode())
+        h.update(raw)
+    meta = {
         "compiler": toolchain.identity(flags),
         "flags": list(flags),
         "acegen": acegen_version(),
         "abi": ABI_VERSION,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -118,16 +125,19 @@ def _valid(lib: Path, sidecar: Path) -> bool:
 
 
 def _build_and_publish(
-    folder: Path, key: str, sources: dict[str, str], toolchain: Toolchain, flags: tuple[str, ...]
+    folder: Path, key: str, sources: dict[str, str | bytes], toolchain: Toolchain, flags: tuple[str, ...]
 ) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:16]}-", dir=folder))
     try:
         src_dir = tmp / "src"
         src_dir.mkdir()
-        for fname, text in sources.items():
+        for fname, data in sources.items():
             if "/" in fname or fname.startswith("."):
                 raise CompileError(f"invalid generated file name {fname!r}")
-            (src_dir / fname).write_text(text, encoding="utf-8")
+            if isinstance(data, str):
+                (src_dir / fname).write_text(data, encoding="utf-8")
+            else:
+                (src_dir / fname).write_bytes(data)
         lib_tmp = tmp / "lib.so"
         c_files = sorted(src_dir / f for f in sources if f.endswith(".c"))
         toolchain.compile_shared(c_files, lib_tmp, flags)
@@ -143,9 +153,10 @@ def _build_and_publish(
 
 
 def build_library(
-    sources: dict[str, str], toolchain: Toolchain, flags: tuple[str, ...], *, force: bool = False
+    sources: dict[str, str | bytes], toolchain: Toolchain, flags: tuple[str, ...], *, force: bool = False
 ) -> Path:
-    """Path of the cached library for ``sources`` (every ``*.c`` is compiled), built if needed.
+    """Path of the cached library for ``sources`` (every ``*.c`` is compiled, in the folder
+    holding all the files, so that ``.incbin`` finds binary tables), built if needed.
 
     ``force`` rebuilds even if a verified entry exists (used when a verified library still
     fails to load).

@@ -94,10 +94,13 @@ class Toolchain:
         return ident
 
     def compile_shared(self, sources: list[Path], output: Path, flags: tuple[str, ...]) -> None:
-        """Compile and link ``sources`` into the shared library ``output``; CompileError on failure."""
-        cmd = [*self.command, *flags, "-o", str(output), *(str(s) for s in sources), *LIBS]
+        """Compile and link ``sources`` into the shared library ``output``; CompileError on failure.
+
+        The compiler runs in the folder of the first source (where ``.incbin`` files are read).
+        """
+        cmd = [*self.command, *flags, "-o", str(Path(output).resolve()), *(str(Path(s).resolve()) for s in sources), *LIBS]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(output.parent))
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(Path(sources[0]).parent))
         except OSError as exc:
             raise CompileError(f"cannot run the C compiler {self.command[0]!r}: {exc}") from exc
         if proc.returncode != 0 or not output.exists():

@@ -523,6 +523,7 @@ class _RankGroup:
 class _SpeciesProg:
     r1_col: np.ndarray  # (n1,) column index mu*K + k into A1
     r1_c: np.ndarray  # (n1, nd)
+    r1_scatter: sps.csr_matrix  # (n1, nel*K) one-hot of r1_col
     groups: list
     emb: object
 
@@ -589,8 +590,12 @@ class PaceReference:
             cols = idx.T.ravel()
             scatter = sps.csr_matrix((np.ones(M * rank), (rows, cols)), shape=(M * rank, self.nA))
             groups.append(_RankGroup(idx=idx, c=c, scatter=scatter))
+        r1_col = np.asarray(r1_col, dtype=np.int64)
+        r1_scatter = sps.csr_matrix(
+            (np.ones(len(r1_col)), (np.arange(len(r1_col)), r1_col)), shape=(len(r1_col), self.nel * self.K)
+        )
         return _SpeciesProg(
-            r1_col=np.asarray(r1_col, dtype=np.int64), r1_c=np.asarray(r1_c, dtype=float).reshape(-1, nd),
+            r1_col=r1_col, r1_c=np.asarray(r1_c, dtype=float).reshape(-1, nd), r1_scatter=r1_scatter,
             groups=groups, emb=emb,
         )
 
@@ -654,11 +659,7 @@ class PaceReference:
             for b in range(nel):
                 sel = np.nonzero((mui == a) & (muj == b))[0]
                 if len(sel):
-                    try:
-                        out = self._radial(a, b, r[sel])
-                    except ValueError as exc:  # spline: r < h
-                        raise StructureError(str(exc)) from None
-                    g[sel], dg[sel], R[sel], dR[sel], phi[sel], dphi[sel] = out
+                    g[sel], dg[sel], R[sel], dR[sel], phi[sel], dphi[sel] = self._radial(a, b, r[sel])
         Y, DY = ylm_pace(rhat, self.L)
 
         # atomic base: rows (i, mu_j)
@@ -673,17 +674,22 @@ class PaceReference:
         Afull = self._expand_full(Apos.reshape(nat, nel, self.N, self.nlm))
         rho_core = np.bincount(ii, weights=phi, minlength=nat)
 
-        # nearest neighbour for the ZBL switch
+        # ZBL: ACE is switched off by the nearest neighbour, the smallest d = r − (r_in − δ_in)
+        # (first in list order, and only if d < rcut_max, as in PACE); coordinate t = δ_in − d
         zbl = self.ict == "zbl"
         jmin = np.full(nat, -1)
+        near_t = np.full(nat, np.nan)
+        near_d = np.ones(nat)
         if zbl and P:
             d = r - (self.r_in[mui, muj] - self.d_in[mui, muj])
             order = np.lexsort((np.arange(P), d, ii))
             first = np.ones(P, dtype=bool)
             first[1:] = ii[order][1:] != ii[order][:-1]
             cand = order[first]
-            ok = d[cand] < self.rcut_max
-            jmin[ii[cand[ok]]] = cand[ok]
+            cand = cand[d[cand] < self.rcut_max]
+            jmin[ii[cand]] = cand
+            near_d[ii[cand]] = self.d_in[mui[cand], muj[cand]]
+            near_t[ii[cand]] = near_d[ii[cand]] - d[cand]
 
         energies = np.zeros(nat)
         Wpos = np.zeros((nat, nel, self.N, self.nlm), dtype=complex)
@@ -691,57 +697,12 @@ class PaceReference:
         dE_drho_core = np.zeros(nat)
         dE_dfcut = np.zeros(nat)
         for mu0, prog in enumerate(self.progs):
-            at = np.nonzero(spec == mu0)[0]
-            if len(at) == 0:
-                continue
-            nd = prog.emb.ndensity
-            rho = np.zeros((len(at), nd))
-            A = Afull[at]
-            if len(prog.r1_col):
-                rho += A1[at][:, prog.r1_col] @ prog.r1_c
-            saved = []
-            for grp in prog.groups:
-                fac = A[:, grp.idx]  # (n, M, rank)
-                rank = fac.shape[2]
-                pre = np.ones(fac.shape[:2] + (rank + 1,), dtype=complex)
-                suf = np.ones_like(pre)
-                for t in range(rank):
-                    pre[:, :, t + 1] = pre[:, :, t] * fac[:, :, t]
-                for t in range(rank - 1, -1, -1):
-                    suf[:, :, t] = suf[:, :, t + 1] * fac[:, :, t]
-                B = pre[:, :, rank]
-                rho += B.real @ grp.c
-                saved.append(pre[:, :, :rank] * suf[:, :, 1:])  # dB_t = Π_{s≠t} A_s
-            F, dF = embedding(prog.emb.npoti, prog.emb.fs_parameters, rho)
-            rc = rho_core[at]
-            if zbl:
-                fcut = np.ones(len(at))
-                dfcut = np.zeros(len(at))
-                has = jmin[at] >= 0
-                if np.any(has):
-                    pm = jmin[at][has]
-                    dcin = self.d_in[mui[pm], muj[pm]]
-                    dmin = r[pm] - (self.r_in[mui[pm], muj[pm]] - dcin)
-                    fc, dfc = cutoff_func_poly(dcin - dmin, dcin, dcin)
-                    fcut[has], dfcut[has] = fc, -dfc
-                E = F * fcut + rc * (1.0 - fcut)
-                dE_drho_core[at] = 1.0 - fcut
-                dE_dfcut[at] = (F - rc) * dfcut
-            else:
-                fcut, dfcut = _inner_cutoff(rc, prog.emb.rho_core_cut, prog.emb.drho_core_cut)
-                E = F * fcut + rc
-                dE_drho_core[at] = F * dfcut + 1.0
-            dF = dF * fcut[:, None]
-            energies[at] = E + self.E0[mu0]
-            # adjoint: W[a] = Σ θ dB_t over all (combination, t) with A index a
-            if len(prog.r1_col):
-                np.add.at(W1, (at[:, None], prog.r1_col[None, :]), dF @ prog.r1_c.T)
-            Wfull = np.zeros((len(at), self.nA), dtype=complex)
-            for grp, dB in zip(prog.groups, saved):
-                theta = dF @ grp.c.T  # (n, M)
-                G = (theta[:, :, None] * dB).transpose(0, 2, 1).reshape(len(at), -1)  # (n, rank*M)
-                Wfull += (grp.scatter.T @ G.T).T
-            Wpos[at] = self._fold_pos(Wfull.reshape(len(at), nel, self.N, self.LL))
+            idx = np.nonzero(spec == mu0)[0]
+            for a0 in range(0, len(idx), 32):  # blocks of atoms bound the product-pass memory
+                at = idx[a0 : a0 + 32]
+                out = self._atoms(prog, Afull[at], A1[at], rho_core[at], near_t[at], near_d[at])
+                energies[at] = out[0] + self.E0[mu0]
+                W1[at], Wpos[at], dE_drho_core[at], dE_dfcut[at] = out[1:]
 
         # pair forces f_ij = dE_i / dr_ij
         f = np.zeros((P, 3))
@@ -759,7 +720,7 @@ class PaceReference:
             f[sl] = t1[:, None] * rhat[sl] + t2 * inv_r[sl][:, None]
         if zbl:
             has = np.nonzero(jmin >= 0)[0]
-            f[jmin[has]] += dE_dfcut[has][:, None] * rhat[jmin[has]]
+            f[jmin[has]] += dE_dfcut[has][:, None] * rhat[jmin[has]]  # ∂d_min/∂r_ij = r̂ (nearest j)
         forces = np.zeros((nat, 3))
         for c in range(3):
             forces[:, c] = np.bincount(ii, weights=f[:, c], minlength=nat) - np.bincount(jj, weights=f[:, c], minlength=nat)
@@ -770,6 +731,57 @@ class PaceReference:
             sig = 0.5 * (sig + sig.T)
             out["stress"] = np.array([sig[0, 0], sig[1, 1], sig[2, 2], sig[1, 2], sig[0, 2], sig[0, 1]])
         return out
+
+    # ------------------------------------------------------------------ per atom
+    def _atoms(self, prog: _SpeciesProg, A, A1, rc, near_t, near_d):
+        """Energy and adjoints of a block of atoms of one species.
+
+        A: (n, nA) complex atomic base (all m), A1: (n, nel*K) rank-1 base, rc: ρ_core,
+        near_t/near_d: ZBL switch coordinate δ_in − d_min and δ_in (NaN: no neighbour).
+        Returns E (without E0), ∂E/∂A1, ∂E/∂A (m ≥ 0 layout), ∂E/∂ρ_core, ∂E/∂d_min."""
+        n, nd = A.shape[0], prog.emb.ndensity
+        rho = np.zeros((n, nd))
+        if len(prog.r1_col):
+            rho += A1[:, prog.r1_col] @ prog.r1_c
+        saved = []
+        for grp in prog.groups:
+            fac = A[:, grp.idx]  # (n, M, rank)
+            rank = fac.shape[2]
+            pre = np.ones(fac.shape[:2] + (rank + 1,), dtype=complex)
+            suf = np.ones_like(pre)
+            for t in range(rank):
+                pre[:, :, t + 1] = pre[:, :, t] * fac[:, :, t]
+            for t in range(rank - 1, -1, -1):
+                suf[:, :, t] = suf[:, :, t + 1] * fac[:, :, t]
+            rho += pre[:, :, rank].real @ grp.c
+            saved.append(pre[:, :, :rank] * suf[:, :, 1:])  # dB_t = Π_{s≠t} A_s
+        F, dF = embedding(prog.emb.npoti, prog.emb.fs_parameters, rho)
+        dE_dfcut = np.zeros(n)
+        if self.ict == "zbl":
+            fcut, dfcut = np.ones(n), np.zeros(n)
+            has = ~np.isnan(near_t)
+            if np.any(has):
+                fc, dfc = cutoff_func_poly(near_t[has], near_d[has], near_d[has])
+                fcut[has], dfcut[has] = fc, -dfc  # d/d(d_min) = −d/dt
+            E = F * fcut + rc * (1.0 - fcut)
+            dE_drho = 1.0 - fcut
+            dE_dfcut = (F - rc) * dfcut
+        else:
+            fcut, dfcut = _inner_cutoff(rc, prog.emb.rho_core_cut, prog.emb.drho_core_cut)
+            E = F * fcut + rc
+            dE_drho = F * dfcut + 1.0
+        dF = dF * fcut[:, None]
+        W1 = np.zeros((n, A1.shape[1]))
+        if len(prog.r1_col):
+            W1 = (prog.r1_scatter.T @ (dF @ prog.r1_c.T).T).T
+        # adjoint: W[a] = Σ θ dB_t over all (m-combination, t) whose factor t is A[a]
+        Wfull = np.zeros((n, self.nA), dtype=complex)
+        for grp, dB in zip(prog.groups, saved):
+            theta = dF @ grp.c.T  # (n, M)
+            G = (theta[:, :, None] * dB).transpose(0, 2, 1).reshape(n, -1)  # (n, rank*M)
+            Wfull += (grp.scatter.T @ G.T).T
+        Wpos = self._fold_pos(Wfull.reshape(n, self.nel, self.N, self.LL))
+        return E, W1, Wpos, dE_drho, dE_dfcut
 
     # ------------------------------------------------------------------ helpers
     def _expand_full(self, Apos):

@@ -65,6 +65,7 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache, reduce
 from pathlib import Path
@@ -80,8 +81,9 @@ __all__ = ["invariants", "invariants_float", "count_invariants", "cache_dir", "V
 #: Bump when the convention or the algorithm's output changes (part of the disk-cache key).
 VERSION = "acegen-coupling-1"
 
-_Raw = tuple[tuple[tuple[int, ...], ...], tuple[Fraction, ...], tuple[int, ...]]
-"""One invariant: canonical m-tuples, rational factors, surds (coefficient = q * sqrt(e))."""
+#: Results with more folded coefficients than this are cached in memory only (a JSON file
+#: of that size loads no faster than the computation runs).
+DISK_CACHE_MAX_COEFFS = 250_000
 
 
 # ---------------------------------------------------------------------------------------
@@ -467,7 +469,7 @@ _SMALL_PRIMES = [p for p in range(2, 2000) if all(p % d for d in range(2, int(p*
 
 @lru_cache(maxsize=65536)
 def _split_square(x: int) -> tuple[int, int]:
-    """``x = s*s*r`` with ``r`` free of squares of small primes (and not a square > 1)."""
+    """``x = s*s*r`` with ``r`` free of squares of primes < 2000 (and ``r`` not a square > 1)."""
     s, r = 1, 1
     for p in _SMALL_PRIMES:
         if p * p > x:
@@ -484,49 +486,83 @@ def _split_square(x: int) -> tuple[int, int]:
     return s, r * x
 
 
-def _sqrt_ratio(num: int, den: int) -> tuple[Fraction, int]:
-    """``sqrt(num/den) = f * sqrt(e)`` with rational ``f`` and integer ``e``."""
-    sn, rn = _split_square(num)
-    sd, rd = _split_square(den)
-    s3, e = _split_square(rn * rd)
-    return Fraction(sn * s3, sd * rd), e
+@dataclass(frozen=True)
+class _RawInv:
+    """One invariant, exactly: folded coefficient ``num[i] * F_g * sqrt(E_g)`` at the real
+    canonical tuple ``mu[rows[i]]``, ``g = grp[i]``, ``(F_g, E_g) = fac[g]``."""
+
+    rows: np.ndarray  # int64, ascending (lexicographic tuples)
+    num: np.ndarray  # object (python ints)
+    grp: np.ndarray  # int64 group ids
+    fac: dict[int, tuple[Fraction, int]]
+
+
+@dataclass(frozen=True)
+class _RawSet:
+    """All invariants of one ``(ls, blocks)``; ``mu`` are the real canonical tuples."""
+
+    mu: np.ndarray
+    invs: tuple[_RawInv, ...]
+
+    def n_coeffs(self) -> int:
+        return sum(len(inv.rows) for inv in self.invs)
+
+
+def _readonly(*arrays: np.ndarray) -> None:
+    for a in arrays:
+        a.flags.writeable = False
 
 
 @lru_cache(maxsize=None)
-def _compute_raw(ls: tuple[int, ...], blocks: tuple[int, ...]) -> tuple[_Raw, ...]:
-    """The invariants as exact ``(tuples, rationals, surds)``, without disk cache."""
+def _compute_raw(ls: tuple[int, ...], blocks: tuple[int, ...]) -> _RawSet:
+    """The invariants exactly, without the disk cache."""
+    empty = _RawSet(np.zeros((0, len(ls)), dtype=np.int64), ())
     if sum(ls) % 2 == 1:
-        return ()
+        return empty
     lev, vecs = _final_vectors(ls, blocks)
     if not vecs:
-        return ()
+        return empty
     mu, ridx, cidx, sgn = _real_transform(ls, blocks, lev)
     order = np.argsort(ridx, kind="stable")
     ridx, cidx, sgn = ridx[order], cidx[order], sgn[order].astype(object)
     starts = np.flatnonzero(np.r_[True, ridx[1:] != ridx[:-1]])
     rows = ridx[starts]
     mu_rows = mu[rows]
-    nz = (mu_rows != 0).sum(axis=1)
+    # per row: sign (-1)^{q/2} times the orbit size; per |mu| pattern (group): sqrt(P / 2^k)
     q = (mu_rows < 0).sum(axis=1)
-    orb = _orbit_sizes(mu_rows, blocks)
-    pnorm = _gnorm2(np.abs(mu_rows), ls)
+    pre = _orbit_sizes(mu_rows, blocks) * np.where((q // 2) % 2 == 1, -1, 1).astype(object)
+    absm = np.abs(mu_rows)
+    akey = (absm * np.array([math.prod(l + 1 for l in ls[t + 1 :]) for t in range(len(ls))])).sum(axis=1)
+    gkeys, grp = np.unique(akey, return_inverse=True)
+    first = np.zeros(len(gkeys), dtype=np.int64)
+    first[grp[::-1]] = np.arange(len(grp))[::-1]
+    gpart: list[tuple[Fraction, int]] = []
+    for i in first:
+        k = int((absm[i] != 0).sum())
+        s_, r_ = _split_square(int(_gnorm2(absm[i : i + 1], ls)[0]) << k)
+        gpart.append((Fraction(s_, 1 << k), r_))
     w0 = lev.weights(0)
-    tuples = [tuple(int(v) for v in row) for row in mu_rows]
-    out: list[_Raw] = []
+    invs = []
     for _, v in vecs:
         nrm = int(np.dot(w0 * v, v))
-        s_all = np.add.reduceat(sgn * v[cidx], starts)
-        ts, fs, es = [], [], []
-        for i in np.flatnonzero(s_all != 0):
-            f, e = _sqrt_ratio(int(pnorm[i]), nrm << int(nz[i]))
-            sign = -1 if (q[i] // 2) % 2 else 1
-            ts.append(tuples[i])
-            fs.append(f * (sign * int(orb[i]) * int(s_all[i])))
-            es.append(e)
-        if fs and fs[0] < 0:
-            fs = [-f for f in fs]
-        out.append((tuple(ts), tuple(fs), tuple(es)))
-    return tuple(out)
+        sn, rn = _split_square(nrm)
+        s_all = np.add.reduceat(sgn * v[cidx], starts) * pre
+        nz = np.flatnonzero(s_all != 0)
+        num = s_all[nz]
+        if num[0] < 0:
+            num = -num
+        g = grp[nz].astype(np.int64)
+        fac = {}
+        for gi in np.unique(g).tolist():
+            a, p = gpart[gi]
+            h = math.gcd(p, rn)
+            fac[gi] = (a * Fraction(sn * h, nrm), (p // h) * (rn // h))
+        _readonly(nz, num, g)
+        invs.append(_RawInv(rows[nz].astype(np.int64), num, g, fac))
+    for inv in invs:
+        _readonly(inv.rows)
+    _readonly(mu)
+    return _RawSet(mu, tuple(invs))
 
 
 # ---------------------------------------------------------------------------------------
@@ -539,33 +575,49 @@ def _cache_file(ls, blocks) -> Path:
     return cache_dir() / "coupling" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
 
 
-def _to_json(ls, blocks, raw: tuple[_Raw, ...]) -> str:
+def _to_json(ls, blocks, raw: _RawSet) -> str:
+    """Exact results as JSON: integers and fractions are strings."""
     return json.dumps(
         {
             "version": VERSION,
             "ls": list(ls),
             "classes": list(blocks),
+            "mu": raw.mu.tolist(),
             "invariants": [
-                {"m": [list(t) for t in ts], "c": [[str(f), str(e)] for f, e in zip(fs, es)]}
-                for ts, fs, es in raw
+                {
+                    "rows": inv.rows.tolist(),
+                    "num": [str(x) for x in inv.num],
+                    "grp": inv.grp.tolist(),
+                    "fac": [[g, str(f), str(e)] for g, (f, e) in sorted(inv.fac.items())],
+                }
+                for inv in raw.invs
             ],
-        }
+        },
+        separators=(",", ":"),
     )
 
 
-def _from_json(text: str, ls, blocks) -> tuple[_Raw, ...] | None:
+def _from_json(text: str, ls, blocks) -> _RawSet | None:
+    """Parse a cache file; ``None`` if it is corrupt or for another key."""
     try:
         d = json.loads(text)
         if d["version"] != VERSION or tuple(d["ls"]) != ls or tuple(d["classes"]) != blocks:
             return None
-        return tuple(
-            (
-                tuple(tuple(int(v) for v in t) for t in inv["m"]),
-                tuple(Fraction(f) for f, _ in inv["c"]),
-                tuple(int(e) for _, e in inv["c"]),
-            )
-            for inv in d["invariants"]
-        )
+        mu = np.array(d["mu"], dtype=np.int64).reshape(-1, len(ls))
+        invs = []
+        for inv in d["invariants"]:
+            rows = np.array(inv["rows"], dtype=np.int64)
+            num = np.array([int(x) for x in inv["num"]] + [0], dtype=object)[:-1]
+            grp = np.array(inv["grp"], dtype=np.int64)
+            fac = {int(g): (Fraction(f), int(e)) for g, f, e in inv["fac"]}
+            if not (len(rows) == len(num) == len(grp)) or not set(grp.tolist()) <= set(fac):
+                return None
+            if len(rows) and (rows.min() < 0 or rows.max() >= len(mu)):
+                return None
+            _readonly(rows, num, grp)
+            invs.append(_RawInv(rows, num, grp, fac))
+        _readonly(mu)
+        return _RawSet(mu, tuple(invs))
     except (ValueError, KeyError, TypeError, ZeroDivisionError):
         return None
 
@@ -591,7 +643,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 @lru_cache(maxsize=None)
-def _raw(ls: tuple[int, ...], blocks: tuple[int, ...]) -> tuple[_Raw, ...]:
+def _raw(ls: tuple[int, ...], blocks: tuple[int, ...]) -> _RawSet:
     """Exact invariants through the disk cache."""
     path = _cache_file(ls, blocks)
     try:
@@ -601,7 +653,8 @@ def _raw(ls: tuple[int, ...], blocks: tuple[int, ...]) -> tuple[_Raw, ...]:
     if got is not None:
         return got
     raw = _compute_raw(ls, blocks)
-    _write_atomic(path, _to_json(ls, blocks, raw))
+    if raw.n_coeffs() <= DISK_CACHE_MAX_COEFFS:
+        _write_atomic(path, _to_json(ls, blocks, raw))
     return raw
 
 
@@ -615,15 +668,33 @@ def _sqrt_int(e: int) -> sp.Expr:
     return sp.sqrt(sp.Integer(e))
 
 
+def _surd(f: Fraction, e: int) -> sp.Expr:
+    """``f * sqrt(e)`` as a sympy number (``e`` has no small square factors)."""
+    r = sp.Integer(f.numerator) if f.denominator == 1 else sp.Rational(f.numerator, f.denominator)
+    if e == 1:
+        return r
+    root = _sqrt_int(e)
+    if f == 1:
+        return root
+    if not isinstance(root, sp.Pow):  # sympy extracted a factor: let it combine
+        return r * root
+    # the canonical form ``Mul(Rational, Pow)``, built without re-evaluating each time
+    return sp.Mul._from_args((r, root))
+
+
 @lru_cache(maxsize=None)
 def _sympy_invariants(ls, blocks) -> tuple[tuple[tuple[tuple[int, ...], sp.Expr], ...], ...]:
+    raw = _raw(ls, blocks)
     out = []
-    for ts, fs, es in _raw(ls, blocks):
-        items = []
-        for t, f, e in zip(ts, fs, es):
-            r = sp.Rational(f.numerator, f.denominator)
-            items.append((t, r if e == 1 else r * _sqrt_int(e)))
-        out.append(tuple(items))
+    for inv in raw.invs:
+        tuples = [tuple(t) for t in raw.mu[inv.rows].tolist()]
+        fac = inv.fac
+        out.append(
+            tuple(
+                (t, _surd(n * fac[g][0], fac[g][1]))
+                for t, n, g in zip(tuples, inv.num.tolist(), inv.grp.tolist())
+            )
+        )
     return tuple(out)
 
 
@@ -636,6 +707,8 @@ def invariants(ls: tuple[int, ...], classes: tuple[int, ...] | None = None) -> l
     lexicographically ordered, to its nonzero folded coefficient ``Rational * sqrt(Integer)``
     (the sum of the coefficients over the tuple's orbit).  Normalisation, order and sign:
     see the module docstring.  Returns ``[]`` when ``Σ l`` is odd or no invariant exists.
+    Building sympy numbers costs ~10 µs per coefficient; use :func:`invariants_float` for
+    large cases.
     """
     key = _normalise(ls, classes)
     return [dict(inv) for inv in _sympy_invariants(*key)]
@@ -643,12 +716,14 @@ def invariants(ls: tuple[int, ...], classes: tuple[int, ...] | None = None) -> l
 
 @lru_cache(maxsize=None)
 def _float_invariants(ls, blocks) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    raw = _raw(ls, blocks)
     out = []
-    for ts, fs, es in _raw(ls, blocks):
-        m = np.array(ts, dtype=np.int64).reshape(len(ts), len(ls))
-        c = np.array([math.copysign(math.sqrt(float(f * f * e)), f) for f, e in zip(fs, es)], dtype=np.float64)
-        m.flags.writeable = False
-        c.flags.writeable = False
+    for inv in raw.invs:
+        m = raw.mu[inv.rows]
+        gval = {g: math.sqrt(float(f * f * e)) * (1 if f > 0 else -1) for g, (f, e) in inv.fac.items()}
+        gv = np.array([gval.get(g, 0.0) for g in range(max(gval) + 1)] if gval else [], dtype=np.float64)
+        c = inv.num.astype(np.float64) * gv[inv.grp]
+        _readonly(m, c)
         out.append((m, c))
     return tuple(out)
 
@@ -658,7 +733,8 @@ def invariants_float(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`invariants` as floats: a list of ``(mtuples (K, ν) int64, coeffs (K,) float64)``.
 
-    The arrays are shared with the cache and read-only.
+    Same order, tuples and values (to ~1e-16 relative) as :func:`invariants`; the arrays
+    are shared with the cache and read-only.
     """
     key = _normalise(ls, classes)
     return list(_float_invariants(*key))

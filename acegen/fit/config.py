@@ -1,0 +1,257 @@
+"""The YAML fit configuration read by ``acegen fit CONFIG`` / :func:`acegen.fit.fit_from_config`.
+
+Schema (relative paths are relative to the config file's folder)::
+
+    basis:                      # required: acegen.BasisSpec(**basis)
+      elements: [Ti, Al]
+      order: 3
+      totaldegree: [12, 10, 8]
+      rcut: 5.5
+    data:
+      train: train.xyz          # required: a path or a list of paths
+      test: test.xyz            # optional
+      energy_key: energy        # null skips the observation
+      force_key: force
+      virial_key: virial        # or stress_key: stress (converted with V = -stress * volume)
+      config_type_key: config_type
+      eref: {Ti: -1586.0195, Al: -105.5954}   # or isolated | average | zero | null
+      missing: error            # or skip
+    weights:                    # optional, per config type (default: E 30, F 1, V 1)
+      default: {E: 30, F: 1, V: 1}
+      TiAl_T5000: {E: 5}
+    solver: blr                 # or {name: blr, tol: 1e-6} / {name: qr, lam: 1e-3} ...
+    prior: {kind: algebraic, p: 4, wL: 1.0}   # or a kind name, or none
+    committee: {size: 32, seed: 0}            # optional (blr / ard only)
+    output:
+      directory: fit_out        # default: the config's folder
+      model: model.json         # acegen JSON (null: not written)
+      yace: model.yace          # optional
+      errors: [errors.json, errors.csv]
+      plots: true               # parity plots (+ dimer curves) as PNG
+    progress: true
+
+Every problem is a :class:`acegen.fit.ConfigError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import ConfigError
+
+__all__ = ["FitConfig", "load_config", "parse_config"]
+
+_TOP = {"basis", "data", "weights", "solver", "prior", "committee", "output", "progress"}
+_DATA = {"train", "test", "energy_key", "force_key", "virial_key", "stress_key", "config_type_key", "eref",
+         "missing"}
+_OUTPUT = {"directory", "model", "yace", "errors", "plots"}
+
+
+@dataclass
+class FitConfig:
+    """A parsed, validated fit configuration (paths resolved)."""
+
+    path: Path | None
+    basis: dict[str, Any]
+    train: list[Path]
+    test: list[Path] = field(default_factory=list)
+    energy_key: str | None = "energy"
+    force_key: str | None = "forces"
+    virial_key: str | None = None
+    stress_key: str | None = None
+    config_type_key: str = "config_type"
+    eref: Any = None
+    missing: str = "error"
+    weights: dict[str, dict[str, float]] | None = None
+    solver: str = "blr"
+    solver_options: dict[str, Any] = field(default_factory=dict)
+    prior: Any = "algebraic"
+    committee: dict[str, Any] | None = None
+    output_dir: Path = Path(".")
+    model_path: Path | None = None
+    yace_path: Path | None = None
+    error_paths: list[Path] = field(default_factory=list)
+    plots: bool = False
+    progress: bool | None = None
+
+
+def load_config(path: str | Path) -> FitConfig:
+    """Read and validate a YAML fit configuration."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, None, "no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(path, None, f"not valid YAML: {e}") from None
+    return parse_config(raw, path)
+
+
+def _mapping(path, name: str, v: Any) -> dict:
+    if not isinstance(v, Mapping):
+        raise ConfigError(path, name, f"expected a mapping, got {type(v).__name__}")
+    return dict(v)
+
+
+def _unknown(path, prefix: str, d: Mapping, allowed: set[str]) -> None:
+    bad = sorted(str(k) for k in d if k not in allowed)
+    if bad:
+        raise ConfigError(path, f"{prefix}{bad[0]}", f"unknown field (allowed: {sorted(allowed)})")
+
+
+def _key(path, name: str, v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    raise ConfigError(path, name, f"expected a string or null, got {v!r}")
+
+
+def _paths(path, base: Path, name: str, v: Any, required: bool) -> list[Path]:
+    if v is None:
+        if required:
+            raise ConfigError(path, name, "missing (a structure file or a list of them)")
+        return []
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not items or not all(isinstance(p, str) for p in items):
+        raise ConfigError(path, name, f"expected a path or a non-empty list of paths, got {v!r}")
+    out = []
+    for p in items:
+        q = Path(p).expanduser()
+        q = q if q.is_absolute() else base / q
+        if not q.is_file():
+            raise ConfigError(path, name, f"no such file: {q}")
+        out.append(q)
+    return out
+
+
+def _out_path(path, base: Path, name: str, v: Any) -> Path | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise ConfigError(path, name, f"expected a path or null, got {v!r}")
+    q = Path(v).expanduser()
+    return q if q.is_absolute() else base / q
+
+
+def parse_config(raw: Any, path: str | Path | None = None) -> FitConfig:
+    """Validate an already-loaded config mapping (``path`` only names it in errors and is the
+    base for relative paths)."""
+    path = None if path is None else Path(path)
+    base = path.parent if path is not None else Path(".")
+    top = _mapping(path, "", raw) if raw is not None else {}
+    _unknown(path, "", top, _TOP)
+    if "basis" not in top:
+        raise ConfigError(path, "basis", "missing (the acegen.BasisSpec fields)")
+    basis = _mapping(path, "basis", top["basis"])
+    if "data" not in top:
+        raise ConfigError(path, "data", "missing (at least data.train)")
+    data = _mapping(path, "data", top["data"])
+    _unknown(path, "data.", data, _DATA)
+    cfg = FitConfig(path=path, basis=basis, train=_paths(path, base, "data.train", data.get("train"), True))
+    cfg.test = _paths(path, base, "data.test", data.get("test"), False)
+    for k in ("energy_key", "force_key", "virial_key", "stress_key"):
+        if k in data:
+            setattr(cfg, k, _key(path, f"data.{k}", data[k]))
+    if "config_type_key" in data:
+        ct = _key(path, "data.config_type_key", data["config_type_key"])
+        if ct is None:
+            raise ConfigError(path, "data.config_type_key", "must be a string")
+        cfg.config_type_key = ct
+    eref = data.get("eref")
+    if eref is not None and not (isinstance(eref, Mapping) or eref in ("isolated", "average", "zero")):
+        raise ConfigError(path, "data.eref", f"expected a mapping element -> energy, isolated, average or zero, "
+                                             f"got {eref!r}")
+    if isinstance(eref, Mapping):
+        for el, v in eref.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(path, f"data.eref.{el}", f"expected a number, got {v!r}")
+        eref = dict(eref)
+    cfg.eref = eref
+    missing = data.get("missing", "error")
+    if missing not in ("error", "skip"):
+        raise ConfigError(path, "data.missing", f"expected error or skip, got {missing!r}")
+    cfg.missing = missing
+
+    if top.get("weights") is not None:
+        w = _mapping(path, "weights", top["weights"])
+        for ct, entry in w.items():
+            e = _mapping(path, f"weights.{ct}", entry)
+            for q, v in e.items():
+                if q not in ("E", "F", "V"):
+                    raise ConfigError(path, f"weights.{ct}.{q}", "unknown observation (expected E, F or V)")
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                    raise ConfigError(path, f"weights.{ct}.{q}", f"expected a number >= 0, got {v!r}")
+        cfg.weights = {str(k): dict(v) for k, v in w.items()}
+
+    solver = top.get("solver", "blr")
+    if isinstance(solver, str):
+        cfg.solver = solver
+    else:
+        s = _mapping(path, "solver", solver)
+        name = s.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError(path, "solver.name", f"missing or not a string: {name!r}")
+        cfg.solver, cfg.solver_options = name, s
+    from .solvers import SOLVERS
+
+    if cfg.solver not in SOLVERS:
+        raise ConfigError(path, "solver" if isinstance(solver, str) else "solver.name",
+                          f"unknown solver {cfg.solver!r} (one of {sorted(SOLVERS)})")
+
+    prior = top.get("prior", "algebraic")
+    from .priors import PRIOR_KINDS, PRIOR_PARAMS
+
+    if prior is None or isinstance(prior, str):
+        kind = "none" if prior is None else prior
+        if kind not in PRIOR_KINDS:
+            raise ConfigError(path, "prior", f"unknown prior {kind!r} (one of {list(PRIOR_KINDS)})")
+        cfg.prior = kind
+    else:
+        p = _mapping(path, "prior", prior)
+        kind = p.get("kind", "algebraic")
+        if kind not in PRIOR_KINDS:
+            raise ConfigError(path, "prior.kind", f"unknown prior {kind!r} (one of {list(PRIOR_KINDS)})")
+        _unknown(path, "prior.", p, {"kind", *PRIOR_PARAMS[kind]})
+        for k, v in p.items():
+            if k != "kind" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ConfigError(path, f"prior.{k}", f"expected a number, got {v!r}")
+        cfg.prior = p
+
+    if top.get("committee") is not None:
+        c = _mapping(path, "committee", top["committee"])
+        _unknown(path, "committee.", c, {"size", "seed"})
+        size = c.get("size", 32)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(path, "committee.size", f"expected an integer >= 1, got {size!r}")
+        seed = c.get("seed", 0)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ConfigError(path, "committee.seed", f"expected an integer or null, got {seed!r}")
+        cfg.committee = {"size": size, "seed": seed}
+
+    out = _mapping(path, "output", top["output"]) if top.get("output") is not None else {}
+    _unknown(path, "output.", out, _OUTPUT)
+    od = out.get("directory")
+    cfg.output_dir = base if od is None else _out_path(path, base, "output.directory", od)
+    cfg.model_path = _out_path(path, cfg.output_dir, "output.model", out.get("model", "model.json"))
+    cfg.yace_path = _out_path(path, cfg.output_dir, "output.yace", out.get("yace"))
+    errs = out.get("errors", ["errors.json", "errors.csv"])
+    errs = [errs] if isinstance(errs, str) else errs
+    if not isinstance(errs, list):
+        raise ConfigError(path, "output.errors", f"expected a path or a list of paths, got {errs!r}")
+    cfg.error_paths = [_out_path(path, cfg.output_dir, "output.errors", e) for e in errs]
+    for e in cfg.error_paths:
+        if e.suffix not in (".json", ".csv"):
+            raise ConfigError(path, "output.errors", f"{e.name}: error tables are .json or .csv")
+    plots = out.get("plots", False)
+    if not isinstance(plots, bool):
+        raise ConfigError(path, "output.plots", f"expected true or false, got {plots!r}")
+    cfg.plots = plots
+    progress = top.get("progress")
+    if progress is not None and not isinstance(progress, bool):
+        raise ConfigError(path, "progress", f"expected true, false or null, got {progress!r}")
+    cfg.progress = progress
+    return cfg

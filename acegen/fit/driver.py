@@ -1,0 +1,228 @@
+"""``acegen.fit(spec, structures, ...)`` and ``fit_from_config(path)``: data → design matrix →
+prior → solver → :class:`acegen.Model`.
+
+The basis enters only through a *basis evaluator* (see :func:`acegen.fit.data.assemble`):
+``basis_evaluator(atoms) -> {"energy": (P,), "forces": (n, 3, P), "virial": (3, 3, P)}``, the
+derivatives of the total energy, forces and virial with respect to the P linear parameters
+(many-body functions, then the pair basis, the order of ``CoupledBasis.split_params``).
+:func:`make_basis_evaluator` builds it for a lowered basis; any callable with that contract
+can be passed as ``basis_evaluator=``.
+
+Reference energies: the model's one-body term is ``BasisSpec.Eref``; the fit subtracts
+Σ_i E0[Z_i] from every energy and the returned model carries the E0 actually used
+(precedence: the ``eref`` argument, then a nonzero ``spec.Eref``, then isolated-atom
+structures in the data, else 0 with a warning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import ConfigError, FitError
+from .data import RowMeta, TrainingSet, assemble, load_training_set, read_structures
+from .errors_table import error_table, format_error_table, save_error_table
+from .priors import prior_gamma
+from .solvers import Committee, FitResult, solve
+
+__all__ = ["FitReport", "fit", "fit_from_config", "fit_linear", "make_basis_evaluator"]
+
+BasisEvaluator = Callable[[Any], Mapping[str, np.ndarray]]
+
+
+@dataclass
+class FitReport:
+    """Everything a fit produced: coefficients, the solver's :class:`FitResult`, the training
+    set and row meta, per-row targets ``y`` (E − ΣE0, F, V) and predictions ``A·c``, the
+    training error table, the prior weights, an optional committee and timings (s)."""
+
+    coefficients: np.ndarray
+    result: FitResult
+    training_set: TrainingSet
+    meta: RowMeta
+    y: np.ndarray
+    predictions: np.ndarray
+    errors: dict[str, Any]
+    gamma: np.ndarray | None
+    committee: Committee | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.coefficients)
+
+
+def make_basis_evaluator(basis, *, forces: bool = True, virial: bool = True) -> BasisEvaluator:
+    """Basis evaluator of a lowered basis (contract: module docstring).
+
+    Energies come from the NumPy reference ``ACEReference(basis).basis_values`` (summed over
+    atoms).  Forces and virials need the analytic gradients of every basis function with
+    respect to the positions, which acegen does not have yet (finite differences are not an
+    option): asking for them raises NotImplementedError.  Pass ``forces=False,
+    virial=False`` (energy-only fit) or a kernel-backed evaluator as ``basis_evaluator=``.
+    """
+    if forces or virial:
+        raise NotImplementedError(
+            "make_basis_evaluator: force/virial rows need analytic per-basis-function gradients "
+            "dB_k/dr_j (e.g. generated basis-gradient kernels, or an ACEReference method returning "
+            "d(energy)/dθ, d(forces)/dθ, d(virial)/dθ); none exists yet. Fit energies only "
+            "(force_key=None, virial_key=None) or pass basis_evaluator=")
+    from ..reference.ace_numpy import ACEReference
+
+    ref = ACEReference(basis)
+
+    def evaluate(atoms) -> dict[str, np.ndarray]:
+        B, P = ref.basis_values(atoms)
+        return {"energy": np.concatenate([B.sum(axis=0), P.sum(axis=0)])}
+
+    return evaluate
+
+
+def fit_linear(training_set: TrainingSet, basis_evaluator: BasisEvaluator, *, solver: str = "blr",
+               solver_options: Mapping[str, Any] | None = None, gamma: np.ndarray | None = None,
+               committee: Mapping[str, Any] | None = None, progress: bool | None = None) -> FitReport:
+    """Assemble, solve and score a linear fit (no basis or model object needed).
+
+    ``gamma``: prior weights (None: Γ = I); ``committee``: ``{"size": K, "seed": s}`` to
+    sample a posterior committee (BLR/ARD)."""
+    t0 = time.perf_counter()
+    A, y, w, meta = assemble(basis_evaluator, training_set, progress=progress)
+    t1 = time.perf_counter()
+    result = solve(A, y, w, solver=solver, gamma=gamma, **dict(solver_options or {}))
+    t2 = time.perf_counter()
+    pred = A @ result.coefficients
+    com = Committee.sample(result, **dict(committee)) if committee else None
+    return FitReport(result.coefficients, result, training_set, meta, y, pred, error_table(pred - y, meta),
+                     gamma, com, {"assemble": t1 - t0, "solve": t2 - t1})
+
+
+def _spec_eref(spec) -> dict[str, float] | None:
+    """``spec.Eref`` (stored as ((element, E0), ...)) as a dict, or None when all zero."""
+    eref = dict(spec.Eref)
+    return eref if any(v != 0.0 for v in eref.values()) else None
+
+
+def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "energy",
+        force_key: str | None = "forces", virial_key: str | None = None, stress_key: str | None = None,
+        config_type_key: str = "config_type", weights: Mapping[str, Mapping[str, float]] | None = None,
+        solver: str = "blr", solver_options: Mapping[str, Any] | None = None, prior: Any = "algebraic",
+        eref: Mapping[str, float] | str | None = None, missing: str = "error",
+        committee: Mapping[str, Any] | None = None, basis=None, basis_evaluator: BasisEvaluator | None = None,
+        progress: bool | None = None, name: str = "model"):
+    """Fit a linear ACE model on ``acegen.lower(spec)`` and return an :class:`acegen.Model`.
+
+    ``structures``: ASE Atoms, or extxyz path(s).  Keys, ``weights``, ``eref`` and
+    ``missing``: :func:`acegen.fit.data.load_training_set`.  ``solver`` / ``solver_options``:
+    :func:`acegen.fit.solvers.solve`.  ``prior``: a kind name, ``{"kind": ..., **params}``
+    (:mod:`acegen.fit.priors`), an array of weights, or None.  ``basis`` (a lowered basis) and
+    ``basis_evaluator`` default to ``acegen.lower(spec)`` and :func:`make_basis_evaluator`.
+    The returned model's ``fit_report`` attribute is the :class:`FitReport`.
+    """
+    from ..spec import BasisSpec
+
+    if not isinstance(spec, BasisSpec):
+        raise FitError(f"fit: spec must be an acegen.BasisSpec, got {type(spec).__name__}")
+    if eref is None:
+        eref = _spec_eref(spec)
+    ts = load_training_set(structures, energy_key=energy_key, force_key=force_key, virial_key=virial_key,
+                           stress_key=stress_key, config_type_key=config_type_key, weights=weights, eref=eref,
+                           elements=spec.elements, missing=missing)
+    e0 = {el: float(ts.eref.get(el, 0.0)) for el in spec.elements}
+    if e0 != dict(spec.Eref):
+        spec = dataclasses.replace(spec, Eref=e0)
+    if basis is None:
+        from ..basis import lower
+
+        basis = lower(spec)
+    if basis_evaluator is None:
+        basis_evaluator = make_basis_evaluator(basis, forces=ts.has_forces, virial=ts.has_virials)
+    gamma = prior_gamma(prior, basis, basis.n_params)
+    report = fit_linear(ts, basis_evaluator, solver=solver, solver_options=solver_options, gamma=gamma,
+                        committee=committee, progress=progress)
+    from ..model import Model
+
+    model = Model(spec, report.coefficients, name=name)
+    model.fit_report = report
+    return model
+
+
+def _test_report(cfg, report: FitReport, evaluator: BasisEvaluator, elements) -> tuple[dict, RowMeta, np.ndarray,
+                                                                                     np.ndarray]:
+    ts = load_training_set(read_structures(cfg.test), energy_key=cfg.energy_key, force_key=cfg.force_key,
+                           virial_key=cfg.virial_key, stress_key=cfg.stress_key,
+                           config_type_key=cfg.config_type_key, weights=cfg.weights,
+                           eref=report.training_set.eref or "zero", elements=elements, missing=cfg.missing)
+    A, y, _, meta = assemble(evaluator, ts, progress=cfg.progress)
+    pred = A @ report.coefficients
+    return error_table(pred - y, meta), meta, pred, y
+
+
+def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvaluator | None = None,
+                    verbose: bool = True):
+    """Run the fit described by a YAML config (:mod:`acegen.fit.config`): fit, print and save
+    the train (and test) error tables, save the model (.json / .yace) and, if asked, parity
+    plots and dimer curves.  Returns the fitted :class:`acegen.Model`."""
+    from ..errors import SpecError
+    from ..spec import BasisSpec
+    from .config import load_config
+
+    cfg = load_config(path)
+    try:
+        spec = BasisSpec(**cfg.basis)
+    except SpecError as e:
+        raise ConfigError(cfg.path, "basis", str(e)) from None
+    except TypeError as e:
+        raise ConfigError(cfg.path, "basis", f"invalid field: {e}") from None
+    t0 = time.perf_counter()
+    structures = read_structures(cfg.train)
+    if basis is None:
+        from ..basis import lower
+
+        basis = lower(spec)
+    t_lower = time.perf_counter() - t0
+    model = fit(spec, structures, energy_key=cfg.energy_key, force_key=cfg.force_key, virial_key=cfg.virial_key,
+                stress_key=cfg.stress_key, config_type_key=cfg.config_type_key, weights=cfg.weights,
+                solver=cfg.solver, solver_options=cfg.solver_options, prior=cfg.prior, eref=cfg.eref,
+                missing=cfg.missing, committee=cfg.committee, basis=basis, basis_evaluator=basis_evaluator,
+                progress=cfg.progress, name=cfg.path.stem if cfg.path else "model")
+    report: FitReport = model.fit_report
+    report.timings["read_and_lower"] = t_lower
+    evaluator = basis_evaluator or make_basis_evaluator(basis, forces=report.training_set.has_forces,
+                                                        virial=report.training_set.has_virials)
+    tables = {"train": report.errors}
+    test = None
+    if cfg.test:
+        test = _test_report(cfg, report, evaluator, spec.elements)
+        tables["test"] = test[0]
+    if verbose:
+        print(f"basis: {report.n_params} parameters; solver {cfg.solver}; "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items()))
+        for k, t in tables.items():
+            print(format_error_table(t, title=f"{k} errors"))
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    for p in cfg.error_paths:
+        save_error_table(tables, p)
+    if cfg.model_path is not None:
+        model.save(cfg.model_path)
+    if cfg.yace_path is not None:
+        try:
+            model.save(cfg.yace_path)
+        except ImportError as e:
+            raise FitError(f"{cfg.yace_path}: cannot write .yace yet ({e})") from None
+    if cfg.plots:
+        from .plots import dimer_curves, parity_plot
+
+        parity_plot(report.predictions, report.y, report.meta, cfg.output_dir / "parity_train.png", title="train")
+        if test is not None:
+            parity_plot(test[2], test[3], test[1], cfg.output_dir / "parity_test.png", title="test")
+        e0 = report.training_set.e0_of
+        c = report.coefficients
+        dimer_curves(lambda atoms: float(np.asarray(evaluator(atoms)["energy"]) @ c) + e0(atoms), spec.elements,
+                     cfg.output_dir / "dimers.png")
+    return model
