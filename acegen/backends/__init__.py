@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import AcegenError
 from ..ir.model import ModelIR
 
-EMIT_TARGETS = ("c",)
+EMIT_TARGETS = ("c", "lammps")
 
 
 def emit(ir: ModelIR, target: str = "c", *, model: object | None = None) -> dict[str, str | bytes]:
@@ -32,6 +32,10 @@ def emit(ir: ModelIR, target: str = "c", *, model: object | None = None) -> dict
         from .c import emit_c
 
         return emit_c(ir)
+    if target == "lammps":
+        from .lammps import emit_files
+
+        return emit_files(ir)
     raise AcegenError(f"target {target!r} cannot emit sources; choose one of {', '.join(EMIT_TARGETS)}")
 
 
@@ -41,4 +45,8 @@ def build_emitted(folder: Path, target: str = "c") -> Path:
         from .c import build_emitted_c
 
         return build_emitted_c(Path(folder))
+    if target == "lammps":
+        from .lammps import build_lammps_plugin
+
+        return build_lammps_plugin(Path(folder))
     raise AcegenError(f"target {target!r} cannot build emitted sources; choose one of {', '.join(EMIT_TARGETS)}")

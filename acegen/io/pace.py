@@ -511,10 +511,12 @@ def _check_functions(ctx: _Ctx, elements, embeddings, bonds, functions):
 
 
 def _check_inner_type(ctx, bonds):
-    types = {b.inner_cutoff_type for b in bonds.values()}
-    if len(types) > 1:
-        k = next(k for k, b in bonds.items() if b.inner_cutoff_type != next(iter(bonds.values())).inner_cutoff_type)
-        ctx.fail(f"bonds[{k[0]},{k[1]}].inner_cutoff_type", f"must be identical for all bonds, found {sorted(types)}")
+    """PACE has one inner cutoff type per potential."""
+    first = bonds[min(bonds)].inner_cutoff_type
+    for k in sorted(bonds):
+        if bonds[k].inner_cutoff_type != first:
+            ctx.fail(f"bonds[{k[0]},{k[1]}].inner_cutoff_type",
+                     f"is {bonds[k].inner_cutoff_type!r}, but bond {min(bonds)} has {first!r}; it must be the same for all bonds")
 
 
 def _finish(ctx, elements, E0, delta, embeddings, bonds, functions) -> PacePotential:
@@ -643,8 +645,9 @@ class _Scanner:
             self.i += 1
 
     def peek_literal(self, lit: str) -> bool:
+        """Is ``lit`` next (after whitespace)?  ``peek_literal("")`` asks whether anything is left."""
         self._ws()
-        return self.s.startswith(lit, self.i)
+        return self.i < len(self.s) and self.s.startswith(lit, self.i)
 
     def literal(self, lit: str, fld: str):
         """Match ``lit`` (whitespace inside ``lit`` matches any amount of whitespace)."""
@@ -779,8 +782,7 @@ def read_ace(path) -> PacePotential:
                 if f.mu0 != mu:
                     ctx.fail(f"{section}[{mu}].function[{i}].mu0", f"is {f.mu0}, expected {mu}")
                 functions[mu].append(f)
-    sc._ws()
-    if sc.i != len(sc.s):
+    if sc.peek_literal(""):
         ctx.fail("end of file", f"unexpected trailing content {sc.s[sc.i:sc.i + 30]!r}")
     # rank-1 functions first, as PACE stores them
     return _finish(ctx, elements, E0, delta, embeddings, bonds, functions)

@@ -32,9 +32,9 @@ after which ``W[0:n_A] = dE/dA``.  (A square ``left == right`` gets both updates
 Construction (:func:`build_dag`) processes the monomials by increasing order.  A monomial that
 can be written as the product of two existing nodes costs one node; otherwise the split whose
 missing halves need the fewest new nodes (an exact count over the sub-multiset lattice, given
-the nodes that exist) is chosen, ties broken towards intermediates that are sub-monomials of
-the most requested monomials (so later monomials find them), and the missing halves are built
-recursively the same way.
+the nodes that exist) is chosen, ties broken towards plans whose new intermediates are parts of
+the most requested monomials not built yet (so later monomials find them), and the missing
+halves are built recursively the same way.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ from ..errors import SpecError
 from .model import SpeciesProgram
 
 Monomial = tuple[int, ...]
+#: (new nodes, minus the summed popularity of the new nodes, split) of a construction plan
+_Plan = tuple[int, int, "tuple[Monomial, Monomial] | None"]
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -253,7 +255,7 @@ class _Builder:
         self.node_of[m] = n
         return n
 
-    def _plan(self, m: Monomial, memo: dict[Monomial, tuple[int, int, tuple[Monomial, Monomial] | None]]):
+    def _plan(self, m: Monomial, memo: dict[Monomial, _Plan]) -> _Plan:
         """(new nodes, -popularity of the new nodes, split) of the cheapest way to make ``m``.
 
         New nodes are counted per half (a node both halves need is counted twice), and the
@@ -263,7 +265,7 @@ class _Builder:
         if m in self.node_of:
             return (0, 0, None)
         if m not in memo:
-            best: tuple[int, int, tuple[Monomial, Monomial] | None] | None = None
+            best: _Plan | None = None
             for s, t in _splits(m):
                 cs, ps, _ = self._plan(s, memo)
                 ct, pt, _ = self._plan(t, memo)

@@ -215,7 +215,10 @@ class SpeciesProgram:
     core: CoreRepulsion = field(default_factory=CoreRepulsion)
 
     def __post_init__(self):
-        c = _finite(self.coeffs, f"species {self.zi}: coefficients").reshape(len(self.monomials), -1)
+        c = _finite(self.coeffs, f"species {self.zi}: coefficients")
+        if c.size != len(self.monomials) * self.embedding.ndensity:
+            raise SpecError(f"species {self.zi}: coefficients must have shape (monomials, ndensity)")
+        c = c.reshape(len(self.monomials), self.embedding.ndensity)
         if c.shape[1] != self.embedding.ndensity:
             raise SpecError(f"species {self.zi}: coefficients have {c.shape[1]} densities, embedding {self.embedding.ndensity}")
         object.__setattr__(self, "coeffs", np.ascontiguousarray(c))
