@@ -42,6 +42,9 @@ class BasisFunction:
     mtuples: np.ndarray  # (K, ν) int
     coeffs: np.ndarray  # (K,) float
     index: int = 0  # which independent coupling of this multiset
+    # purification: extra lower-order product terms, each (factors, mtuples, coeffs) with the
+    # same meaning as above (factors may use extended radial indices n > nmax)
+    corrections: tuple = ()
 
     @property
     def order(self) -> int:
@@ -188,6 +191,9 @@ class CoupledBasis:
                 if f.z0 == z0:
                     for z, n, l in f.factors:
                         labels.add(("mb", z, n, l))
+                    for factors, _, _ in f.corrections:
+                        for z, n, l in factors:
+                            labels.add(("mb", z, n, l))
             for p in self.pair:
                 if p.z0 == z0:
                     labels.add(("pair", p.zj, p.n, 0))
@@ -225,6 +231,31 @@ class CoupledBasis:
             raise SpecError("coefficients: non-finite value")
         return mb, pr
 
+    def function_terms(self, z0: int):
+        """The product-basis expansion of every function centred on species z0.
+
+        Yields ``(kind, k, monomial, coeff)``: ``kind`` is "mb" (many-body function k) or
+        "pair" (pair function k), ``monomial`` a sorted tuple of A indices in the channel
+        layout of :meth:`channels`, and B_k = Σ coeff · Π A[monomial].  Purified bases add
+        their lower-order correction terms here, so every consumer (fold, fitting kernels)
+        sees the same expansion."""
+        chans, lookup = self.channels(z0)
+        for k, f in enumerate(self.functions):
+            if f.z0 != z0:
+                continue
+            offs = [lookup[("mb", z, n, l)].offset + l for z, n, l in f.factors]
+            for mt, c in zip(f.mtuples, f.coeffs):
+                yield "mb", k, tuple(sorted(o + int(m) for o, m in zip(offs, mt))), float(c)
+            for factors, mtuples, coeffs in getattr(f, "corrections", ()) or ():
+                offs2 = [lookup[("mb", z, n, l)].offset + l for z, n, l in factors]
+                for mt, c in zip(mtuples, coeffs):
+                    yield "mb", k, tuple(sorted(o + int(m) for o, m in zip(offs2, mt))), float(c)
+        for k, p in enumerate(self.pair):
+            if p.z0 != z0:
+                continue
+            ch = lookup[("pair", p.zj, p.n, 0)]
+            yield "pair", k, (ch.offset,), SQRT4PI
+
     def fold(self, coefficients, *, name: str = "model") -> ModelIR:
         """c̃ = Cᵀθ: fold coefficients onto the product basis, giving the ModelIR."""
         from .symbolic.ylm import ylm_slp
@@ -232,21 +263,12 @@ class CoupledBasis:
         mb, pr = self.split_params(coefficients)
         programs = []
         for z0 in range(len(self.elements)):
-            chans, lookup = self.channels(z0)
+            chans, _ = self.channels(z0)
             acc: dict[tuple[int, ...], float] = {}
-            for k, f in enumerate(self.functions):
-                if f.z0 != z0 or mb[k] == 0.0:
-                    continue
-                offs = [lookup[("mb", z, n, l)].offset + l for z, n, l in f.factors]
-                for mt, c in zip(f.mtuples, f.coeffs):
-                    mono = tuple(sorted(o + int(m) for o, m in zip(offs, mt)))
-                    acc[mono] = acc.get(mono, 0.0) + mb[k] * c
-            for k, p in enumerate(self.pair):
-                if p.z0 != z0 or pr[k] == 0.0:
-                    continue
-                ch = lookup[("pair", p.zj, p.n, 0)]
-                mono = (ch.offset,)
-                acc[mono] = acc.get(mono, 0.0) + pr[k] * SQRT4PI
+            for kind, k, mono, c in self.function_terms(z0):
+                th = mb[k] if kind == "mb" else pr[k]
+                if th != 0.0:
+                    acc[mono] = acc.get(mono, 0.0) + th * c
             monos = sorted(acc, key=lambda m: (len(m), m))
             coeffs = np.array([[acc[m]] for m in monos], dtype=float).reshape(len(monos), 1)
             eref = 0.0

@@ -179,10 +179,12 @@ def ylm_slp(lmax: int, prefix: str = "ylm") -> SLP:
                 a2 = _alpha2(l, m) * _start2_over_pi(m)
                 qh[l] = b.assign(_const(_dbl(_exact(a2, True))) * z)
                 continue
-            expr = _const(_dbl(sp.sqrt(_alpha2(l, m)))) * z * qh[l - 1]
-            if l - 2 >= m:
-                expr = expr - _const(_dbl(sp.sqrt(_beta2(l, m)))) * r2 * qh[l - 2]
-            qh[l] = b.assign(expr)
+            b2 = _beta2(l, m)
+            # Qh_{l-2}^m is the constant Qh_m^m when l == m + 2: fold it exactly
+            rterm = _const(_dbl(_exact(b2 * _start2_over_pi(m), True))) if l == m + 2 else (
+                _const(_dbl(sp.sqrt(b2))) * qh[l - 2]
+            )
+            qh[l] = b.assign(_const(_dbl(sp.sqrt(_alpha2(l, m)))) * z * qh[l - 1] - rterm * r2)
         for l in range(m, lmax + 1):
             if m == 0:
                 ys[lm_index(l, 0)] = qh[l]
