@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mpmath
 import numpy as np
 import pytest
 import sympy as sp
@@ -11,6 +12,27 @@ from acegen.errors import SpecError
 from acegen.symbolic.ylm import lm_index, n_lm, real_ylm_polynomials, ylm_numpy, ylm_slp
 
 X, Y, Z = sp.symbols("x y z", real=True)
+
+
+def _terms(expr: sp.Expr) -> list[tuple[mpmath.mpf, int, int, int]]:
+    """Monomials ``c x^a y^b z^c`` of an exact polynomial, coefficients in 40-digit mpmath."""
+    out = []
+    for term in sp.Add.make_args(sp.expand(expr)):
+        coef, mono = term.as_independent(X, Y, Z, as_Add=False)
+        pw = mono.as_powers_dict()
+        c = mpmath.mpf(sp.N(coef, 40))
+        out.append((c, int(pw.get(X, 0)), int(pw.get(Y, 0)), int(pw.get(Z, 0))))
+    return out
+
+
+def _eval_terms(terms, pt) -> tuple[float, list[float]]:
+    """Value and gradient of a polynomial given by :func:`_terms` at ``pt`` (mpmath)."""
+    x, y, z = (mpmath.mpf(v) for v in pt)
+    val = sum(c * x**a * y**b * z**e for c, a, b, e in terms)
+    gx = sum(c * a * x ** (a - 1) * y**b * z**e for c, a, b, e in terms if a)
+    gy = sum(c * b * x**a * y ** (b - 1) * z**e for c, a, b, e in terms if b)
+    gz = sum(c * e * x**a * y**b * z ** (e - 1) for c, a, b, e in terms if e)
+    return float(val), [float(gx), float(gy), float(gz)]
 
 
 def _unit(n: int, seed: int) -> np.ndarray:
@@ -114,12 +136,16 @@ def test_polynomials_exact_form():
 def test_polynomials_match_numpy():
     lmax = 12
     p = real_ylm_polynomials(lmax)
-    xyz = _unit(6, 3)
-    ref = ylm_numpy(lmax, xyz)
+    xyz = _unit(3, 3)
+    ref, dref = ylm_numpy(lmax, xyz, grad=True)
+    dscale = 1 + np.abs(dref).max()
+    mpmath.mp.dps = 40
     for (l, m), expr in p.items():
-        f = sp.lambdify((X, Y, Z), expr, modules="mpmath")
-        vals = [float(f(*map(sp.Float, row))) for row in xyz]
-        np.testing.assert_allclose(ref[:, lm_index(l, m)], vals, rtol=0, atol=1e-14)
+        terms = _terms(expr)
+        for row, r, dr in zip(xyz, ref[:, lm_index(l, m)], dref[:, lm_index(l, m)]):
+            val, grad = _eval_terms(terms, row)
+            assert abs(val - r) < 1e-14
+            np.testing.assert_allclose(grad, dr, rtol=0, atol=1e-14 * dscale)
 
 
 def test_slp_matches_polynomials_and_numpy():
@@ -138,18 +164,16 @@ def test_slp_matches_polynomials_and_numpy():
     for k in range(3):
         got = outs[(k + 1) * n : (k + 2) * n].T
         np.testing.assert_allclose(got, dy[:, :, k], rtol=0, atol=1e-14 * dscale)
-    # the exact polynomials (values for every l, derivatives for some) at a rational point
-    p = real_ylm_polynomials(lmax)
-    pt = (sp.Rational(2, 7), sp.Rational(-3, 7), sp.Rational(6, 7))  # a unit vector
+    # the exact polynomials and their exact gradients at a rational unit vector
+    mpmath.mp.dps = 40
+    pt = (mpmath.mpf(2) / 7, mpmath.mpf(-3) / 7, mpmath.mpf(6) / 7)
     got = slp.evaluate(x=2 / 7, y=-3 / 7, z=6 / 7)
-    for (l, m), expr in p.items():
+    for (l, m), expr in real_ylm_polynomials(lmax).items():
         i = lm_index(l, m)
-        poly = sp.Poly(expr, X, Y, Z)
-        assert abs(float(got[i]) - float(poly.eval(pt))) < 1e-14
-        if l in (1, 2, 7, 12):
-            for k, s in enumerate((X, Y, Z)):
-                ref = float(poly.diff(s).eval(pt))
-                assert abs(float(got[(k + 1) * n + i]) - ref) <= 1e-14 * dscale
+        val, grad = _eval_terms(_terms(expr), pt)
+        assert abs(float(got[i]) - val) < 1e-14
+        for k in range(3):
+            assert abs(float(got[(k + 1) * n + i]) - grad[k]) <= 1e-14 * dscale
 
 
 def test_slp_constants_round_trip():

@@ -1,0 +1,63 @@
+"""Golden kernels: the emitted source of a few reference specs, committed under
+``generated/`` so reviewers see every change to the generated code (as SymForce does).
+
+Regenerate with ``python -m acegen.golden`` (writes ``generated/``); ``tests/test_golden.py``
+fails on any difference that was not regenerated and reviewed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REFERENCE_SPECS = {
+    "cu_order2": dict(elements=["Cu"], order=2, totaldegree=6, rcut=4.5),
+    "cuni_order3": dict(elements=["Cu", "Ni"], order=3, totaldegree=5, rcut=4.2),
+}
+TARGETS = ("c",)
+
+
+def reference_model(name: str):
+    """A model with fixed, exactly representable coefficients θ_k = (−1)^k / 2^(k mod 7)."""
+    import acegen
+
+    spec = acegen.BasisSpec(**REFERENCE_SPECS[name])
+    basis = acegen.lower(spec)
+    k = np.arange(basis.n_params)
+    theta = (-1.0) ** k / 2.0 ** (k % 7)
+    return acegen.Model(spec, theta, name=name)
+
+
+def render_all() -> dict[str, str | bytes]:
+    from .backends import emit
+
+    files: dict[str, str | bytes] = {}
+    for name in REFERENCE_SPECS:
+        model = reference_model(name)
+        for target in TARGETS:
+            for fname, text in emit(model.ir(), target, model=model).items():
+                if fname.endswith((".c", ".h", ".cu", ".ll")):
+                    files[f"{name}/{target}/{fname}"] = text
+    return files
+
+
+def default_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "generated"
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = Path(argv[0]) if argv else default_dir()
+    files = render_all()
+    for rel, text in files.items():
+        p = out / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text) if isinstance(text, str) else p.write_bytes(text)
+    print(f"wrote {len(files)} golden files under {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
