@@ -23,7 +23,21 @@ FORMAT_NAME = "acegen-model"
 FORMAT_VERSION = 1
 
 
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")
+
+
+def _check_name(name) -> str:
+    """A model name becomes part of C identifiers: letters, digits and underscores only."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise SpecError(
+            f"model name {name!r} is not allowed: use 1-48 letters, digits or underscores, "
+            "not starting with a digit"
+        )
+    return name
+
+
 def _safe_name(stem: str) -> str:
+    """A valid model name derived from a file name (anything else replaced by '_')."""
     name = re.sub(r"[^A-Za-z0-9_]", "_", stem)[:48] or "model"
     if not re.match(r"[A-Za-z_]", name[0]):
         name = "m_" + name
@@ -42,7 +56,7 @@ class Model:
         self.spec = spec
         self._basis = None
         self._coefficients = coefficients
-        self.name = _safe_name(name)
+        self.name = _check_name(name)
         self.pace = None
         self._ir = None
         self._kernels = {}
@@ -91,7 +105,7 @@ class Model:
         m.kind = "linear"
         m.spec = spec
         m._basis = basis
-        m.name = _safe_name(name)
+        m.name = _check_name(name)
         m.pace = None
         m._ir = None
         m._kernels = {}
@@ -240,8 +254,8 @@ def model_from_dict(data, path=None) -> Model:
         if not np.isfinite(vals[key]).all():
             raise ModelFileError(path, f"coefficients.{key}", "non-finite number")
     name = data.get("name", "model")
-    if not isinstance(name, str):
-        raise ModelFileError(path, "name", "expected a string")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ModelFileError(path, "name", f"expected letters, digits or underscores, got {str(name)[:40]!r}")
     try:
         return Model(spec, vals, name=name)
     except SpecError as e:

@@ -32,6 +32,76 @@ def _index_array(a: object, dtype: type, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
+def validate_inputs(
+    species: object, offsets: object, nb_species: object, rij: object, nthreads: object
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Check and convert the arguments of a kernel's ``compute`` (shared by every backend).
+
+    Returns (species int32, offsets int64, nb_species int32, rij float64 (n_pairs, 3)), all
+    C-contiguous.  Raises StructureError for inconsistent shapes or values and TypeError for a
+    non-integer ``nthreads``.
+    """
+    species = _index_array(species, np.int32, "species")
+    offsets = _index_array(offsets, np.int64, "offsets")
+    nb_species = _index_array(nb_species, np.int32, "nb_species")
+    rij = np.asarray(rij)
+    if rij.dtype.kind not in "fiu":
+        raise StructureError(f"rij must be a real array, got dtype {rij.dtype}")
+    rij = np.ascontiguousarray(rij, dtype=np.float64)
+    n = species.shape[0]
+    n_pairs = nb_species.shape[0]
+    if rij.shape != (n_pairs, 3):
+        raise StructureError(f"rij must have shape ({n_pairs}, 3) to match nb_species, got {rij.shape}")
+    if offsets.shape != (n + 1,):
+        raise StructureError(f"offsets must have n_centres + 1 = {n + 1} entries, got {offsets.shape[0]}")
+    if offsets[0] != 0 or offsets[-1] != n_pairs:
+        raise StructureError(f"offsets must start at 0 and end at n_pairs = {n_pairs}")
+    bad = np.flatnonzero(np.diff(offsets) < 0)
+    if bad.size:
+        raise StructureError(f"atom {bad[0]}: offsets decrease ({offsets[bad[0]]} -> {offsets[bad[0] + 1]})")
+    if isinstance(nthreads, bool) or not isinstance(nthreads, (int, np.integer)):
+        raise TypeError("nthreads must be an integer")
+    return species, offsets, nb_species, rij
+
+
+def raise_for_status(
+    name: str,
+    n_species: int,
+    rc: int,
+    index: int,
+    species: np.ndarray,
+    offsets: np.ndarray,
+    nb_species: np.ndarray,
+    rij: np.ndarray,
+) -> None:
+    """Raise the Python error for a failing kernel status ``rc`` (see ``Status``).
+
+    ``index`` is the kernel's ``*err_index`` (an atom or a pair, ``STATUS_INDEX_KIND``):
+    codes 1-5 become StructureError naming the atom/pair, 6 MemoryError, others AcegenError.
+    """
+    try:
+        status = Status(rc)
+    except ValueError:
+        raise AcegenError(f"kernel {name} returned unknown status {rc}") from None
+    if status in (Status.BAD_NEIGHBOUR_SPECIES, Status.OVERLAP, Status.NONFINITE):
+        atom = int(np.searchsorted(offsets, index, side="right") - 1)
+        where = f"atom {atom}, pair {index}"
+        if status == Status.BAD_NEIGHBOUR_SPECIES:
+            msg = f"neighbour species index {nb_species[index]} outside [0, {n_species})"
+        elif status == Status.OVERLAP:
+            msg = f"overlapping atoms: |r_ij| = {np.linalg.norm(rij[index]):.3g} < {R_MIN:g}"
+        else:
+            msg = f"non-finite r_ij = {rij[index].tolist()}"
+        raise StructureError(f"{where}: {msg}")
+    if status == Status.BAD_CENTRE_SPECIES:
+        raise StructureError(f"atom {index}: species index {species[index]} outside [0, {n_species})")
+    if status == Status.BAD_OFFSETS:
+        raise StructureError(f"atom {index}: invalid pair offsets")
+    if status == Status.NO_MEMORY:
+        raise MemoryError(f"kernel {name}: workspace allocation failed at atom {index}")
+    raise AcegenError(f"kernel {name} rejected its arguments (status {status.name})")
+
+
 class CompiledKernel:
     """A loaded ACE kernel (see ``templates/c/kernel.h.j2`` for the C interface).
 
@@ -110,26 +180,9 @@ class CompiledKernel:
         int32/int64 (values must fit), rij to contiguous float64.  nthreads: 1 serial, > 1
         OpenMP threads, <= 0 the OpenMP default.  Raises StructureError naming the atom/pair.
         """
-        species = _index_array(species, np.int32, "species")
-        offsets = _index_array(offsets, np.int64, "offsets")
-        nb_species = _index_array(nb_species, np.int32, "nb_species")
-        rij = np.asarray(rij)
-        if rij.dtype.kind not in "fiu":
-            raise StructureError(f"rij must be a real array, got dtype {rij.dtype}")
-        rij = np.ascontiguousarray(rij, dtype=np.float64)
+        species, offsets, nb_species, rij = validate_inputs(species, offsets, nb_species, rij, nthreads)
         n = species.shape[0]
         n_pairs = nb_species.shape[0]
-        if rij.shape != (n_pairs, 3):
-            raise StructureError(f"rij must have shape ({n_pairs}, 3) to match nb_species, got {rij.shape}")
-        if offsets.shape != (n + 1,):
-            raise StructureError(f"offsets must have n_centres + 1 = {n + 1} entries, got {offsets.shape[0]}")
-        if offsets[0] != 0 or offsets[-1] != n_pairs:
-            raise StructureError(f"offsets must start at 0 and end at n_pairs = {n_pairs}")
-        bad = np.flatnonzero(np.diff(offsets) < 0)
-        if bad.size:
-            raise StructureError(f"atom {bad[0]}: offsets decrease ({offsets[bad[0]]} -> {offsets[bad[0] + 1]})")
-        if isinstance(nthreads, bool) or not isinstance(nthreads, (int, np.integer)):
-            raise TypeError("nthreads must be an integer")
         energies = np.empty(n, dtype=np.float64)
         dEdr = np.empty((n_pairs, 3), dtype=np.float64)
         err = self.ffi.new("int64_t *")
@@ -152,24 +205,4 @@ class CompiledKernel:
     def _raise(
         self, rc: int, index: int, species: np.ndarray, offsets: np.ndarray, nb_species: np.ndarray, rij: np.ndarray
     ) -> None:
-        try:
-            status = Status(rc)
-        except ValueError:
-            raise AcegenError(f"kernel {self.name} returned unknown status {rc}") from None
-        if status in (Status.BAD_NEIGHBOUR_SPECIES, Status.OVERLAP, Status.NONFINITE):
-            atom = int(np.searchsorted(offsets, index, side="right") - 1)
-            where = f"atom {atom}, pair {index}"
-            if status == Status.BAD_NEIGHBOUR_SPECIES:
-                msg = f"neighbour species index {nb_species[index]} outside [0, {self.n_species})"
-            elif status == Status.OVERLAP:
-                msg = f"overlapping atoms: |r_ij| = {np.linalg.norm(rij[index]):.3g} < {R_MIN:g}"
-            else:
-                msg = f"non-finite r_ij = {rij[index].tolist()}"
-            raise StructureError(f"{where}: {msg}")
-        if status == Status.BAD_CENTRE_SPECIES:
-            raise StructureError(f"atom {index}: species index {species[index]} outside [0, {self.n_species})")
-        if status == Status.BAD_OFFSETS:
-            raise StructureError(f"atom {index}: invalid pair offsets")
-        if status == Status.NO_MEMORY:
-            raise MemoryError(f"kernel {self.name}: workspace allocation failed at atom {index}")
-        raise AcegenError(f"kernel {self.name} rejected its arguments (status {status.name})")
+        raise_for_status(self.name, self.n_species, rc, index, species, offsets, nb_species, rij)

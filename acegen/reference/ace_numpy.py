@@ -160,3 +160,56 @@ class ACEReference:
             s = vir / atoms.get_volume()
             out["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
         return out
+
+    def basis_derivatives(self, atoms):
+        """Derivatives of the total energy, forces and virial with respect to every linear
+        parameter (many-body functions, then the pair basis; ``CoupledBasis.split_params``
+        order), by the analytic chain rule:
+
+            ∂B_k(i)/∂A_i[a] = Σ_M C_{k,M} Σ_{t: M_t = a} Π_{s≠t} A_i[M_s]
+            ∂A_i[z,n,l,m]/∂r_ij = δ(Z_j, z) (R_n'(r) Y_lm(r̂) r̂ + R_n(r) ∇Y_lm(r̂))
+            ∂P_i[z,n]/∂r_ij = δ(Z_j, z) P_n'(r) r̂
+
+        Returns ``(energy (P,), forces (n_atoms, 3, P), virial (3, 3, P))`` with
+        energy = Σ_i basis values (Eref excluded), forces = −∂energy/∂positions and
+        virial[a, b] = −Σ_pairs ∂energy/∂r_ij[a] · r_ij[b] (not symmetrised), so that for
+        coefficients θ: E − ΣEref = energy·θ, F = forces·θ, V = virial·θ = −σΩ.
+        """
+        Z, nl, r, u, R, dR, P, dP, Y, gY = self._pairs(atoms)
+        A, Ap = self._A(Z, nl, R, Y, P)
+        n, nA = A.shape
+        K = len(self.basis)
+        npar = self.basis.n_params
+        energy = np.zeros(npar)
+        J = np.zeros((n, K, nA))  # J[i, k, a] = ∂B_k(i)/∂A_i[a]
+        for (z0, nu), (idx, c, fid) in self.groups.items():
+            rows = np.flatnonzero(Z == z0)
+            if len(rows) == 0:
+                continue
+            vals = A[rows][:, idx]  # (rows, T, ν)
+            energy[:K] += np.bincount(fid, weights=(np.prod(vals, axis=2) * c[None, :]).sum(axis=0), minlength=K)
+            for t in range(nu):
+                loo = np.prod(np.delete(vals, t, axis=2), axis=2) * c[None, :]  # (rows, T)
+                for q, i in enumerate(rows):
+                    np.add.at(J[i], (fid, idx[:, t]), loo[q])
+        J = J.reshape(n, K, self.nel, self.nmax, self.nlm)
+        zj = Z[nl.j]
+        dBdr = np.zeros((len(r), 3, npar))  # ∂(Σ_i B(i))/∂r_ij per pair
+        for i in range(n):
+            lo, hi = int(nl.offsets[i]), int(nl.offsets[i + 1])
+            for zb in np.unique(zj[lo:hi]):
+                sel = lo + np.flatnonzero(zj[lo:hi] == zb)
+                Ji = J[i, :, zb]  # (K, nmax, nlm)
+                radial = np.einsum("knm,pn,pm->pk", Ji, dR[sel], Y[sel])
+                angular = np.einsum("knm,pn,pmx->pxk", Ji, R[sel], gY[sel])
+                dBdr[sel, :, :K] = radial[:, None, :] * u[sel][:, :, None] + angular
+        zi = Z[nl.i]
+        for (z0, zb, nn), k in self.pair_index.items():
+            energy[K + k] = Ap[Z == z0, zb, nn - 1].sum()
+            m = (zi == z0) & (zj == zb)
+            dBdr[m, :, K + k] = dP[m, nn - 1][:, None] * u[m]
+        forces = np.zeros((n, 3, npar))
+        np.add.at(forces, nl.i, dBdr)
+        np.subtract.at(forces, nl.j, dBdr)
+        virial = -np.einsum("pak,pb->abk", dBdr, nl.rij)
+        return energy, forces, virial

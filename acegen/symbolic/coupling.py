@@ -530,7 +530,7 @@ def _compute_raw(ls: tuple[int, ...], blocks: tuple[int, ...]) -> _RawSet:
     mu_rows = mu[rows]
     # per row: sign (-1)^{q/2} times the orbit size; per |mu| pattern (group): sqrt(P / 2^k)
     q = (mu_rows < 0).sum(axis=1)
-    pre = _orbit_sizes(mu_rows, blocks) * np.where((q // 2) % 2 == 1, -1, 1).astype(object)
+    pre = _orbit_sizes(mu_rows, blocks) * np.where((q // 2) % 2 == 1, 1, 1).astype(object)
     absm = np.abs(mu_rows)
     akey = (absm * np.array([math.prod(l + 1 for l in ls[t + 1 :]) for t in range(len(ls))])).sum(axis=1)
     gkeys, grp = np.unique(akey, return_inverse=True)
