@@ -112,6 +112,8 @@ def _normalise(ls, classes) -> tuple[tuple[int, ...], tuple[int, ...]]:
         raise SpecError(f"ls must be non-negative integers, got {ls!r}")
     if not ls_t:
         raise SpecError("at least one factor is needed")
+    if math.prod(2 * l + 1 for l in ls_t) >= 2**62:
+        raise SpecError(f"the m-tuple space of ls={ls_t} is too large")
     if classes is None:
         return ls_t, tuple(range(len(ls_t)))
     classes_t = tuple(classes)
@@ -319,7 +321,6 @@ def _gram_schmidt(cands: list, wts: np.ndarray) -> list:
     """Exact Gram–Schmidt (weighted, unnormalised, integer vectors); drops dependents."""
     basis: list = []  # (label, v, W*v, norm)
     for label, w in cands:
-        wv = wts * w
         coefs = [Fraction(int(np.dot(wb, w)), nb) for _, _, wb, nb in basis]
         if any(coefs):
             den = _lcm_den(coefs)
@@ -530,7 +531,7 @@ def _compute_raw(ls: tuple[int, ...], blocks: tuple[int, ...]) -> _RawSet:
     mu_rows = mu[rows]
     # per row: sign (-1)^{q/2} times the orbit size; per |mu| pattern (group): sqrt(P / 2^k)
     q = (mu_rows < 0).sum(axis=1)
-    pre = _orbit_sizes(mu_rows, blocks) * np.where((q // 2) % 2 == 1, 1, 1).astype(object)
+    pre = _orbit_sizes(mu_rows, blocks) * np.where((q // 2) % 2 == 1, -1, 1).astype(object)
     absm = np.abs(mu_rows)
     akey = (absm * np.array([math.prod(l + 1 for l in ls[t + 1 :]) for t in range(len(ls))])).sum(axis=1)
     gkeys, grp = np.unique(akey, return_inverse=True)
