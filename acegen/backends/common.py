@@ -57,6 +57,8 @@ class Status(enum.IntEnum):
     BAD_OFFSETS = 5  # atom index: offsets[i] < 0 or offsets[i+1] < offsets[i]
     NO_MEMORY = 6  # atom index: workspace allocation failed
     BAD_ARGUMENT = 7  # -1: negative n_centres or a NULL pointer
+    DEVICE_ERROR = 8  # the cudaError_t value: a CUDA runtime call failed (CUDA target only)
+    BAD_NEIGHBOUR_INDEX = 9  # pair index: neighbours[k] outside [0, n_atoms) (embeddable library only)
 
 
 #: Which index ``*err_index`` names for each failing status.
@@ -68,6 +70,8 @@ STATUS_INDEX_KIND: dict[Status, str] = {
     Status.BAD_OFFSETS: "atom",
     Status.NO_MEMORY: "atom",
     Status.BAD_ARGUMENT: "none",
+    Status.DEVICE_ERROR: "cuda_error",
+    Status.BAD_NEIGHBOUR_INDEX: "pair",
 }
 
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,28 +59,55 @@ class FitReport:
         return len(self.coefficients)
 
 
-def make_basis_evaluator(basis, *, forces: bool = True, virial: bool = True) -> BasisEvaluator:
+def make_basis_evaluator(basis, *, forces: bool = True, virial: bool = True, target: str = "auto",
+                         nthreads: int = 0) -> BasisEvaluator:
     """Basis evaluator of a lowered basis (contract: module docstring).
 
-    Energies come from the NumPy reference ``ACEReference(basis).basis_values`` (summed over
-    atoms).  Forces and virials need the analytic gradients of every basis function with
-    respect to the positions, which acegen does not have yet (finite differences are not an
-    option): asking for them raises NotImplementedError.  Pass ``forces=False,
-    virial=False`` (energy-only fit) or a kernel-backed evaluator as ``basis_evaluator=``.
+    ``target="c"``: the generated basis kernel (:mod:`acegen.fit.assembly_kernel`: per atom the
+    sparse Jacobian ∂B/∂A of the product basis, contracted per neighbour with ∂A/∂r_ij and
+    scattered to force and virial rows), compiled through the kernel cache; ``nthreads`` goes
+    to the kernel (1 serial, <= 0 the OpenMP default).  ``target="numpy"``: the NumPy
+    reference, :meth:`ACEReference.basis_derivatives` (``basis_values`` when neither forces
+    nor virials are asked for); slow, for small data and checks.  ``"auto"``: C when a C
+    compiler is found and the kernel builds, else NumPy (with a warning).  ``forces`` /
+    ``virial`` select the returned blocks.
     """
-    if forces or virial:
-        raise NotImplementedError(
-            "make_basis_evaluator: force/virial rows need analytic per-basis-function gradients "
-            "dB_k/dr_j (e.g. generated basis-gradient kernels, or an ACEReference method returning "
-            "d(energy)/dθ, d(forces)/dθ, d(virial)/dθ); none exists yet. Fit energies only "
-            "(force_key=None, virial_key=None) or pass basis_evaluator=")
+    from ..errors import CompileError
+    from ..jit.toolchain import find_c_compiler
+
+    if target not in ("auto", "c", "numpy"):
+        raise FitError(f"make_basis_evaluator: target must be 'auto', 'c' or 'numpy', got {target!r}")
+    if target in ("auto", "c"):
+        from .assembly_kernel import KernelBasisEvaluator, compile_basis
+
+        if target == "c" or find_c_compiler(required=False) is not None:
+            try:
+                kernel = compile_basis(basis)
+            except CompileError as e:
+                if target == "c":
+                    raise
+                warnings.warn(f"basis kernel failed to build ({e}); using the slow NumPy reference evaluator",
+                              RuntimeWarning, stacklevel=2)
+            else:
+                return KernelBasisEvaluator(kernel, basis.elements, forces=forces, virial=virial, nthreads=nthreads)
+        else:
+            warnings.warn("no C compiler found: using the slow NumPy reference basis evaluator", RuntimeWarning,
+                          stacklevel=2)
     from ..reference.ace_numpy import ACEReference
 
     ref = ACEReference(basis)
 
     def evaluate(atoms) -> dict[str, np.ndarray]:
-        B, P = ref.basis_values(atoms)
-        return {"energy": np.concatenate([B.sum(axis=0), P.sum(axis=0)])}
+        if not (forces or virial):
+            B, P = ref.basis_values(atoms)
+            return {"energy": np.concatenate([B.sum(axis=0), P.sum(axis=0)])}
+        e, f, v = ref.basis_derivatives(atoms)
+        out = {"energy": e}
+        if forces:
+            out["forces"] = f
+        if virial:
+            out["virial"] = v
+        return out
 
     return evaluate
 

@@ -318,3 +318,108 @@ def build_dag(program: SpeciesProgram) -> ProductDAG:
         monomials=tuple(builder.monomials),
         coeffs=out,
     )
+
+
+# -- scheduling for table-driven kernels ---------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class GroupedSchedule:
+    """The product nodes of a :class:`ProductDAG` renumbered into runs that share an operand.
+
+    Leaves keep their indices ``0 .. n_leaves-1``; the product at new position ``p`` is node
+    ``n_leaves + p`` and stands for the old product ``perm[p]``.  Products are sorted by the
+    order (degree) of their monomial, so both operands of every product come earlier (both
+    have a lower degree), and within one degree by their *key* operand: run ``g`` is the
+    products ``group_ptr[g] .. group_ptr[g+1]-1``, each ``AA[key[g]] * AA[other[p]]``.  The key
+    of a product is the operand used by more products of the whole DAG (ties: the lower old
+    index), so runs are long (e.g. one leaf times many order-2 nodes).
+
+    A kernel then loads ``AA[key]`` once per run in the forward sweep and, in the reverse
+    sweep, accumulates the run's contribution to ``W[key]`` in a register instead of updating
+    it in memory once per product::
+
+        forward:  for g: a = AA[key[g]]; for p in run g: AA[n_leaves + p] = a * AA[other[p]]
+        reverse:  for g descending: a = AA[key[g]]; s = 0
+                      for p in run g: w = W[n_leaves + p]; s += w * AA[other[p]]; W[other[p]] += w * a
+                      W[key[g]] += s
+
+    (a square ``key == other`` gets both terms, 2·w·a).  ``coeffs`` are the DAG's output
+    coefficients in the new numbering, transposed: shape (ndensity, n_nodes).
+    """
+
+    n_leaves: int
+    perm: np.ndarray
+    key: np.ndarray
+    group_ptr: np.ndarray
+    other: np.ndarray
+    coeffs: np.ndarray
+
+    @property
+    def n_products(self) -> int:
+        return int(self.other.size)
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.key.size)
+
+    @property
+    def n_nodes(self) -> int:
+        return self.n_leaves + self.n_products
+
+    def forward(self, A: np.ndarray) -> np.ndarray:
+        """All node values (new numbering) for one atom, A of shape (n_leaves,)."""
+        AA = np.empty(self.n_nodes)
+        AA[: self.n_leaves] = A
+        for g in range(self.n_groups):
+            a = AA[self.key[g]]
+            for p in range(int(self.group_ptr[g]), int(self.group_ptr[g + 1])):
+                AA[self.n_leaves + p] = a * AA[self.other[p]]
+        return AA
+
+    def backward(self, A: np.ndarray, dE_drho: np.ndarray) -> np.ndarray:
+        """dE/dA for one atom by the grouped reverse sweep (the kernels' loop, in NumPy)."""
+        AA = self.forward(A)
+        W = np.asarray(dE_drho, dtype=np.float64) @ self.coeffs
+        for g in range(self.n_groups - 1, -1, -1):
+            k = int(self.key[g])
+            s = 0.0
+            for p in range(int(self.group_ptr[g]), int(self.group_ptr[g + 1])):
+                w = W[self.n_leaves + p]
+                o = int(self.other[p])
+                s += w * AA[o]
+                W[o] += w * AA[k]
+            W[k] += s
+        return W[: self.n_leaves].copy()
+
+
+def group_schedule(dag: ProductDAG) -> GroupedSchedule:
+    """Renumber ``dag``'s products into operand-sharing runs (see :class:`GroupedSchedule`)."""
+    nl, npr = dag.n_leaves, dag.n_products
+    left = dag.left.astype(np.int64)
+    right = dag.right.astype(np.int64)
+    uses = np.bincount(np.concatenate([left, right]), minlength=dag.n_nodes)
+    degree = np.array([len(m) for m in dag.monomials], dtype=np.int64)
+    swap = (uses[right] > uses[left]) | ((uses[right] == uses[left]) & (right < left))
+    key_old = np.where(swap, right, left)
+    other_old = np.where(swap, left, right)
+    prod_degree = degree[nl:]
+    perm = np.lexsort((np.arange(npr), key_old, prod_degree)).astype(np.int64)
+    new_index = np.arange(dag.n_nodes, dtype=np.int64)
+    new_index[nl + perm] = nl + np.arange(npr)
+    key_new = new_index[key_old[perm]]
+    other_new = new_index[other_old[perm]]
+    deg_sorted = prod_degree[perm]
+    if npr:
+        starts = np.flatnonzero(np.r_[True, (key_new[1:] != key_new[:-1]) | (deg_sorted[1:] != deg_sorted[:-1])])
+    else:
+        starts = np.zeros(0, dtype=np.int64)
+    group_ptr = np.r_[starts, npr].astype(np.int32)
+    coeffs = np.zeros((dag.ndensity, dag.n_nodes))
+    coeffs[:, new_index] = dag.coeffs.T
+    return GroupedSchedule(
+        n_leaves=nl,
+        perm=_readonly(perm.astype(np.int32)),
+        key=_readonly(key_new[starts].astype(np.int32)),
+        group_ptr=_readonly(group_ptr),
+        other=_readonly(other_new.astype(np.int32)),
+        coeffs=_readonly(coeffs),
+    )

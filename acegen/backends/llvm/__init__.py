@@ -1,0 +1,479 @@
+"""The LLVM backend: ModelIR -> LLVM IR (Jinja2 templates) -> llvmlite MCJIT, in process.
+
+* :func:`emit_llvm` renders ``acegen_<name>.ll`` (plus ``acegen_<name>.bin``, the spline
+  tables as little-endian float64, when the model has any);
+* :func:`compile_llvm` parses, optimises (new pass manager, O3) and JIT-compiles that IR for
+  the host CPU with llvmlite, through an object cache (:mod:`acegen.jit.llvm_cache`), and
+  returns an :class:`LLVMKernel` with the interface of
+  :class:`~acegen.jit.load.CompiledKernel`.
+
+No C compiler is involved: this is the target ``compile_ir(ir, "c")`` falls back to when none
+is found.  The generated IR has the same algorithm, tables, operation order and exported ABI
+as the C kernel (``templates/c/kernel.c.j2``); without fast-math flags (the default) it runs
+the same IEEE operations, so the two agree to round-off (usually bit for bit).  Design, flags,
+cache and limitations: ``docs/backend-llvm.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cffi
+import numpy as np
+
+from ...errors import CompileError
+from ...ir.model import ModelIR
+from ...jit.llvm_cache import ObjectCache, llvm_cache_key
+from ...jit.load import raise_for_status, validate_inputs
+from ..common import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, ModelTables, Status, lower_model, render
+from .printer import ALLOWED_FLAGS, slp_function
+
+#: Core-repulsion kinds the LLVM templates implement (templates/llvm/core.ll.j2).
+SUPPORTED_CORE_KINDS = ("none", "density", "distance", "zbl")
+
+#: Each spline table starts on a multiple of this many doubles (64 bytes) in the table buffer.
+TABLE_ALIGN = 8
+
+#: Centres per chunk below which a multi-threaded call runs serially (thread start-up costs
+#: more than it saves).
+MIN_CENTRES_PER_THREAD = 16
+
+_COMPUTE_TYPE = (
+    "int (*)(int64_t, const int32_t *, const int64_t *, const int32_t *, const double *, double *, double *,"
+    " int, int64_t *)"
+)
+_INFO_TYPE = "int (*)(int32_t *, int32_t *, int32_t *, const double **, const char **)"
+
+#: llvmlite's global context is not thread-safe: one parse/optimise/JIT at a time.
+_LLVM_LOCK = threading.Lock()
+
+
+def ll_name(name: str) -> str:
+    """File name of the generated LLVM IR of model ``name``."""
+    return f"acegen_{name}.ll"
+
+
+def blob_name(name: str) -> str:
+    """File name of the spline-table buffer of model ``name`` (little-endian float64)."""
+    return f"acegen_{name}.bin"
+
+
+def tables_symbol(name: str) -> str:
+    """The external global the IR reads spline tables from."""
+    return f"acegen_{name}_tables"
+
+
+def _fastmath(flags: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    if flags is None:
+        return ()
+    if isinstance(flags, str):
+        flags = tuple(f for f in flags.replace(",", " ").split() if f)
+    out = tuple(sorted(set(flags)))
+    bad = [f for f in out if f not in ALLOWED_FLAGS]
+    if bad:
+        raise CompileError(
+            f"fast-math flag(s) {', '.join(bad)} not allowed for the LLVM kernels (allowed: {', '.join(ALLOWED_FLAGS)})"
+        )
+    return out
+
+
+def _radial_context(zi: int, zj: int, t: ModelTables, blob: list[np.ndarray], flags: tuple[str, ...]) -> dict[str, Any]:
+    """Template context of one bond's radial functions; spline tables are appended to ``blob``."""
+    blk = t.ir.radial[(zi, zj)]
+    if blk.slp is not None:
+        if len(blk.slp.inputs) != 1:
+            raise CompileError(f"radial SLP of bond ({zi}, {zj}) must have the single input r")
+        fn = slp_function(blk.slp, f"radial_{zi}_{zj}", ["r"], flags=flags)
+        return {"zi": zi, "zj": zj, "kind": "slp", "nfunc": blk.nfunc, "function": fn}
+    spl = blk.spline
+    offset = sum(a.size for a in blob)
+    table = np.ascontiguousarray(spl.coeffs, dtype="<f8").ravel()
+    pad = (-table.size) % TABLE_ALIGN
+    blob.append(np.concatenate([table, np.zeros(pad, dtype="<f8")]) if pad else table)
+    return {
+        "zi": zi,
+        "zj": zj,
+        "kind": "spline",
+        "nfunc": blk.nfunc,
+        "nbins": spl.nbins,
+        "h": spl.h,
+        "rcut": spl.rcut,
+        "offset": offset,
+    }
+
+
+def _context(t: ModelTables, flags: tuple[str, ...]) -> tuple[dict[str, Any], np.ndarray]:
+    """Template context and the spline-table buffer (empty if the model has no spline)."""
+    ir = t.ir
+    species = []
+    used_bonds: list[tuple[int, int]] = []
+    kinds: set[str] = set()
+    for st, prog in zip(t.species, ir.species):
+        if prog.core.kind not in SUPPORTED_CORE_KINDS:
+            raise CompileError(
+                f"species {prog.zi}: core repulsion {prog.core.kind!r} is not implemented by the LLVM backend "
+                f"(supported: {', '.join(SUPPORTED_CORE_KINDS)})"
+            )
+        emb = prog.embedding
+        kinds.add(emb.kind)
+        params = [float(p) for p in emb.params]
+        dag = st.dag
+        bonds = []
+        for b in st.bonds:
+            used_bonds.append((b.zi, b.zj))
+            bonds.append(
+                {
+                    "zj": b.zj,
+                    "rcut": b.rcut,
+                    "nfunc": b.nfunc,
+                    "n_chan": b.n_channels,
+                    "channels": b.channels,
+                    "core": b.block.core,
+                    "r_in": float(b.block.r_in),
+                    "delta_in": float(b.block.delta_in),
+                }
+            )
+        species.append(
+            {
+                "zi": prog.zi,
+                "n_A": st.n_A,
+                "n_nodes": dag.n_nodes,
+                "n_products": dag.n_products,
+                "left": dag.left,
+                "right": dag.right,
+                "n_out": int(dag.out_nodes.size),
+                "out_node": dag.out_nodes,
+                "out_coef": dag.out_coeffs,
+                "ndensity": emb.ndensity,
+                "embedding_kind": emb.kind,
+                "embedding_params": list(zip(params[0::2], params[1::2])),
+                "E0": float(prog.E0),
+                "core_kind": prog.core.kind,
+                "rho_core_cut": float(prog.core.rho_core_cut),
+                "drho_core_cut": float(prog.core.drho_core_cut),
+                "bonds": bonds,
+            }
+        )
+    blob: list[np.ndarray] = []
+    radials = [_radial_context(zi, zj, t, blob, flags) for zi, zj in sorted(set(used_bonds))]
+    tables = np.concatenate(blob).astype("<f8") if blob else np.zeros(0, dtype="<f8")
+    rec_y = 2 * t.nfunc_max
+    ctx = {
+        "name": ir.name,
+        "blob_file": blob_name(ir.name),
+        "blob_doubles": int(tables.size),
+        "abi_version": ABI_VERSION,
+        "r_min": R_MIN,
+        "status": {s.name: int(s) for s in Status},
+        "signature": t.signature,
+        "n_species": t.n_species,
+        "n_y": t.n_y,
+        "nodes_max": t.nodes_max,
+        "ndens_max": t.ndensity_max,
+        "rec_y": rec_y,
+        "rec_u": rec_y + 4 * t.n_y,
+        "rec_stride": rec_y + 4 * t.n_y + 3,
+        "rcut": t.rcut,
+        "fm": "".join(f + " " for f in flags),
+        "angular_function": slp_function(ir.angular, "angular", ["x", "y", "z"], flags=flags),
+        "radials": radials,
+        "embedding_kinds": sorted(kinds),
+        "core_kinds": sorted({p.core.kind for p in ir.species}),
+        "species": species,
+    }
+    return ctx, tables
+
+
+def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
+    ctx, tables = _context(lower_model(ir), flags)
+    return render("llvm/kernel.ll.j2", **ctx), tables
+
+
+def emit_llvm(ir: ModelIR, *, fastmath: str | tuple[str, ...] | None = None) -> dict[str, str | bytes]:
+    """The generated files of ``ir``: ``acegen_<name>.ll`` (LLVM IR text, no target triple) and,
+    if the model has spline tables, ``acegen_<name>.bin`` (little-endian float64 bytes: the
+    contents of the IR's ``external constant @acegen_<name>_tables``).
+
+    ``fastmath``: flags for the per-neighbour pointwise arithmetic (see ``ALLOWED_FLAGS``).
+    """
+    text, tables = _render(ir, _fastmath(fastmath))
+    files: dict[str, str | bytes] = {ll_name(ir.name): text}
+    if tables.size:
+        files[blob_name(ir.name)] = tables.tobytes()
+    return files
+
+
+# -- JIT ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _initialise() -> None:
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+
+
+def _target_machine(opt_level: int) -> Any:
+    """A fresh TargetMachine for the host CPU (an ExecutionEngine takes ownership of its own)."""
+    import llvmlite.binding as llvm
+
+    _initialise()
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(
+        cpu=llvm.get_host_cpu_name(),
+        features=llvm.get_host_cpu_features().flatten(),
+        opt=opt_level,
+        jit=True,
+    )
+
+
+def _parse(text: str, tm: Any) -> Any:
+    import llvmlite.binding as llvm
+
+    try:
+        mod = llvm.parse_assembly(text)
+        mod.triple = tm.triple
+        mod.data_layout = str(tm.target_data)
+        mod.verify()
+    except RuntimeError as exc:
+        raise CompileError(f"generated LLVM IR does not parse or verify: {exc}") from exc
+    return mod
+
+
+def _optimise(mod: Any, opt_level: int) -> None:
+    """The standard module pipeline at ``opt_level`` (new pass manager), vectorisers on."""
+    import llvmlite.binding as llvm
+
+    tm = _target_machine(opt_level)
+    pto = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+    pto.loop_vectorization = opt_level >= 2
+    pto.slp_vectorization = opt_level >= 2
+    pto.loop_unrolling = opt_level >= 2
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+
+
+def _jit(text: str, name: str, tables: np.ndarray, opt_level: int, cached: bytes | None) -> tuple[Any, bytes | None]:
+    """An MCJIT engine for ``text``: compiled (optimised first) when ``cached`` is None, else
+    loaded from the ``cached`` object.  Returns (engine, the freshly compiled object or None)."""
+    import llvmlite.binding as llvm
+
+    tm = _target_machine(opt_level)
+    mod = _parse(text, tm)
+    if cached is None:
+        _optimise(mod, opt_level)
+    engine = llvm.create_mcjit_compiler(mod, tm)
+    compiled: list[bytes] = []
+
+    def notify(module: Any, buffer: bytes) -> None:
+        compiled.append(bytes(buffer))
+
+    def getbuffer(module: Any) -> bytes | None:
+        return cached
+
+    engine.set_object_cache(notify, getbuffer)
+    if tables.size:
+        engine.add_global_mapping(mod.get_global_variable(tables_symbol(name)), tables.ctypes.data)
+    engine.finalize_object()
+    return engine, (compiled[0] if compiled else None)
+
+
+def _aligned_copy(values: np.ndarray, align: int = 64) -> np.ndarray:
+    """A read-only float64 copy of ``values`` whose data starts on an ``align``-byte boundary
+    (the IR declares the table global ``align 64``)."""
+    raw = np.empty(values.size * 8 + align, dtype=np.uint8)
+    start = (-raw.ctypes.data) % align
+    out = raw[start : start + values.size * 8].view(np.float64)
+    out[:] = values
+    out.flags.writeable = False
+    return out
+
+
+class LLVMKernel:
+    """A JIT-compiled ACE kernel with the Python interface of
+    :class:`~acegen.jit.load.CompiledKernel` (``compute``, ``elements``, ``rcut``,
+    ``signature``, ``n_species``, ``name``).
+
+    It owns the MCJIT engine (the machine code) and the spline-table buffer the code reads;
+    both live as long as this object.  ``openmp`` is False: ``nthreads`` other than 1 splits
+    the centres over a Python thread pool (the JIT'd function is serial and reentrant; cffi
+    releases the GIL during each call).  ``from_cache`` says whether the object came from
+    the object cache; ``cache_key`` names the entry.
+    """
+
+    target = "llvm"
+    openmp = False
+
+    def __init__(
+        self,
+        engine: Any,
+        tables: np.ndarray,
+        name: str,
+        *,
+        n_species: int,
+        rcut: np.ndarray,
+        signature: str,
+        elements: tuple[str, ...] = (),
+        cache_key: str = "",
+        from_cache: bool = False,
+    ) -> None:
+        self._engine = engine
+        self._tables = tables
+        self.name = name
+        self.elements = tuple(elements)
+        self.n_species = n_species
+        self.cache_key = cache_key
+        self.from_cache = from_cache
+        self.ffi = cffi.FFI()
+        compute_addr = engine.get_function_address(f"acegen_{name}_compute")
+        info_addr = engine.get_function_address(f"acegen_{name}_info")
+        if not compute_addr or not info_addr:
+            raise CompileError(f"JIT-compiled kernel {name} does not export acegen_{name}_compute/_info")
+        self._compute = self.ffi.cast(_COMPUTE_TYPE, compute_addr)
+        info = self.ffi.cast(_INFO_TYPE, info_addr)
+        abi = self.ffi.new("int32_t *")
+        nsp = self.ffi.new("int32_t *")
+        omp = self.ffi.new("int32_t *")
+        rc_ptr = self.ffi.new("const double **")
+        sig_ptr = self.ffi.new("const char **")
+        info(abi, nsp, omp, rc_ptr, sig_ptr)
+        if abi[0] != ABI_VERSION:
+            raise CompileError(f"JIT kernel {name}: ABI version {abi[0]}, expected {ABI_VERSION}")
+        if nsp[0] != n_species:
+            raise CompileError(f"JIT kernel {name}: {nsp[0]} species, expected {n_species}")
+        k_rcut = np.frombuffer(self.ffi.buffer(rc_ptr[0], 8 * n_species * n_species), dtype=np.float64)
+        self.rcut = k_rcut.reshape(n_species, n_species).copy()
+        if not np.array_equal(self.rcut, np.asarray(rcut, dtype=float)):
+            raise CompileError(f"JIT kernel {name}: cutoffs do not match the model")
+        self.signature = self.ffi.string(sig_ptr[0]).decode("ascii")
+        if self.signature != signature:
+            raise CompileError(f"JIT kernel {name} was generated from another model (signature mismatch)")
+
+    def __repr__(self) -> str:
+        return f"LLVMKernel({self.name!r}, species={self.n_species}, from_cache={self.from_cache})"
+
+    def compute(
+        self,
+        species: np.ndarray,
+        offsets: np.ndarray,
+        nb_species: np.ndarray,
+        rij: np.ndarray,
+        nthreads: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-atom energies (n_centres,) and dE_i/dr_ij (n_pairs, 3); arguments and errors as
+        :meth:`acegen.jit.load.CompiledKernel.compute`.  nthreads: 1 serial, > 1 that many
+        Python threads, <= 0 ``os.cpu_count()``; results do not depend on it (bit for bit)."""
+        species, offsets, nb_species, rij = validate_inputs(species, offsets, nb_species, rij, nthreads)
+        n = species.shape[0]
+        energies = np.empty(n, dtype=np.float64)
+        dEdr = np.empty((nb_species.shape[0], 3), dtype=np.float64)
+        ffi = self.ffi
+        ptrs = (
+            ffi.from_buffer("int32_t[]", species),
+            ffi.from_buffer("int64_t[]", offsets),
+            ffi.from_buffer("int32_t[]", nb_species),
+            ffi.from_buffer("double[]", rij),
+            ffi.from_buffer("double[]", energies, require_writable=True),
+            ffi.from_buffer("double[]", dEdr, require_writable=True),
+        )
+        nt = int(nthreads) if int(nthreads) > 0 else (os.cpu_count() or 1)
+        chunks = self._chunks(offsets, nt)
+        if len(chunks) == 1:
+            results = [self._run_chunk(ptrs, 0, n)]
+        else:
+            with ThreadPoolExecutor(max_workers=min(nt, len(chunks))) as pool:
+                results = list(pool.map(lambda c: self._run_chunk(ptrs, *c), chunks))
+        for (begin, _), (rc, index) in zip(chunks, results):
+            if rc != Status.OK:
+                if rc in {int(s) for s, kind in STATUS_INDEX_KIND.items() if kind == "atom"}:
+                    index += begin  # atom indices are relative to the chunk, pair indices are not
+                raise_for_status(self.name, self.n_species, rc, index, species, offsets, nb_species, rij)
+        return energies, dEdr
+
+    @staticmethod
+    def _chunks(offsets: np.ndarray, nthreads: int) -> list[tuple[int, int]]:
+        """Contiguous centre ranges [begin, end) with about equal pair counts (4 per thread,
+        for load balance); one range when serial or small."""
+        n = offsets.shape[0] - 1
+        if nthreads <= 1 or n < 2 * MIN_CENTRES_PER_THREAD:
+            return [(0, n)]
+        n_chunks = min(4 * nthreads, n // MIN_CENTRES_PER_THREAD)
+        # balance on pairs + centres (an atom without neighbours still costs something)
+        work = offsets + np.arange(n + 1)
+        targets = work[-1] * np.arange(1, n_chunks) / n_chunks
+        cuts = np.unique(np.concatenate([[0], np.searchsorted(work, targets), [n]]))
+        return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+    def _run_chunk(self, ptrs: tuple[Any, ...], begin: int, end: int) -> tuple[int, int]:
+        species, offsets, nb_species, rij, energies, dEdr = ptrs
+        err = self.ffi.new("int64_t *")
+        rc = self._compute(end - begin, species + begin, offsets + begin, nb_species, rij, energies + begin, dEdr, 1, err)
+        return int(rc), int(err[0])
+
+
+def _meta(ir: ModelIR) -> dict[str, Any]:
+    n = len(ir.elements)
+    rcut = np.array([[ir.rcut(zi, zj) for zj in range(n)] for zi in range(n)], dtype=float)
+    return {"n_species": n, "rcut": rcut, "signature": ir.signature(), "elements": ir.elements}
+
+
+def compile_llvm(
+    ir: ModelIR,
+    *,
+    fastmath: str | tuple[str, ...] | None = None,
+    opt_level: int = 3,
+    cache: bool = True,
+    openmp: bool = True,
+    march_native: bool = False,
+) -> LLVMKernel:
+    """Generate, JIT-compile (through the object cache) and load the LLVM kernel of ``ir``.
+
+    ``fastmath``: fast-math flags for the per-neighbour pointwise arithmetic (``"contract"``
+    allows FMA; default none: the C backend's IEEE semantics).  ``opt_level``: 0-3 (the
+    pipeline and the code generator).  ``cache``: use the object cache (a cached object is
+    loaded without optimising or code generation; a cached object that fails to load is
+    recompiled once).  ``openmp``/``march_native`` are accepted for compatibility with
+    :func:`acegen.backends.c.compile_c` (so ``compile_ir(ir, "c", ...)`` can fall back here)
+    and have no effect: the code always targets the host CPU, and threads are Python threads.
+    """
+    del openmp, march_native  # see docstring
+    if opt_level not in (0, 1, 2, 3):
+        raise CompileError(f"opt_level must be 0..3, got {opt_level!r}")
+    flags = _fastmath(fastmath)
+    text, raw_tables = _render(ir, flags)
+    tables = _aligned_copy(raw_tables) if raw_tables.size else raw_tables
+    meta = _meta(ir)
+    key = llvm_cache_key(text, {"opt_level": opt_level, "engine": "mcjit"})
+    if not cache:
+        with _LLVM_LOCK:
+            engine, _ = _jit(text, ir.name, tables, opt_level, None)
+        return LLVMKernel(engine, tables, ir.name, cache_key=key, **meta)
+    entry = ObjectCache(key)
+    with entry.locked():
+        cached = entry.load()
+        if cached is not None:
+            try:
+                with _LLVM_LOCK:
+                    engine, _ = _jit(text, ir.name, tables, opt_level, cached)
+                return LLVMKernel(engine, tables, ir.name, cache_key=key, from_cache=True, **meta)
+            except (CompileError, RuntimeError):
+                entry.invalidate()
+        with _LLVM_LOCK:
+            engine, obj = _jit(text, ir.name, tables, opt_level, None)
+        if obj is not None:
+            entry.store(obj, text)
+        return LLVMKernel(engine, tables, ir.name, cache_key=key, **meta)
+
+
+__all__ = [
+    "SUPPORTED_CORE_KINDS",
+    "LLVMKernel",
+    "blob_name",
+    "compile_llvm",
+    "emit_llvm",
+    "ll_name",
+    "tables_symbol",
+]
