@@ -171,7 +171,7 @@ class CoupledBasis:
             nel = len(self.elements)
             for zi in range(nel):
                 for zj in range(nel):
-                    mb, nmb = radial.manybody_radial_slp(self.spec, zi, zj)
+                    mb, nmb = radial.manybody_radial_slp(self.spec, zi, zj, nfunc=self.nmax)
                     pr, npr = radial.pair_radial_slp(self.spec, zi, zj)
                     rc_mb = self.spec.rcut_pair(zi, zj)
                     rc_pr = self.spec.pair_rcut_pair(zi, zj)

@@ -40,6 +40,13 @@ class ACEReference:
             g[0].append(idx)
             g[1].append(np.asarray(f.coeffs, dtype=float))
             g[2].append(np.full(len(f.coeffs), k))
+            # purified bases: lower-order product terms (factors may use extended radial n)
+            for factors, mtuples, coeffs in getattr(f, "corrections", ()) or ():
+                base = [((z * self.nmax) + n - 1) * self.nlm + l * l + l for z, n, l in factors]
+                g = groups.setdefault((f.z0, len(factors)), ([], [], []))
+                g[0].append(np.asarray(base)[None, :] + np.asarray(mtuples))
+                g[1].append(np.asarray(coeffs, dtype=float))
+                g[2].append(np.full(len(coeffs), k))
         self.groups = {
             key: (np.concatenate(a), np.concatenate(b), np.concatenate(c)) for key, (a, b, c) in groups.items()
         }
@@ -72,7 +79,7 @@ class ACEReference:
                 rc = self.spec.rcut_pair(a, b)
                 m = s & (r < rc)
                 if m.any():
-                    v, d = radial.manybody_radial_numpy(self.spec, a, b, r[m])
+                    v, d = radial.manybody_radial_numpy(self.spec, a, b, r[m], nfunc=self.nmax)
                     R[m], dR[m] = v, d
                 rp = self.spec.pair_rcut_pair(a, b)
                 m = s & (r < rp)
