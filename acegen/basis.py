@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,55 @@ from .ir.model import Channel, Embedding, ModelIR, RadialBlock, SpeciesProgram
 from .ir.slp import SLP
 
 SQRT4PI = math.sqrt(4.0 * math.pi)
+
+
+class PackedTerms(Sequence):
+    """A read-only sequence of product terms ``(factors, mtuples, coeffs)`` stored flat.
+
+    Entry e has the factors ``factors[fptr[e]:fptr[e+1]]`` (rows (z, n, l)), the m-tuples
+    ``mtuples[mptr[e]:mptr[e+1]]`` reshaped to (K_e, ν_e) and the coefficients
+    ``coeffs[rptr[e]:rptr[e+1]]`` (K_e).  Purified bases keep their (many, small) correction
+    terms this way: a few arrays per function instead of a few per term; indexing and
+    iteration give the same tuples a plain ``tuple`` of terms would."""
+
+    __slots__ = ("factors", "fptr", "mtuples", "mptr", "coeffs", "rptr")
+
+    def __init__(self, factors, fptr, mtuples, mptr, coeffs, rptr):
+        self.factors = np.asarray(factors, dtype=np.int64).reshape(-1, 3)
+        self.fptr = np.asarray(fptr, dtype=np.int64)
+        self.mtuples = np.asarray(mtuples, dtype=np.int64).ravel()
+        self.mptr = np.asarray(mptr, dtype=np.int64)
+        self.coeffs = np.asarray(coeffs, dtype=float).ravel()
+        self.rptr = np.asarray(rptr, dtype=np.int64)
+        for a in (self.factors, self.fptr, self.mtuples, self.mptr, self.coeffs, self.rptr):
+            a.flags.writeable = False
+
+    def __len__(self) -> int:
+        return len(self.fptr) - 1
+
+    def __getitem__(self, e):
+        if isinstance(e, slice):
+            return tuple(self[i] for i in range(*e.indices(len(self))))
+        if e < 0:
+            e += len(self)
+        if not 0 <= e < len(self):
+            raise IndexError(e)
+        f0, f1 = int(self.fptr[e]), int(self.fptr[e + 1])
+        factors = tuple(tuple(r) for r in self.factors[f0:f1].tolist())
+        mt = self.mtuples[int(self.mptr[e]) : int(self.mptr[e + 1])].reshape(-1, f1 - f0)
+        return factors, mt, self.coeffs[int(self.rptr[e]) : int(self.rptr[e + 1])]
+
+    def __iter__(self):
+        fptr, mptr, rptr = self.fptr.tolist(), self.mptr.tolist(), self.rptr.tolist()
+        rows = self.factors.tolist()
+        for e in range(len(fptr) - 1):
+            nb = fptr[e + 1] - fptr[e]
+            yield (tuple(tuple(r) for r in rows[fptr[e] : fptr[e + 1]]),
+                   self.mtuples[mptr[e] : mptr[e + 1]].reshape(-1, nb), self.coeffs[rptr[e] : rptr[e + 1]])
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.coeffs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,8 +93,9 @@ class BasisFunction:
     coeffs: np.ndarray  # (K,) float
     index: int = 0  # which independent coupling of this multiset
     # purification: extra lower-order product terms, each (factors, mtuples, coeffs) with the
-    # same meaning as above (factors may use extended radial indices n > nmax)
-    corrections: tuple = ()
+    # same meaning as above (factors may use extended radial indices n > nmax); a tuple or a
+    # PackedTerms
+    corrections: Sequence = ()
 
     @property
     def order(self) -> int:
@@ -129,23 +180,38 @@ class CoupledBasis:
         counts = {int(o): int(c) for o, c in zip(*np.unique(self.orders, return_counts=True))}
         return (
             f"CoupledBasis({len(self)} functions, by order {counts}, pair {len(self.pair)}, "
-            f"elements {list(self.elements)}, lmax {self.lmax})"
+            f"elements {list(self.elements)}, lmax {self.lmax}, "
+            f"purification {getattr(self.spec, 'purification', 'none')!r})"
         )
 
     def to_text(self) -> str:
         lines = [repr(self)]
         for k, f in enumerate(self.functions):
             fac = " ".join(f"({self.elements[z]},{n},{l})" for z, n, l in f.factors)
-            lines.append(f"  B[{k}] z0={self.elements[f.z0]} ν={f.order} {fac} #{f.index} terms={len(f.coeffs)}")
+            corr = sum(len(c) for _, _, c in f.corrections)
+            extra = f" corrections={len(f.corrections)}/{corr}" if corr else ""
+            lines.append(f"  B[{k}] z0={self.elements[f.z0]} ν={f.order} {fac} #{f.index} terms={len(f.coeffs)}{extra}")
         return "\n".join(lines)
 
     def signature(self) -> str:
+        if "signature" in self._cache:
+            return self._cache["signature"]
         h = hashlib.sha256(self.spec.signature().encode())
         for f in self.functions:
             h.update(json.dumps([f.z0, f.factors, f.index]).encode())
             h.update(np.ascontiguousarray(f.mtuples, dtype=np.int64).tobytes())
             h.update(np.ascontiguousarray(f.coeffs, dtype=np.float64).tobytes())
-        return h.hexdigest()
+            if isinstance(f.corrections, PackedTerms):
+                for a in (f.corrections.factors, f.corrections.fptr, f.corrections.mtuples, f.corrections.coeffs,
+                          f.corrections.rptr):
+                    h.update(np.ascontiguousarray(a).tobytes())
+                continue
+            for factors, mtuples, coeffs in f.corrections:
+                h.update(json.dumps(factors).encode())
+                h.update(np.ascontiguousarray(mtuples, dtype=np.int64).tobytes())
+                h.update(np.ascontiguousarray(coeffs, dtype=np.float64).tobytes())
+        self._cache["signature"] = h.hexdigest()
+        return self._cache["signature"]
 
     def evaluate(self, atoms) -> np.ndarray:
         """Per-atom basis values, shape (n_atoms, len(basis)); functions centred on another
@@ -187,13 +253,21 @@ class CoupledBasis:
         key = ("channels", z0)
         if key not in self._cache:
             labels = set()
+            packed = []
             for f in self.functions:
                 if f.z0 == z0:
                     for z, n, l in f.factors:
                         labels.add(("mb", z, n, l))
+                    if isinstance(f.corrections, PackedTerms):
+                        packed.append(f.corrections.factors)
+                        continue
                     for factors, _, _ in f.corrections:
                         for z, n, l in factors:
                             labels.add(("mb", z, n, l))
+            if packed:
+                fac = np.concatenate(packed)
+                code = np.unique((fac[:, 0] << 40) | (fac[:, 1] << 20) | fac[:, 2])
+                labels.update(("mb", int(c >> 40), int((c >> 20) & 0xFFFFF), int(c & 0xFFFFF)) for c in code)
             for p in self.pair:
                 if p.z0 == z0:
                     labels.add(("pair", p.zj, p.n, 0))
@@ -246,7 +320,11 @@ class CoupledBasis:
             offs = [lookup[("mb", z, n, l)].offset + l for z, n, l in f.factors]
             for mt, c in zip(f.mtuples, f.coeffs):
                 yield "mb", k, tuple(sorted(o + int(m) for o, m in zip(offs, mt))), float(c)
-            for factors, mtuples, coeffs in getattr(f, "corrections", ()) or ():
+            corr = getattr(f, "corrections", ()) or ()
+            if isinstance(corr, PackedTerms):
+                yield from self._packed_terms(k, corr, lookup)
+                continue
+            for factors, mtuples, coeffs in corr:
                 offs2 = [lookup[("mb", z, n, l)].offset + l for z, n, l in factors]
                 for mt, c in zip(mtuples, coeffs):
                     yield "mb", k, tuple(sorted(o + int(m) for o, m in zip(offs2, mt))), float(c)
@@ -255,6 +333,19 @@ class CoupledBasis:
                 continue
             ch = lookup[("pair", p.zj, p.n, 0)]
             yield "pair", k, (ch.offset,), SQRT4PI
+
+    @staticmethod
+    def _packed_terms(k: int, corr: PackedTerms, lookup: dict):
+        """function_terms of packed corrections: (A index rows sorted) per entry, vectorised."""
+        fo = np.array([lookup[("mb", z, n, l)].offset + l for z, n, l in corr.factors.tolist()], dtype=np.int64)
+        fptr, mptr, rptr = corr.fptr.tolist(), corr.mptr.tolist(), corr.rptr.tolist()
+        coeffs = corr.coeffs.tolist()
+        for e in range(len(fptr) - 1):
+            nb = fptr[e + 1] - fptr[e]
+            idx = np.sort(fo[fptr[e] : fptr[e + 1]][None, :] + corr.mtuples[mptr[e] : mptr[e + 1]].reshape(-1, nb),
+                          axis=1)
+            for mono, c in zip(map(tuple, idx.tolist()), coeffs[rptr[e] : rptr[e + 1]]):
+                yield "mb", k, mono, c
 
     def fold(self, coefficients, *, name: str = "model") -> ModelIR:
         """c̃ = Cᵀθ: fold coefficients onto the product basis, giving the ModelIR."""
@@ -290,8 +381,172 @@ class CoupledBasis:
         )
 
 
-def lower(spec, *, progress: bool | None = None) -> CoupledBasis:
-    """Lower a BasisSpec to its coupled, invariant basis (exact couplings, cached on disk)."""
+#: Part of the whole-basis cache key; bump when lowering's output changes.
+BASIS_CACHE_VERSION = "acegen-basis-1"
+
+_MEMORY: dict = {}  # spec -> basis, the few most recently lowered
+_MEMORY_SIZE = 8
+
+
+def _progress(iterable, desc: str, unit: str, progress: bool | None):
+    """tqdm over ``iterable``: always (True), never (False), or only once it has run for
+    more than two seconds (None)."""
+    if progress is False:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, unit=unit, delay=0.0 if progress else 2.0, leave=bool(progress))
+
+
+def _remember(spec, basis: CoupledBasis) -> None:
+    _MEMORY.pop(spec, None)
+    _MEMORY[spec] = basis
+    while len(_MEMORY) > _MEMORY_SIZE:
+        del _MEMORY[next(iter(_MEMORY))]
+
+
+def _basis_cache_path(spec):
+    from . import __version__
+    from .symbolic import coupling
+
+    versions = [BASIS_CACHE_VERSION, __version__, coupling.VERSION]
+    if spec.purification != "none":
+        from .symbolic import purify
+
+        versions.append(purify.VERSION)
+    key = json.dumps([spec.signature(), versions])
+    return coupling.cache_dir() / "basis" / (hashlib.sha256(key.encode()).hexdigest() + ".npz"), key
+
+
+def _save_basis(basis: CoupledBasis) -> None:
+    """Write the lowered basis to the whole-basis cache (flat arrays; silently skipped when
+    the cache directory is not writable).  Functions sharing (factors, index) across
+    central species are stored once."""
+    import os
+    import tempfile
+
+    path, key = _basis_cache_path(basis.spec)
+    tpl_of: dict = {}
+    tpls = []
+    fz0, ftpl = [], []
+    for f in basis.functions:
+        t = tpl_of.get((f.factors, f.index))
+        if t is None:
+            t = tpl_of[(f.factors, f.index)] = len(tpls)
+            tpls.append(f)
+        fz0.append(f.z0)
+        ftpl.append(t)
+    zero = np.zeros(1, dtype=np.int64)
+    nf = np.array([f.order for f in tpls], dtype=np.int64)
+    nr = np.array([len(f.coeffs) for f in tpls], dtype=np.int64)
+    cf, cfp, cm, cmp_, cc, crp, ce = [], [zero], [], [zero], [], [zero], [0]
+    foff = moff = roff = 0
+    for f in tpls:
+        corr = f.corrections
+        if len(corr) and not isinstance(corr, PackedTerms):
+            return  # only packed corrections are cached
+        if len(corr):
+            cf.append(corr.factors)
+            cfp.append(corr.fptr[1:] + foff)
+            cm.append(corr.mtuples)
+            cmp_.append(corr.mptr[1:] + moff)
+            cc.append(corr.coeffs)
+            crp.append(corr.rptr[1:] + roff)
+            foff, moff, roff = foff + len(corr.factors), moff + len(corr.mtuples), roff + len(corr.coeffs)
+        ce.append(ce[-1] + len(corr))
+    arrays = dict(
+        key=np.array(key),
+        scalars=np.array([basis.lmax, basis.nmax, basis.npair], dtype=np.int64),
+        pair=np.array([[p.z0, p.zj, p.n] for p in basis.pair], dtype=np.int64).reshape(-1, 3),
+        fz0=np.array(fz0, dtype=np.int64),
+        ftpl=np.array(ftpl, dtype=np.int64),
+        tindex=np.array([f.index for f in tpls], dtype=np.int64),
+        tfactors=np.array([x for f in tpls for x in f.factors], dtype=np.int64).reshape(-1, 3),
+        tfptr=np.concatenate([zero, np.cumsum(nf)]),
+        tmt=np.concatenate([np.asarray(f.mtuples, dtype=np.int8).ravel() for f in tpls] + [zero[:0].astype(np.int8)]),
+        tmptr=np.concatenate([zero, np.cumsum(nf * nr)]),
+        tc=np.concatenate([np.asarray(f.coeffs, dtype=float) for f in tpls] + [np.zeros(0)]),
+        trptr=np.concatenate([zero, np.cumsum(nr)]),
+        ceptr=np.array(ce, dtype=np.int64),
+        cfactors=np.concatenate(cf + [np.zeros((0, 3), dtype=np.int64)]).astype(np.int32),
+        cfptr=np.concatenate(cfp),
+        cmt=np.concatenate(cm + [zero[:0]]).astype(np.int8),
+        cmptr=np.concatenate(cmp_),
+        cc=np.concatenate(cc + [np.zeros(0)]),
+        crptr=np.concatenate(crp),
+    )
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _load_basis(spec) -> CoupledBasis | None:
+    """The cached lowered basis of ``spec``, or None (missing, unreadable or stale)."""
+    path, key = _basis_cache_path(spec)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            d = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    try:
+        lmax, nmax, npair = (int(x) for x in d["scalars"])
+        tmt = d["tmt"].astype(np.int64)
+        cmt = d["cmt"].astype(np.int64)
+        cfac = d["cfactors"].astype(np.int64)
+        tfp, tmp_, trp = d["tfptr"].tolist(), d["tmptr"].tolist(), d["trptr"].tolist()
+        cep, cfp, cmp_, crp = d["ceptr"].tolist(), d["cfptr"], d["cmptr"], d["crptr"]
+        tfac = d["tfactors"].tolist()
+        tc = d["tc"]
+        for a in (tmt, tc):
+            a.flags.writeable = False
+        templates = []
+        for t, index in enumerate(d["tindex"].tolist()):
+            factors = tuple(tuple(r) for r in tfac[tfp[t] : tfp[t + 1]])
+            mt = tmt[tmp_[t] : tmp_[t + 1]].reshape(-1, len(factors))
+            c = tc[trp[t] : trp[t + 1]]
+            e0, e1 = cep[t], cep[t + 1]
+            corr: Sequence = ()
+            if e1 > e0:
+                f0, f1, m0, m1, r0, r1 = cfp[e0], cfp[e1], cmp_[e0], cmp_[e1], crp[e0], crp[e1]
+                corr = PackedTerms(cfac[f0:f1], cfp[e0 : e1 + 1] - f0, cmt[m0:m1], cmp_[e0 : e1 + 1] - m0,
+                                   d["cc"][r0:r1], crp[e0 : e1 + 1] - r0)
+            templates.append((factors, mt, c, index, corr))
+        functions = []
+        for z0, t in zip(d["fz0"].tolist(), d["ftpl"].tolist()):
+            factors, mt, c, index, corr = templates[t]
+            functions.append(BasisFunction(z0=z0, factors=factors, mtuples=mt, coeffs=c, index=index,
+                                           corrections=corr))
+        pair = tuple(PairFunction(*r) for r in d["pair"].tolist())
+    except (KeyError, ValueError, IndexError):
+        return None
+    return CoupledBasis(spec=spec, functions=tuple(functions), pair=pair, lmax=lmax, nmax=nmax, npair=npair)
+
+
+def lower(spec, *, progress: bool | None = None, cache: bool = True) -> CoupledBasis:
+    """Lower a BasisSpec to its coupled, invariant basis.
+
+    Couplings are exact and cached per multiset (:mod:`acegen.symbolic.coupling`); with
+    ``spec.purification`` 'pair' or 'canonical' the basis is purified
+    (:mod:`acegen.symbolic.purify`).  ``cache=True`` reuses a basis lowered before, in this
+    process or on disk (``coupling.cache_dir()/basis``, keyed by ``spec.signature()`` and the
+    code versions); ``cache=False`` lowers afresh.  ``progress``: show a progress bar always
+    (True), never (False) or only for steps that run longer than two seconds (None).
+    """
     from .symbolic import coupling, radial, selection
 
     purification = getattr(spec, "purification", "none")
@@ -303,18 +558,18 @@ def lower(spec, *, progress: bool | None = None) -> CoupledBasis:
                 f"BasisSpec.purification={purification!r} is not available in this version "
                 "of acegen; use purification='none' (self-interacting basis)"
             ) from None
+    if cache:
+        basis = _MEMORY.get(spec)
+        if basis is None:
+            basis = _load_basis(spec)
+        if basis is not None:
+            _remember(spec, basis)
+            return basis
 
     multisets = selection.select_multisets(spec)
     functions = []
-    iterator = multisets
-    if progress is None:
-        progress = len(multisets) > 2000
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(multisets, desc="coupling", unit="multiset")
     per_multiset = []
-    for ms in iterator:
+    for ms in _progress(multisets, "coupling", "multiset", progress):
         ls = tuple(l for _, _, l in ms)
         classes = []
         for t, f in enumerate(ms):
@@ -339,5 +594,8 @@ def lower(spec, *, progress: bool | None = None) -> CoupledBasis:
     if purification != "none":
         from .symbolic import purify
 
-        basis = purify.purify(basis, purification)
+        basis = purify.purify(basis, purification, progress=progress)
+    if cache:
+        _save_basis(basis)
+        _remember(spec, basis)
     return basis

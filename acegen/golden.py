@@ -16,7 +16,7 @@ REFERENCE_SPECS = {
     "cu_order2": dict(elements=["Cu"], order=2, totaldegree=6, rcut=4.5),
     "cuni_order3": dict(elements=["Cu", "Ni"], order=3, totaldegree=5, rcut=4.2),
 }
-TARGETS = ("c",)
+TARGETS = ("c", "cuda", "llvm")
 
 
 def reference_model(name: str):
@@ -30,15 +30,30 @@ def reference_model(name: str):
     return acegen.Model(spec, theta, name=name)
 
 
-def render_all() -> dict[str, str | bytes]:
-    from .backends import emit
+def _kernel_sources(ir, target: str) -> dict[str, str | bytes]:
+    """The generated kernel itself (not the build files or examples around it)."""
+    if target == "c":
+        from .backends.c import emit_c
 
+        return emit_c(ir)
+    if target == "cuda":
+        from .backends.cuda import emit_cuda
+
+        return {k: v for k, v in emit_cuda(ir).items() if k.endswith((".cu", ".cuh"))}
+    if target == "llvm":
+        from .backends.llvm import emit_llvm
+
+        return emit_llvm(ir)
+    raise ValueError(target)
+
+
+def render_all() -> dict[str, str | bytes]:
     files: dict[str, str | bytes] = {}
     for name in REFERENCE_SPECS:
         model = reference_model(name)
         for target in TARGETS:
-            for fname, text in emit(model.ir(), target, model=model).items():
-                if fname.endswith((".c", ".h", ".cu", ".ll")):
+            for fname, text in _kernel_sources(model.ir(), target).items():
+                if isinstance(text, str):
                     files[f"{name}/{target}/{fname}"] = text
     return files
 

@@ -47,6 +47,14 @@ def _safe_name(stem: str) -> str:
 class Model:
     """A compiled-on-demand ACE model."""
 
+    # PACE models loaded from a file: the file, its sha256 and, when a kernel of exactly this
+    # file was compiled before (acegen.jit.cache source index), that entry.  Then the file is
+    # parsed only when something needs the potential itself (``pace``, ``ir()``).
+    _pace = None
+    _pace_path: Path | None = None
+    _source_sha256: str | None = None
+    _index_entry: dict | None = None
+
     def __init__(self, spec, coefficients, *, name: str = "model"):
         from .spec import BasisSpec
 
@@ -128,7 +136,41 @@ class Model:
         m._kernels = {}
         return m
 
+    @classmethod
+    def _from_pace_file(cls, path: Path, *, name: str, radial: str = "spline"):
+        """A PACE model for ``path``: parsed now, unless a kernel of this exact file for the
+        default target is in the kernel cache's source index (then parsed on first need)."""
+        import hashlib
+
+        from .jit.cache import lookup_source, source_key
+
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        entry = lookup_source(source_key(digest, "c", {}, _safe_name(name), radial))
+        if entry is None:
+            from .io.pace import read_pace
+
+            m = cls.from_pace(read_pace(path), name=name, radial=radial)
+        else:
+            m = cls.from_pace(None, name=name, radial=radial)
+            m._pace_path = path
+            m._index_entry = entry
+        m._source_sha256 = digest
+        return m
+
     # ---------------------------------------------------------------- properties
+    @property
+    def pace(self):
+        """The PACE potential (``acegen.io.pace.PacePotential``), or None for a linear model."""
+        if self._pace is None and self._pace_path is not None:
+            from .io.pace import read_pace
+
+            self._pace = read_pace(self._pace_path)
+        return self._pace
+
+    @pace.setter
+    def pace(self, value) -> None:
+        self._pace = value
+
     @property
     def basis(self):
         if self.kind != "linear":
@@ -143,6 +185,8 @@ class Model:
     def elements(self) -> tuple[str, ...]:
         if self.kind == "linear":
             return tuple(self.spec.elements)
+        if self._pace is None and self._index_entry is not None:
+            return tuple(self._index_entry["elements"])
         return tuple(self.pace.elements)
 
     def ir(self):
@@ -157,12 +201,63 @@ class Model:
         return self._ir
 
     def compile(self, target: str = "c", **options):
+        """The kernel for ``target`` (cached per model object and in the kernel cache).
+
+        A PACE model read from a file first looks up the kernel cache's source index (file
+        sha256, target, options, compiler, CPU): a hit loads the library without parsing or
+        lowering the model; a miss compiles and records the result.
+        """
         key = (target, tuple(sorted(options.items())))
         if key not in self._kernels:
-            from .runtime.kernels import compile_ir
+            kernel = self._indexed_kernel(target, options)
+            if kernel is None:
+                from .runtime.kernels import compile_ir
 
-            self._kernels[key] = compile_ir(self.ir(), target, **options)
+                kernel = compile_ir(self.ir(), target, **options)
+                self._record_kernel(target, options, kernel)
+            self._kernels[key] = kernel
         return self._kernels[key]
+
+    def _source_index_key(self, target: str, options: dict) -> str | None:
+        if self._source_sha256 is None or target != "c":
+            return None
+        from .jit.cache import source_key
+
+        return source_key(self._source_sha256, target, options, self.name, self.pace_radial)
+
+    def _indexed_kernel(self, target: str, options: dict):
+        key = self._source_index_key(target, options)
+        if key is None:
+            return None
+        from .errors import CompileError
+        from .jit.cache import lookup_source
+        from .jit.load import CompiledKernel
+
+        entry = lookup_source(key)
+        if entry is None:
+            return None
+        try:
+            return CompiledKernel(
+                Path(entry["library"]), entry["name"], entry["cdef"], n_species=int(entry["n_species"]),
+                rcut=np.asarray(entry["rcut"], dtype=float), signature=entry["signature"],
+                elements=tuple(entry["elements"]),
+            )
+        except (CompileError, KeyError, TypeError, ValueError):
+            return None
+
+    def _record_kernel(self, target: str, options: dict, kernel) -> None:
+        key = self._source_index_key(target, options)
+        path = getattr(kernel, "library_path", None)
+        if key is None or path is None:
+            return
+        from .backends.c import cdef
+        from .jit.cache import record_source
+
+        record_source(
+            key, Path(path), name=kernel.name, cdef=cdef(kernel.name), n_species=int(kernel.n_species),
+            rcut=np.asarray(kernel.rcut, dtype=float).tolist(), signature=kernel.signature,
+            elements=list(self.elements),
+        )
 
     def __repr__(self) -> str:
         if self.kind == "linear":
@@ -212,9 +307,7 @@ def load(path) -> Model:
         raise ModelFileError(path, None, "no such file")
     suffix = path.suffix.lower()
     if suffix in (".yace", ".ace", ".yaml", ".yml"):
-        from .io.pace import read_pace
-
-        return Model.from_pace(read_pace(path), name=path.stem)
+        return Model._from_pace_file(path, name=path.stem)
     if suffix != ".json":
         raise ModelFileError(path, None, "unknown model format (expected .json, .yace, .ace or .yaml)")
     try:

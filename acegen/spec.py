@@ -211,7 +211,10 @@ class BasisSpec:
     transform / pair_transform: ('agnesi', p, q) distance transforms.
     envelope: many-body envelope ('x', pin, pcut) in the normalised coordinate y.
     pair_envelope: ('r', p) ACE1 PolyEnvelope in r, or ('x', pin, pcut).
-    purification: 'none' | 'pair' | 'canonical' (stored and validated only).
+    purification: 'pair' (default, as ACEpotentials v0.6: every function of correlation
+        order >= 2 vanishes on a single neighbour), 'canonical' (canonical cluster expansion,
+        sums over distinct neighbours only) or 'none' (self-interacting); see
+        docs/purification.md and :mod:`acegen.symbolic.purify`.
     Eref: mapping element -> isolated-atom energy (missing elements: 0); stored as
         ``(("Ti", e_Ti), ("Al", e_Al), ...)`` in element order, so ``dict(spec.Eref)`` works.
     radial: polynomial family of the radial bases (only 'legendre').
@@ -230,7 +233,7 @@ class BasisSpec:
     pair_transform: tuple = ("agnesi", 1, 3)
     envelope: tuple = ("x", 2, 2)
     pair_envelope: tuple = ("r", 2)
-    purification: str = "none"
+    purification: str = "pair"
     Eref: tuple[tuple[str, float], ...] | None = None
     radial: str = "legendre"
 

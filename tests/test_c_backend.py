@@ -102,10 +102,15 @@ def test_emit_is_deterministic_validated_and_marked():
         assert "do not edit" in text.splitlines()[0]
         assert not re.search(r"\b(Cu|Ni)\b", text), "element names must not reach C"
     assert "acegen_testmodel_compute" in cdef("testmodel")
-    # the blob holds the spline table bit for bit
+    # the blob holds the spline table of bond (0, 1) bit for bit, re-laid out [bin][c0..c3][slot]
+    # (slots padded to a multiple of 8): the functions the channels use, one per column
     table = np.frombuffer(files["acegen_testmodel.bin"], dtype="<f8")
-    coeffs = ir.radial[(0, 1)].spline.coeffs.ravel()
-    np.testing.assert_array_equal(table[: coeffs.size], coeffs)
+    spl = ir.radial[(0, 1)].spline
+    used = sorted({ch.radial for ch in ir.species[0].channels if ch.zj == 1})
+    npad = -(-len(used) // 8) * 8
+    rows = table[: spl.nbins * 4 * npad].reshape(spl.nbins, 4, npad)
+    for s, f in enumerate(used):
+        np.testing.assert_array_equal(rows[:, :, s], spl.coeffs[:, f, :])
 
 
 def test_model_name_is_validated_before_codegen():

@@ -128,14 +128,6 @@ def test_fit_from_config_writes_outputs(toy, tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_basis_evaluator_factory_refuses_forces_without_gradients():
-    basis = SimpleNamespace()
-    with pytest.raises(NotImplementedError, match="analytic per-basis-function gradients"):
-        make_basis_evaluator(basis)
-    with pytest.raises(NotImplementedError):
-        make_basis_evaluator(basis, forces=False, virial=True)
-
-
 def test_energy_only_fit_of_tial_tiny_on_the_real_basis(shared_dir):
     """A real lowered basis, energies from ACEReference.basis_values; the fitted Model evaluated by
     the NumPy reference reproduces the fitted energies (coefficient order and Eref consistent)."""
@@ -156,5 +148,3 @@ def test_energy_only_fit_of_tial_tiny_on_the_real_basis(shared_dir):
         assert e_model == pytest.approx(pred + s.e0, abs=1e-8)
     # energies per atom above Eref span about 1 eV/atom; the fit is far better than that
     assert rep.errors["set"]["E"]["rmse"] < 0.02
-    with pytest.raises(NotImplementedError):
-        acegen.fit(spec, path, force_key="force", virial_key=None, eref=eref, progress=False)

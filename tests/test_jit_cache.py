@@ -95,7 +95,7 @@ def test_two_processes_compiling_at_once_build_one_library(cache_dir, tmp_path, 
 
 def _entry(ir):
     tc = detect()
-    flags = tc.flags()
+    flags = tc.flags(march_native=True)  # compile_c's default
     return emit_c(ir), tc, flags
 
 

@@ -184,7 +184,7 @@ def test_from_dict_minimal_uses_defaults():
     assert s == BasisSpec(["Cu"], 2, 8)
     assert s.transform == ("agnesi", 2, 4) and s.pair_transform == ("agnesi", 1, 3)
     assert s.envelope == ("x", 2, 2) and s.pair_envelope == ("r", 2)
-    assert s.purification == "none" and s.wL == 1.5
+    assert s.purification == "pair" and s.wL == 1.5
 
 
 def test_repr_is_readable():

@@ -9,7 +9,10 @@
   :func:`llvm_doubles`, :func:`llvm_ints`);
 * :func:`lower_model`: a :class:`~acegen.ir.model.ModelIR` flattened into the tables every
   kernel needs (per bond: cutoff and channel list; per species: product DAG, output
-  coefficients, embedding), so all backends read one lowering.
+  coefficients, embedding), so all backends read one lowering;
+* :func:`lower_basis`: a :class:`~acegen.basis.CoupledBasis` flattened for basis
+  (design-matrix) kernels: sparse monomial × parameter coefficients and the Jacobian
+  pattern ∂B/∂A (``templates/c/basis.c.j2``, :mod:`acegen.fit.assembly_kernel`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 import numpy as np
@@ -30,8 +34,10 @@ import numpy as np
 import acegen
 
 from ..errors import CompileError
-from ..ir.dag import ProductDAG, build_dag
-from ..ir.model import ModelIR, RadialBlock
+
+if TYPE_CHECKING:  # the IR pulls in sympy; the ABI constants must load without it
+    from ..ir.dag import ProductDAG
+    from ..ir.model import ModelIR, RadialBlock
 
 try:
     from importlib.resources.abc import Traversable
@@ -275,6 +281,8 @@ class ModelTables:
 
 def lower_model(ir: ModelIR) -> ModelTables:
     """Flatten ``ir``: channel tables per bond, product DAG per species, size maxima."""
+    from ..ir.dag import build_dag
+
     n = len(ir.elements)
     rcut = np.zeros((n, n))
     for (zi, zj), blk in ir.radial.items():
@@ -423,28 +431,22 @@ class BasisTables:
 
 
 def _basis_species_table(basis, z0: int, radial: dict) -> BasisSpeciesTable:
-    """Tables of central species z0 (see :class:`BasisSpeciesTable`)."""
-    chans, lookup = basis.channels(z0)
+    """Tables of central species z0 (see :class:`BasisSpeciesTable`), from the product-basis
+    expansion ``basis.function_terms(z0)`` (purification corrections included)."""
+    chans, _ = basis.channels(z0)
     n_A = sum(ch.size for ch in chans)
-    sqrt4pi = math.sqrt(4.0 * math.pi)
-    columns: list[int] = []
-    # per local row: {monomial (sorted A indices): coefficient}
+    # local rows: many-body functions, then pair functions, each {monomial: coefficient}
+    n_mb = len(basis.functions)
+    row_of: dict[int, int] = {}
     row_terms: list[dict[tuple[int, ...], float]] = []
-    for k, f in enumerate(basis.functions):
-        if f.z0 != z0:
-            continue
-        offs = [lookup[("mb", z, n, l)].offset + l for z, n, l in f.factors]
-        terms: dict[tuple[int, ...], float] = {}
-        for mt, c in zip(f.mtuples, f.coeffs):
-            mono = tuple(sorted(o + int(m) for o, m in zip(offs, mt)))
-            terms[mono] = terms.get(mono, 0.0) + float(c)
-        columns.append(k)
-        row_terms.append(terms)
-    for k, p in enumerate(basis.pair):
-        if p.z0 != z0:
-            continue
-        columns.append(len(basis.functions) + k)
-        row_terms.append({(lookup[("pair", p.zj, p.n, 0)].offset,): sqrt4pi})
+    for kind, k, mono, c in basis.function_terms(z0):
+        col = k if kind == "mb" else n_mb + k
+        r = row_of.get(col)
+        if r is None:
+            r = row_of[col] = len(row_terms)
+            row_terms.append({})
+        row_terms[r][mono] = row_terms[r].get(mono, 0.0) + c
+    columns = sorted(row_of, key=row_of.__getitem__)
     # channel species of every A index, and the A range of each neighbour species
     a_species = np.empty(n_A, dtype=np.int64)
     for ch in chans:

@@ -25,7 +25,6 @@ from pathlib import Path
 import cffi
 import numpy as np
 
-from ..backends.c import _tidy
 from ..backends.c.printer import slp_body
 from ..backends.common import R_MIN, STATUS_INDEX_KIND, BasisTables, Status, c_identifier, lower_basis, render
 from ..errors import AcegenError, CompileError, StructureError
@@ -94,7 +93,7 @@ def _context(t: BasisTables, name: str) -> dict:
 def emit_basis_c(tables: BasisTables, name: str = "ace") -> dict[str, str]:
     """The generated source ``{"acegen_<name>_basis.c": text}`` of a lowered basis."""
     name = c_identifier(name)
-    return {f"acegen_{name}_basis.c": _tidy(render("c/basis.c.j2", **_context(tables, name)))}
+    return {f"acegen_{name}_basis.c": render("c/basis.c.j2", **_context(tables, name))}
 
 
 class BasisKernel:

@@ -46,8 +46,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from ..errors import SpecError
-from .model import SpeciesProgram
+
+if TYPE_CHECKING:
+    from .model import SpeciesProgram
 
 Monomial = tuple[int, ...]
 #: (new nodes, minus the summed popularity of the new nodes, split) of a construction plan

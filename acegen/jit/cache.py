@@ -171,3 +171,85 @@ def build_library(
     except filelock.Timeout as exc:
         raise CompileError(f"timed out waiting for the kernel cache lock {exc.lock_file}") from exc
     return lib
+
+
+# -- model-file index: skip parsing and lowering when a model file was compiled before ------
+#
+# ``<kernels>/index/<key>.json`` maps a model *file* (its sha256), the compile target and
+# options, the model name, the acegen and ABI versions, the compiler (the ``$CC`` setting, the
+# resolved executable, its size and modification time) and the CPU (for -march=native) to the
+# cached library and what its loader checks (n_species, cutoffs, signature, elements, cffi
+# declarations).  A hit loads the library without reading the model, lowering it or rendering
+# code; the entry is trusted only while the library file has the recorded size and
+# modification time, and the loader still checks ABI, species, cutoffs and signature.
+def _cpu_identity() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return platform.processor() or platform.machine()
+    keep = [line for line in text.splitlines() if line.startswith(("model name", "flags", "cpu family", "model\t"))]
+    return hashlib.sha256("\n".join(sorted(set(keep))).encode()).hexdigest()
+
+
+def _compiler_identity() -> str:
+    from .toolchain import find_c_compiler
+
+    command = find_c_compiler(required=False)
+    if command is None:
+        return "none"
+    exe = shutil.which(command[0]) or command[0]
+    try:
+        st = os.stat(os.path.realpath(exe))
+        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        stamp = "?"
+    return f"{os.environ.get('CC', '')}|{' '.join(command)}|{os.path.realpath(exe)}|{stamp}"
+
+
+def source_key(source_sha256: str, target: str, options: dict, name: str, extra: str = "") -> str:
+    """Index key of a compiled model file (see the comment above ``_cpu_identity``)."""
+    meta = {
+        "source": source_sha256,
+        "target": target,
+        "options": sorted((str(k), repr(v)) for k, v in options.items()),
+        "name": name,
+        "extra": extra,
+        "acegen": acegen_version(),
+        "abi": ABI_VERSION,
+        "compiler": _compiler_identity(),
+        "cpu": _cpu_identity(),
+    }
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+def _index_path(key: str) -> Path:
+    folder = kernels_dir() / "index"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{key}.json"
+
+
+def lookup_source(key: str) -> dict | None:
+    """The recorded entry of ``key`` if its library is still the one recorded, else None."""
+    try:
+        entry = json.loads(_index_path(key).read_text())
+        st = os.stat(entry["library"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+        return None
+    return entry
+
+
+def record_source(key: str, library: Path, **meta: object) -> None:
+    """Record that ``key`` compiles to ``library`` (atomic write; failures are ignored)."""
+    try:
+        st = os.stat(library)
+        entry = {"library": str(library), "size": st.st_size, "mtime_ns": st.st_mtime_ns, **meta}
+        path = _index_path(key)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entry))
+        os.replace(tmp, path)
+    except OSError:
+        pass

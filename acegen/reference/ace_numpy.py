@@ -9,7 +9,8 @@ Written from the formulas, independent of the IR, the DAG and the templates:
 
 Radial functions come from the independent NumPy formulas of ``acegen.symbolic.radial``,
 spherical harmonics from ``acegen.symbolic.ylm.ylm_numpy``.  Forces and stress come from
-the analytic chain rule (dE/dA, then dA/dr_ij).
+the analytic chain rule (dE/dA, then dA/dr_ij); :meth:`ACEReference.basis_derivatives` gives
+the same per linear parameter (the design-matrix rows of a fit).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from ..errors import AcegenError
 from ..ir.interp import evaluate_ir
 from ..ir.model import ModelIR
 
-TARGETS = ("c", "llvm", "numpy")
+TARGETS = ("c", "llvm", "cuda", "numpy")
 
 
 class NumpyKernel:
@@ -29,11 +29,15 @@ class NumpyKernel:
 
 
 def compile_ir(ir: ModelIR, target: str = "c", **options):
-    """Compile a ModelIR for ``target`` ('c', 'llvm' or 'numpy')."""
+    """Compile a ModelIR for ``target`` ('c', 'llvm', 'cuda' (needs a GPU) or 'numpy')."""
     if target not in TARGETS:
         raise AcegenError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if target == "numpy":
         return NumpyKernel(ir)
+    if target == "cuda":
+        from ..backends.cuda import compile_cuda
+
+        return compile_cuda(ir, **options)
     if target == "c":
         from ..backends.c import compile_c
         from ..jit.toolchain import find_c_compiler

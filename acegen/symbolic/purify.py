@@ -79,6 +79,7 @@ __all__ = [
     "KINDS",
     "VERSION",
     "radial_product",
+    "radial_product_exact",
     "u_product",
     "block_product",
     "set_partitions",
@@ -155,6 +156,7 @@ def _surd_float(f: Fraction, r: Fraction | int) -> float:
     return float(f) * math.sqrt(float(Fraction(r)))
 
 
+@lru_cache(maxsize=None)
 def _k2(l: int, m: int) -> Fraction:
     """``4π K_lm²`` where ``Y_lm = K_lm U_lm`` (see module docstring)."""
     a = abs(m)
@@ -177,16 +179,6 @@ def _poly_mul(a, b):
     return out
 
 
-@lru_cache(maxsize=None)
-def _radial_family(spec, nfunc: int):
-    """(monic polys, norm2, envelope coefficients) of the many-body family, as Fractions."""
-    form = radial_polynomial_form(spec, 0, 0, "manybody", nfunc)
-    monic = tuple(tuple(Fraction(int(c.p), int(c.q)) for c in p) for p in form.monic)
-    norm2 = tuple(Fraction(int(h.p), int(h.q)) for h in form.norm2)
-    env = tuple(Fraction(int(c.p), int(c.q)) for c in form.envelope_coeffs)
-    return monic, norm2, env
-
-
 def _check_envelope(spec) -> tuple:
     env = tuple(spec.envelope)
     if not (len(env) == 3 and env[0] == "x"):
@@ -194,43 +186,124 @@ def _check_envelope(spec) -> tuple:
     return env
 
 
+class _RadialAlgebra:
+    """Exact products in the monic orthogonal family π_k of a many-body radial basis.
+
+    With R_n = e π_{n−1} / √h_{n−1}, a product of radial functions is e times a polynomial;
+    polynomials are kept as coefficient lists in the π basis (Fractions).  Multiplication
+    by y uses the three-term recurrence y π_k = π_{k+1} + α_k π_k + β_k π_{k−1}
+    (β_k = h_k / h_{k−1}), so e π_a π_b for all b follows from
+    π_{b+1} = (y − α_b) π_b − β_b π_{b−1} at O(degree) cost per step.
+    """
+
+    def __init__(self, spec):
+        self.spec = spec
+        env = _check_envelope(spec)
+        self.de = env[1] + env[2]
+        self.size = 0
+        self._grow(spec.nmax + spec.order * self.de + 2)
+        self.rows: dict[int, list[list[Fraction]]] = {}  # a -> [e π_a π_b for b = 0, 1, ...]
+
+    def _grow(self, n: int) -> None:
+        if n <= self.size:
+            return
+        form = radial_polynomial_form(self.spec, 0, 0, "manybody", n)
+        self.alpha = [Fraction(int(x.p), int(x.q)) for x in form.alpha]
+        self.norm2 = [Fraction(int(x.p), int(x.q)) for x in form.norm2]
+        self.beta = [Fraction(0)] + [self.norm2[k] / self.norm2[k - 1] for k in range(1, n)]
+        self.env = [Fraction(int(c.p), int(c.q)) for c in form.envelope_coeffs]
+        self.size = n
+
+    def times_y(self, v: list[Fraction]) -> list[Fraction]:
+        self._grow(len(v) + 2)
+        out = [Fraction(0)] * (len(v) + 1)
+        for k, c in enumerate(v):
+            if c:
+                out[k + 1] += c
+                out[k] += self.alpha[k] * c
+                if k:
+                    out[k - 1] += self.beta[k] * c
+        return out
+
+    def _env_times(self, v: list[Fraction]) -> list[Fraction]:
+        """e(y) · v by Horner's rule on the power coefficients of e."""
+        acc = [self.env[-1] * c for c in v]
+        for c in reversed(self.env[:-1]):
+            acc = self.times_y(acc)
+            for k, x in enumerate(v):
+                acc[k] += c * x
+        return acc
+
+    def row(self, a: int, b: int) -> list[Fraction]:
+        """e π_a π_b in the π basis."""
+        rows = self.rows.setdefault(a, [])
+        if not rows:
+            rows.append(self._env_times([Fraction(0)] * a + [Fraction(1)]))
+        while len(rows) <= b:
+            k = len(rows) - 1  # build row k+1 = (y − α_k) row_k − β_k row_{k−1}
+            self._grow(k + 2)
+            nxt = self.times_y(rows[k])
+            for i, c in enumerate(rows[k]):
+                nxt[i] -= self.alpha[k] * c
+            if k:
+                for i, c in enumerate(rows[k - 1]):
+                    nxt[i] -= self.beta[k] * c
+            rows.append(nxt)
+        return rows[b]
+
+
+@lru_cache(maxsize=None)
+def _algebra(spec) -> _RadialAlgebra:
+    return _RadialAlgebra(spec)
+
+
+@lru_cache(maxsize=None)
+def _monic_chain(spec, ns: tuple[int, ...]) -> tuple[Fraction, ...]:
+    """e^{ν−1} Π_t π_{n_t−1} in the π basis (ns sorted)."""
+    alg = _algebra(spec)
+    if len(ns) == 1:
+        return tuple([Fraction(0)] * (ns[0] - 1) + [Fraction(1)])
+    prev = _monic_chain(spec, ns[:-1])
+    out: list[Fraction] = []
+    for k, c in enumerate(prev):
+        if c:
+            r = alg.row(k, ns[-1] - 1)
+            if len(r) > len(out):
+                out += [Fraction(0)] * (len(r) - len(out))
+            for i, x in enumerate(r):
+                if x:
+                    out[i] += c * x
+    while out and out[-1] == 0:
+        out.pop()
+    return tuple(out)
+
+
 @lru_cache(maxsize=None)
 def radial_product_exact(spec, ns: tuple[int, ...]) -> tuple[tuple[int, Fraction, Fraction], ...]:
     """Π_t R_{n_t} = Σ_q a_q √(s_q) R_q exactly: returns the nonzero ``(q, a_q, s_q)``.
 
     R_q (q = 1, 2, ...) is the many-body radial basis of ``spec`` (envelope ('x', pin,
-    pcut), :mod:`acegen.symbolic.radial`) extended as far as needed.  The same for every
-    bond: only y(r) depends on it.
+    pcut), :mod:`acegen.symbolic.radial`) extended as far as needed; s_q = h_{q−1} / Π_t
+    h_{n_t−1}.  The same for every bond: only y(r) depends on the bond.
     """
-    envelope = _check_envelope(spec)
     ns = tuple(sorted(int(n) for n in ns))
     if not ns or ns[0] < 1:
         raise SpecError(f"radial indices must be >= 1, got {ns!r}")
-    de = envelope[1] + envelope[2]
-    deg = sum(n - 1 for n in ns) + (len(ns) - 1) * de
-    monic, norm2, env = _radial_family(spec, deg + 1)
-    poly = [Fraction(1)]
-    for _ in range(len(ns) - 1):
-        poly = _poly_mul(poly, list(env))
-    for n in ns:
-        poly = _poly_mul(poly, list(monic[n - 1]))
-    hprod = math.prod(norm2[n - 1] for n in ns)
-    out = []
-    for k in range(len(poly) - 1, -1, -1):  # triangular: subtract a_k pi_k from the top
-        a = poly[k]
-        if a:
-            for i, c in enumerate(monic[k]):
-                poly[i] -= a * c
-            out.append((k + 1, a, norm2[k] / hprod))
-    return tuple(sorted(out))
+    alg = _algebra(spec)
+    chain = _monic_chain(spec, ns)
+    alg._grow(len(chain) + 1)
+    hprod = math.prod(alg.norm2[n - 1] for n in ns)
+    return tuple((k + 1, a, alg.norm2[k] / hprod) for k, a in enumerate(chain) if a)
 
 
 @lru_cache(maxsize=None)
 def radial_product(spec, ns: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Float form of :func:`radial_product_exact`: arrays ``(q, ρ_q)``."""
-    ex = radial_product_exact(spec, ns)
+    ex = radial_product_exact(spec, tuple(sorted(ns)))
     q = np.array([t[0] for t in ex], dtype=np.int64)
     v = np.array([_surd_float(a, s) for _, a, s in ex], dtype=float)
+    q.flags.writeable = False
+    v.flags.writeable = False
     return q, v
 
 
@@ -410,19 +483,47 @@ def _u_invariant(ls, ranges, inv: dict) -> dict[int, dict[tuple[int, ...], Fract
     return out
 
 
+def _lcm(xs) -> int:
+    out = 1
+    for x in xs:
+        out = out * x // math.gcd(out, x)
+    return out
+
+
 def _angular_tensor(ls, uinv, partition) -> list[tuple[tuple, int, Fraction]]:
-    """T̂_π: entries (coarse key ((L_b, M_b) per block), r, value), exact."""
-    acc: dict[tuple, Fraction] = {}
+    """T̂_π = Σ_M ĉ_M Π_b g_b(m_b): entries (coarse key ((L_b, M_b) per block), r, value).
+
+    Exact: rationals are brought to common denominators (one for ĉ, one per block) so the
+    inner loop runs on Python integers."""
+    out: list[tuple[tuple, int, Fraction]] = []
     for r, vec in uinv.items():
+        dc = _lcm(v.denominator for v in vec.values())
+        # per block: the expansions of every m-subtuple that occurs, on one denominator
+        emaps, dens = [], []
+        for b in partition:
+            subs = {tuple(M[t] for t in b) for M in vec}
+            if len(b) == 1:
+                emaps.append({m: (((ls[b[0]], m[0]), 1),) for m in subs})
+                dens.append(1)
+                continue
+            exps = {m: block_product(tuple((ls[t], mm) for t, mm in zip(b, m))) for m in subs}
+            d = _lcm(g.denominator for e in exps.values() for _, g in e)
+            emaps.append({m: tuple((k, g.numerator * (d // g.denominator)) for k, g in e) for m, e in exps.items()})
+            dens.append(d)
+        acc: dict[tuple, int] = {}
         for M, c in vec.items():
-            exps = [block_product(tuple((ls[t], M[t]) for t in b)) for b in partition]
-            for combo in itertools.product(*exps):
-                g = c
+            ci = c.numerator * (dc // c.denominator)
+            parts = [emap[tuple(M[t] for t in b)] for emap, b in zip(emaps, partition)]
+            for combo in itertools.product(*parts):
+                g = ci
                 for _, gv in combo:
                     g *= gv
-                key = (tuple(k for k, _ in combo), r)
-                acc[key] = acc.get(key, Fraction(0)) + g
-    return [(key, r, v) for (key, r), v in acc.items() if v]
+                if g:
+                    key = tuple(k for k, _ in combo)
+                    acc[key] = acc.get(key, 0) + g
+        den = dc * math.prod(dens)
+        out += [(key, r, Fraction(v, den)) for key, v in acc.items() if v]
+    return out
 
 
 def _cache_file(ls, classes) -> Path:
@@ -495,14 +596,16 @@ def _exact_tensors(ls: tuple[int, ...], classes: tuple[int, ...]):
 def angular_tensors(ls: tuple[int, ...], classes: tuple[int, ...]):
     """Float angular tensors in the Y basis, per invariant of ``coupling.invariants(ls, classes)``.
 
-    Returns a tuple (one per invariant) of tuples ``(partition, weight, L, M, values)``
-    for every non-trivial partition representative: ``weight`` its orbit size under
-    permutations of identical factors, ``L``/``M`` int arrays (K, nblocks) and ``values``
-    (K,) floats with
+    Returns a tuple (one per invariant) of tuples ``(partition, weight, L, M, values,
+    lmkey)`` for every non-trivial partition representative: ``weight`` its orbit size
+    under permutations of identical factors, ``L``/``M`` int arrays (K, nblocks),
+    ``values`` (K,) floats with
 
         Σ_M c_M Π_{b∈π} [Π_{t∈b} Y_{l_t m_t}] = Σ_k values[k] Π_b Y_{L[k,b] M[k,b]}
 
-    (blocks of π in order).  Exact entries (:func:`_exact_tensors`) times one surd each.
+    (blocks of π in order), and ``lmkey = L * _MB + M + _MOFF`` (the (L, M) part of the
+    composite factor keys of :func:`_assemble`).  Exact entries (:func:`_exact_tensors`)
+    times one surd each.
     """
     ls = tuple(int(l) for l in ls)
     classes = tuple(classes)
@@ -521,7 +624,10 @@ def angular_tensors(ls: tuple[int, ...], classes: tuple[int, ...]):
                 L[i] = [k[0] for k in key]
                 M[i] = [k[1] for k in key]
                 vals[i] = _surd_float(v, Fraction(r) / kprod) * pi_pow
-            per.append((p, w, L, M, vals))
+            lmkey = L * _MB + M + _MOFF
+            for arr in (L, M, vals, lmkey):
+                arr.flags.writeable = False
+            per.append((p, w, L, M, vals, lmkey))
         res.append(tuple(per))
     return tuple(res)
 
@@ -554,38 +660,91 @@ def _zero_coefficient(ls: tuple[int, ...], classes: tuple[int, ...]) -> tuple[tu
     return tuple(out)
 
 
-def _merge(entries: list[tuple[tuple, np.ndarray, np.ndarray]]):
-    """Group correction pieces by their sorted factors, canonicalise m-tuples (sorted inside
-    runs of identical factors) and sum duplicates; drop exact zeros."""
-    groups: dict[tuple, list] = {}
-    for factors, mt, c in entries:
-        order = sorted(range(len(factors)), key=lambda t: factors[t])
-        fs = tuple(factors[t] for t in order)
-        g = groups.setdefault(fs, [[], []])
-        g[0].append(mt[:, order])
-        g[1].append(c)
-    out = []
-    for fs, (mts, cs) in groups.items():
-        mt = np.concatenate(mts)
-        c = np.concatenate(cs)
-        for a, b in _blocks_of_classes(_classes(fs)):
-            if b - a > 1:
-                mt[:, a:b] = np.sort(mt[:, a:b], axis=1)
-        uniq, inv = np.unique(mt, axis=0, return_inverse=True)
-        acc = np.zeros(len(uniq))
-        np.add.at(acc, inv.ravel(), c)
+# composite key of one factor of a correction: ((z * _QB + q) * _LB + L) * _MB + (M + _MOFF)
+_QB, _LB, _MB, _MOFF = 1 << 12, 1 << 7, 1 << 8, 1 << 7
+
+
+def _group_rows(fk: np.ndarray, mk: np.ndarray, coef: np.ndarray):
+    """Sum duplicate rows (fk, mk) and sort them with the factor tuple fk as the major key.
+
+    Returns (fk, mk, coef) of the distinct rows with nonzero sum."""
+    nb = fk.shape[1]
+    uf, frank = np.unique(fk, return_inverse=True)
+    frank = frank.reshape(fk.shape)
+    mmin = int(mk.min())
+    mr = int(mk.max()) - mmin + 1
+    fr = len(uf)
+    if (fr * mr) ** nb < (1 << 62):
+        key = np.zeros(len(fk), dtype=np.int64)
+        for t in range(nb):
+            key = key * fr + frank[:, t]
+        for t in range(nb):
+            key = key * mr + (mk[:, t] - mmin)
+        ukey, inv = np.unique(key, return_inverse=True)
+        acc = np.bincount(inv.ravel(), weights=coef, minlength=len(ukey))
         keep = acc != 0.0
-        if keep.any():
-            mt_k = np.ascontiguousarray(uniq[keep])
-            c_k = acc[keep]
-            mt_k.flags.writeable = False
-            c_k.flags.writeable = False
-            out.append((fs, mt_k, c_k))
-    out.sort(key=lambda e: (len(e[0]), e[0]))
-    return tuple(out)
+        ukey, acc = ukey[keep], acc[keep]
+        m_out = np.empty((len(ukey), nb), dtype=np.int64)
+        f_out = np.empty((len(ukey), nb), dtype=np.int64)
+        rest = ukey
+        for t in reversed(range(nb)):
+            m_out[:, t] = rest % mr + mmin
+            rest = rest // mr
+        for t in reversed(range(nb)):
+            f_out[:, t] = uf[rest % fr]
+            rest = rest // fr
+        return f_out, m_out, acc
+    order = np.lexsort(tuple(mk[:, t] for t in reversed(range(nb))) + tuple(fk[:, t] for t in reversed(range(nb))))
+    fk, mk, coef = fk[order], mk[order], coef[order]
+    new = np.ones(len(fk), dtype=bool)
+    new[1:] = np.any((fk[1:] != fk[:-1]) | (mk[1:] != mk[:-1]), axis=1)
+    starts = np.flatnonzero(new)
+    acc = np.add.reduceat(coef, starts)
+    keep = acc != 0.0
+    return fk[starts][keep], mk[starts][keep], acc[keep]
 
 
-def _pair_corrections(spec, ms, index) -> tuple:
+def _assemble(chunks: list[tuple[np.ndarray, np.ndarray]]):
+    """Turn rows of composite factor keys (R, nb) with coefficients (R,) into packed
+    correction entries ``(factors, mtuples, coeffs)``: factors sorted, m's sorted inside runs
+    of identical factors, duplicates summed, exact zeros dropped; entries ordered by
+    (number of factors, factors)."""
+    by_nb: dict[int, list] = {}
+    for keys, coef in chunks:
+        by_nb.setdefault(keys.shape[1], []).append((keys, coef))
+    facs, mts, cs, nfac, nrow = [], [], [], [], []
+    for nb in sorted(by_nb):
+        keys = np.sort(np.concatenate([k for k, _ in by_nb[nb]]), axis=1)
+        coef = np.concatenate([c for _, c in by_nb[nb]])
+        fk, mk, coef = _group_rows(keys // _MB, keys % _MB - _MOFF, coef)
+        if len(coef) == 0:
+            continue
+        newf = np.ones(len(fk), dtype=bool)
+        newf[1:] = np.any(fk[1:] != fk[:-1], axis=1)
+        starts = np.flatnonzero(newf)
+        firsts = fk[starts]  # (E, nb)
+        facs.append(np.stack([firsts // (_QB * _LB), firsts // _LB % _QB, firsts % _LB], axis=2).reshape(-1, 3))
+        mts.append(mk.ravel())
+        cs.append(coef)
+        nfac.append(np.full(len(starts), nb))
+        nrow.append(np.diff(np.append(starts, len(fk))))
+    return _pack(facs, mts, cs, nfac, nrow)
+
+
+def _pack(facs, mts, cs, nfac, nrow):
+    from ..basis import PackedTerms
+
+    if not facs:
+        return ()
+    nfac, nrow = np.concatenate(nfac), np.concatenate(nrow)
+    zero = np.zeros(1, dtype=np.int64)
+    return PackedTerms(np.concatenate(facs), np.concatenate([zero, np.cumsum(nfac)]), np.concatenate(mts),
+                       np.concatenate([zero, np.cumsum(nfac * nrow)]), np.concatenate(cs),
+                       np.concatenate([zero, np.cumsum(nrow)]))
+
+
+def _pair_corrections(spec, ms, index):
+    """−const_B √(4π) Σ_q ρ_q A_{z q 0 0} for same-species functions of order ≥ 2."""
     nu = len(ms)
     if nu < 2 or len({z for z, _, _ in ms}) != 1:
         return ()
@@ -593,46 +752,40 @@ def _pair_corrections(spec, ms, index) -> tuple:
     f, e = _zero_coefficient(ls, _classes(ms))[index]
     if f == 0:
         return ()
-    z = ms[0][0]
     const = _surd_float(f, e) * FOUR_PI ** (-(nu - 1) / 2)  # const_B · √(4π)
     q, rho = radial_product(spec, tuple(n for _, n, _ in ms))
-    pieces = [(((z, int(qq), 0),), np.zeros((1, 1), dtype=np.int64), np.array([-const * rr]))
-              for qq, rr in zip(q, rho)]
-    return _merge(pieces)
+    ne = len(q)
+    fac = np.stack([np.full(ne, ms[0][0]), q, np.zeros(ne, dtype=np.int64)], axis=1)
+    ones = np.ones(ne, dtype=np.int64)
+    return _pack([fac], [np.zeros(ne, dtype=np.int64)], [-const * rho], [ones], [ones])
 
 
 def _canonical_corrections(spec, ms, index) -> tuple:
+    """Σ_{π non-trivial} μ(π) Π_b A[Π_{t∈b} φ_{k_t}], coupled with the function's c_M."""
     nu = len(ms)
     if nu < 2:
         return ()
     ls = tuple(l for _, _, l in ms)
     tensors = angular_tensors(ls, _classes(ms))[index]
-    pieces = []
-    for p, w, L, M, vals in tensors:
+    chunks = []
+    for p, w, L, M, vals, lmkey in tensors:
         zs = [{ms[t][0] for t in b} for b in p]
         if any(len(s) != 1 for s in zs) or len(vals) == 0:
             continue
-        scale = moebius(p) * w
-        rad = []
-        for b in p:
+        # cartesian product over blocks of (factor offset of z and q, radial coefficient)
+        offs = np.zeros((1, 0), dtype=np.int64)
+        rcomb = np.full(1, float(moebius(p) * w))
+        for b, zb in zip(p, zs):
             if len(b) == 1:
-                rad.append((np.array([ms[b[0]][1]]), np.array([1.0])))
+                q, rho = np.array([ms[b[0]][1]], dtype=np.int64), np.ones(1)
             else:
-                rad.append(radial_product(spec, tuple(ms[t][1] for t in b)))
-        # group tensor rows by their L-tuple (the coarse factors' l)
-        Lkeys, Linv = np.unique(L, axis=0, return_inverse=True)
-        Linv = Linv.ravel()
-        for gi, Ls in enumerate(Lkeys):
-            rows = np.flatnonzero(Linv == gi)
-            mt, v = M[rows], vals[rows]
-            for combo in itertools.product(*[range(len(qs)) for qs, _ in rad]):
-                coef = scale
-                factors = []
-                for bi, (qs, rhos) in enumerate(rad):
-                    coef *= rhos[combo[bi]]
-                    factors.append((next(iter(zs[bi])), int(qs[combo[bi]]), int(Ls[bi])))
-                pieces.append((tuple(factors), mt, coef * v))
-    return _merge(pieces)
+                q, rho = radial_product(spec, tuple(ms[t][1] for t in b))
+            o = (next(iter(zb)) * _QB + q) * (_LB * _MB)
+            offs = np.concatenate([np.repeat(offs, len(o), axis=0), np.tile(o, len(offs))[:, None]], axis=1)
+            rcomb = np.repeat(rcomb, len(o)) * np.tile(rho, len(rcomb))
+        keys = (offs[:, None, :] + lmkey[None, :, :]).reshape(-1, len(p))
+        chunks.append((keys, np.outer(rcomb, vals).ravel()))
+    return _assemble(chunks) if chunks else ()
 
 
 def purify(basis, kind: str, *, progress: bool | None = None):
@@ -643,21 +796,17 @@ def purify(basis, kind: str, *, progress: bool | None = None):
     lower-order product terms, ``nmax`` extended to the largest radial index any correction
     uses and ``lmax`` to the largest l.  The pair basis is unchanged.
     """
-    from ..basis import BasisFunction, CoupledBasis
+    from ..basis import BasisFunction, CoupledBasis, _progress
 
     if kind not in KINDS:
         raise SpecError(f"purification must be one of {list(KINDS)}, got {kind!r}")
     _check_envelope(basis.spec)
+    if any(len(f.corrections) for f in basis.functions):
+        raise SpecError("purify: the basis is already purified")
     make = _pair_corrections if kind == "pair" else _canonical_corrections
     cache: dict = {}
     funcs = basis.functions
-    iterator = funcs
-    if progress is None:
-        progress = kind == "canonical" and len(funcs) > 500
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(funcs, desc=f"purify ({kind})", unit="function", delay=2.0)
+    iterator = _progress(funcs, f"purify ({kind})", "function", progress)
     new = []
     nmax, lmax = basis.nmax, basis.lmax
     for f in iterator:
@@ -666,9 +815,9 @@ def purify(basis, kind: str, *, progress: bool | None = None):
         if corr is None:
             corr = make(basis.spec, f.factors, f.index)
             cache[key] = corr
-            for fs, _, _ in corr:
-                nmax = max(nmax, max(n for _, n, _ in fs))
-                lmax = max(lmax, max(l for _, _, l in fs))
+            if len(corr):
+                nmax = max(nmax, int(corr.factors[:, 1].max()))
+                lmax = max(lmax, int(corr.factors[:, 2].max()))
         new.append(BasisFunction(z0=f.z0, factors=f.factors, mtuples=f.mtuples, coeffs=f.coeffs,
                                  index=f.index, corrections=corr))
     return CoupledBasis(spec=basis.spec, functions=tuple(new), pair=basis.pair, lmax=lmax, nmax=nmax,

@@ -107,11 +107,14 @@ class CExprPrinter:
         return f"pow({b}, {self._print(ex)})"
 
 
-def slp_body(slp: SLP, inputs: list[str], out: str, *, indent: str = "    ") -> str:
+def slp_body(slp: SLP, inputs: list[str], out: str, *, indent: str = "    ", rows: bool = False) -> str:
     """C statements evaluating ``slp``: ``const double vK = ...;`` then ``out[i] = ...;``.
 
     ``inputs`` are the C identifiers bound to ``slp.inputs`` (same order); ``out`` is the
-    identifier of a ``double *`` receiving the outputs in ``slp.outputs`` order.
+    identifier of a ``double *`` receiving the outputs in ``slp.outputs`` order.  With
+    ``rows``, ``out`` is a pointer to rows (``double (*out)[N]``) and output i is stored to
+    ``out[i][q]`` instead: structure-of-arrays over a batch indexed by ``q``, the caller's
+    loop variable.
     """
     if len(inputs) != len(slp.inputs):
         raise CompileError(f"SLP has {len(slp.inputs)} inputs, {len(inputs)} C names given")
@@ -126,5 +129,6 @@ def slp_body(slp: SLP, inputs: list[str], out: str, *, indent: str = "    ") -> 
     for i, o in enumerate(slp.outputs):
         if o not in names:
             raise CompileError(f"SLP output {o!r} is never assigned")
-        lines.append(f"{indent}{out}[{i}] = {names[o]};")
+        target = f"{out}[{i}][q]" if rows else f"{out}[{i}]"
+        lines.append(f"{indent}{target} = {names[o]};")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -160,13 +161,19 @@ def _context(t: ModelTables) -> tuple[dict[str, Any], bytes]:
     return ctx, data
 
 
+def _tidy(text: str) -> str:
+    """Drop the blank lines that empty template hooks leave (before a closing brace, or doubled)."""
+    text = re.sub(r"\n[ \t]*\n(?=[ \t]*\})", "\n", text)
+    return re.sub(r"\n(?:[ \t]*\n){2,}", "\n\n", text)
+
+
 def emit_cuda(ir: ModelIR) -> dict[str, str | bytes]:
     """The generated CUDA folder of ``ir``: file name -> text (bytes for the spline tables)."""
     ctx, data = _context(lower_model(ir))
     names = ctx["files"]
     files: dict[str, str | bytes] = {
-        names["kernel"]: render("cuda/kernel.cuh.j2", **ctx),
-        names["launcher"]: render("cuda/launcher.cu.j2", **ctx),
+        names["kernel"]: _tidy(render("cuda/kernel.cuh.j2", **ctx)),
+        names["launcher"]: _tidy(render("cuda/launcher.cu.j2", **ctx)),
         names["header"]: render("cuda/header.h.j2", **ctx),
         EMULATE_HEADER: render("cuda/emulate.h.j2"),
         "Makefile": render("cuda/Makefile.j2", **ctx),

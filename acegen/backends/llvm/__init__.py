@@ -8,10 +8,13 @@
   :class:`~acegen.jit.load.CompiledKernel`.
 
 No C compiler is involved: this is the target ``compile_ir(ir, "c")`` falls back to when none
-is found.  The generated IR has the same algorithm, tables, operation order and exported ABI
-as the C kernel (``templates/c/kernel.c.j2``); without fast-math flags (the default) it runs
-the same IEEE operations, so the two agree to round-off (usually bit for bit).  Design, flags,
-cache and limitations: ``docs/backend-llvm.md``.
+is found.  The generated IR exports the C kernel's ABI (``templates/c/kernel.h.j2``) and
+computes the semantics of :func:`acegen.ir.interp.evaluate_ir`: neighbours in blocks of
+:data:`LANES` as explicit ``<4 x double>`` vectors, the product DAG in operand-sharing runs,
+every sum in a fixed order, no fast-math flags by default -- so results are deterministic
+(independent of the CPU's vector width and of the thread count) and agree with the C backend
+and the interpreter to round-off.  Design, flags, cache, numbers and limitations:
+``docs/backend-llvm.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import cffi
 import numpy as np
 
 from ...errors import CompileError
+from ...ir.dag import group_schedule
 from ...ir.model import ModelIR
 from ...jit.llvm_cache import ObjectCache, llvm_cache_key
 from ...jit.load import raise_for_status, validate_inputs
@@ -37,6 +41,11 @@ SUPPORTED_CORE_KINDS = ("none", "density", "distance", "zbl")
 
 #: Each spline table starts on a multiple of this many doubles (64 bytes) in the table buffer.
 TABLE_ALIGN = 8
+
+#: Neighbours evaluated together (the width of the explicit ``<LANES x double>`` vectors of the
+#: generated IR).  Part of the arithmetic's definition (which partial sums exist), so a fixed
+#: constant, not a property of the CPU.
+LANES = 4
 
 #: Centres per chunk below which a multi-threaded call runs serially (thread start-up costs
 #: more than it saves).
@@ -87,7 +96,7 @@ def _radial_context(zi: int, zj: int, t: ModelTables, blob: list[np.ndarray], fl
     if blk.slp is not None:
         if len(blk.slp.inputs) != 1:
             raise CompileError(f"radial SLP of bond ({zi}, {zj}) must have the single input r")
-        fn = slp_function(blk.slp, f"radial_{zi}_{zj}", ["r"], flags=flags)
+        fn = slp_function(blk.slp, f"radial_{zi}_{zj}", ["r"], flags=flags, width=LANES)
         return {"zi": zi, "zj": zj, "kind": "slp", "nfunc": blk.nfunc, "function": fn}
     spl = blk.spline
     offset = sum(a.size for a in blob)
@@ -121,7 +130,6 @@ def _context(t: ModelTables, flags: tuple[str, ...]) -> tuple[dict[str, Any], np
         emb = prog.embedding
         kinds.add(emb.kind)
         params = [float(p) for p in emb.params]
-        dag = st.dag
         bonds = []
         for b in st.bonds:
             used_bonds.append((b.zi, b.zj))
@@ -137,17 +145,25 @@ def _context(t: ModelTables, flags: tuple[str, ...]) -> tuple[dict[str, Any], np
                     "delta_in": float(b.block.delta_in),
                 }
             )
+        sched = group_schedule(st.dag)
+        n_pad = -(-sched.n_nodes // LANES) * LANES
+        coef = np.zeros((emb.ndensity, n_pad))
+        coef[:, : sched.n_nodes] = sched.coeffs
+        md = 3 * sum(1 for x in species if x["n_groups"])
         species.append(
             {
                 "zi": prog.zi,
                 "n_A": st.n_A,
-                "n_nodes": dag.n_nodes,
-                "n_products": dag.n_products,
-                "left": dag.left,
-                "right": dag.right,
-                "n_out": int(dag.out_nodes.size),
-                "out_node": dag.out_nodes,
-                "out_coef": dag.out_coeffs,
+                "n_nodes": sched.n_nodes,
+                "n_nodes_pad": n_pad,
+                "n_products": sched.n_products,
+                "n_groups": sched.n_groups,
+                "key": sched.key,
+                "run": sched.group_ptr,
+                "other": sched.other,
+                "coef": coef,
+                "md_group": md,
+                "md_loop": md + 1,
                 "ndensity": emb.ndensity,
                 "embedding_kind": emb.kind,
                 "embedding_params": list(zip(params[0::2], params[1::2])),
@@ -161,7 +177,7 @@ def _context(t: ModelTables, flags: tuple[str, ...]) -> tuple[dict[str, Any], np
     blob: list[np.ndarray] = []
     radials = [_radial_context(zi, zj, t, blob, flags) for zi, zj in sorted(set(used_bonds))]
     tables = np.concatenate(blob).astype("<f8") if blob else np.zeros(0, dtype="<f8")
-    rec_y = 2 * t.nfunc_max
+    row_y = 4 + 2 * t.nfunc_max  # record rows: u (3), r, R and dR (nfunc each), Y and grad P (NY each)
     ctx = {
         "name": ir.name,
         "blob_file": blob_name(ir.name),
@@ -172,14 +188,16 @@ def _context(t: ModelTables, flags: tuple[str, ...]) -> tuple[dict[str, Any], np
         "signature": t.signature,
         "n_species": t.n_species,
         "n_y": t.n_y,
-        "nodes_max": t.nodes_max,
+        "nodes_max": max(x["n_nodes_pad"] for x in species) if species else LANES,
         "ndens_max": t.ndensity_max,
-        "rec_y": rec_y,
-        "rec_u": rec_y + 4 * t.n_y,
-        "rec_stride": rec_y + 4 * t.n_y + 3,
+        "lanes": LANES,
+        "row_r": 4,
+        "row_y": row_y,
+        "rec_rows": row_y + 4 * t.n_y,
+        "na_max": max([1] + [st.n_A for st in t.species]),
         "rcut": t.rcut,
         "fm": "".join(f + " " for f in flags),
-        "angular_function": slp_function(ir.angular, "angular", ["x", "y", "z"], flags=flags),
+        "angular_function": slp_function(ir.angular, "angular", ["x", "y", "z"], flags=flags, width=LANES),
         "radials": radials,
         "embedding_kinds": sorted(kinds),
         "core_kinds": sorted({p.core.kind for p in ir.species}),
@@ -243,11 +261,12 @@ def _parse(text: str, tm: Any) -> Any:
     return mod
 
 
-def _optimise(mod: Any, opt_level: int) -> None:
-    """The standard module pipeline at ``opt_level`` (new pass manager), vectorisers on."""
+def _optimise(mod: Any, opt_level: int, tm: Any = None) -> None:
+    """The standard module pipeline at ``opt_level`` (new pass manager), vectorisers on, for
+    the target machine ``tm`` (default: a fresh one for the host)."""
     import llvmlite.binding as llvm
 
-    tm = _target_machine(opt_level)
+    tm = _target_machine(opt_level) if tm is None else tm
     pto = llvm.create_pipeline_tuning_options(speed_level=opt_level)
     pto.loop_vectorization = opt_level >= 2
     pto.slp_vectorization = opt_level >= 2
@@ -279,6 +298,40 @@ def _jit(text: str, name: str, tables: np.ndarray, opt_level: int, cached: bytes
         engine.add_global_mapping(mod.get_global_variable(tables_symbol(name)), tables.ctypes.data)
     engine.finalize_object()
     return engine, (compiled[0] if compiled else None)
+
+
+def object_file(
+    ir: ModelIR,
+    *,
+    fastmath: str | tuple[str, ...] | None = None,
+    opt_level: int = 3,
+    cpu: str | None = None,
+    features: str | None = None,
+) -> bytes:
+    """The kernel of ``ir`` as a relocatable, position-independent ELF object (bytes), for
+    linking into a shared library outside acegen (see docs/backend-llvm.md).
+
+    ``cpu``/``features``: the target CPU (default: the host's; ``cpu="x86-64", features=""``
+    gives a portable object).  The object references the external symbol
+    ``acegen_<name>_tables`` (the ``.bin`` of :func:`emit_llvm`, 64-byte aligned) when the model
+    has spline tables, and ``malloc``/``realloc``/``free`` and libm.
+    """
+    import llvmlite.binding as llvm
+
+    text, _ = _render(ir, _fastmath(fastmath))
+    _initialise()
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    with _LLVM_LOCK:
+        tm = target.create_target_machine(
+            cpu=llvm.get_host_cpu_name() if cpu is None else cpu,
+            features=llvm.get_host_cpu_features().flatten() if features is None else features,
+            opt=opt_level,
+            reloc="pic",
+            codemodel="default",
+        )
+        mod = _parse(text, tm)
+        _optimise(mod, opt_level, tm)
+        return bytes(tm.emit_object(mod))
 
 
 def _aligned_copy(values: np.ndarray, align: int = 64) -> np.ndarray:
@@ -475,5 +528,6 @@ __all__ = [
     "compile_llvm",
     "emit_llvm",
     "ll_name",
+    "object_file",
     "tables_symbol",
 ]

@@ -4,8 +4,9 @@ The printer accepts exactly the primitive operations an SLP may contain -- ``+``
 integer and half-integer powers, ``sqrt``, ``exp``, ``cos``, ``sin``, ``log``, real constants
 -- plus ``Piecewise`` over relational conditions (``fcmp`` + ``select``), and raises
 :class:`~acegen.errors.CompileError` for anything else.  It mirrors the C printer
-(:mod:`acegen.backends.c.printer`) operation for operation, so with no fast-math flags the
-LLVM and C kernels perform the same IEEE operations in the same order:
+(:mod:`acegen.backends.c.printer`) operation for operation, so with no fast-math flags an SLP
+printed for LLVM and for C performs the same IEEE operations in the same order (the tests
+check the bits):
 
 * ``a + b + c`` -> ``fadd (fadd a, b), c`` in sympy's argument order;
 * products: the factors with a negative rational exponent form a denominator,
@@ -20,6 +21,11 @@ LLVM and C kernels perform the same IEEE operations in the same order:
 * names: SLP inputs are bound to the caller's parameter names, every computed value gets a
   generated SSA name (``%t0, %t1, ...``), so no name from a model file reaches the IR;
   identical sub-expressions are computed once (pure arithmetic: the values do not change).
+
+Vector mode (``width`` > 1): every value is a ``<width x double>`` -- one SLP evaluated for
+``width`` neighbours at once, lane by lane the same IEEE operations as the scalar code
+(constants are splats, ``llvm.exp.v4f64`` etc. lower to the same libm calls per lane, a
+Piecewise condition is a ``<width x i1>`` and ``select`` picks per lane).
 
 Fast-math flags: none by default (strict IEEE, like the C backend's
 ``-O3 -ffp-contract=off``); ``flags=("contract",)`` lets LLVM fuse a*b+c into an FMA.  See
@@ -38,9 +44,10 @@ from ..common import c_identifier, llvm_double
 
 MAX_UNROLLED_POWER = 16
 
-#: Fast-math flags the printer may attach to SLP arithmetic (never nnan/ninf: the kernels test
-#: for NaN/inf; never reassoc/arcp/afn: they change results).
-ALLOWED_FLAGS = ("contract", "nsz")
+#: Fast-math flags the printer may attach to SLP arithmetic: only ``contract`` (a*b+c may become
+#: one FMA: a different rounding, within round-off).  Never nnan/ninf (the kernels test for
+#: NaN/inf), never reassoc/arcp/afn (they change results beyond one rounding per operation).
+ALLOWED_FLAGS = ("contract",)
 
 _FUNCS = {sp.exp: "exp", sp.cos: "cos", sp.sin: "sin", sp.log: "log"}
 
@@ -53,9 +60,6 @@ _FCMP = {
     sp.Equality: "oeq",
     sp.Unequality: "une",
 }
-
-ONE = llvm_double(1.0)
-
 
 def _flag_prefix(flags: tuple[str, ...]) -> str:
     for f in flags:
@@ -72,13 +76,30 @@ class LLVMExprPrinter:
     holds the value (an SSA name or a constant).
     """
 
-    def __init__(self, names: dict[str, str], *, flags: tuple[str, ...] = (), prefix: str = "t") -> None:
+    def __init__(
+        self, names: dict[str, str], *, flags: tuple[str, ...] = (), prefix: str = "t", width: int = 1
+    ) -> None:
+        if not (isinstance(width, int) and 1 <= width <= 64):
+            raise CompileError(f"vector width must be an integer in 1..64, got {width!r}")
         self.names = names
         self.lines: list[str] = []
+        self.width = width
+        self.ty = "double" if width == 1 else f"<{width} x double>"
+        self.bty = "i1" if width == 1 else f"<{width} x i1>"
+        self.suffix = "f64" if width == 1 else f"v{width}f64"
         self._flags = _flag_prefix(flags)
         self._prefix = c_identifier(prefix)
         self._count = 0
         self._memo: dict[sp.Basic, str] = {}
+
+    def const(self, value: float) -> str:
+        """The operand of a double constant (a splat in vector mode)."""
+        c = llvm_double(value)
+        return c if self.width == 1 else f"splat (double {c})"
+
+    def _bool(self, value: bool) -> str:
+        c = "true" if value else "false"
+        return c if self.width == 1 else f"splat (i1 {c})"
 
     # -- instruction helpers ------------------------------------------------------------
     def _fresh(self) -> str:
@@ -88,13 +109,13 @@ class LLVMExprPrinter:
 
     def _binop(self, op: str, a: str, b: str) -> str:
         out = self._fresh()
-        self.lines.append(f"  {out} = {op} {self._flags}double {a}, {b}")
+        self.lines.append(f"  {out} = {op} {self._flags}{self.ty} {a}, {b}")
         return out
 
     def _call(self, fn: str, *args: str) -> str:
         out = self._fresh()
-        params = ", ".join(f"double {a}" for a in args)
-        self.lines.append(f"  {out} = call double @llvm.{fn}.f64({params})")
+        params = ", ".join(f"{self.ty} {a}" for a in args)
+        self.lines.append(f"  {out} = call {self.ty} @llvm.{fn}.{self.suffix}({params})")
         return out
 
     def _product(self, factors: list[str]) -> str:
@@ -123,7 +144,7 @@ class LLVMExprPrinter:
         if isinstance(e, (sp.Number, sp.NumberSymbol)) or (
             getattr(e, "is_number", False) and not e.free_symbols and e.is_real
         ):
-            return self._number(e)
+            return self.const(self._number(e))
         if isinstance(e, sp.Add):
             acc = self.operand(e.args[0])
             for a in e.args[1:]:
@@ -141,14 +162,14 @@ class LLVMExprPrinter:
         raise CompileError(f"the LLVM printer does not support {type(e).__name__} in an SLP: {e}")
 
     @staticmethod
-    def _number(e: sp.Basic) -> str:
+    def _number(e: sp.Basic) -> float:
         try:
             v = float(e)
         except TypeError as exc:
             raise CompileError(f"SLP constant is not real: {e}") from exc
         if not math.isfinite(v):
             raise CompileError(f"SLP constant is not finite: {e}")
-        return llvm_double(v)
+        return v
 
     def _print_mul(self, e: sp.Mul) -> str:
         num: list[str] = []
@@ -158,7 +179,7 @@ class LLVMExprPrinter:
                 den.append(self._print_pow(a.base, -a.exp))
             else:
                 num.append(self.operand(a))
-        top = self._product(num) if num else ONE
+        top = self._product(num) if num else self.const(1.0)
         if not den:
             return top
         return self._binop("fdiv", top, self._product(den))
@@ -168,12 +189,12 @@ class LLVMExprPrinter:
         if ex.is_Integer:
             n = int(ex)
             if n == 0:
-                return ONE
+                return self.const(1.0)
             if abs(n) <= MAX_UNROLLED_POWER:
                 prod = self._product([b] * abs(n))
             else:
-                prod = self._call("pow", b, llvm_double(float(abs(n))))
-            return prod if n > 0 else self._binop("fdiv", ONE, prod)
+                prod = self._call("pow", b, self.const(float(abs(n))))
+            return prod if n > 0 else self._binop("fdiv", self.const(1.0), prod)
         if ex.is_Rational and ex.q == 2:
             n = int(ex.p)
             k = abs(n) // 2
@@ -181,20 +202,20 @@ class LLVMExprPrinter:
             if k:
                 parts.append(self._print_pow(base, sp.Integer(k)))
             prod = self._product(parts)
-            return prod if n > 0 else self._binop("fdiv", ONE, prod)
+            return prod if n > 0 else self._binop("fdiv", self.const(1.0), prod)
         return self._call("pow", b, self.operand(ex))
 
     def _condition(self, c: sp.Basic) -> str:
-        """An ``i1`` operand for a Piecewise condition."""
+        """An ``i1`` (``<width x i1>``) operand for a Piecewise condition."""
         if c is sp.true:
-            return "true"
+            return self._bool(True)
         if c is sp.false:
-            return "false"
+            return self._bool(False)
         pred = _FCMP.get(type(c))
         if pred is not None:
             a, b = self.operand(c.lhs), self.operand(c.rhs)
             out = self._fresh()
-            self.lines.append(f"  {out} = fcmp {pred} double {a}, {b}")
+            self.lines.append(f"  {out} = fcmp {pred} {self.ty} {a}, {b}")
             return out
         if isinstance(c, (sp.And, sp.Or)):
             op = "and" if isinstance(c, sp.And) else "or"
@@ -202,13 +223,13 @@ class LLVMExprPrinter:
             for a in c.args[1:]:
                 nxt = self._condition(a)
                 out = self._fresh()
-                self.lines.append(f"  {out} = {op} i1 {acc}, {nxt}")
+                self.lines.append(f"  {out} = {op} {self.bty} {acc}, {nxt}")
                 acc = out
             return acc
         if isinstance(c, sp.Not):
             inner = self._condition(c.args[0])
             out = self._fresh()
-            self.lines.append(f"  {out} = xor i1 {inner}, true")
+            self.lines.append(f"  {out} = xor {self.bty} {inner}, {self._bool(True)}")
             return out
         raise CompileError(f"the LLVM printer does not support the Piecewise condition {c}")
 
@@ -224,24 +245,26 @@ class LLVMExprPrinter:
             val = self.operand(piece.expr)
             cond = self._condition(piece.cond)
             out = self._fresh()
-            self.lines.append(f"  {out} = select i1 {cond}, double {val}, double {acc}")
+            self.lines.append(f"  {out} = select {self.bty} {cond}, {self.ty} {val}, {self.ty} {acc}")
             acc = out
         return acc
 
 
 def slp_instructions(
-    slp: SLP, inputs: list[str], out: str, *, flags: tuple[str, ...] = (), prefix: str = "t"
+    slp: SLP, inputs: list[str], out: str, *, flags: tuple[str, ...] = (), prefix: str = "t", width: int = 1
 ) -> list[str]:
     """LLVM instructions evaluating ``slp`` and storing output ``i`` to ``out[i]``.
 
     ``inputs``: the LLVM identifiers (without ``%``) bound to ``slp.inputs`` (same order);
-    ``out``: the identifier of a ``ptr`` to doubles.  Generated names are ``%<prefix>N``.
+    ``out``: the identifier of a ``ptr``; output ``i`` is stored at element ``i`` of type
+    ``double`` (``<width x double>`` in vector mode, ``align 8``).  Generated names are
+    ``%<prefix>N``.
     """
     if len(inputs) != len(slp.inputs):
         raise CompileError(f"SLP has {len(slp.inputs)} inputs, {len(inputs)} LLVM names given")
     names = {n: "%" + c_identifier(c) for n, c in zip(slp.inputs, inputs)}
     out = c_identifier(out)
-    printer = LLVMExprPrinter(names, flags=flags, prefix=prefix)
+    printer = LLVMExprPrinter(names, flags=flags, prefix=prefix, width=width)
     for name, expr in slp.assignments:
         names[name] = printer.operand(expr)
     lines = printer.lines
@@ -249,15 +272,17 @@ def slp_instructions(
         if o not in names:
             raise CompileError(f"SLP output {o!r} is never assigned")
         ptr = f"%{prefix}o{i}"
-        lines.append(f"  {ptr} = getelementptr inbounds double, ptr %{out}, i64 {i}")
-        lines.append(f"  store double {names[o]}, ptr {ptr}")
+        lines.append(f"  {ptr} = getelementptr inbounds {printer.ty}, ptr %{out}, i64 {i}")
+        lines.append(f"  store {printer.ty} {names[o]}, ptr {ptr}, align 8")
     return lines
 
 
-def slp_function(slp: SLP, name: str, inputs: list[str], *, flags: tuple[str, ...] = ()) -> str:
-    """An internal LLVM function ``void @name(double %in..., ptr %out)`` evaluating ``slp``."""
-    params = ", ".join(f"double %{c_identifier(p)}" for p in inputs)
-    body = "\n".join(slp_instructions(slp, inputs, "out", flags=flags))
+def slp_function(slp: SLP, name: str, inputs: list[str], *, flags: tuple[str, ...] = (), width: int = 1) -> str:
+    """An internal LLVM function ``void @name(<ty> %in..., ptr %out)`` evaluating ``slp``
+    (``<ty>`` is ``double``, or ``<width x double>`` in vector mode)."""
+    ty = "double" if width == 1 else f"<{width} x double>"
+    params = ", ".join(f"{ty} %{c_identifier(p)}" for p in inputs)
+    body = "\n".join(slp_instructions(slp, inputs, "out", flags=flags, width=width))
     return f"define internal void @{c_identifier(name)}({params}, ptr noalias %out) {{\nentry:\n{body}\n  ret void\n}}\n"
 
 

@@ -50,6 +50,8 @@ extern "C" {
 #define ACEGEN_BAD_OFFSETS 5 /* err_index: atom */
 #define ACEGEN_NO_MEMORY 6 /* err_index: atom */
 #define ACEGEN_BAD_ARGUMENT 7 /* err_index: none */
+#define ACEGEN_DEVICE_ERROR 8 /* err_index: cuda_error */
+#define ACEGEN_BAD_NEIGHBOUR_INDEX 9 /* err_index: pair */
 #endif
 
 ACEGEN_API int acegen_cuni_order3_compute(int64_t n_centres, const int32_t *species, const int64_t *offsets,
