@@ -15,7 +15,7 @@ from ase import Atoms
 
 import acegen
 import acegen.model
-from acegen.fit import FitError, fit_from_config, make_basis_evaluator
+from acegen.fit import FitError, fit_from_config
 from acegen.fit.priors import smoothness_prior
 
 from .fit_toy import PairToy, label, random_structures
