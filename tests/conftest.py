@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# two cores, two xdist workers: multi-threaded BLAS would only oversubscribe them
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 if "ACEGEN_CACHE_DIR" not in os.environ:
     os.environ["ACEGEN_CACHE_DIR"] = tempfile.mkdtemp(prefix="acegen-test-cache-")
 

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..ir.model import Channel, CoreRepulsion, Embedding, ModelIR, RadialBlock, SpeciesProgram
+from ..ir.model import Channel, CoreRepulsion, Embedding, ModelIR, SpeciesProgram
 
 SQRT4PI = math.sqrt(4.0 * math.pi)
 ISQ2 = 1.0 / math.sqrt(2.0)

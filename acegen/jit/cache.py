@@ -23,6 +23,7 @@ final ``os.replace`` is atomic).
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -176,7 +177,8 @@ def build_library(
 # -- model-file index: skip parsing and lowering when a model file was compiled before ------
 #
 # ``<kernels>/index/<key>.json`` maps a model *file* (its sha256), the compile target and
-# options, the model name, the acegen and ABI versions, the compiler (the ``$CC`` setting, the
+# options, the model name, acegen's code (a fingerprint of its sources and templates), the
+# acegen and ABI versions, the compiler (the ``$CC`` setting, the
 # resolved executable, its size and modification time) and the CPU (for -march=native) to the
 # cached library and what its loader checks (n_species, cutoffs, signature, elements, cffi
 # declarations).  A hit loads the library without reading the model, lowering it or rendering
@@ -208,9 +210,35 @@ def _compiler_identity() -> str:
     return f"{os.environ.get('CC', '')}|{' '.join(command)}|{os.path.realpath(exe)}|{stamp}"
 
 
+@functools.lru_cache(maxsize=1)
+def generator_fingerprint() -> str:
+    """sha256 over acegen's own code and templates (every ``*.py`` of the package and every
+    file under the templates folder): a model file's cached kernel is reused only by the code
+    that generated it.  Computed once per process."""
+    from ..backends.common import template_root
+
+    h = hashlib.sha256()
+
+    def walk(node, prefix: str) -> None:
+        for child in sorted(node.iterdir(), key=lambda c: c.name):
+            rel = f"{prefix}/{child.name}"
+            if child.is_dir():
+                if child.name != "__pycache__":
+                    walk(child, rel)
+            elif child.name.endswith((".py", ".j2")) or prefix.startswith("templates"):
+                data = child.read_bytes()
+                h.update(f"{rel}\0{len(data)}\0".encode())
+                h.update(data)
+
+    walk(Path(acegen.__file__).resolve().parent, "acegen")
+    walk(template_root(), "templates")
+    return h.hexdigest()
+
+
 def source_key(source_sha256: str, target: str, options: dict, name: str, extra: str = "") -> str:
     """Index key of a compiled model file (see the comment above ``_cpu_identity``)."""
     meta = {
+        "generator": generator_fingerprint(),
         "source": source_sha256,
         "target": target,
         "options": sorted((str(k), repr(v)) for k, v in options.items()),
