@@ -30,7 +30,8 @@ class Calculator(_ASECalculator):
         self.target = target
         self.nthreads = int(nthreads)
         self.kernel = self.model.compile(target)
-        self._rcut = self.model.ir().rcut_max
+        rc = getattr(self.kernel, "rcut", None)  # compiled kernels report their cutoffs
+        self._rcut = float(np.max(rc)) if rc is not None else self.model.ir().rcut_max
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

@@ -162,9 +162,14 @@ class Model:
     def pace(self):
         """The PACE potential (``acegen.io.pace.PacePotential``), or None for a linear model."""
         if self._pace is None and self._pace_path is not None:
+            import hashlib
+
             from .io.pace import read_pace
 
-            self._pace = read_pace(self._pace_path)
+            pot = read_pace(self._pace_path)
+            if hashlib.sha256(self._pace_path.read_bytes()).hexdigest() != self._source_sha256:
+                raise ModelFileError(self._pace_path, None, "the file changed after it was loaded; load it again")
+            self._pace = pot
         return self._pace
 
     @pace.setter

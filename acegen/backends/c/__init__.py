@@ -37,7 +37,7 @@ BLOB_ALIGN = 8
 #: Table padding (doubles): radial slots and DAG nodes are padded to a multiple of this, the
 #: largest SIMD width the kernel uses (``LANES`` in kernel.c.j2: 8 with AVX-512, 4 with AVX,
 #: 2 otherwise, chosen by the C compiler's target).
-LANES = 8
+SIMD_PAD = 8
 
 
 def _pad(n: int, to: int) -> int:
@@ -71,7 +71,7 @@ def _bond_layout(prog: SpeciesProgram, b: BondTable) -> dict[str, Any]:
     return {
         "slots": slots,
         "nslot": len(slots),
-        "nslot_pad": _pad(max(len(slots), 1), LANES),
+        "nslot_pad": _pad(max(len(slots), 1), SIMD_PAD),
         "rows": np.asarray(rows, dtype=np.int32).reshape(-1, 2),
         "groups": groups,
         "lmax": max((g["l"] for g in groups), default=0),
@@ -141,7 +141,7 @@ def _context(t: ModelTables) -> tuple[dict[str, Any], bytes]:
                 }
             )
         n_nodes = sched.n_nodes
-        n_nodes_pad = _pad(n_nodes, LANES)
+        n_nodes_pad = _pad(n_nodes, SIMD_PAD)
         coef = np.zeros((emb.ndensity, n_nodes_pad))
         coef[:, :n_nodes] = sched.coeffs
         species.append(
@@ -181,7 +181,7 @@ def _context(t: ModelTables) -> tuple[dict[str, Any], bytes]:
         "n_y": t.n_y,
         "lmax": ir.lmax,
         "lmax_used": lmax_used,
-        "nodes_max": _pad(t.nodes_max, LANES),
+        "nodes_max": _pad(t.nodes_max, SIMD_PAD),
         "ndens_max": t.ndensity_max,
         "nbonds_max": max([len(s["bonds"]) for s in species] + [1]),
         "rec_max": rec_max,

@@ -578,7 +578,7 @@ static int atom_0(const int64_t begin, const int64_t end, const int32_t *restric
     for (int32_t nn = 36; nn < 40; ++nn)
         AA[nn] = 0.0;
     {
-        double *restrict out = AA + 21;
+        double *const out = AA + 21; /* based on AA (not restrict: they alias) */
         for (int32_t g = 0; g < 6; ++g) {
             const double a = AA[key_0[g]];
             for (int32_t p = run_0[g]; p < run_0[g + 1]; ++p)
@@ -615,18 +615,34 @@ static int atom_0(const int64_t begin, const int64_t end, const int32_t *restric
         }
     }
     {
-        const double *restrict wout = W + 21;
+        double *const wout = W + 21; /* based on W (not restrict: they alias) */
+        /* the others of one run are distinct nodes of lower degree than the run's products, so
+           the four interleaved updates never touch the same W; four partial sums for W[key] */
+        const int32_t *restrict other = other_0;
         for (int32_t g = 6 - 1; g >= 0; --g) {
-            const int32_t kk = key_0[g];
+            const int32_t kk = key_0[g], lo = run_0[g];
             const double a = AA[kk];
-            double sum = 0.0;
-            for (int32_t p = run_0[g + 1] - 1; p >= run_0[g]; --p) {
+            double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+            int32_t p = run_0[g + 1] - 1;
+            for (; p - 3 >= lo; p -= 4) {
+                const double w0 = wout[p], w1 = wout[p - 1], w2 = wout[p - 2], w3 = wout[p - 3];
+                const int32_t o0 = other[p], o1 = other[p - 1], o2 = other[p - 2], o3 = other[p - 3];
+                s0 += w0 * AA[o0];
+                W[o0] += w0 * a;
+                s1 += w1 * AA[o1];
+                W[o1] += w1 * a;
+                s2 += w2 * AA[o2];
+                W[o2] += w2 * a;
+                s3 += w3 * AA[o3];
+                W[o3] += w3 * a;
+            }
+            for (; p >= lo; --p) {
                 const double w = wout[p];
-                const int32_t o = other_0[p];
-                sum += w * AA[o];
+                const int32_t o = other[p];
+                s0 += w * AA[o];
                 W[o] += w * a;
             }
-            W[kk] += sum;
+            W[kk] += (s0 + s1) + (s2 + s3);
         }
     }
 
