@@ -14,7 +14,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 if "ACEGEN_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+
     os.environ["ACEGEN_CACHE_DIR"] = tempfile.mkdtemp(prefix="acegen-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["ACEGEN_CACHE_DIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("ACEGEN_SHARED", REPO.parent / "shared"))

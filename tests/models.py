@@ -15,6 +15,7 @@ SPECS = {
     "Cu_o2": dict(elements=["Cu"], order=2, totaldegree=8, rcut=5.0),
     "Cu_o3": dict(elements=["Cu"], order=3, totaldegree=8, rcut=5.0),
     "Cu_o4": dict(elements=["Cu"], order=4, totaldegree=7, rcut=4.6),
+    "CuNi_pair_rcut": dict(elements=["Cu", "Ni"], order=2, totaldegree=6, rcut=4.5, pair_rcut=5.5),
     "CuNiAl_o3": dict(elements=["Cu", "Ni", "Al"], order=3, totaldegree=6,
                       rcut={("Cu", "Cu"): 4.8, ("Cu", "Ni"): 4.6, ("Cu", "Al"): 5.0,
                             ("Ni", "Ni"): 4.4, ("Ni", "Al"): 4.7, ("Al", "Al"): 5.1}),

@@ -57,10 +57,29 @@ class CExprPrinter:
             return self._print_mul(e)
         if isinstance(e, sp.Pow):
             return self._print_pow(e.base, e.exp)
+        if isinstance(e, sp.Piecewise):
+            return self._print_piecewise(e)
         fn = _FUNCS.get(type(e))
         if fn is not None and len(e.args) == 1:
             return f"{fn}({self._print(e.args[0])})"
         raise CompileError(f"the C printer does not support {type(e).__name__} in an SLP: {e}")
+
+    _RELATIONS = {sp.StrictLessThan: "<", sp.LessThan: "<=", sp.StrictGreaterThan: ">", sp.GreaterThan: ">="}
+
+    def _print_piecewise(self, e: sp.Piecewise) -> str:
+        """``Piecewise((a, c1), (b, c2), ..., (z, True))`` as nested conditionals; the
+        conditions are single comparisons (e.g. a function's own cutoff ``r < rc``)."""
+        pieces = list(e.args)
+        if pieces[-1].cond is not sp.true:
+            raise CompileError(f"Piecewise without a default branch in an SLP: {e}")
+        out = self._print(pieces[-1].expr)
+        for piece in reversed(pieces[:-1]):
+            op = self._RELATIONS.get(type(piece.cond))
+            if op is None:
+                raise CompileError(f"unsupported Piecewise condition in an SLP: {piece.cond}")
+            lhs, rhs = (self._print(a) for a in piece.cond.args)
+            out = f"(({lhs} {op} {rhs}) ? {self._print(piece.expr)} : {out})"
+        return out
 
     @staticmethod
     def _number(e: sp.Expr) -> str:
