@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
+from ._fs import write_atomic
 from .errors import SpecError
 from .ir.model import Channel, Embedding, ModelIR, RadialBlock, SpeciesProgram
 from .ir.slp import SLP
@@ -422,8 +423,6 @@ def _save_basis(basis: CoupledBasis) -> None:
     """Write the lowered basis to the whole-basis cache (flat arrays; silently skipped when
     the cache directory is not writable).  Functions sharing (factors, index) across
     central species are stored once."""
-    import os
-    import tempfile
 
     path, key = _basis_cache_path(basis.spec)
     tpl_of: dict = {}
@@ -475,22 +474,7 @@ def _save_basis(basis: CoupledBasis) -> None:
         cc=np.concatenate(cc + [np.zeros(0)]),
         crptr=np.concatenate(crp),
     )
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError:
-        pass
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    write_atomic(path, lambda fh: np.savez(fh, **arrays), binary=True, suffix=".npz")
 
 
 def _load_basis(spec) -> CoupledBasis | None:

@@ -67,8 +67,11 @@ def test_printer_powers_and_constants_are_plain():
 def test_printer_rejects_unsupported_and_unknown():
     with pytest.raises(CompileError):
         CExprPrinter({"x": "x"}).doprint(sp.Abs(X))
-    with pytest.raises(CompileError):
-        CExprPrinter({"x": "x"}).doprint(sp.Piecewise((X, X > 0), (0, True)))
+    with pytest.raises(CompileError):  # no default branch
+        CExprPrinter({"x": "x"}).doprint(sp.Piecewise((X, X > 0)))
+    with pytest.raises(CompileError):  # not a single comparison
+        CExprPrinter({"x": "x"}).doprint(sp.Piecewise((X, (X > 0) & (X < 1)), (0, True)))
+    assert CExprPrinter({"x": "x"}).doprint(sp.Piecewise((X, X < 2), (0, True))) == "((x < 2.0) ? x : 0.0)"
     with pytest.raises(CompileError):
         CExprPrinter({"x": "x"}).doprint(X + Y)  # y is not a known name
     with pytest.raises(CompileError):

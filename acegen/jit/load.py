@@ -102,6 +102,30 @@ def raise_for_status(
     raise AcegenError(f"kernel {name} rejected its arguments (status {status.name})")
 
 
+def verify_kernel_info(ffi, info, what: str, *, n_species: int, rcut, signature: str):
+    """Call a kernel's ``acegen_<name>_info`` and check it describes the expected model
+    (ABI version, species count, cutoffs, ModelIR signature).  Returns (rcut, signature,
+    openmp); raises CompileError naming ``what`` on any mismatch."""
+    abi = ffi.new("int32_t *")
+    nsp = ffi.new("int32_t *")
+    omp = ffi.new("int32_t *")
+    rc_ptr = ffi.new("const double **")
+    sig_ptr = ffi.new("const char **")
+    info(abi, nsp, omp, rc_ptr, sig_ptr)
+    if abi[0] != ABI_VERSION:
+        raise CompileError(f"{what}: kernel ABI version {abi[0]}, expected {ABI_VERSION}")
+    if nsp[0] != n_species:
+        raise CompileError(f"{what}: kernel has {nsp[0]} species, expected {n_species}")
+    k_rcut = np.frombuffer(ffi.buffer(rc_ptr[0], 8 * n_species * n_species), dtype=np.float64)
+    k_rcut = k_rcut.reshape(n_species, n_species).copy()
+    if not np.array_equal(k_rcut, np.asarray(rcut, dtype=float)):
+        raise CompileError(f"{what}: kernel cutoffs do not match the model")
+    sig = ffi.string(sig_ptr[0]).decode("ascii")
+    if sig != signature:
+        raise CompileError(f"{what}: kernel was generated from another model (signature mismatch)")
+    return k_rcut, sig, bool(omp[0])
+
+
 class CompiledKernel:
     """A loaded ACE kernel (see ``templates/c/kernel.h.j2`` for the C interface).
 
@@ -136,25 +160,10 @@ class CompiledKernel:
             info = getattr(self.lib, f"acegen_{name}_info")
         except (OSError, AttributeError) as exc:
             raise CompileError(f"cannot load kernel library {self.path}: {exc}") from exc
-        abi = self.ffi.new("int32_t *")
-        nsp = self.ffi.new("int32_t *")
-        omp = self.ffi.new("int32_t *")
-        rc_ptr = self.ffi.new("const double **")
-        sig_ptr = self.ffi.new("const char **")
-        info(abi, nsp, omp, rc_ptr, sig_ptr)
-        if abi[0] != ABI_VERSION:
-            raise CompileError(f"{self.path}: kernel ABI version {abi[0]}, expected {ABI_VERSION}")
-        if nsp[0] != n_species:
-            raise CompileError(f"{self.path}: kernel has {nsp[0]} species, expected {n_species}")
-        lib_rcut = np.frombuffer(self.ffi.buffer(rc_ptr[0], 8 * n_species * n_species), dtype=np.float64)
-        self.rcut = lib_rcut.reshape(n_species, n_species).copy()
-        if not np.array_equal(self.rcut, np.asarray(rcut, dtype=float)):
-            raise CompileError(f"{self.path}: kernel cutoffs do not match the model")
-        self.signature = self.ffi.string(sig_ptr[0]).decode("ascii")
-        if self.signature != signature:
-            raise CompileError(f"{self.path}: kernel was generated from another model (signature mismatch)")
+        self.rcut, self.signature, self.openmp = verify_kernel_info(
+            self.ffi, info, str(self.path), n_species=n_species, rcut=rcut, signature=signature
+        )
         self.n_species = n_species
-        self.openmp = bool(omp[0])
 
     @property
     def library_path(self) -> Path:

@@ -64,7 +64,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache, reduce
@@ -74,6 +73,7 @@ import numpy as np
 import platformdirs
 import sympy as sp
 
+from acegen._fs import write_atomic
 from acegen.errors import SpecError
 
 __all__ = ["invariants", "invariants_float", "count_invariants", "cache_dir", "VERSION"]
@@ -625,22 +625,7 @@ def _from_json(text: str, ls, blocks) -> _RawSet | None:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically; silently give up if it cannot be written."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError:
-        pass
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    write_atomic(path, lambda fh: fh.write(text), suffix=".json")
 
 
 @lru_cache(maxsize=None)

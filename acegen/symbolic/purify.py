@@ -61,8 +61,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
-import tempfile
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -70,6 +68,7 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from acegen._fs import write_atomic
 from ..errors import SpecError
 from . import coupling
 from .radial import radial_polynomial_form
@@ -532,22 +531,8 @@ def _cache_file(ls, classes) -> Path:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError:
-        pass
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    """Write ``text`` to ``path`` atomically; silently give up if it cannot be written."""
+    write_atomic(path, lambda fh: fh.write(text), suffix=".json")
 
 
 def _exact_tensors(ls: tuple[int, ...], classes: tuple[int, ...]):

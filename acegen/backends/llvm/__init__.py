@@ -32,7 +32,7 @@ from ...errors import CompileError
 from ...ir.dag import group_schedule
 from ...ir.model import ModelIR
 from ...jit.llvm_cache import ObjectCache, llvm_cache_key
-from ...jit.load import raise_for_status, validate_inputs
+from ...jit.load import raise_for_status, validate_inputs, verify_kernel_info
 from ..common import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, ModelTables, Status, lower_model, render
 from .printer import ALLOWED_FLAGS, slp_function
 
@@ -387,23 +387,9 @@ class LLVMKernel:
             raise CompileError(f"JIT-compiled kernel {name} does not export acegen_{name}_compute/_info")
         self._compute = self.ffi.cast(_COMPUTE_TYPE, compute_addr)
         info = self.ffi.cast(_INFO_TYPE, info_addr)
-        abi = self.ffi.new("int32_t *")
-        nsp = self.ffi.new("int32_t *")
-        omp = self.ffi.new("int32_t *")
-        rc_ptr = self.ffi.new("const double **")
-        sig_ptr = self.ffi.new("const char **")
-        info(abi, nsp, omp, rc_ptr, sig_ptr)
-        if abi[0] != ABI_VERSION:
-            raise CompileError(f"JIT kernel {name}: ABI version {abi[0]}, expected {ABI_VERSION}")
-        if nsp[0] != n_species:
-            raise CompileError(f"JIT kernel {name}: {nsp[0]} species, expected {n_species}")
-        k_rcut = np.frombuffer(self.ffi.buffer(rc_ptr[0], 8 * n_species * n_species), dtype=np.float64)
-        self.rcut = k_rcut.reshape(n_species, n_species).copy()
-        if not np.array_equal(self.rcut, np.asarray(rcut, dtype=float)):
-            raise CompileError(f"JIT kernel {name}: cutoffs do not match the model")
-        self.signature = self.ffi.string(sig_ptr[0]).decode("ascii")
-        if self.signature != signature:
-            raise CompileError(f"JIT kernel {name} was generated from another model (signature mismatch)")
+        self.rcut, self.signature, _ = verify_kernel_info(
+            self.ffi, info, f"JIT kernel {name}", n_species=n_species, rcut=rcut, signature=signature
+        )
 
     def __repr__(self) -> str:
         return f"LLVMKernel({self.name!r}, species={self.n_species}, from_cache={self.from_cache})"
