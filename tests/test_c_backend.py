@@ -18,10 +18,7 @@ from acegen.errors import CompileError, SpecError, StructureError
 from acegen.ir.model import CoreRepulsion, Embedding, ModelIR
 from acegen.ir.slp import SLPBuilder
 
-try:
-    from acegen.ir.interp import evaluate_ir
-except ImportError:  # the lead's interpreter is optional for these tests
-    evaluate_ir = None
+from acegen.ir.interp import evaluate_ir
 
 
 def assert_close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-12) -> None:
@@ -161,7 +158,6 @@ def test_against_independent_reference(model_and_kernel, seed):
     assert_close(G, Gr)
 
 
-@pytest.mark.skipif(evaluate_ir is None, reason="acegen.ir.interp not available")
 @pytest.mark.parametrize("seed", range(3))
 def test_against_ir_interpreter(model_and_kernel, seed):
     ir, k = model_and_kernel
@@ -317,7 +313,6 @@ def core_model(request):
     return ir, compile_c(ir)
 
 
-@pytest.mark.skipif(evaluate_ir is None, reason="acegen.ir.interp not available")
 def test_core_repulsion_against_interpreter(core_model):
     ir, k = core_model
     for seed in range(4):
