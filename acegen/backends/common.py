@@ -86,6 +86,28 @@ _FILENAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 # -- literal printers ---------------------------------------------------------------------
+def abi_context(t: ModelTables) -> dict[str, object]:
+    """Template context every kernel target shares: the ABI constants and the model's
+    identity (signature, species count, number of angular functions)."""
+    return {
+        "name": t.ir.name,
+        "abi_version": ABI_VERSION,
+        "r_min": R_MIN,
+        "status": [(s.name, int(s), STATUS_INDEX_KIND.get(s, "none")) for s in Status],
+        "signature": t.signature,
+        "n_species": t.n_species,
+        "n_y": t.n_y,
+    }
+
+
+def kernel_meta(ir: ModelIR) -> dict[str, object]:
+    """What a loaded kernel must report about itself (checked by the loaders), plus the
+    element symbols the Python side keeps."""
+    n = len(ir.elements)
+    rcut = np.array([[ir.rcut(zi, zj) for zj in range(n)] for zi in range(n)], dtype=float)
+    return {"n_species": n, "rcut": rcut, "signature": ir.signature(), "elements": ir.elements}
+
+
 def c_double(x: float) -> str:
     """A C double literal for a finite number: the shortest repr that reads back exactly."""
     v = float(x)
@@ -343,35 +365,17 @@ class BasisOrderTable:
 
 
 @dataclass(frozen=True)
-class BasisBondTable:
-    """A neighbour species ``zj`` of centre species ``zi`` in a basis program.
-
-    channels: int32 (n_channels, 3) rows (offset, radial index, l) of the centre's channels
-    with this neighbour species (A indices ``a_begin .. a_end-1``, contiguous);
+class BasisBondTable(BondTable):
+    """A neighbour species ``zj`` of centre species ``zi`` in a basis program: a
+    :class:`BondTable` whose channels are the A indices ``a_begin .. a_end-1`` (contiguous);
     rows: int32 local rows whose Jacobian has entries in these channels; row_ptr: int32
     (len(rows) + 1,) pointers into the species' Jacobian slots (``slot_col``) of each row.
     """
 
-    zi: int
-    zj: int
-    block: RadialBlock
-    channels: np.ndarray
     a_begin: int
     a_end: int
     rows: np.ndarray
     row_ptr: np.ndarray
-
-    @property
-    def rcut(self) -> float:
-        return float(self.block.rcut)
-
-    @property
-    def nfunc(self) -> int:
-        return int(self.block.nfunc)
-
-    @property
-    def n_channels(self) -> int:
-        return int(self.channels.shape[0])
 
 
 @dataclass(frozen=True)

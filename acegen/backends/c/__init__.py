@@ -22,11 +22,9 @@ from ...ir.model import ModelIR, SpeciesProgram
 from ...jit.cache import build_library
 from ...jit.load import CompiledKernel
 from ...jit.toolchain import detect
-from ..common import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, BondTable, ModelTables, Status, lower_model, render
+from ..common import BondTable, ModelTables, abi_context, kernel_meta, lower_model, render
 from .printer import slp_body
 
-#: Core-repulsion kinds the C templates implement (templates/c/core.c.j2).
-SUPPORTED_CORE_KINDS = ("none", "density", "distance", "zbl")
 
 
 #: Spline tables go into a little-endian float64 file linked with the assembler's ``.incbin``
@@ -113,11 +111,6 @@ def _context(t: ModelTables) -> tuple[dict[str, Any], bytes]:
     blob: list[np.ndarray] = []
     rec_max = 1
     for st, prog in zip(t.species, ir.species):
-        if prog.core.kind not in SUPPORTED_CORE_KINDS:
-            raise CompileError(
-                f"species {prog.zi}: core repulsion {prog.core.kind!r} is not implemented by the C backend yet "
-                f"(supported: {', '.join(SUPPORTED_CORE_KINDS)})"
-            )
         emb = prog.embedding
         kinds.add(emb.kind)
         params = [float(p) for p in emb.params]
@@ -170,15 +163,9 @@ def _context(t: ModelTables) -> tuple[dict[str, Any], bytes]:
     data = np.concatenate(blob).astype("<f8").tobytes() if blob else b""
     lmax_used = max([b["lmax"] for s in species for b in s["bonds"] if b["n_chan"]], default=0)
     ctx = {
-        "name": ir.name,
+        **abi_context(t),
         "blob_file": blob_name(ir.name) if data else None,
         "blob_doubles": len(data) // 8,
-        "abi_version": ABI_VERSION,
-        "r_min": R_MIN,
-        "status": [(s.name, int(s), STATUS_INDEX_KIND.get(s, "none")) for s in Status],
-        "signature": t.signature,
-        "n_species": t.n_species,
-        "n_y": t.n_y,
         "lmax": ir.lmax,
         "lmax_used": lmax_used,
         "nodes_max": _pad(t.nodes_max, SIMD_PAD),
@@ -244,9 +231,7 @@ def compile_c(ir: ModelIR, *, openmp: bool = True, march_native: bool = True) ->
     sources = emit_c(ir)
     toolchain = detect()
     flags = toolchain.flags(openmp=openmp, march_native=march_native)
-    n = len(ir.elements)
-    rcut = np.array([[ir.rcut(zi, zj) for zj in range(n)] for zi in range(n)], dtype=float)
-    meta = {"n_species": n, "rcut": rcut, "signature": ir.signature(), "elements": ir.elements}
+    meta = kernel_meta(ir)
     decl = cdef(ir.name)
     path = build_library(sources, toolchain, flags)
     try:
@@ -273,4 +258,4 @@ def build_emitted_c(folder: Path, *, openmp: bool = True, march_native: bool = T
     return out
 
 
-__all__ = ["SUPPORTED_CORE_KINDS", "blob_name", "build_emitted_c", "cdef", "compile_c", "emit_c", "source_names"]
+__all__ = ["blob_name", "build_emitted_c", "cdef", "compile_c", "emit_c", "source_names"]

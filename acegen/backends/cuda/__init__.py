@@ -40,10 +40,8 @@ from ...ir.model import ModelIR
 from ...jit.cache import LOCK_TIMEOUT_S, cache_key, file_sha256, kernels_dir
 from ...jit.load import CompiledKernel
 from ..c.printer import slp_body
-from ..common import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, ModelTables, Status, lower_model, render
+from ..common import ModelTables, Status, abi_context, kernel_meta, lower_model, render
 
-#: Core-repulsion kinds the CUDA templates implement (templates/cuda/physics.cuh.j2).
-SUPPORTED_CORE_KINDS = ("none", "density", "distance", "zbl")
 
 #: Spline tables start on multiples of this many doubles (64 bytes) in the ``.bin`` file.
 BLOB_ALIGN = 8
@@ -113,8 +111,6 @@ def _context(t: ModelTables) -> tuple[dict[str, Any], bytes]:
     species = []
     used: set[tuple[int, int]] = set()
     for st, prog in zip(t.species, ir.species):
-        if prog.core.kind not in SUPPORTED_CORE_KINDS:
-            raise CompileError(f"species {prog.zi}: core repulsion {prog.core.kind!r} is not implemented by the CUDA backend")
         emb = prog.embedding
         params = [float(p) for p in emb.params]
         bonds = []
@@ -136,15 +132,9 @@ def _context(t: ModelTables) -> tuple[dict[str, Any], bytes]:
     data = np.concatenate(blob).astype("<f8").tobytes() if blob else b""
     names = source_names(ir.name)
     ctx = {
-        "name": ir.name,
+        **abi_context(t),
         "blob_file": names["tables"] if data else None,
         "blob_doubles": len(data) // 8,
-        "abi_version": ABI_VERSION,
-        "r_min": R_MIN,
-        "status": [(s.name, int(s), STATUS_INDEX_KIND.get(s, "none")) for s in Status],
-        "signature": t.signature,
-        "n_species": t.n_species,
-        "n_y": t.n_y,
         "nfunc_max": t.nfunc_max,
         "nodes_max": t.nodes_max,
         "ndens_max": t.ndensity_max,
@@ -412,12 +402,6 @@ class CudaKernel(CompiledKernel):
         super()._raise(rc, index, *args)
 
 
-def _meta(ir: ModelIR) -> dict[str, Any]:
-    n = len(ir.elements)
-    rcut = np.array([[ir.rcut(zi, zj) for zj in range(n)] for zi in range(n)], dtype=float)
-    return {"n_species": n, "rcut": rcut, "signature": ir.signature(), "elements": ir.elements}
-
-
 def compile_cuda(ir: ModelIR, *, arch: str | None = None, fmad: bool = False, emulate: bool = False) -> CudaKernel:
     """Generate, compile (cached) and load the CUDA kernel of ``ir``.
 
@@ -436,7 +420,7 @@ def compile_cuda(ir: ModelIR, *, arch: str | None = None, fmad: bool = False, em
     compiler, flags = _toolchain(emulate, (arch,) if arch else None, fmad)
     launcher = source_names(ir.name)["launcher"]
     path = _cached_library(files, launcher, compiler, flags)
-    return CudaKernel(path, ir.name, emulated=emulate, **_meta(ir))
+    return CudaKernel(path, ir.name, emulated=emulate, **kernel_meta(ir))
 
 
 def build_emitted_cuda(
@@ -460,7 +444,6 @@ def build_emitted_cuda(
 
 __all__ = [
     "DEFAULT_ARCHS",
-    "SUPPORTED_CORE_KINDS",
     "CudaKernel",
     "arch_flags",
     "build_emitted_cuda",

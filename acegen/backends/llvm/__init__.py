@@ -33,11 +33,9 @@ from ...ir.dag import group_schedule
 from ...ir.model import ModelIR
 from ...jit.llvm_cache import ObjectCache, llvm_cache_key
 from ...jit.load import raise_for_status, validate_inputs, verify_kernel_info
-from ..common import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, ModelTables, Status, lower_model, render
+from ..common import ModelTables, STATUS_INDEX_KIND, Status, abi_context, kernel_meta, lower_model, render
 from .printer import ALLOWED_FLAGS, slp_function
 
-#: Core-repulsion kinds the LLVM templates implement (templates/llvm/core.ll.j2).
-SUPPORTED_CORE_KINDS = ("none", "density", "distance", "zbl")
 
 #: Each spline table starts on a multiple of this many doubles (64 bytes) in the table buffer.
 TABLE_ALIGN = 8
@@ -122,11 +120,6 @@ def _context(t: ModelTables, flags: tuple[str, ...]) -> tuple[dict[str, Any], np
     used_bonds: list[tuple[int, int]] = []
     kinds: set[str] = set()
     for st, prog in zip(t.species, ir.species):
-        if prog.core.kind not in SUPPORTED_CORE_KINDS:
-            raise CompileError(
-                f"species {prog.zi}: core repulsion {prog.core.kind!r} is not implemented by the LLVM backend "
-                f"(supported: {', '.join(SUPPORTED_CORE_KINDS)})"
-            )
         emb = prog.embedding
         kinds.add(emb.kind)
         params = [float(p) for p in emb.params]
@@ -179,15 +172,10 @@ def _context(t: ModelTables, flags: tuple[str, ...]) -> tuple[dict[str, Any], np
     tables = np.concatenate(blob).astype("<f8") if blob else np.zeros(0, dtype="<f8")
     row_y = 4 + 2 * t.nfunc_max  # record rows: u (3), r, R and dR (nfunc each), Y and grad P (NY each)
     ctx = {
-        "name": ir.name,
+        **abi_context(t),
+        "status": {s.name: int(s) for s in Status},  # the LLVM templates look codes up by name
         "blob_file": blob_name(ir.name),
         "blob_doubles": int(tables.size),
-        "abi_version": ABI_VERSION,
-        "r_min": R_MIN,
-        "status": {s.name: int(s) for s in Status},
-        "signature": t.signature,
-        "n_species": t.n_species,
-        "n_y": t.n_y,
         "nodes_max": max(x["n_nodes_pad"] for x in species) if species else LANES,
         "ndens_max": t.ndensity_max,
         "lanes": LANES,
@@ -453,12 +441,6 @@ class LLVMKernel:
         return int(rc), int(err[0])
 
 
-def _meta(ir: ModelIR) -> dict[str, Any]:
-    n = len(ir.elements)
-    rcut = np.array([[ir.rcut(zi, zj) for zj in range(n)] for zi in range(n)], dtype=float)
-    return {"n_species": n, "rcut": rcut, "signature": ir.signature(), "elements": ir.elements}
-
-
 def compile_llvm(
     ir: ModelIR,
     *,
@@ -484,7 +466,7 @@ def compile_llvm(
     flags = _fastmath(fastmath)
     text, raw_tables = _render(ir, flags)
     tables = _aligned_copy(raw_tables) if raw_tables.size else raw_tables
-    meta = _meta(ir)
+    meta = kernel_meta(ir)
     key = llvm_cache_key(text, {"opt_level": opt_level, "engine": "mcjit"})
     if not cache:
         with _LLVM_LOCK:
@@ -508,7 +490,6 @@ def compile_llvm(
 
 
 __all__ = [
-    "SUPPORTED_CORE_KINDS",
     "LLVMKernel",
     "blob_name",
     "compile_llvm",
