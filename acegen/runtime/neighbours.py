@@ -298,18 +298,21 @@ class NeighbourList:
 
 
 def species_indices(atoms, elements) -> np.ndarray:
-    """Map chemical symbols to the model's species indices; unknown elements are an error
-    naming the first offending atom."""
-    index = {e: k for k, e in enumerate(elements)}
-    syms = atoms.get_chemical_symbols()
-    out = np.empty(len(syms), dtype=np.int32)
-    for a, s in enumerate(syms):
-        k = index.get(s)
-        if k is None:
-            raise StructureError(
-                f"atom {a} is {s}, which this model does not describe (model elements: {', '.join(elements)})"
-            )
-        out[a] = k
+    """Map chemical symbols to the model's species indices (a table lookup on the atomic
+    numbers, called every step); unknown elements are an error naming the first offending atom."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    table = np.full(len(chemical_symbols), -1, dtype=np.int32)
+    for k, e in enumerate(elements):
+        table[atomic_numbers[e]] = k
+    out = table[np.asarray(atoms.numbers, dtype=np.int64)]
+    bad = np.flatnonzero(out < 0)
+    if len(bad):
+        a = int(bad[0])
+        raise StructureError(
+            f"atom {a} is {chemical_symbols[atoms.numbers[a]]}, which this model does not describe "
+            f"(model elements: {', '.join(elements)})"
+        )
     return out
 
 
