@@ -27,9 +27,9 @@ import numpy as np
 
 from ..backends.c.printer import slp_body
 from ..backends.common import R_MIN, STATUS_INDEX_KIND, BasisTables, Status, c_identifier, lower_basis, render
-from ..errors import AcegenError, CompileError, StructureError
+from ..errors import CompileError, StructureError
 from ..jit.cache import build_library
-from ..jit.load import _index_array
+from ..jit.load import _index_array, raise_for_status
 from ..jit.toolchain import detect
 
 __all__ = ["BASIS_ABI_VERSION", "BasisKernel", "KernelBasisEvaluator", "basis_cdef", "compile_basis", "emit_basis_c"]
@@ -179,30 +179,8 @@ class BasisKernel:
             ffi.from_buffer("double[]", rij), n_atoms, out(e), out(f), out(v), int(nthreads), err,
         )
         if rc != Status.OK:
-            self._raise(rc, int(err[0]), species, offsets, nb_species, rij)
+            raise_for_status(f"basis {self.name}", self.n_species, rc, int(err[0]), species, offsets, nb_species, rij)
         return e, f, v
-
-    def _raise(self, rc: int, index: int, species, offsets, nb_species, rij) -> None:
-        try:
-            status = Status(rc)
-        except ValueError:
-            raise AcegenError(f"basis kernel {self.name} returned unknown status {rc}") from None
-        if status in (Status.BAD_NEIGHBOUR_SPECIES, Status.OVERLAP, Status.NONFINITE):
-            atom = int(np.searchsorted(offsets, index, side="right") - 1)
-            if status == Status.BAD_NEIGHBOUR_SPECIES:
-                msg = f"neighbour species index {nb_species[index]} outside [0, {self.n_species})"
-            elif status == Status.OVERLAP:
-                msg = f"overlapping atoms: |r_ij| = {np.linalg.norm(rij[index]):.3g} < {R_MIN:g}"
-            else:
-                msg = f"non-finite r_ij = {rij[index].tolist()}"
-            raise StructureError(f"atom {atom}, pair {index}: {msg}")
-        if status == Status.BAD_CENTRE_SPECIES:
-            raise StructureError(f"atom {index}: species index {species[index]} outside [0, {self.n_species})")
-        if status == Status.BAD_OFFSETS:
-            raise StructureError(f"atom {index}: invalid pair offsets")
-        if status == Status.NO_MEMORY:
-            raise MemoryError(f"basis kernel {self.name}: workspace allocation failed")
-        raise AcegenError(f"basis kernel {self.name} rejected its arguments (status {status.name}, index {index})")
 
 
 def compile_basis(basis, *, name: str = "ace", openmp: bool = True, march_native: bool = False) -> BasisKernel:
