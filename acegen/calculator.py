@@ -30,8 +30,7 @@ class Calculator(_ASECalculator):
         self.target = target
         self.nthreads = int(nthreads)
         self.kernel = self.model.compile(target)
-        rc = getattr(self.kernel, "rcut", None)  # compiled kernels report their cutoffs
-        self._rcut = float(np.max(rc)) if rc is not None else self.model.ir().rcut_max
+        self._rcut = float(np.max(self.kernel.rcut))
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -54,7 +53,10 @@ def evaluate(kernel, elements, atoms, rcut: float, nthreads: int = 1) -> dict:
     try:
         energies, dEdr = kernel.compute(Z, nl.offsets, nbs, nl.rij, nthreads=nthreads)
     except StructureError as e:
-        raise StructureError(_name_pair(str(e), nl)) from None
+        if e.pair is None or not 0 <= e.pair < nl.n_pairs:
+            raise
+        p = e.pair
+        raise StructureError(f"{e} (atoms {int(nl.i[p])} and {int(nl.j[p])})", pair=p) from None
     F, W = scatter_forces_virial(nl, dEdr)
     out = {"energy": float(np.sum(energies)), "energies": np.asarray(energies), "forces": F}
     vol = abs(np.linalg.det(atoms.cell.array)) if atoms.cell.rank == 3 else 0.0
@@ -64,14 +66,3 @@ def evaluate(kernel, elements, atoms, rcut: float, nthreads: int = 1) -> dict:
     if not np.isfinite(out["energy"]) or not np.isfinite(F).all():
         raise StructureError("the model produced a non-finite energy or force for this structure")
     return out
-
-
-def _name_pair(msg: str, nl) -> str:
-    import re
-
-    m = re.search(r"pair (\d+)", msg)
-    if m:
-        p = int(m.group(1))
-        if 0 <= p < nl.n_pairs:
-            return f"{msg} (atoms {int(nl.i[p])} and {int(nl.j[p])})"
-    return msg

@@ -27,7 +27,14 @@ class ModelFileError(AcegenError, ValueError):
 
 
 class StructureError(AcegenError, ValueError):
-    """A structure (ASE Atoms) that cannot be evaluated: names the atom index."""
+    """A structure (ASE Atoms) that cannot be evaluated: names the atom index.
+
+    ``pair``: the index of the offending neighbour pair when a kernel rejected one (the
+    caller, who owns the neighbour list, can name both atoms of it)."""
+
+    def __init__(self, message: str, *, pair: int | None = None):
+        super().__init__(message)
+        self.pair = pair
 
 
 class CompileError(AcegenError, RuntimeError):

@@ -60,17 +60,24 @@ class Model:
 
         if not isinstance(spec, BasisSpec):
             raise SpecError("Model(spec, coefficients): spec must be an acegen.BasisSpec")
-        self.kind = "linear"
-        self.spec = spec
-        self._basis = None
-        self._coefficients = coefficients
-        self.name = _check_name(name)
-        self.pace = None
-        self._ir = None
-        self._kernels = {}
+        self._setup("linear", _check_name(name), spec=spec)
         # validate the coefficient shape now (lowers the basis)
         mb, pr = self.basis.split_params(coefficients)
         self.coefficients = np.concatenate([mb, pr])
+
+    def _setup(self, kind: str, name: str, *, spec=None, basis=None, coefficients=None, pace=None,
+               radial: str = "spline") -> None:
+        """The state every constructor sets: a linear model (spec, basis, coefficients) or a
+        PACE model (potential, radial evaluation mode); kernels and the IR are built lazily."""
+        self.kind = kind
+        self.name = name
+        self.spec = spec
+        self._basis = basis
+        self.coefficients = coefficients
+        self.pace = pace
+        self.pace_radial = radial
+        self._ir = None
+        self._kernels = {}
 
     # ---------------------------------------------------------------- constructors
     @classmethod
@@ -110,30 +117,15 @@ class Model:
         theta = rng.standard_normal(len(basis)) * scale / (gam * bk)
         theta_p = rng.standard_normal(len(basis.pair)) * scale / (gp * pk)
         m = cls.__new__(cls)
-        m.kind = "linear"
-        m.spec = spec
-        m._basis = basis
-        m.name = _check_name(name)
-        m.pace = None
-        m._ir = None
-        m._kernels = {}
-        m.coefficients = np.concatenate([theta, theta_p])
+        m._setup("linear", _check_name(name), spec=spec, basis=basis, coefficients=np.concatenate([theta, theta_p]))
         return m
 
     @classmethod
     def from_pace(cls, potential, *, name: str | None = None, radial: str = "spline"):
         """Wrap a PACE potential (``acegen.io.pace.PacePotential``)."""
-        m = cls.__new__(cls)
-        m.kind = "pace"
-        m.spec = None
-        m._basis = None
-        m.coefficients = None
-        m.pace = potential
-        m.pace_radial = radial
         src = getattr(potential, "source", None) or "pace"
-        m.name = _safe_name(name or Path(str(src)).stem)
-        m._ir = None
-        m._kernels = {}
+        m = cls.__new__(cls)
+        m._setup("pace", _safe_name(name or Path(str(src)).stem), pace=potential, radial=radial)
         return m
 
     @classmethod

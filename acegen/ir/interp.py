@@ -125,7 +125,7 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
     nsp = len(ir.elements)
     if not np.all(np.isfinite(rij)):
         bad = int(np.flatnonzero(~np.isfinite(rij).all(axis=1))[0])
-        raise StructureError(f"non-finite neighbour vector at pair {bad}")
+        raise StructureError(f"non-finite neighbour vector at pair {bad}", pair=bad)
     prepared = [_Prepared(sp) for sp in ir.species]
     n = len(species)
     energies = np.zeros(n)
@@ -156,7 +156,7 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
                 continue
             if np.any(r < 1e-12):
                 bad = int(sel[np.argmin(r)])
-                raise StructureError(f"overlapping atoms: pair {bad} has zero distance")
+                raise StructureError(f"overlapping atoms: pair {bad} has zero distance", pair=bad)
             u = v / r[:, None]
             R, dR = blk.evaluate(r)
             outs = ir.angular.evaluate(x=u[:, 0], y=u[:, 1], z=u[:, 2])

@@ -92,7 +92,7 @@ def raise_for_status(
             msg = f"overlapping atoms: |r_ij| = {np.linalg.norm(rij[index]):.3g} < {R_MIN:g}"
         else:
             msg = f"non-finite r_ij = {rij[index].tolist()}"
-        raise StructureError(f"{where}: {msg}")
+        raise StructureError(f"{where}: {msg}", pair=index)
     if status == Status.BAD_CENTRE_SPECIES:
         raise StructureError(f"atom {index}: species index {species[index]} outside [0, {n_species})")
     if status == Status.BAD_OFFSETS:

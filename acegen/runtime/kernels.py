@@ -23,6 +23,8 @@ class NumpyKernel:
     def __init__(self, ir: ModelIR):
         self.ir = ir
         self.elements = ir.elements
+        n = len(ir.elements)
+        self.rcut = np.array([[ir.rcut(zi, zj) for zj in range(n)] for zi in range(n)], dtype=float)
 
     def compute(self, species, offsets, nb_species, rij, nthreads: int = 1):
         return evaluate_ir(self.ir, species, offsets, nb_species, rij)
@@ -54,7 +56,3 @@ def compile_ir(ir: ModelIR, target: str = "c", **options):
 
         return compile_llvm(ir, **options)
     raise AssertionError(target)
-
-
-def pair_species(species: np.ndarray, j: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(species[j], dtype=np.int32)
