@@ -465,26 +465,33 @@ def _real_transform(ls, blocks, lev: _Level):
     return mu_u, pair // nc, pair % nc, coef
 
 
-_SMALL_PRIMES = [p for p in range(2, 2000) if all(p % d for d in range(2, int(p**0.5) + 1))]
+_PRIMES = [p for p in range(2, 1000) if all(p % d for d in range(2, int(p**0.5) + 1))]
 
 
-@lru_cache(maxsize=65536)
-def _split_square(x: int) -> tuple[int, int]:
-    """``x = s*s*r`` with ``r`` free of squares of primes < 2000 (and ``r`` not a square > 1)."""
+@lru_cache(maxsize=1 << 16)
+def split_square(n: int) -> tuple[int, int]:
+    """``n = s*s*r`` with ``r`` squarefree (n > 0)."""
     s, r = 1, 1
-    for p in _SMALL_PRIMES:
-        if p * p > x:
+    for p in _PRIMES:
+        if p * p > n:
             break
         e = 0
-        while x % p == 0:
-            x //= p
+        while n % p == 0:
+            n //= p
             e += 1
         s *= p ** (e // 2)
         r *= p ** (e % 2)
-    t = math.isqrt(x)
-    if t * t == x:
-        return s * t, r
-    return s, r * x
+    if n > 1:
+        t = math.isqrt(n)
+        if t * t == n:
+            s *= t
+        elif n < _PRIMES[-1] ** 2:
+            r *= n  # n is prime
+        else:  # large cofactor: factor it completely (rare: our numbers are factorial-like)
+            for p, e in sp.factorint(n).items():
+                s *= int(p) ** (e // 2)
+                r *= int(p) ** (e % 2)
+    return s, r
 
 
 @dataclass(frozen=True)
@@ -540,13 +547,13 @@ def _compute_raw(ls: tuple[int, ...], blocks: tuple[int, ...]) -> _RawSet:
     gpart: list[tuple[Fraction, int]] = []
     for i in first:
         k = int((absm[i] != 0).sum())
-        s_, r_ = _split_square(int(_gnorm2(absm[i : i + 1], ls)[0]) << k)
+        s_, r_ = split_square(int(_gnorm2(absm[i : i + 1], ls)[0]) << k)
         gpart.append((Fraction(s_, 1 << k), r_))
     w0 = lev.weights(0)
     invs = []
     for _, v in vecs:
         nrm = int(np.dot(w0 * v, v))
-        sn, rn = _split_square(nrm)
+        sn, rn = split_square(nrm)
         s_all = np.add.reduceat(sgn * v[cidx], starts) * pre
         nz = np.flatnonzero(s_all != 0)
         num = s_all[nz]

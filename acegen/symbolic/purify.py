@@ -99,33 +99,6 @@ FOUR_PI = 4.0 * math.pi
 # exact helpers
 # ---------------------------------------------------------------------------------------
 
-_PRIMES = [p for p in range(2, 1000) if all(p % d for d in range(2, int(p**0.5) + 1))]
-
-
-@lru_cache(maxsize=1 << 16)
-def _split_int(n: int) -> tuple[int, int]:
-    """``n = s*s*r`` with ``r`` squarefree (n > 0)."""
-    s, r = 1, 1
-    for p in _PRIMES:
-        if p * p > n:
-            break
-        e = 0
-        while n % p == 0:
-            n //= p
-            e += 1
-        s *= p ** (e // 2)
-        r *= p ** (e % 2)
-    if n > 1:
-        t = math.isqrt(n)
-        if t * t == n:
-            s *= t
-        elif n < _PRIMES[-1] ** 2:
-            r *= n  # n is prime
-        else:  # large cofactor: factor it completely (rare: our numbers are factorial-like)
-            for p, e in sp.factorint(n).items():
-                s *= int(p) ** (e // 2)
-                r *= int(p) ** (e % 2)
-    return s, r
 
 
 def _sqrt_split(x: Fraction) -> tuple[Fraction, int]:
@@ -134,7 +107,7 @@ def _sqrt_split(x: Fraction) -> tuple[Fraction, int]:
         raise ValueError("negative radicand")
     if x == 0:
         return Fraction(0), 1
-    s, r = _split_int(x.numerator * x.denominator)
+    s, r = coupling.split_square(x.numerator * x.denominator)
     return Fraction(s, x.denominator), r
 
 
