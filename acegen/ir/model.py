@@ -293,6 +293,15 @@ class ModelIR:
         return "\n".join(lines)
 
     def signature(self) -> str:
+        """sha256 of the whole model (computed once: the IR is immutable, and hashing the
+        spline tables of a large potential takes ~0.1 s)."""
+        cached = self.__dict__.get("_signature")
+        if cached is None:
+            cached = self._compute_signature()
+            object.__setattr__(self, "_signature", cached)
+        return cached
+
+    def _compute_signature(self) -> str:
         h = hashlib.sha256()
         h.update(self.to_text().encode())
         h.update(self.angular.signature().encode())
