@@ -182,8 +182,11 @@ def build_library(
 # resolved executable, its size and modification time) and the CPU (for -march=native) to the
 # cached library and what its loader checks (n_species, cutoffs, signature, elements, cffi
 # declarations).  A hit loads the library without reading the model, lowering it or rendering
-# code; the entry is trusted only while the library file has the recorded size and
-# modification time, and the loader still checks ABI, species, cutoffs and signature.
+# code; the entry is trusted only while the library file has the recorded size, modification
+# time *and* sha256 (bytes can change with size and mtime kept: bit rot, zero-filled blocks
+# after a crash, a restored backup), and the loader still checks ABI, species, cutoffs and
+# signature.  A mismatch is a miss: the caller compiles, and the build step, which verifies
+# the library against its sidecar digest, rebuilds it.
 def _cpu_identity() -> str:
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -267,6 +270,12 @@ def lookup_source(key: str) -> dict | None:
         return None
     if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
         return None
+    digest = entry.get("sha256")
+    try:
+        if not isinstance(digest, str) or file_sha256(Path(entry["library"])) != digest:
+            return None
+    except OSError:
+        return None
     return entry
 
 
@@ -274,7 +283,11 @@ def record_source(key: str, library: Path, **meta: object) -> None:
     """Record that ``key`` compiles to ``library`` (atomic write; failures are ignored)."""
     try:
         st = os.stat(library)
-        entry = {"library": str(library), "size": st.st_size, "mtime_ns": st.st_mtime_ns, **meta}
+        digest = file_sha256(library)
+        sidecar = library.with_name(library.name + ".sha256")
+        if sidecar.is_file() and sidecar.read_text().strip() != digest:
+            return  # the library no longer matches what was built: never index it
+        entry = {"library": str(library), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest, **meta}
         path = _index_path(key)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(entry))
