@@ -92,7 +92,7 @@ class Model:
         from ase.build import bulk
 
         from .basis import lower
-        from .reference.ace_numpy import ACEReference
+        from .basis_eval import BasisEvaluator
         from .symbolic.selection import smoothness_prior
 
         basis = lower(spec)
@@ -105,7 +105,7 @@ class Model:
         atoms = bulk("X", "fcc", a=r0 * np.sqrt(2.0), cubic=True).repeat(2)
         atoms.rattle(0.05 * r0, seed=seed)
         atoms.set_chemical_symbols(list(rng.choice(list(spec.elements), size=len(atoms))))
-        B, P = ACEReference(basis).basis_values(atoms)
+        B, P = BasisEvaluator(basis).basis_values(atoms)
         Z = np.array([spec.elements.index(s) for s in atoms.get_chemical_symbols()])
         bk = np.ones(len(basis))
         for k, f in enumerate(basis.functions):

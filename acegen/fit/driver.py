@@ -93,9 +93,9 @@ def make_basis_evaluator(basis, *, forces: bool = True, virial: bool = True, tar
         else:
             warnings.warn("no C compiler found: using the slow NumPy reference basis evaluator", RuntimeWarning,
                           stacklevel=2)
-    from ..reference.ace_numpy import ACEReference
+    from ..basis_eval import BasisEvaluator
 
-    ref = ACEReference(basis)
+    ref = BasisEvaluator(basis)
 
     def evaluate(atoms) -> dict[str, np.ndarray]:
         if not (forces or virial):
