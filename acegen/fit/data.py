@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from . import FitError, TargetError
+from ..errors import FitError, TargetError
 
 __all__ = [
     "DEFAULT_WEIGHTS", "ISOLATED_ATOM_TYPES", "VOIGT", "RowMeta", "StructureData", "TrainingSet",

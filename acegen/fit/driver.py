@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ConfigError, FitError
+from ..errors import ConfigError, FitError
 from .data import RowMeta, TrainingSet, assemble, load_training_set, read_structures
 from .errors_table import error_table, format_error_table, save_error_table
 from .priors import prior_gamma

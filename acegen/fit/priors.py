@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import FitError
+from ..errors import FitError
 
 __all__ = ["PRIOR_KINDS", "PRIOR_PARAMS", "basis_labels", "smoothness_prior", "prior_gamma"]
 

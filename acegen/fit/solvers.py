@@ -52,7 +52,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.sparse.linalg import lsqr as _scipy_lsqr
 
-from . import FitError
+from ..errors import FitError
 
 __all__ = ["SOLVERS", "Committee", "FitResult", "solve"]
 
