@@ -151,6 +151,7 @@ class CompiledKernel:
     ) -> None:
         self.path = Path(path)
         self.name = name
+        self.cdef = cdef
         self.elements = tuple(elements)
         self.ffi = cffi.FFI()
         self.ffi.cdef(cdef)
