@@ -1,4 +1,4 @@
-"""Fitting linear ACE models (seed 003 §II D–F): data, design matrix, priors, solvers.
+"""Fitting linear ACE models (Witt et al. 2023, §II D–F): data, design matrix, priors, solvers.
 
 Layers, each usable on its own:
 

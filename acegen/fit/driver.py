@@ -67,7 +67,7 @@ def make_basis_evaluator(basis, *, forces: bool = True, virial: bool = True, tar
     sparse Jacobian ∂B/∂A of the product basis, contracted per neighbour with ∂A/∂r_ij and
     scattered to force and virial rows), compiled through the kernel cache; ``nthreads`` goes
     to the kernel (1 serial, <= 0 the OpenMP default).  ``target="numpy"``: the NumPy
-    reference, :meth:`ACEReference.basis_derivatives` (``basis_values`` when neither forces
+    evaluator, :meth:`acegen.basis_eval.BasisEvaluator.basis_derivatives` (``basis_values`` when neither forces
     nor virials are asked for); slow, for small data and checks.  ``"auto"``: C when a C
     compiler is found and the kernel builds, else NumPy (with a warning).  ``forces`` /
     ``virial`` select the returned blocks.

@@ -1,4 +1,4 @@
-"""Linear least-squares solvers for ACE fits (seed 003 §II E–F, Table I) and committees.
+"""Linear least-squares solvers for ACE fits (Witt et al. 2023, §II E–F, Table I) and committees.
 
 All solvers minimise (some regularised / Bayesian form of)
 
