@@ -55,10 +55,6 @@ class BasisFunction:
     def order(self) -> int:
         return len(self.factors)
 
-    @property
-    def degree_terms(self):
-        return [(n, l) for _, n, l in self.factors]
-
 
 @dataclass(frozen=True)
 class PairFunction:

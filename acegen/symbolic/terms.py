@@ -51,7 +51,3 @@ class PackedTerms(Sequence):
             nb = fptr[e + 1] - fptr[e]
             yield (tuple(tuple(r) for r in rows[fptr[e] : fptr[e + 1]]),
                    self.mtuples[mptr[e] : mptr[e + 1]].reshape(-1, nb), self.coeffs[rptr[e] : rptr[e + 1]])
-
-    @property
-    def n_terms(self) -> int:
-        return len(self.coeffs)
