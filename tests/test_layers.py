@@ -205,3 +205,12 @@ def test_cycle_check_sees_function_level_imports(tmp_path):
     (pkg / "c.py").write_text("import cyc.a\n")
     found = cycles(import_graph(pkg, "cyc"))
     assert found == [["cyc.a", "cyc.sub.b"]]  # c → a is one-way; b → c is TYPE_CHECKING only
+
+
+def test_no_package_module_imports_the_reference_evaluators():
+    """The forbidden contract lists the subpackages; this also covers ``acegen/__init__``."""
+    graph = import_graph(PACKAGE_DIR, "acegen")
+    users = sorted(m for m, deps in graph.items() if not m.startswith("acegen.reference")
+                   and any(d == "acegen.reference" or d.startswith("acegen.reference.") for d in deps))
+    assert users == []
+    assert any(d.startswith("acegen.") for d in graph["acegen.reference.ace_numpy"])  # the graph sees them
