@@ -1,6 +1,6 @@
 """PACE (ML-PACE / pyace 0.4.0rc1) evaluated in plain NumPy: the independent reference.
 
-Implements FORMATS.md §1 and §5–8 the way ``ACECTildeEvaluator::compute_atom`` does:
+Implements PACE's radial basis, spherical harmonics, embeddings and inner cutoffs the way ``ACECTildeEvaluator::compute_atom`` does:
 
 * radial basis g_k (ChebExpCos, ChebPow, ChebLinear, SBessel), R_nl = Σ_k crad[n,l,k] g_k and
   the core repulsion φ (exp-type for inner cutoff ``density``/``distance``, ZBL for ``zbl``);

@@ -3,8 +3,8 @@
 :mod:`.checks` (validation and YAML), :mod:`.yace`, :mod:`.ace`, :mod:`.bbasis` (readers; the
 B-basis conversion uses :mod:`acegen.symbolic.clebsch_gordan`) and :mod:`.writer`.
 
-The three formats are described in ``FORMATS.md`` of the PACE study (python-ace 0.4.0rc1,
-ace-evaluator 2024.7.4).  Everything is converted to one typed, frozen representation, the
+The three formats are those of python-ace 0.4.0rc1 and ace-evaluator 2024.7.4 (see
+docs/pace.md and docs/pace-formats-support.md).  Everything is converted to one typed, frozen representation, the
 *C-tilde* form that PACE evaluates:
 
 * :class:`PacePotential` — elements, per-element ``E0``, the spline spacing, one
