@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .errors import AcegenError, CompileError, ModelFileError, SpecError, StructureError
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "AcegenError", "BasisSpec", "Calculator", "CompileError", "Model", "ModelFileError",

@@ -1,12 +1,17 @@
-"""Small file-system helpers shared by the on-disk caches."""
+"""Storage: the one cache root and the one atomic-write helper behind every on-disk store
+(coupling and basis caches, compiled kernels, LLVM objects, saved models), and the location
+of the code templates.  Bottom layer: imports nothing from acegen."""
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+import platformdirs
 
 
 def write_atomic(path: Path, write: Callable[[IO], None], *, binary: bool = False, suffix: str = "") -> bool:
@@ -30,3 +35,22 @@ def write_atomic(path: Path, write: Callable[[IO], None], *, binary: bool = Fals
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def cache_root() -> Path:
+    """acegen's cache folder: ``$ACEGEN_CACHE_DIR`` if set, else the user cache dir.  Every
+    on-disk cache (couplings, bases, kernels, LLVM objects) lives in a subfolder of it."""
+    env = os.environ.get("ACEGEN_CACHE_DIR")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("acegen"))
+
+
+def template_root():
+    """The templates folder: package ``acegen.templates`` if installed, else the repo copy
+    (a ``Traversable``; works inside wheels/zips)."""
+    try:
+        root = importlib.resources.files("acegen.templates")
+        if root.is_dir():
+            return root
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "templates"

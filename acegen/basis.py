@@ -25,60 +25,13 @@ import numpy as np
 import sympy as sp
 
 from ._fs import write_atomic
+from ._progress import progress_bar
 from .errors import SpecError
 from .ir.model import Channel, Embedding, ModelIR, RadialBlock, SpeciesProgram
 from .ir.slp import SLP
+from .symbolic.terms import PackedTerms
 
 SQRT4PI = math.sqrt(4.0 * math.pi)
-
-
-class PackedTerms(Sequence):
-    """A read-only sequence of product terms ``(factors, mtuples, coeffs)`` stored flat.
-
-    Entry e has the factors ``factors[fptr[e]:fptr[e+1]]`` (rows (z, n, l)), the m-tuples
-    ``mtuples[mptr[e]:mptr[e+1]]`` reshaped to (K_e, ν_e) and the coefficients
-    ``coeffs[rptr[e]:rptr[e+1]]`` (K_e).  Purified bases keep their (many, small) correction
-    terms this way: a few arrays per function instead of a few per term; indexing and
-    iteration give the same tuples a plain ``tuple`` of terms would."""
-
-    __slots__ = ("factors", "fptr", "mtuples", "mptr", "coeffs", "rptr")
-
-    def __init__(self, factors, fptr, mtuples, mptr, coeffs, rptr):
-        self.factors = np.asarray(factors, dtype=np.int64).reshape(-1, 3)
-        self.fptr = np.asarray(fptr, dtype=np.int64)
-        self.mtuples = np.asarray(mtuples, dtype=np.int64).ravel()
-        self.mptr = np.asarray(mptr, dtype=np.int64)
-        self.coeffs = np.asarray(coeffs, dtype=float).ravel()
-        self.rptr = np.asarray(rptr, dtype=np.int64)
-        for a in (self.factors, self.fptr, self.mtuples, self.mptr, self.coeffs, self.rptr):
-            a.flags.writeable = False
-
-    def __len__(self) -> int:
-        return len(self.fptr) - 1
-
-    def __getitem__(self, e):
-        if isinstance(e, slice):
-            return tuple(self[i] for i in range(*e.indices(len(self))))
-        if e < 0:
-            e += len(self)
-        if not 0 <= e < len(self):
-            raise IndexError(e)
-        f0, f1 = int(self.fptr[e]), int(self.fptr[e + 1])
-        factors = tuple(tuple(r) for r in self.factors[f0:f1].tolist())
-        mt = self.mtuples[int(self.mptr[e]) : int(self.mptr[e + 1])].reshape(-1, f1 - f0)
-        return factors, mt, self.coeffs[int(self.rptr[e]) : int(self.rptr[e + 1])]
-
-    def __iter__(self):
-        fptr, mptr, rptr = self.fptr.tolist(), self.mptr.tolist(), self.rptr.tolist()
-        rows = self.factors.tolist()
-        for e in range(len(fptr) - 1):
-            nb = fptr[e + 1] - fptr[e]
-            yield (tuple(tuple(r) for r in rows[fptr[e] : fptr[e + 1]]),
-                   self.mtuples[mptr[e] : mptr[e + 1]].reshape(-1, nb), self.coeffs[rptr[e] : rptr[e + 1]])
-
-    @property
-    def n_terms(self) -> int:
-        return len(self.coeffs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,10 +54,6 @@ class BasisFunction:
     @property
     def order(self) -> int:
         return len(self.factors)
-
-    @property
-    def degree_terms(self):
-        return [(n, l) for _, n, l in self.factors]
 
 
 @dataclass(frozen=True)
@@ -217,15 +166,15 @@ class CoupledBasis:
     def evaluate(self, atoms) -> np.ndarray:
         """Per-atom basis values, shape (n_atoms, len(basis)); functions centred on another
         species than the atom's are zero.  Useful as descriptors."""
-        from .reference.ace_numpy import ACEReference
+        from .basis_eval import BasisEvaluator
 
-        return ACEReference(self).basis_values(atoms)[0]
+        return BasisEvaluator(self).basis_values(atoms)[0]
 
     def evaluate_pair(self, atoms) -> np.ndarray:
         """Per-atom pair-basis values, shape (n_atoms, len(basis.pair))."""
-        from .reference.ace_numpy import ACEReference
+        from .basis_eval import BasisEvaluator
 
-        return ACEReference(self).basis_values(atoms)[1]
+        return BasisEvaluator(self).basis_values(atoms)[1]
 
     # ------------------------------------------------------------------ radial
     def radial_blocks(self) -> dict:
@@ -389,16 +338,6 @@ _MEMORY: dict = {}  # spec -> basis, the few most recently lowered
 _MEMORY_SIZE = 8
 
 
-def _progress(iterable, desc: str, unit: str, progress: bool | None):
-    """tqdm over ``iterable``: always (True), never (False), or only once it has run for
-    more than two seconds (None)."""
-    if progress is False:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, unit=unit, delay=0.0 if progress else 2.0, leave=bool(progress))
-
-
 def _remember(spec, basis: CoupledBasis) -> None:
     _MEMORY.pop(spec, None)
     _MEMORY[spec] = basis
@@ -407,7 +346,7 @@ def _remember(spec, basis: CoupledBasis) -> None:
 
 
 def _basis_cache_path(spec):
-    from . import __version__
+    from ._version import __version__
     from .symbolic import coupling
 
     versions = [BASIS_CACHE_VERSION, __version__, coupling.VERSION]
@@ -553,7 +492,7 @@ def lower(spec, *, progress: bool | None = None, cache: bool = True) -> CoupledB
     multisets = selection.select_multisets(spec)
     functions = []
     per_multiset = []
-    for ms in _progress(multisets, "coupling", "multiset", progress):
+    for ms in progress_bar(multisets, "coupling", "multiset", progress):
         ls = tuple(l for _, _, l in ms)
         classes = []
         for t, f in enumerate(ms):

@@ -24,7 +24,7 @@ def cmd_compile(args) -> int:
     t0 = time.perf_counter()
     kernel = model.compile(args.target)
     dt = time.perf_counter() - t0
-    lib = getattr(kernel, "library_path", None)
+    lib = kernel.library_path
     if lib is None:
         raise AcegenError(f"target {args.target!r} produces no shared library")
     out = Path(args.output or f"lib{model.name}.so")

@@ -39,3 +39,35 @@ class StructureError(AcegenError, ValueError):
 
 class CompileError(AcegenError, RuntimeError):
     """A generated kernel failed to compile or load."""
+
+
+class InternalError(AcegenError, RuntimeError):
+    """A broken internal invariant (an IR, program or DAG that acegen built inconsistently):
+    a bug in acegen, not in the user's input."""
+
+
+class FitError(AcegenError, ValueError):
+    """A fit that cannot proceed: bad data, bad options or a failed solve."""
+
+
+class TargetError(FitError):
+    """A training target (energy, forces, virial) that is missing or not finite.
+
+    ``index`` is the structure's position in the input list, ``key`` the key looked up."""
+
+    def __init__(self, index: int, key: str, message: str):
+        self.index = index
+        self.key = key
+        super().__init__(f"structure {index}: key {key!r}: {message}")
+
+
+class ConfigError(FitError):
+    """An invalid fit configuration: names the file and the field (dotted path)."""
+
+    def __init__(self, path, field: str | None, message: str):
+        self.path = None if path is None else str(path)
+        self.field = field
+        where = self.path or "<config>"
+        if field:
+            where += f": field '{field}'"
+        super().__init__(f"{where}: {message}")

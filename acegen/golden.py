@@ -21,13 +21,15 @@ TARGETS = ("c", "cuda", "llvm")
 
 def reference_model(name: str):
     """A model with fixed, exactly representable coefficients θ_k = (−1)^k / 2^(k mod 7)."""
-    import acegen
+    from .basis import lower
+    from .model import Model
+    from .spec import BasisSpec
 
-    spec = acegen.BasisSpec(**REFERENCE_SPECS[name])
-    basis = acegen.lower(spec)
+    spec = BasisSpec(**REFERENCE_SPECS[name])
+    basis = lower(spec)
     k = np.arange(basis.n_params)
     theta = (-1.0) ** k / 2.0 ** (k % 7)
-    return acegen.Model(spec, theta, name=name)
+    return Model(spec, theta, name=name)
 
 
 def _kernel_sources(ir, target: str) -> dict[str, str | bytes]:

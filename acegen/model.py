@@ -1,5 +1,8 @@
 """Models: a basis with coefficients, or an imported PACE potential; save / load.
 
+:class:`Model` is the public type; each kind of model is a subclass (:class:`LinearModel`,
+:class:`PaceModel`).
+
 * ``Model(spec, coefficients)`` — a linear ACE model on ``acegen.lower(spec)``; coefficients
   are a flat vector (many-body functions, then the pair basis) or a dict
   ``{"manybody": ..., "pair": ...}``.
@@ -11,12 +14,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
+from ._fs import write_atomic
 from .errors import AcegenError, ModelFileError, SpecError
 
 FORMAT_NAME = "acegen-model"
@@ -45,54 +48,128 @@ def _safe_name(stem: str) -> str:
 
 
 class Model:
-    """A compiled-on-demand ACE model."""
+    """An ACE model, compiled on demand: the public type of every kind of model.
 
-    # PACE models loaded from a file: the file, its sha256 and, when a kernel of exactly this
-    # file was compiled before (acegen.jit.cache source index), that entry.  Then the file is
-    # parsed only when something needs the potential itself (``pace``, ``ir()``).
-    _pace = None
-    _pace_path: Path | None = None
-    _source_sha256: str | None = None
-    _index_entry: dict | None = None
+    ``Model(spec, coefficients)`` builds a :class:`LinearModel`; :meth:`random`,
+    :meth:`from_pace` and :func:`load` build the kind they describe.  A subclass provides
+    :attr:`elements`, :meth:`_lower` (its ModelIR) and :meth:`to_dict` / :meth:`_save_yace`;
+    the IR and the compiled kernels are cached here.
+    """
+
+    kind: str = ""
+    spec = None
+    coefficients = None
+    pace = None
+    pace_radial = "spline"
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(LinearModel if cls is Model else cls)
+
+    def _init_common(self, name: str) -> None:
+        self.name = name
+        self._ir = None
+        self._kernels = {}
+
+    # ---------------------------------------------------------------- constructors
+    @classmethod
+    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str = "random") -> LinearModel:
+        """Random coefficients, damped by the smoothness prior (see :meth:`LinearModel.random`)."""
+        return LinearModel.random(spec, seed, scale=scale, name=name)
+
+    @classmethod
+    def from_pace(cls, potential, *, name: str | None = None, radial: str = "spline") -> PaceModel:
+        """Wrap a PACE potential (``acegen.io.pace.PacePotential``)."""
+        return PaceModel(potential, name=name, radial=radial)
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def basis(self):
+        raise AcegenError(f"a {self.kind} model has no acegen basis specification")
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _lower(self):
+        raise NotImplementedError
+
+    def ir(self):
+        """The lowered ModelIR (cached)."""
+        if self._ir is None:
+            self._ir = self._lower()
+        return self._ir
+
+    def compile(self, target: str = "c", **options):
+        """The kernel (:class:`acegen.jit.kernel.Kernel`) for ``target``, cached per model
+        object and in the kernel cache."""
+        key = (target, tuple(sorted(options.items())))
+        if key not in self._kernels:
+            kernel = self._indexed_kernel(target, options)
+            if kernel is None:
+                from .runtime.kernels import compile_ir
+
+                kernel = compile_ir(self.ir(), target, **options)
+                self._record_kernel(target, options, kernel)
+            self._kernels[key] = kernel
+        return self._kernels[key]
+
+    def _indexed_kernel(self, target: str, options: dict):
+        """A kernel found without lowering the model, or None (see :class:`PaceModel`)."""
+        return None
+
+    def _record_kernel(self, target: str, options: dict, kernel) -> None:
+        """Remember a freshly compiled kernel (see :class:`PaceModel`)."""
+
+    # ---------------------------------------------------------------- save
+    def to_dict(self) -> dict:
+        raise AcegenError(f"{self.kind} models are saved as .yace (model.save('x.yace'))")
+
+    def _save_yace(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def save(self, path) -> None:
+        """``.json`` (acegen's versioned format, linear models) or ``.yace`` (PACE)."""
+        path = Path(path)
+        if path.suffix == ".yace":
+            self._save_yace(path)
+            return
+        if path.suffix != ".json":
+            raise AcegenError(f"{path}: save as .json (acegen) or .yace (PACE)")
+        text = json.dumps(self.to_dict(), indent=1)
+        if not write_atomic(path, lambda fh: fh.write(text), suffix=".json"):
+            raise AcegenError(f"{path}: cannot write the model file")
+
+
+class LinearModel(Model):
+    """A linear ACE model: coefficients θ on the basis ``acegen.lower(spec)``."""
+
+    kind = "linear"
 
     def __init__(self, spec, coefficients, *, name: str = "model"):
         from .spec import BasisSpec
 
         if not isinstance(spec, BasisSpec):
             raise SpecError("Model(spec, coefficients): spec must be an acegen.BasisSpec")
-        self._setup("linear", _check_name(name), spec=spec)
+        self._init_common(_check_name(name))
+        self.spec = spec
+        self._basis = None
         # validate the coefficient shape now (lowers the basis)
         mb, pr = self.basis.split_params(coefficients)
         self.coefficients = np.concatenate([mb, pr])
 
-    def _setup(self, kind: str, name: str, *, spec=None, basis=None, coefficients=None, pace=None,
-               radial: str = "spline") -> None:
-        """The state every constructor sets: a linear model (spec, basis, coefficients) or a
-        PACE model (potential, radial evaluation mode); kernels and the IR are built lazily."""
-        self.kind = kind
-        self.name = name
-        self.spec = spec
-        self._basis = basis
-        self.coefficients = coefficients
-        self.pace = pace
-        self.pace_radial = radial
-        self._ir = None
-        self._kernels = {}
-
-    # ---------------------------------------------------------------- constructors
     @classmethod
-    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str = "random"):
+    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str = "random") -> LinearModel:
         """Random coefficients, damped by the smoothness prior so energies are O(eV).
 
         θ_k = scale · ξ_k / (γ_k · b_k) with ξ_k ~ N(0, 1), γ_k the algebraic smoothness prior
-        (p = 4, seed 003 eq. 10, ``constant=1``) and b_k the root-mean-square value of basis
+        (p = 4, ``constant=1``; Witt et al. 2023) and b_k the root-mean-square value of basis
         function k over the atoms of a reference crystal (rattled fcc with nearest-neighbour
         distance r0, species assigned at random), so every function contributes O(scale) eV.
         """
         from ase.build import bulk
 
         from .basis import lower
-        from .reference.ace_numpy import ACEReference
+        from .basis_eval import BasisEvaluator
         from .symbolic.selection import smoothness_prior
 
         basis = lower(spec)
@@ -105,7 +182,7 @@ class Model:
         atoms = bulk("X", "fcc", a=r0 * np.sqrt(2.0), cubic=True).repeat(2)
         atoms.rattle(0.05 * r0, seed=seed)
         atoms.set_chemical_symbols(list(rng.choice(list(spec.elements), size=len(atoms))))
-        B, P = ACEReference(basis).basis_values(atoms)
+        B, P = BasisEvaluator(basis).basis_values(atoms)
         Z = np.array([spec.elements.index(s) for s in atoms.get_chemical_symbols()])
         bk = np.ones(len(basis))
         for k, f in enumerate(basis.functions):
@@ -116,20 +193,70 @@ class Model:
         pk = np.where(pk > 1e-12, pk, 1.0)
         theta = rng.standard_normal(len(basis)) * scale / (gam * bk)
         theta_p = rng.standard_normal(len(basis.pair)) * scale / (gp * pk)
-        m = cls.__new__(cls)
-        m._setup("linear", _check_name(name), spec=spec, basis=basis, coefficients=np.concatenate([theta, theta_p]))
+        m = object.__new__(cls)
+        m._init_common(_check_name(name))
+        m.spec, m._basis, m.coefficients = spec, basis, np.concatenate([theta, theta_p])
         return m
 
-    @classmethod
-    def from_pace(cls, potential, *, name: str | None = None, radial: str = "spline"):
-        """Wrap a PACE potential (``acegen.io.pace.PacePotential``)."""
+    @property
+    def basis(self):
+        if self._basis is None:
+            from .basis import lower
+
+            self._basis = lower(self.spec)
+        return self._basis
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return tuple(self.spec.elements)
+
+    def _lower(self):
+        return self.basis.fold(self.coefficients, name=self.name)
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, {self.basis!r})"
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "kind": "linear-ace",
+            "name": self.name,
+            "spec": self.spec.to_dict(),
+            "coefficients": {
+                "manybody": [float(x) for x in self.coefficients[: len(self.basis)]],
+                "pair": [float(x) for x in self.coefficients[len(self.basis) :]],
+            },
+        }
+
+    def _save_yace(self, path: Path) -> None:
+        from .io.pace import write_yace
+        from .io.pace_export import model_to_pace
+
+        write_yace(model_to_pace(self), path)
+
+
+class PaceModel(Model):
+    """An imported PACE potential (Lysogorskiy et al. 2021), lowered to the IR on demand.
+
+    Read from a file, it keeps the file, its sha256 and, when a kernel of exactly this file
+    was compiled before (the kernel cache's source index), that entry; then the file is parsed
+    only when something needs the potential itself (``pace``, ``ir()``).
+    """
+
+    kind = "pace"
+
+    def __init__(self, potential, *, name: str | None = None, radial: str = "spline"):
         src = getattr(potential, "source", None) or "pace"
-        m = cls.__new__(cls)
-        m._setup("pace", _safe_name(name or Path(str(src)).stem), pace=potential, radial=radial)
-        return m
+        self._init_common(_safe_name(name or Path(str(src)).stem))
+        self._pace = potential
+        self.pace_radial = radial
+        self._pace_path: Path | None = None
+        self._source_sha256: str | None = None
+        self._index_entry: dict | None = None
 
     @classmethod
-    def _from_pace_file(cls, path: Path, *, name: str, radial: str = "spline"):
+    def from_file(cls, path: Path, *, name: str, radial: str = "spline") -> PaceModel:
         """A PACE model for ``path``: parsed now, unless a kernel of this exact file for the
         default target is in the kernel cache's source index (then parsed on first need)."""
         import hashlib
@@ -141,18 +268,17 @@ class Model:
         if entry is None:
             from .io.pace import read_pace
 
-            m = cls.from_pace(read_pace(path), name=name, radial=radial)
+            m = cls(read_pace(path), name=name, radial=radial)
         else:
-            m = cls.from_pace(None, name=name, radial=radial)
+            m = cls(None, name=name, radial=radial)
             m._pace_path = path
             m._index_entry = entry
         m._source_sha256 = digest
         return m
 
-    # ---------------------------------------------------------------- properties
     @property
     def pace(self):
-        """The PACE potential (``acegen.io.pace.PacePotential``), or None for a linear model."""
+        """The PACE potential (``acegen.io.pace.PacePotential``)."""
         if self._pace is None and self._pace_path is not None:
             import hashlib
 
@@ -164,57 +290,26 @@ class Model:
             self._pace = pot
         return self._pace
 
-    @pace.setter
-    def pace(self, value) -> None:
-        self._pace = value
-
-    @property
-    def basis(self):
-        if self.kind != "linear":
-            raise AcegenError("a PACE model has no acegen basis specification")
-        if self._basis is None:
-            from .basis import lower
-
-            self._basis = lower(self.spec)
-        return self._basis
-
     @property
     def elements(self) -> tuple[str, ...]:
-        if self.kind == "linear":
-            return tuple(self.spec.elements)
         if self._pace is None and self._index_entry is not None:
             return tuple(self._index_entry["elements"])
         return tuple(self.pace.elements)
 
-    def ir(self):
-        """The lowered ModelIR (cached)."""
-        if self._ir is None:
-            if self.kind == "linear":
-                self._ir = self.basis.fold(self.coefficients, name=self.name)
-            else:
-                from .io.pace_lower import pace_to_ir
+    def _lower(self):
+        from .io.pace_lower import pace_to_ir
 
-                self._ir = pace_to_ir(self.pace, name=self.name, radial=self.pace_radial)
-        return self._ir
+        return pace_to_ir(self.pace, name=self.name, radial=self.pace_radial)
 
-    def compile(self, target: str = "c", **options):
-        """The kernel for ``target`` (cached per model object and in the kernel cache).
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, PACE potential, elements={list(self.elements)})"
 
-        A PACE model read from a file first looks up the kernel cache's source index (file
-        sha256, target, options, compiler, CPU): a hit loads the library without parsing or
-        lowering the model; a miss compiles and records the result.
-        """
-        key = (target, tuple(sorted(options.items())))
-        if key not in self._kernels:
-            kernel = self._indexed_kernel(target, options)
-            if kernel is None:
-                from .runtime.kernels import compile_ir
+    def _save_yace(self, path: Path) -> None:
+        from .io.pace import write_yace
 
-                kernel = compile_ir(self.ir(), target, **options)
-                self._record_kernel(target, options, kernel)
-            self._kernels[key] = kernel
-        return self._kernels[key]
+        write_yace(self.pace, path)
 
+    # ------------------------------------------------------- the kernel cache's source index
     def _source_index_key(self, target: str, options: dict) -> str | None:
         if self._source_sha256 is None or target != "c":
             return None
@@ -244,57 +339,15 @@ class Model:
 
     def _record_kernel(self, target: str, options: dict, kernel) -> None:
         key = self._source_index_key(target, options)
-        path = getattr(kernel, "library_path", None)
-        if key is None or path is None:
+        if key is None or kernel.library_path is None:
             return
-        from .backends.c import cdef
         from .jit.cache import record_source
 
         record_source(
-            key, Path(path), name=kernel.name, cdef=cdef(kernel.name), n_species=int(kernel.n_species),
+            key, Path(kernel.library_path), name=kernel.name, cdef=kernel.cdef, n_species=int(kernel.n_species),
             rcut=np.asarray(kernel.rcut, dtype=float).tolist(), signature=kernel.signature,
             elements=list(self.elements),
         )
-
-    def __repr__(self) -> str:
-        if self.kind == "linear":
-            return f"Model({self.name!r}, {self.basis!r})"
-        return f"Model({self.name!r}, PACE potential, elements={list(self.elements)})"
-
-    # ---------------------------------------------------------------- save / load
-    def to_dict(self) -> dict:
-        if self.kind != "linear":
-            raise AcegenError("PACE-derived models are saved as .yace (model.save('x.yace'))")
-        return {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "kind": "linear-ace",
-            "name": self.name,
-            "spec": self.spec.to_dict(),
-            "coefficients": {
-                "manybody": [float(x) for x in self.coefficients[: len(self.basis)]],
-                "pair": [float(x) for x in self.coefficients[len(self.basis) :]],
-            },
-        }
-
-    def save(self, path) -> None:
-        path = Path(path)
-        if path.suffix == ".yace":
-            from .io.pace import write_yace
-
-            if self.kind == "pace":
-                write_yace(self.pace, path)
-                return
-            from .io.pace_export import model_to_pace
-
-            write_yace(model_to_pace(self), path)
-            return
-        if path.suffix != ".json":
-            raise AcegenError(f"{path}: save as .json (acegen) or .yace (PACE)")
-        text = json.dumps(self.to_dict(), indent=1)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
 
 
 def load(path) -> Model:
@@ -304,7 +357,7 @@ def load(path) -> Model:
         raise ModelFileError(path, None, "no such file")
     suffix = path.suffix.lower()
     if suffix in (".yace", ".ace", ".yaml", ".yml"):
-        return Model._from_pace_file(path, name=path.stem)
+        return PaceModel.from_file(path, name=path.stem)
     if suffix != ".json":
         raise ModelFileError(path, None, "unknown model format (expected .json, .yace, .ace or .yaml)")
     try:

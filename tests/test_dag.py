@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acegen.errors import SpecError
+from acegen.errors import InternalError
 from acegen.ir.dag import ProductDAG, build_dag
 from acegen.ir.model import Channel, Embedding, SpeciesProgram
 
@@ -153,11 +153,11 @@ def test_frozen_text_signature_dot():
 
 
 def test_rejects_bad_arrays():
-    with pytest.raises(SpecError):
+    with pytest.raises(InternalError):  # an internal invariant, not user input
         ProductDAG(n_leaves=2, left=np.array([2]), right=np.array([0]), monomials=((0,), (1,), (0, 0)),
                    coeffs=np.zeros((3, 1)))
     dag = build_dag(program([(0, 1)], [[1.0]], 2))
-    with pytest.raises(SpecError):
+    with pytest.raises(InternalError):
         dag.evaluate(np.zeros(3))
 
 

@@ -29,7 +29,9 @@ from acegen.io.pace import (
     write_yace,
 )
 
-POT = Path(__file__).resolve().parents[2] / "shared" / "potentials"
+from .conftest import SHARED
+
+POT = SHARED / "potentials"
 pytestmark = pytest.mark.skipif(not POT.is_dir(), reason="../shared/potentials not available")
 
 # (C-tilde functions, total ms-combinations) as reported by pyace 0.4.0rc1 (SOURCES.md)

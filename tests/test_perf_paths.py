@@ -31,6 +31,7 @@ from acegen.jit.toolchain import detect
 from acegen.runtime import neighbours as nbmod
 from acegen.runtime.neighbours import build_neighbours, scatter_forces_virial
 
+from .conftest import SHARED
 from .c_backend_models import hermite_spline, radial_slp, random_environment, random_monomials
 from .test_dag import direct_grad, direct_rho, random_program
 
@@ -229,11 +230,10 @@ def test_cell_list_against_ase_and_fallback(monkeypatch):
 # -- kernel cache source index ------------------------------------------------------------------
 def test_second_load_skips_parsing(tmp_path, monkeypatch):
     import shutil
-    from pathlib import Path
 
     import acegen
 
-    shared = Path(__file__).resolve().parents[2] / "shared" / "potentials" / "Al-Ni_opt_all.yace"
+    shared = SHARED / "potentials" / "Al-Ni_opt_all.yace"
     if not shared.is_file():
         pytest.skip("shared potentials not available")
     monkeypatch.setenv("ACEGEN_CACHE_DIR", str(tmp_path / "cache"))

@@ -17,22 +17,19 @@
 
 from __future__ import annotations
 
-import enum
 import functools
-import importlib.resources
 import math
 import re
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jinja2
 import numpy as np
 
-import acegen
-
+from .._fs import template_root
+from ..abi import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, Status  # noqa: F401  (re-exported)
 from ..errors import CompileError
 
 if TYPE_CHECKING:  # the IR pulls in sympy; the ABI constants must load without it
@@ -43,42 +40,6 @@ try:
     from importlib.resources.abc import Traversable
 except ImportError:  # Python 3.10
     from importlib.abc import Traversable
-
-#: Version of the exported kernel interface (function names, argument lists, status codes,
-#: ``info`` outputs).  Bump on any change; the loader refuses a library with another version.
-ABI_VERSION = 1
-
-#: Pairs closer than this (Å) are rejected as overlapping atoms (Status.OVERLAP).
-R_MIN = 1e-12
-
-
-class Status(enum.IntEnum):
-    """Return codes of ``acegen_<name>_compute``; the comment says what ``*err_index`` holds."""
-
-    OK = 0
-    BAD_CENTRE_SPECIES = 1  # atom index: species[i] outside [0, n_species)
-    BAD_NEIGHBOUR_SPECIES = 2  # pair index: nb_species[k] outside [0, n_species)
-    OVERLAP = 3  # pair index: |r_ij| < R_MIN
-    NONFINITE = 4  # pair index: a component of r_ij is NaN or infinite
-    BAD_OFFSETS = 5  # atom index: offsets[i] < 0 or offsets[i+1] < offsets[i]
-    NO_MEMORY = 6  # atom index: workspace allocation failed
-    BAD_ARGUMENT = 7  # -1: negative n_centres or a NULL pointer
-    DEVICE_ERROR = 8  # the cudaError_t value: a CUDA runtime call failed (CUDA target only)
-    BAD_NEIGHBOUR_INDEX = 9  # pair index: neighbours[k] outside [0, n_atoms) (embeddable library only)
-
-
-#: Which index ``*err_index`` names for each failing status.
-STATUS_INDEX_KIND: dict[Status, str] = {
-    Status.BAD_CENTRE_SPECIES: "atom",
-    Status.BAD_NEIGHBOUR_SPECIES: "pair",
-    Status.OVERLAP: "pair",
-    Status.NONFINITE: "pair",
-    Status.BAD_OFFSETS: "atom",
-    Status.NO_MEMORY: "atom",
-    Status.BAD_ARGUMENT: "none",
-    Status.DEVICE_ERROR: "cuda_error",
-    Status.BAD_NEIGHBOUR_INDEX: "pair",
-}
 
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -189,17 +150,6 @@ def llvm_ints(values: Iterable[int], bits: int = 32, per_line: int = 12, indent:
 
 
 # -- templates ----------------------------------------------------------------------------
-def template_root() -> Traversable:
-    """The templates folder: package ``acegen.templates`` if installed, else the repo copy."""
-    try:
-        root = importlib.resources.files("acegen.templates")
-        if root.is_dir():
-            return root
-    except ModuleNotFoundError:
-        pass
-    return Path(acegen.__file__).resolve().parent.parent / "templates"
-
-
 class _ResourceLoader(jinja2.BaseLoader):
     """Load ``<target>/<file>`` templates from a Traversable (works inside wheels/zips)."""
 

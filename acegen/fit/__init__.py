@@ -1,4 +1,4 @@
-"""Fitting linear ACE models (seed 003 §II D–F): data, design matrix, priors, solvers.
+"""Fitting linear ACE models (Witt et al. 2023, §II D–F): data, design matrix, priors, solvers.
 
 Layers, each usable on its own:
 
@@ -25,37 +25,8 @@ from __future__ import annotations
 import sys
 import types
 
-from ..errors import AcegenError
-
-
-class FitError(AcegenError, ValueError):
-    """A fit that cannot proceed: bad data, bad options or a failed solve."""
-
-
-class TargetError(FitError):
-    """A training target (energy, forces, virial) that is missing or not finite.
-
-    ``index`` is the structure's position in the input list, ``key`` the key looked up."""
-
-    def __init__(self, index: int, key: str, message: str):
-        self.index = index
-        self.key = key
-        super().__init__(f"structure {index}: key {key!r}: {message}")
-
-
-class ConfigError(FitError):
-    """An invalid fit configuration: names the file and the field (dotted path)."""
-
-    def __init__(self, path, field: str | None, message: str):
-        self.path = None if path is None else str(path)
-        self.field = field
-        where = self.path or "<config>"
-        if field:
-            where += f": field '{field}'"
-        super().__init__(f"{where}: {message}")
-
-
-from .data import (  # noqa: E402  (the error classes above must exist first)
+from ..errors import ConfigError, FitError, TargetError
+from .data import (
     RowMeta,
     StructureData,
     TrainingSet,
@@ -64,10 +35,10 @@ from .data import (  # noqa: E402  (the error classes above must exist first)
     read_structures,
     resolve_weights,
 )
-from .driver import FitReport, fit, fit_from_config, fit_linear, make_basis_evaluator  # noqa: E402
-from .errors_table import error_table, format_error_table, save_error_table  # noqa: E402
-from .priors import smoothness_prior  # noqa: E402
-from .solvers import Committee, FitResult, solve  # noqa: E402
+from .driver import FitReport, fit, fit_from_config, fit_linear, make_basis_evaluator
+from .errors_table import error_table, format_error_table, save_error_table
+from .priors import smoothness_prior
+from .solvers import Committee, FitResult, solve
 
 __all__ = [
     "Committee", "ConfigError", "FitError", "FitReport", "FitResult", "RowMeta", "StructureData",

@@ -29,7 +29,7 @@ from ..backends.c.printer import slp_body
 from ..backends.common import R_MIN, STATUS_INDEX_KIND, BasisTables, Status, c_identifier, lower_basis, render
 from ..errors import CompileError, StructureError
 from ..jit.cache import build_library
-from ..jit.load import _index_array, raise_for_status
+from ..jit.load import index_array, raise_for_status
 from ..jit.toolchain import detect
 
 __all__ = ["BASIS_ABI_VERSION", "BasisKernel", "KernelBasisEvaluator", "basis_cdef", "compile_basis", "emit_basis_c"]
@@ -147,10 +147,10 @@ class BasisKernel:
         :meth:`acegen.jit.load.CompiledKernel.compute`; ``nb_index`` the atom index of each
         neighbour, in ``[0, n_atoms)``).  ``nthreads``: 1 serial, > 1 OpenMP threads, <= 0 the
         OpenMP default.  Raises StructureError naming the atom / pair."""
-        species = _index_array(species, np.int32, "species")
-        offsets = _index_array(offsets, np.int64, "offsets")
-        nb_species = _index_array(nb_species, np.int32, "nb_species")
-        nb_index = _index_array(nb_index, np.int64, "nb_index")
+        species = index_array(species, np.int32, "species")
+        offsets = index_array(offsets, np.int64, "offsets")
+        nb_species = index_array(nb_species, np.int32, "nb_species")
+        nb_index = index_array(nb_index, np.int64, "nb_index")
         rij = np.ascontiguousarray(rij, dtype=np.float64)
         n, n_pairs = species.shape[0], nb_species.shape[0]
         n_atoms = int(n_atoms)

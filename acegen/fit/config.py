@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["FitConfig", "load_config", "parse_config"]
 

@@ -17,7 +17,7 @@ Conventions
   and an isolated-atom ``config_type`` (case, ``_`` and ``-`` ignored: ``isolated_atom``,
   ``IsolatedAtom``, ``isolated``, ``single_atom``) set E0 when none is given and are left out
   of the fit (their basis rows vanish).
-* **Weights** (seed 003 §II E): per config type ``w̃ = {"E", "F", "V"}`` (defaults 30, 1, 1;
+* **Weights** (Witt et al. 2023, §II E): per config type ``w̃ = {"E", "F", "V"}`` (defaults 30, 1, 1;
   the entry ``"default"`` overrides the defaults, any other entry overrides single values for
   its config type), then ``w_E = w̃_E/√N``, ``w_F = w̃_F``, ``w_V = w̃_V/√N``.  The loss is
   ``Σ_rows w² (y − A c)²``.
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from . import FitError, TargetError
+from ..errors import FitError, TargetError
 
 __all__ = [
     "DEFAULT_WEIGHTS", "ISOLATED_ATOM_TYPES", "VOIGT", "RowMeta", "StructureData", "TrainingSet",

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ConfigError, FitError
+from ..errors import ConfigError, FitError
 from .data import RowMeta, TrainingSet, assemble, load_training_set, read_structures
 from .errors_table import error_table, format_error_table, save_error_table
 from .priors import prior_gamma
@@ -67,7 +67,7 @@ def make_basis_evaluator(basis, *, forces: bool = True, virial: bool = True, tar
     sparse Jacobian ∂B/∂A of the product basis, contracted per neighbour with ∂A/∂r_ij and
     scattered to force and virial rows), compiled through the kernel cache; ``nthreads`` goes
     to the kernel (1 serial, <= 0 the OpenMP default).  ``target="numpy"``: the NumPy
-    reference, :meth:`ACEReference.basis_derivatives` (``basis_values`` when neither forces
+    evaluator, :meth:`acegen.basis_eval.BasisEvaluator.basis_derivatives` (``basis_values`` when neither forces
     nor virials are asked for); slow, for small data and checks.  ``"auto"``: C when a C
     compiler is found and the kernel builds, else NumPy (with a warning).  ``forces`` /
     ``virial`` select the returned blocks.
@@ -93,9 +93,9 @@ def make_basis_evaluator(basis, *, forces: bool = True, virial: bool = True, tar
         else:
             warnings.warn("no C compiler found: using the slow NumPy reference basis evaluator", RuntimeWarning,
                           stacklevel=2)
-    from ..reference.ace_numpy import ACEReference
+    from ..basis_eval import BasisEvaluator
 
-    ref = ACEReference(basis)
+    ref = BasisEvaluator(basis)
 
     def evaluate(atoms) -> dict[str, np.ndarray]:
         if not (forces or virial):

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import FitError
+from ..errors import FitError
 from .data import RowMeta
 
 __all__ = ["QUANTITIES", "UNITS", "error_table", "format_error_table", "save_error_table"]

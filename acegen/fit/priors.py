@@ -1,4 +1,4 @@
-"""Smoothness priors Γ = diag(γ_k) for the fit (seed 003 §II C, eq. 10 and its variants).
+"""Smoothness priors Γ = diag(γ_k) for the fit (Witt et al. 2023, §II C, eq. 10 and its variants).
 
 Every linear parameter is labelled by the multiset of its one-particle factors
 (z_t, n_t, l_t), t = 1..ν (a pair-basis function P_n is the single factor (z_j, n, 0), as in
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import FitError
+from ..errors import FitError
 
 __all__ = ["PRIOR_KINDS", "PRIOR_PARAMS", "basis_labels", "smoothness_prior", "prior_gamma"]
 

@@ -1,4 +1,4 @@
-"""Linear least-squares solvers for ACE fits (seed 003 §II E–F, Table I) and committees.
+"""Linear least-squares solvers for ACE fits (Witt et al. 2023, §II E–F, Table I) and committees.
 
 All solvers minimise (some regularised / Bayesian form of)
 
@@ -52,7 +52,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.sparse.linalg import lsqr as _scipy_lsqr
 
-from . import FitError
+from ..errors import FitError
 
 __all__ = ["SOLVERS", "Committee", "FitResult", "solve"]
 

@@ -48,7 +48,7 @@ monomials in A^P.  Monomials with Σm ≠ 0 cancel (rotation invariance), and si
 Π A^P_{−m} = conj(Π A^P_m), each complex monomial is merged with its conjugate into
 Re(c̃ Π A^P) with real c̃ (the model is real and reflection invariant, so the imaginary parts
 vanish; both facts are checked).  Of each conjugate pair the m-combination whose first
-non-zero m is positive is kept (PACE's half basis, FORMATS.md §2; PACE evaluates
+non-zero m is positive is kept (PACE's half basis; PACE evaluates
 Σ Re(c̃ Π A) over the stored combinations, so no further doubling is needed).  Factors are
 sorted by (μ, n, l) and equal factors by decreasing m.
 

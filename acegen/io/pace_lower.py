@@ -58,7 +58,7 @@ def _block_layout(bond):
 
 
 def pace_to_ir(pot, *, name: str = "pace", radial: str = "spline") -> ModelIR:
-    from ..reference.pace_numpy import pace_radial_block
+    from .pace_radial import pace_radial_block
     from ..symbolic.ylm import ylm_slp
 
     nel = len(pot.elements)

@@ -48,7 +48,7 @@ import numpy as np
 
 from typing import TYPE_CHECKING
 
-from ..errors import SpecError
+from ..errors import InternalError
 
 if TYPE_CHECKING:
     from .model import SpeciesProgram
@@ -86,14 +86,14 @@ class ProductDAG:
         coeffs = np.asarray(self.coeffs, dtype=np.float64)
         n_nodes = self.n_leaves + left.size
         if right.size != left.size or coeffs.ndim != 2 or coeffs.shape[0] != n_nodes:
-            raise SpecError("ProductDAG: inconsistent array shapes")
+            raise InternalError("ProductDAG: inconsistent array shapes")
         if len(self.monomials) != n_nodes:
-            raise SpecError("ProductDAG: one monomial per node required")
+            raise InternalError("ProductDAG: one monomial per node required")
         k = np.arange(left.size) + self.n_leaves
         if left.size and (left.min() < 0 or right.min() < 0 or np.any(left >= k) or np.any(right >= k)):
-            raise SpecError("ProductDAG: nodes are not in topological order")
+            raise InternalError("ProductDAG: nodes are not in topological order")
         if not np.all(np.isfinite(coeffs)):
-            raise SpecError("ProductDAG: non-finite coefficient")
+            raise InternalError("ProductDAG: non-finite coefficient")
         object.__setattr__(self, "left", _readonly(left))
         object.__setattr__(self, "right", _readonly(right))
         object.__setattr__(self, "coeffs", _readonly(coeffs))
@@ -139,7 +139,7 @@ class ProductDAG:
         """All node values AA, shape A.shape[:-1] + (n_nodes,)."""
         A = np.asarray(A, dtype=np.float64)
         if A.shape[-1] != self.n_leaves:
-            raise SpecError(f"ProductDAG: expected {self.n_leaves} A entries, got {A.shape[-1]}")
+            raise InternalError(f"ProductDAG: expected {self.n_leaves} A entries, got {A.shape[-1]}")
         AA = np.empty(A.shape[:-1] + (self.n_nodes,))
         AA[..., : self.n_leaves] = A
         for k, (a, b) in enumerate(zip(self.left.tolist(), self.right.tolist())):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import StructureError
+from ..errors import InternalError, StructureError
 from .model import ModelIR, SpeciesProgram
 
 FS_W = 1.0e6
@@ -67,7 +67,7 @@ def fs_single(kind: str, rho: float, m: float):
         f = s * ((x_off + a) ** m - y_off)
         df = y_off + m * (1.0 - x_off) * (x_off + a) ** (m - 1.0)
         return f, df
-    raise ValueError(kind)
+    raise InternalError(f"unknown embedding kind {kind!r}")
 
 
 def poly_switch(x: float, xc: float, dx: float):
@@ -214,7 +214,7 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
             if best is not None and dfc_dd != 0.0:
                 dscale_pair = (best[1], (F - rho_core) * dfc_dd * best[2])
         else:  # pragma: no cover - validated in the IR
-            raise ValueError(sp.core.kind)
+            raise InternalError(f"unknown core repulsion kind {sp.core.kind!r}")
         energies[i] = E
         # adjoint: dE/dA
         w = np.zeros(sp.n_A)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import SpecError
+from ..errors import InternalError, SpecError
 from .slp import SLP
 
 ELEMENT_RE = re.compile(r"^[A-Z][a-z]?$")
@@ -59,7 +59,7 @@ class SplineTable:
     def __post_init__(self):
         c = _finite(self.coeffs, "SplineTable.coeffs")
         if c.ndim != 3 or c.shape[2] != 4:
-            raise SpecError(f"SplineTable.coeffs must have shape (nbins, nfunc, 4), got {c.shape}")
+            raise InternalError(f"SplineTable.coeffs must have shape (nbins, nfunc, 4), got {c.shape}")
         if not (self.h > 0 and self.rcut > 0):
             raise SpecError("SplineTable: h and rcut must be positive")
         object.__setattr__(self, "coeffs", np.ascontiguousarray(c))
@@ -115,15 +115,15 @@ class RadialBlock:
 
     def __post_init__(self):
         if (self.slp is None) == (self.spline is None):
-            raise SpecError("RadialBlock: give exactly one of slp or spline")
+            raise InternalError("RadialBlock: give exactly one of slp or spline")
         if not (np.isfinite(self.rcut) and self.rcut > 0):
             raise SpecError(f"RadialBlock({self.zi},{self.zj}): cutoff must be positive, got {self.rcut}")
         if self.slp is not None and len(self.slp.outputs) != 2 * self.nfunc:
-            raise SpecError("RadialBlock: slp must output nfunc values and nfunc derivatives")
+            raise InternalError("RadialBlock: slp must output nfunc values and nfunc derivatives")
         if self.spline is not None and self.spline.nfunc != self.nfunc:
-            raise SpecError("RadialBlock: spline table has the wrong number of functions")
+            raise InternalError("RadialBlock: spline table has the wrong number of functions")
         if self.core is not None and not (0 <= self.core < self.nfunc):
-            raise SpecError("RadialBlock: core index out of range")
+            raise InternalError("RadialBlock: core index out of range")
 
     def evaluate(self, r):
         """Values and derivatives, each of shape r.shape + (nfunc,)."""
@@ -217,19 +217,19 @@ class SpeciesProgram:
     def __post_init__(self):
         c = _finite(self.coeffs, f"species {self.zi}: coefficients")
         if c.size != len(self.monomials) * self.embedding.ndensity:
-            raise SpecError(f"species {self.zi}: coefficients must have shape (monomials, ndensity)")
+            raise InternalError(f"species {self.zi}: coefficients must have shape (monomials, ndensity)")
         c = c.reshape(len(self.monomials), self.embedding.ndensity)
         if c.shape[1] != self.embedding.ndensity:
-            raise SpecError(f"species {self.zi}: coefficients have {c.shape[1]} densities, embedding {self.embedding.ndensity}")
+            raise InternalError(f"species {self.zi}: coefficients have {c.shape[1]} densities, embedding {self.embedding.ndensity}")
         object.__setattr__(self, "coeffs", np.ascontiguousarray(c))
         off = 0
         for ch in self.channels:
             if ch.offset != off:
-                raise SpecError(f"species {self.zi}: channel offsets must be contiguous")
+                raise InternalError(f"species {self.zi}: channel offsets must be contiguous")
             off += ch.size
         for mono in self.monomials:
             if len(mono) == 0 or list(mono) != sorted(mono) or not all(0 <= a < off for a in mono):
-                raise SpecError(f"species {self.zi}: bad monomial {mono}")
+                raise InternalError(f"species {self.zi}: bad monomial {mono}")
         if not np.isfinite(self.E0):
             raise SpecError(f"species {self.zi}: E0 not finite")
 
@@ -261,16 +261,16 @@ class ModelIR:
             raise SpecError(f"invalid model name {self.name!r} (letters, digits, underscore)")
         nel = len(self.elements)
         if len(self.species) != nel:
-            raise SpecError("one SpeciesProgram per element required")
+            raise InternalError("one SpeciesProgram per element required")
         for zi, sp_ in enumerate(self.species):
             if sp_.zi != zi:
-                raise SpecError("species programs must be ordered by species index")
+                raise InternalError("species programs must be ordered by species index")
             for ch in sp_.channels:
                 blk = self.radial.get((zi, ch.zj))
                 if blk is None or not (0 <= ch.radial < blk.nfunc):
-                    raise SpecError(f"species {zi}: channel {ch} refers to a missing radial function")
+                    raise InternalError(f"species {zi}: channel {ch} refers to a missing radial function")
                 if ch.l > self.lmax:
-                    raise SpecError(f"channel l={ch.l} exceeds lmax={self.lmax}")
+                    raise InternalError(f"channel l={ch.l} exceeds lmax={self.lmax}")
 
     @property
     def rcut_max(self) -> float:

@@ -34,11 +34,10 @@ import warnings
 from pathlib import Path
 
 import filelock
-import platformdirs
 
-import acegen
-
-from ..backends.common import ABI_VERSION
+from .. import _version
+from .._fs import cache_root, template_root, write_atomic
+from ..abi import ABI_VERSION
 from ..errors import CompileError
 from .toolchain import Toolchain
 
@@ -49,19 +48,13 @@ _private_dir: Path | None = None
 
 def acegen_version() -> str:
     """acegen's version: ``acegen.__version__``, else the installed metadata, else a marker."""
-    version = getattr(acegen, "__version__", None)
+    version = getattr(_version, "__version__", None)
     if isinstance(version, str):
         return version
     try:
         return importlib.metadata.version("acegen")
     except importlib.metadata.PackageNotFoundError:
         return "0+source-tree"
-
-
-def cache_root() -> Path:
-    """The configured cache folder (``$ACEGEN_CACHE_DIR`` or the user cache dir)."""
-    env = os.environ.get("ACEGEN_CACHE_DIR")
-    return Path(env) if env else Path(platformdirs.user_cache_dir("acegen"))
 
 
 def _private_kernels_dir() -> Path:
@@ -218,8 +211,6 @@ def generator_fingerprint() -> str:
     """sha256 over acegen's own code and templates (every ``*.py`` of the package and every
     file under the templates folder): a model file's cached kernel is reused only by the code
     that generated it.  Computed once per process."""
-    from ..backends.common import template_root
-
     h = hashlib.sha256()
 
     def walk(node, prefix: str) -> None:
@@ -233,7 +224,7 @@ def generator_fingerprint() -> str:
                 h.update(f"{rel}\0{len(data)}\0".encode())
                 h.update(data)
 
-    walk(Path(acegen.__file__).resolve().parent, "acegen")
+    walk(Path(__file__).resolve().parent.parent, "acegen")
     walk(template_root(), "templates")
     return h.hexdigest()
 
@@ -288,9 +279,6 @@ def record_source(key: str, library: Path, **meta: object) -> None:
         if sidecar.is_file() and sidecar.read_text().strip() != digest:
             return  # the library no longer matches what was built: never index it
         entry = {"library": str(library), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest, **meta}
-        path = _index_path(key)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entry))
-        os.replace(tmp, path)
+        write_atomic(_index_path(key), lambda fh: fh.write(json.dumps(entry)), suffix=".json")
     except OSError:
         pass

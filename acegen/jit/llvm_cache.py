@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +33,8 @@ from pathlib import Path
 
 import filelock
 
-from ..backends.common import ABI_VERSION
+from .._fs import write_atomic
+from ..abi import ABI_VERSION
 from ..errors import CompileError
 from .cache import LOCK_TIMEOUT_S, acegen_version, kernels_dir
 
@@ -83,17 +82,6 @@ def llvm_cache_key(ir_text: str, options: dict[str, object], host: HostIdentity 
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ObjectCache:
     """The cache entry of one key (see the module docstring for the files)."""
 
@@ -125,12 +113,14 @@ class ObjectCache:
 
     def store(self, data: bytes, ir_text: str | None = None) -> None:
         """Publish ``data`` (and the IR it came from): source, object, then the sidecar that
-        validates them, each with an atomic replace."""
+        validates them, each with an atomic replace (:func:`acegen._fs.write_atomic`).  An
+        entry that cannot be written is skipped: without its sidecar it is a miss."""
         if ir_text is not None:
-            _write_atomic(self.source_path, ir_text.encode("utf-8"))
+            write_atomic(self.source_path, lambda fh: fh.write(ir_text.encode("utf-8")), binary=True)
         data = bytes(data)
-        _write_atomic(self.object_path, data)
-        _write_atomic(self.sidecar_path, (hashlib.sha256(data).hexdigest() + "\n").encode())
+        if write_atomic(self.object_path, lambda fh: fh.write(data), binary=True):
+            sidecar = (hashlib.sha256(data).hexdigest() + "\n").encode()
+            write_atomic(self.sidecar_path, lambda fh: fh.write(sidecar), binary=True)
 
     def invalidate(self) -> None:
         """Forget the entry (used when a verified object still fails to load)."""

@@ -13,11 +13,11 @@ from pathlib import Path
 import cffi
 import numpy as np
 
-from ..backends.common import ABI_VERSION, R_MIN, Status
+from ..abi import ABI_VERSION, R_MIN, Status
 from ..errors import AcegenError, CompileError, StructureError
 
 
-def _index_array(a: object, dtype: type, what: str) -> np.ndarray:
+def index_array(a: object, dtype: type, what: str) -> np.ndarray:
     """1-D C-contiguous integer array of ``dtype``; values must fit (no silent wrap-around)."""
     arr = np.asarray(a)
     if arr.ndim != 1:
@@ -41,9 +41,9 @@ def validate_inputs(
     C-contiguous.  Raises StructureError for inconsistent shapes or values and TypeError for a
     non-integer ``nthreads``.
     """
-    species = _index_array(species, np.int32, "species")
-    offsets = _index_array(offsets, np.int64, "offsets")
-    nb_species = _index_array(nb_species, np.int32, "nb_species")
+    species = index_array(species, np.int32, "species")
+    offsets = index_array(offsets, np.int64, "offsets")
+    nb_species = index_array(nb_species, np.int32, "nb_species")
     rij = np.asarray(rij)
     if rij.dtype.kind not in "fiu":
         raise StructureError(f"rij must be a real array, got dtype {rij.dtype}")
@@ -151,6 +151,7 @@ class CompiledKernel:
     ) -> None:
         self.path = Path(path)
         self.name = name
+        self.cdef = cdef
         self.elements = tuple(elements)
         self.ffi = cffi.FFI()
         self.ffi.cdef(cdef)

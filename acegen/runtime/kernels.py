@@ -1,7 +1,8 @@
 """Kernel selection: one interface over every backend.
 
-A kernel object has ``compute(species, offsets, nb_species, rij, nthreads=1) ->
-(energies, dEdr)`` (see :mod:`acegen.ir.interp` for the semantics) and ``elements``.
+Every kernel implements :class:`acegen.jit.kernel.Kernel`: ``compute(species, offsets,
+nb_species, rij, nthreads=1) -> (energies, dEdr)`` (see :mod:`acegen.ir.interp` for the
+semantics), ``elements``, ``rcut``, ``signature``, ``library_path`` ...
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ class NumpyKernel:
     """The IR interpreter as a kernel (slow; for debugging and tests)."""
 
     target = "numpy"
+    library_path = None
+    cdef = None
 
     def __init__(self, ir: ModelIR):
         self.ir = ir
+        self.name = ir.name
         self.elements = ir.elements
         n = len(ir.elements)
+        self.n_species = n
+        self.signature = ir.signature()
         self.rcut = np.array([[ir.rcut(zi, zj) for zj in range(n)] for zi in range(n)], dtype=float)
 
     def compute(self, species, offsets, nb_species, rij, nthreads: int = 1):

@@ -63,17 +63,15 @@ import hashlib
 import itertools
 import json
 import math
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache, reduce
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 import sympy as sp
 
-from acegen._fs import write_atomic
+from .._fs import cache_root, write_atomic
 from acegen.errors import SpecError
 
 __all__ = ["invariants", "invariants_float", "count_invariants", "cache_dir", "VERSION"]
@@ -92,9 +90,8 @@ DISK_CACHE_MAX_COEFFS = 250_000
 
 
 def cache_dir() -> Path:
-    """acegen's cache directory: ``$ACEGEN_CACHE_DIR`` if set, else the user cache dir."""
-    env = os.environ.get("ACEGEN_CACHE_DIR")
-    return Path(env) if env else Path(platformdirs.user_cache_dir("acegen"))
+    """acegen's cache directory (the one root of every on-disk store, :func:`acegen._fs.cache_root`)."""
+    return cache_root()
 
 
 # ---------------------------------------------------------------------------------------
@@ -630,11 +627,6 @@ def _from_json(text: str, ls, blocks) -> _RawSet | None:
         return None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically; silently give up if it cannot be written."""
-    write_atomic(path, lambda fh: fh.write(text), suffix=".json")
-
-
 @lru_cache(maxsize=None)
 def _raw(ls: tuple[int, ...], blocks: tuple[int, ...]) -> _RawSet:
     """Exact invariants through the disk cache."""
@@ -647,7 +639,7 @@ def _raw(ls: tuple[int, ...], blocks: tuple[int, ...]) -> _RawSet:
         return got
     raw = _compute_raw(ls, blocks)
     if raw.n_coeffs() <= DISK_CACHE_MAX_COEFFS:
-        _write_atomic(path, _to_json(ls, blocks, raw))
+        write_atomic(path, lambda fh: fh.write(_to_json(ls, blocks, raw)), suffix=".json")
     return raw
 
 

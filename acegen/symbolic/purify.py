@@ -57,6 +57,7 @@ cached in memory and on disk per (ls, identical-factor classes) under
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -68,10 +69,12 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from acegen._fs import write_atomic
+from .._fs import write_atomic
+from .._progress import progress_bar
 from ..errors import SpecError
 from . import coupling
 from .radial import radial_polynomial_form
+from .terms import PackedTerms
 
 __all__ = [
     "purify",
@@ -503,11 +506,6 @@ def _cache_file(ls, classes) -> Path:
     return coupling.cache_dir() / "purify" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically; silently give up if it cannot be written."""
-    write_atomic(path, lambda fh: fh.write(text), suffix=".json")
-
-
 def _exact_tensors(ls: tuple[int, ...], classes: tuple[int, ...]):
     """Exact angular tensors of every invariant and every partition representative.
 
@@ -546,7 +544,7 @@ def _exact_tensors(ls: tuple[int, ...], classes: tuple[int, ...]):
         },
         separators=(",", ":"),
     )
-    _write_atomic(path, text)
+    write_atomic(path, lambda fh: fh.write(text), suffix=".json")
     return out
 
 
@@ -690,8 +688,6 @@ def _assemble(chunks: list[tuple[np.ndarray, np.ndarray]]):
 
 
 def _pack(facs, mts, cs, nfac, nrow):
-    from ..basis import PackedTerms
-
     if not facs:
         return ()
     nfac, nrow = np.concatenate(nfac), np.concatenate(nrow)
@@ -754,8 +750,6 @@ def purify(basis, kind: str, *, progress: bool | None = None):
     lower-order product terms, ``nmax`` extended to the largest radial index any correction
     uses and ``lmax`` to the largest l.  The pair basis is unchanged.
     """
-    from ..basis import BasisFunction, CoupledBasis, _progress
-
     if kind not in KINDS:
         raise SpecError(f"purification must be one of {list(KINDS)}, got {kind!r}")
     _check_envelope(basis.spec)
@@ -764,7 +758,7 @@ def purify(basis, kind: str, *, progress: bool | None = None):
     make = _pair_corrections if kind == "pair" else _canonical_corrections
     cache: dict = {}
     funcs = basis.functions
-    iterator = _progress(funcs, f"purify ({kind})", "function", progress)
+    iterator = progress_bar(funcs, f"purify ({kind})", "function", progress)
     new = []
     nmax, lmax = basis.nmax, basis.lmax
     for f in iterator:
@@ -776,7 +770,5 @@ def purify(basis, kind: str, *, progress: bool | None = None):
             if len(corr):
                 nmax = max(nmax, int(corr.factors[:, 1].max()))
                 lmax = max(lmax, int(corr.factors[:, 2].max()))
-        new.append(BasisFunction(z0=f.z0, factors=f.factors, mtuples=f.mtuples, coeffs=f.coeffs,
-                                 index=f.index, corrections=corr))
-    return CoupledBasis(spec=basis.spec, functions=tuple(new), pair=basis.pair, lmax=lmax, nmax=nmax,
-                        npair=basis.npair)
+        new.append(dataclasses.replace(f, corrections=corr))
+    return dataclasses.replace(basis, functions=tuple(new), lmax=lmax, nmax=nmax, _cache={})

@@ -4,7 +4,7 @@ A one-particle function is (z, n, l): neighbour species index z, radial index n 
 angular degree l; its degree is n + wL * l.  A product basis function of correlation order
 nu is a *multiset* of nu one-particle functions (factors sorted, repeats allowed) with
 
-    sum_t (n_t + wL l_t) <= D_nu = spec.totaldegree[nu - 1]          (seed 003, eq. 9)
+    sum_t (n_t + wL l_t) <= D_nu = spec.totaldegree[nu - 1]          (Witt et al. 2023, eq. 9)
 
 and, because the model is O(3)-invariant,
 
@@ -18,7 +18,7 @@ and, because the model is O(3)-invariant,
 Degrees are compared exactly: wL is taken as the fraction of its shortest decimal
 representation (1.5 -> 3/2), so no rounding decides membership.
 
-Smoothness priors (seed 003, eq. 10 and the two variants after it), diagonal weights per
+Smoothness priors (Witt et al. 2023, eq. 10 and the two variants after it), diagonal weights per
 basis function given by its multiset:
 
     algebraic:    gamma = sum_t (n_t^p + wL l_t^p)                  (p = 4, wL = 1 defaults)
@@ -139,7 +139,7 @@ def max_l(multisets) -> int:
 def smoothness_prior(spec: BasisSpec, multisets, kind: str = "algebraic", *, p: float = 4,
                      wL: float = 1.0, al: float = 1.0, an: float = 1.0, sigma_l: float = 2.0,
                      sigma_n: float = 2.0, constant: float = 0.0) -> np.ndarray:
-    """Diagonal prior weights gamma (one per multiset) of seed 003 eq. (10) and variants.
+    """Diagonal prior weights gamma (one per multiset) of Witt et al. 2023, eq. (10) and variants.
 
     kind='algebraic': gamma = constant + sum_t (n_t^p + wL l_t^p)
     kind='exponential': gamma = constant + exp(al sum_t l_t + an sum_t n_t)

@@ -44,8 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-import acegen
-
+from ..._version import __version__
 from ...errors import CompileError
 from ..common import STATUS_INDEX_KIND, Status, c_identifier, render
 
@@ -138,7 +137,7 @@ def kernel_source(ir_or_model) -> KernelSource:
 def render_plugin(kernel: KernelSource) -> dict[str, str | bytes]:
     """All files of the plugin folder for ``kernel``: kernel files, plugin sources, Makefile,
     CMakeLists.txt and the manifest."""
-    version = acegen.__version__
+    version = __version__
     if not _VERSION_RE.match(version):
         raise CompileError(f"unexpected acegen version string {version!r}")
     ctx = {

@@ -347,6 +347,8 @@ class LLVMKernel:
 
     target = "llvm"
     openmp = False
+    library_path = None  # lives in the JIT engine's memory (acegen.jit.kernel.Kernel)
+    cdef = None
 
     def __init__(
         self,

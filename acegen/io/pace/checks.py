@@ -1,0 +1,249 @@
+"""Validation shared by the PACE readers: field checks that raise
+:class:`acegen.errors.ModelFileError` naming the file and the field, the YAML loader (PyYAML's
+safe loader plus sequence-valued mapping keys such as ``[0, 1]:``), and the checks every
+format's content passes through before it becomes a :class:`PacePotential`."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import yaml
+from ase.data import atomic_numbers
+
+from ...errors import ModelFileError
+from .model import PacePotential
+
+_ELEMENT_RE = re.compile(r"^[A-Z][a-z]?$")
+
+
+_FLOAT_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+
+
+_INT_RE = re.compile(r"^[+-]?\d+$")
+
+
+class _Ctx:
+    """Validation helpers that raise ModelFileError(path, field, message)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def fail(self, fld, msg):
+        raise ModelFileError(self.path, fld, msg)
+
+    def get(self, d, key, fld, default=...):
+        if not isinstance(d, dict):
+            self.fail(fld, "expected a mapping containing this field")
+        if key not in d:
+            if default is ...:
+                self.fail(fld, "missing field")
+            return default
+        return d[key]
+
+    def mapping(self, v, fld):
+        if not isinstance(v, dict):
+            self.fail(fld, f"expected a mapping, got {type(v).__name__}")
+        return v
+
+    def seq(self, v, fld, length=None):
+        if isinstance(v, tuple):
+            v = list(v)
+        if not isinstance(v, list):
+            self.fail(fld, f"expected a list, got {type(v).__name__}")
+        if length is not None and len(v) != length:
+            self.fail(fld, f"expected {length} entries, got {len(v)}")
+        return v
+
+    def real(self, v, fld, *, positive=False, nonneg=False):
+        if isinstance(v, bool) or v is None:
+            self.fail(fld, f"expected a number, got {v!r}")
+        if isinstance(v, str):
+            s = v.strip()
+            if not _FLOAT_RE.match(s):
+                if s.lower().lstrip("+-.") in ("nan", "inf", "infinity"):
+                    self.fail(fld, f"non-finite number {v!r}")
+                self.fail(fld, f"expected a number, got {v!r}")
+            v = float(s)
+        if not isinstance(v, (int, float)):
+            self.fail(fld, f"expected a number, got {type(v).__name__}")
+        x = float(v)
+        if not math.isfinite(x):
+            self.fail(fld, f"non-finite number {v!r}")
+        if positive and not x > 0:
+            self.fail(fld, f"must be positive, got {x!r}")
+        if nonneg and x < 0:
+            self.fail(fld, f"must be non-negative, got {x!r}")
+        return x
+
+    def integer(self, v, fld, *, lo=None, hi=None):
+        if isinstance(v, bool):
+            self.fail(fld, f"expected an integer, got {v!r}")
+        if isinstance(v, str) and _INT_RE.match(v.strip()):
+            v = int(v.strip())
+        if not isinstance(v, int):
+            self.fail(fld, f"expected an integer, got {v!r}")
+        if lo is not None and v < lo:
+            self.fail(fld, f"must be >= {lo}, got {v}")
+        if hi is not None and v > hi:
+            self.fail(fld, f"must be <= {hi}, got {v}")
+        return v
+
+    def string(self, v, fld, choices=None):
+        if not isinstance(v, str):
+            self.fail(fld, f"expected a string, got {v!r}")
+        if choices is not None and v not in choices:
+            self.fail(fld, f"unknown value {v!r}; supported: {', '.join(choices)}")
+        return v
+
+    def reals(self, v, fld, length=None, **kw):
+        v = self.seq(v, fld, length)
+        return tuple(self.real(x, f"{fld}[{i}]", **kw) for i, x in enumerate(v))
+
+    def ints(self, v, fld, length=None, **kw):
+        v = self.seq(v, fld, length)
+        return tuple(self.integer(x, f"{fld}[{i}]", **kw) for i, x in enumerate(v))
+
+    def array3(self, v, fld, shape):
+        n0, n1, n2 = shape
+        v = self.seq(v, fld, n0)
+        out = np.zeros(shape)
+        for a, row in enumerate(v):
+            row = self.seq(row, f"{fld}[{a}]", n1)
+            for b, col in enumerate(row):
+                out[a, b, :] = self.reals(col, f"{fld}[{a}][{b}]", n2)
+        return out
+
+    def elements(self, v, fld):
+        v = self.seq(v, fld)
+        if not v:
+            self.fail(fld, "no elements")
+        out = []
+        for i, e in enumerate(v):
+            out.append(self.element(e, f"{fld}[{i}]"))
+        if len(set(out)) != len(out):
+            dup = sorted({e for e in out if out.count(e) > 1})
+            self.fail(fld, f"duplicated element(s) {dup}")
+        return tuple(out)
+
+    def element(self, e, fld):
+        if not isinstance(e, str) or not _ELEMENT_RE.match(e):
+            self.fail(fld, f"invalid element symbol {e!r} (must match ^[A-Z][a-z]?$)")
+        if atomic_numbers.get(e, 0) < 1:
+            self.fail(fld, f"{e!r} is not a chemical element")
+        return e
+
+
+class _PaceYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """PyYAML's safe loader, plus: sequence keys (``[0, 1]: ...``) become tuples, duplicate
+    keys are an error."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    loader.flatten_mapping(node)
+    out = {}
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.SequenceNode):
+            key = tuple(loader.construct_sequence(key_node, deep=True))
+        else:
+            key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"unhashable mapping key {key!r}", key_node.start_mark
+            ) from None
+        if key in out:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        out[key] = loader.construct_object(value_node, deep=deep)
+    return out
+
+
+_PaceYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_text(ctx: _Ctx) -> str:
+    try:
+        return Path(ctx.path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        ctx.fail(None, f"not a text file ({exc.reason})")
+    except OSError as exc:
+        ctx.fail(None, f"cannot read file: {exc.strerror or exc}")
+
+
+def _load_yaml(ctx: _Ctx, text: str):
+    loader = _PaceYamlLoader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        ctx.fail("yaml", f"invalid YAML: {exc}")
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        ctx.fail("yaml", f"invalid YAML: {exc}")
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        ctx.fail(None, f"top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _check_zbl_dcut(ctx, fld, dcut, inner_type):
+    """ZBL is shifted to zero between rcut − dcut and rcut: dcut must be positive."""
+    if inner_type == "zbl" and not dcut > 0:
+        ctx.fail(fld, "must be positive for inner_cutoff_type 'zbl' (width of the ZBL outer switch)")
+
+
+def _check_functions(ctx: _Ctx, elements, embeddings, bonds, functions):
+    """Semantic checks of C-tilde functions against the embeddings and bonds."""
+    nel = len(elements)
+    for mu0, funcs in functions.items():
+        nd = embeddings[mu0].ndensity
+        for i, f in enumerate(funcs):
+            fld = f"functions[{mu0}][{i}]"
+            if f.mu0 != mu0:
+                ctx.fail(f"{fld}.mu0", f"is {f.mu0}, but the function is listed under species {mu0}")
+            if f.ndensity != nd:
+                ctx.fail(f"{fld}.ndensity", f"is {f.ndensity}, embedding of species {mu0} has {nd}")
+            for t, mu in enumerate(f.mus):
+                if not 0 <= mu < nel:
+                    ctx.fail(f"{fld}.mus[{t}]", f"species index {mu} out of range 0..{nel - 1}")
+            if f.rank == 1:
+                bond = bonds[(mu0, f.mus[0])]
+                if f.ls[0] != 0:
+                    ctx.fail(f"{fld}.ls", "rank-1 functions must have ls = [0]")
+                if not 1 <= f.ns[0] <= bond.nradbase:
+                    ctx.fail(f"{fld}.ns[0]", f"n={f.ns[0]} out of range 1..nradbase={bond.nradbase} of bond {mu0},{f.mus[0]}")
+            else:
+                for t, (mu, n, l) in enumerate(zip(f.mus, f.ns, f.ls)):
+                    bond = bonds[(mu0, mu)]
+                    if not 1 <= n <= bond.nradmax:
+                        ctx.fail(f"{fld}.ns[{t}]", f"n={n} out of range 1..nradmax={bond.nradmax} of bond {mu0},{mu}")
+                    if not 0 <= l <= bond.lmax:
+                        ctx.fail(f"{fld}.ls[{t}]", f"l={l} exceeds lmax={bond.lmax} of bond {mu0},{mu}")
+            ms = f.ms_combs
+            ls = np.asarray(f.ls)
+            if np.any(np.abs(ms) > ls[None, :]):
+                row = int(np.nonzero(np.any(np.abs(ms) > ls[None, :], axis=1))[0][0])
+                ctx.fail(f"{fld}.ms_combs", f"|m| > l in combination {ms[row].tolist()} (ls={f.ls})")
+            if np.any(ms.sum(axis=1) != 0):
+                row = int(np.nonzero(ms.sum(axis=1) != 0)[0][0])
+                ctx.fail(f"{fld}.ms_combs", f"m-combination {ms[row].tolist()} does not sum to zero")
+
+
+def _check_inner_type(ctx, bonds):
+    """PACE has one inner cutoff type per potential."""
+    first = bonds[min(bonds)].inner_cutoff_type
+    for k in sorted(bonds):
+        if bonds[k].inner_cutoff_type != first:
+            ctx.fail(f"bonds[{k[0]},{k[1]}].inner_cutoff_type",
+                     f"is {bonds[k].inner_cutoff_type!r}, but bond {min(bonds)} has {first!r}; it must be the same for all bonds")
+
+
+def _finish(ctx, elements, E0, delta, embeddings, bonds, functions) -> PacePotential:
+    _check_inner_type(ctx, bonds)
+    _check_functions(ctx, elements, embeddings, bonds, functions)
+    return PacePotential(
+        elements=tuple(elements), E0=tuple(E0), delta_spline_bins=float(delta), embeddings=dict(embeddings),
+        bonds=dict(bonds), functions={k: list(v) for k, v in sorted(functions.items())}, source=ctx.path,
+    )
