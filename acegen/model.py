@@ -54,13 +54,17 @@ class Model:
     _pace_path: Path | None = None
     _source_sha256: str | None = None
     _index_entry: dict | None = None
+    # True when no name was given to the constructor: ``save`` then names the model after
+    # the file it is saved to
+    _default_name = False
 
-    def __init__(self, spec, coefficients, *, name: str = "model"):
+    def __init__(self, spec, coefficients, *, name: str | None = None):
         from .spec import BasisSpec
 
         if not isinstance(spec, BasisSpec):
             raise SpecError("Model(spec, coefficients): spec must be an acegen.BasisSpec")
-        self._setup("linear", _check_name(name), spec=spec)
+        self._setup("linear", _check_name("model" if name is None else name), spec=spec)
+        self._default_name = name is None
         # validate the coefficient shape now (lowers the basis)
         mb, pr = self.basis.split_params(coefficients)
         self.coefficients = np.concatenate([mb, pr])
@@ -81,7 +85,7 @@ class Model:
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str = "random"):
+    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str | None = None):
         """Random coefficients, damped by the smoothness prior so energies are O(eV).
 
         θ_k = scale · ξ_k / (γ_k · b_k) with ξ_k ~ N(0, 1), γ_k the algebraic smoothness prior
@@ -117,7 +121,9 @@ class Model:
         theta = rng.standard_normal(len(basis)) * scale / (gam * bk)
         theta_p = rng.standard_normal(len(basis.pair)) * scale / (gp * pk)
         m = cls.__new__(cls)
-        m._setup("linear", _check_name(name), spec=spec, basis=basis, coefficients=np.concatenate([theta, theta_p]))
+        m._setup("linear", _check_name("random" if name is None else name), spec=spec, basis=basis,
+                 coefficients=np.concatenate([theta, theta_p]))
+        m._default_name = name is None
         return m
 
     @classmethod
@@ -277,8 +283,18 @@ class Model:
             },
         }
 
-    def save(self, path) -> None:
+    def save(self, path, *, name: str | None = None) -> None:
+        """Write the model to ``path``: ``.json`` (acegen's format) or ``.yace`` (PACE).
+
+        The name stored in a ``.json`` file is ``name`` if given, else the model's own name
+        if it was given explicitly, else the file's stem (``fit_cu/Cu.json`` -> ``Cu``), so
+        models saved to different files have different names (plugin and symbol names).  A
+        ``.yace`` file stores no name: loaded, the model is named after the file."""
         path = Path(path)
+        if name is not None:
+            _check_name(name)
+            if path.suffix == ".yace":
+                raise AcegenError(f"{path}: a .yace file stores no model name (it is named after its file)")
         if path.suffix == ".yace":
             from .io.pace import write_yace
 
@@ -291,7 +307,12 @@ class Model:
             return
         if path.suffix != ".json":
             raise AcegenError(f"{path}: save as .json (acegen) or .yace (PACE)")
-        text = json.dumps(self.to_dict(), indent=1)
+        data = self.to_dict()
+        if name is not None:
+            data["name"] = name
+        elif self._default_name:
+            data["name"] = _safe_name(path.stem)
+        text = json.dumps(data, indent=1)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         tmp.write_text(text)
         os.replace(tmp, path)
