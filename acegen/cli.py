@@ -63,7 +63,8 @@ def cmd_emit(args) -> int:
         if args.target == "lammps":
             from .backends.lammps import lammps_input_lines
 
-            print("LAMMPS input (units metal; one element per atom type in pair_coeff):")
+            print("LAMMPS input (units metal; one element per atom type in pair_coeff; "
+                  f"under pair_style hybrid the style is acegen/{model.ir().name}):")
             for line in lammps_input_lines(out, lib):
                 print(f"  {line}")
         print(lib)  # the built library's path is always the last line
