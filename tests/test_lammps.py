@@ -941,3 +941,22 @@ def test_two_fitted_models_under_hybrid_overlay(two_fits, tmp_path):
     assert len(banners) == 2
     assert banners[0].startswith("Loading plugin: pair_style acegen/Cu_a (also acegen) for ACE model Cu_a")
     assert banners[1].startswith("Loading plugin: pair_style acegen/second for ACE model second")
+
+
+def test_input_lines_and_manifest_name_the_model_file(tmp_path):
+    """Without a model file the pair_coeff line names the model; with one, its path as given
+    (quoted when it holds spaces), and the plugin source knows the name the file stands for."""
+    from acegen.backends.lammps import lammps_input_lines
+    from acegen.errors import CompileError
+
+    plain = emit_lammps(toy_kernel(), tmp_path / "plain")
+    assert lammps_input_lines(plain) == [f"plugin load {plain.resolve() / 'acegen_toy_plugin.so'}",
+                                         "pair_style acegen", "pair_coeff * * toy Cu Ag"]
+    assert 'MODEL_FILE_NAME = ""' in (plain / "pair_acegen.cpp").read_text()
+    spaced = emit_lammps(toy_kernel(), tmp_path / "spaced", model_file="my fits/Cu v2.json")
+    assert lammps_input_lines(spaced, "/x/p.so") == ["plugin load /x/p.so", "pair_style acegen",
+                                                     'pair_coeff * * "my fits/Cu v2.json" Cu Ag']
+    assert 'MODEL_FILE_NAME = "Cu_v2"' in (spaced / "pair_acegen.cpp").read_text()
+    assert json.loads((spaced / MANIFEST).read_text())["model_file"] == "my fits/Cu v2.json"
+    with pytest.raises(CompileError, match="not an emitted acegen LAMMPS plugin folder"):
+        lammps_input_lines(tmp_path)

