@@ -50,3 +50,33 @@ def test_shared_calculator_threads_get_their_own_results(calc):
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_near_flat_cell_is_refused_fast(axis):
+    """A periodic cell with one axis 1e-5 Å thick would need ~10^6 images per atom: refused
+    before anything is allocated, naming the axis."""
+    import time
+
+    from acegen.runtime.neighbours import build_neighbours
+
+    lengths = [3.0, 3.0, 3.0]
+    lengths[axis] = 1e-5
+    atoms = bulk("Cu", "sc", a=3.0)
+    atoms.set_cell(np.diag(lengths))
+    t0 = time.perf_counter()
+    with pytest.raises(acegen.StructureError, match=f"cell axis {axis}.*periodic images"):
+        build_neighbours(atoms, 5.5)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_small_cell_with_many_images_still_evaluates():
+    """The bound on images is far above what small but sane cells need."""
+    from acegen.runtime.neighbours import build_neighbours
+
+    atoms = bulk("Cu", "sc", a=1.0)  # an unphysical 1 Å cell: (2·6 + 1)^3 images within 5.5 Å
+    nl = build_neighbours(atoms, 5.5)
+    d = np.linalg.norm(nl.rij, axis=1)
+    assert nl.n_pairs == sum(1 for x in range(-6, 7) for y in range(-6, 7) for z in range(-6, 7)
+                             if 0 < x * x + y * y + z * z < 5.5**2)
+    assert d.max() < 5.5

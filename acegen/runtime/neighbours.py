@@ -387,6 +387,47 @@ def _full_cell(atoms) -> tuple[np.ndarray, np.ndarray]:
     return cell, pbc
 
 
+MAX_IMAGES_PER_ATOM = 100_000
+"""At most this many periodic copies of each atom (∏_d (2·ceil(cutoff / h_d) + 1)).  A cubic
+cell of 1 Å with a 5.5 Å cutoff needs 13³ = 2197; beyond the limit the cell is degenerate
+for the cutoff (a near-flat cell) and listing its images would take minutes and gigabytes."""
+
+
+def periodic_images(cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """(nimg, slab) per direction: the image range ``|n_d| ≤ nimg[d]`` and the fractional slab
+    half-width ``cutoff / h_d`` (h_d the distance between the cell faces normal to d; zero along
+    open directions).  ``cell`` must be invertible (see :func:`_full_cell`).  Raises
+    :class:`StructureError` naming the thinnest axis when the cell needs more than
+    :data:`MAX_IMAGES_PER_ATOM` images per atom; nothing is allocated before the check."""
+    nimg = np.zeros(3, dtype=np.int64)
+    slab = np.zeros(3)
+    heights = np.full(3, np.inf)
+    vol = abs(np.linalg.det(cell))
+    for d in range(3):
+        if pbc[d]:
+            heights[d] = vol / np.linalg.norm(np.cross(cell[(d + 1) % 3], cell[(d + 2) % 3]))
+            slab[d] = cutoff / heights[d] + 1e-9
+    # in floating point: a near-flat cell would overflow an integer image count
+    images = float(np.prod(2.0 * np.ceil(slab) + 1.0))
+    if not images <= MAX_IMAGES_PER_ATOM:
+        d = int(np.argmin(heights))
+        raise StructureError(
+            f"cell axis {d} ({'abc'[d]}) is only {heights[d]:.3g} Å from face to face: a cutoff of "
+            f"{cutoff:g} Å needs {images:.3g} periodic images per atom (at most {MAX_IMAGES_PER_ATOM}); "
+            "the periodic cell is degenerate for this cutoff"
+        )
+    nimg[:] = np.ceil(slab).astype(np.int64)
+    return nimg, slab
+
+
+def check_images(atoms, cutoff: float) -> None:
+    """Refuse cells that need too many periodic images (see :func:`periodic_images`)."""
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any():
+        cell, pbc = _full_cell(atoms)
+        periodic_images(cell, pbc, cutoff)
+
+
 def _native_pairs(nat: _Native, atoms, cutoff: float):
     """(count per centre, i, j, rij, (min r², its pair)) from the compiled cell list."""
     pos = np.ascontiguousarray(atoms.positions, dtype=np.float64)
@@ -394,14 +435,8 @@ def _native_pairs(nat: _Native, atoms, cutoff: float):
     cell, pbc = _full_cell(atoms)
     inv = np.ascontiguousarray(np.linalg.inv(cell))
     T = np.ascontiguousarray(np.where(pbc[None, :], np.floor(pos @ inv), 0.0).astype(np.int64))
-    nimg = np.zeros(3, dtype=np.int64)
-    slab = np.zeros(3)
+    nimg, slab = periodic_images(cell, pbc, cutoff)
     vol = abs(np.linalg.det(cell))
-    for d in range(3):
-        if pbc[d]:
-            h = vol / np.linalg.norm(np.cross(cell[(d + 1) % 3], cell[(d + 2) % 3]))
-            slab[d] = cutoff / h + 1e-9
-            nimg[d] = int(np.ceil(slab[d]))
     pbc32 = pbc.astype(np.int32)
     count = np.zeros(n, dtype=np.int64)
     closest = np.zeros(2)
@@ -429,6 +464,7 @@ def _native_pairs(nat: _Native, atoms, cutoff: float):
 def build_neighbours(atoms, cutoff: float) -> NeighbourList:
     """All pairs within ``cutoff`` (Å), sorted by centre."""
     check_structure(atoms)
+    check_images(atoms, cutoff)
     n = len(atoms)
     if n == 0:
         z = np.zeros(0, dtype=np.int64)
