@@ -29,8 +29,10 @@ from acegen.io.pace import (
     write_yace,
 )
 
-POT = Path(__file__).resolve().parents[2] / "shared" / "potentials"
-pytestmark = pytest.mark.skipif(not POT.is_dir(), reason="../shared/potentials not available")
+from .conftest import SHARED, SHARED_MISSING
+
+POT = SHARED / "potentials"
+pytestmark = pytest.mark.skipif(not POT.is_dir(), reason=SHARED_MISSING)
 
 # (C-tilde functions, total ms-combinations) as reported by pyace 0.4.0rc1 (SOURCES.md)
 COUNTS = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -29,9 +28,10 @@ from acegen.reference.pace_numpy import (
     ylm_pace,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from .conftest import SHARED, SHARED_MISSING  # noqa: E402
+
 POT, REF = SHARED / "potentials", SHARED / "reference"
-pytestmark = pytest.mark.skipif(not (REF / "MANIFEST.json").is_file(), reason="../shared/reference not available")
+pytestmark = pytest.mark.skipif(not (REF / "MANIFEST.json").is_file(), reason=SHARED_MISSING)
 
 
 def _manifest():

@@ -229,13 +229,14 @@ def test_cell_list_against_ase_and_fallback(monkeypatch):
 # -- kernel cache source index ------------------------------------------------------------------
 def test_second_load_skips_parsing(tmp_path, monkeypatch):
     import shutil
-    from pathlib import Path
 
     import acegen
 
-    shared = Path(__file__).resolve().parents[2] / "shared" / "potentials" / "Al-Ni_opt_all.yace"
+    from .conftest import SHARED, SHARED_MISSING
+
+    shared = SHARED / "potentials" / "Al-Ni_opt_all.yace"
     if not shared.is_file():
-        pytest.skip("shared potentials not available")
+        pytest.skip(SHARED_MISSING)
     monkeypatch.setenv("ACEGEN_CACHE_DIR", str(tmp_path / "cache"))
     src = tmp_path / "AlNi.yace"
     shutil.copyfile(shared, src)

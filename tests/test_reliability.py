@@ -80,3 +80,25 @@ def test_small_cell_with_many_images_still_evaluates():
     assert nl.n_pairs == sum(1 for x in range(-6, 7) for y in range(-6, 7) for z in range(-6, 7)
                              if 0 < x * x + y * y + z * z < 5.5**2)
     assert d.max() < 5.5
+
+
+def test_missing_shared_data_says_how_to_point_at_it(tmp_path):
+    """From a clone without ../shared the data-dependent tests skip with a reason naming
+    ACEGEN_SHARED, and the run ends with a one-line note."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, ACEGEN_SHARED=str(tmp_path / "missing"))
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "tests/test_pace_io.py", "tests/test_fit_data.py"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    ).stdout
+    skipped = [line for line in out.splitlines() if line.startswith("SKIPPED")]
+    assert skipped, out[-2000:]
+    assert all("ACEGEN_SHARED=/path/to/shared" in line for line in skipped if "peer reference" in line)
+    assert any("peer reference data not found" in line for line in skipped)
+    assert any(line.startswith("note:") and "ACEGEN_SHARED" in line for line in out.splitlines()), out[-2000:]
