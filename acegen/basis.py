@@ -391,9 +391,13 @@ _MEMORY_SIZE = 8
 
 def _progress(iterable, desc: str, unit: str, progress: bool | None):
     """tqdm over ``iterable``: always (True), never (False), or only once it has run for
-    more than two seconds (None)."""
+    more than two seconds and only on a terminal (None, see :mod:`acegen.progress`)."""
     if progress is False:
         return iterable
+    if progress is None:
+        from . import progress as _feedback
+
+        return _feedback.bar(iterable, desc=desc, unit=unit, delay=2.0)
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, unit=unit, delay=0.0 if progress else 2.0, leave=bool(progress))
@@ -529,10 +533,9 @@ def lower(spec, *, progress: bool | None = None, cache: bool = True) -> CoupledB
     (:mod:`acegen.symbolic.purify`).  ``cache=True`` reuses a basis lowered before, in this
     process or on disk (``coupling.cache_dir()/basis``, keyed by ``spec.signature()`` and the
     code versions); ``cache=False`` lowers afresh.  ``progress``: show a progress bar always
-    (True), never (False) or only for steps that run longer than two seconds (None).
+    (True), never (False) or only on a terminal, with a status line, and a bar for steps that
+    run longer than two seconds (None; see :mod:`acegen.progress`).
     """
-    from .symbolic import coupling, radial, selection
-
     purification = getattr(spec, "purification", "none")
     if purification != "none":
         try:
@@ -549,6 +552,21 @@ def lower(spec, *, progress: bool | None = None, cache: bool = True) -> CoupledB
         if basis is not None:
             _remember(spec, basis)
             return basis
+
+    from .progress import status
+
+    what = (f"lowering the basis ({', '.join(spec.elements)}, order {spec.order}, "
+            f"total degree {spec.totaldegree}, purification {purification})")
+    with status(what, quiet=None if progress is None else not progress):
+        basis = _lower_uncached(spec, purification, progress)
+    if cache:
+        _save_basis(basis)
+        _remember(spec, basis)
+    return basis
+
+
+def _lower_uncached(spec, purification: str, progress: bool | None) -> CoupledBasis:
+    from .symbolic import coupling, radial, selection
 
     multisets = selection.select_multisets(spec)
     functions = []
@@ -579,7 +597,4 @@ def lower(spec, *, progress: bool | None = None, cache: bool = True) -> CoupledB
         from .symbolic import purify
 
         basis = purify.purify(basis, purification, progress=progress)
-    if cache:
-        _save_basis(basis)
-        _remember(spec, basis)
     return basis

@@ -102,3 +102,220 @@ def test_missing_shared_data_says_how_to_point_at_it(tmp_path):
     assert all("ACEGEN_SHARED=/path/to/shared" in line for line in skipped if "peer reference" in line)
     assert any("peer reference data not found" in line for line in skipped)
     assert any(line.startswith("note:") and "ACEGEN_SHARED" in line for line in out.splitlines()), out[-2000:]
+
+
+class _FakeTTY:
+    """A text stream that says it is a terminal."""
+
+    def __init__(self):
+        import io
+
+        self.buf = io.StringIO()
+
+    def write(self, s):
+        return self.buf.write(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+    def getvalue(self):
+        return self.buf.getvalue()
+
+
+def test_progress_status_only_on_a_terminal(monkeypatch):
+    import io
+
+    from acegen import progress
+
+    monkeypatch.delenv("ACEGEN_QUIET", raising=False)
+    tty = _FakeTTY()
+    with progress.status("lowering the basis", stream=tty):
+        pass
+    out = tty.getvalue()
+    assert "acegen: lowering the basis …" in out and "done in" in out
+    pipe = io.StringIO()
+    with progress.status("lowering the basis", stream=pipe):
+        pass
+    assert pipe.getvalue() == ""
+    assert list(progress.bar(range(3), desc="x", stream=pipe)) == [0, 1, 2] and pipe.getvalue() == ""
+    assert list(progress.bar(range(3), desc="assembling", stream=tty)) == [0, 1, 2]
+    assert "assembling" in tty.getvalue()
+    # asked to be quiet: nothing, even on a terminal
+    monkeypatch.setenv("ACEGEN_QUIET", "1")
+    quiet = _FakeTTY()
+    with progress.status("compiling", stream=quiet):
+        pass
+    assert quiet.getvalue() == ""
+    monkeypatch.delenv("ACEGEN_QUIET")
+    progress.set_quiet(True)
+    try:
+        with progress.status("compiling", stream=quiet):
+            pass
+    finally:
+        progress.set_quiet(None)
+    assert quiet.getvalue() == ""
+    # a failure is reported as such and propagates
+    tty = _FakeTTY()
+    with pytest.raises(RuntimeError):
+        with progress.status("solving", stream=tty):
+            raise RuntimeError("boom")
+    assert "solving: failed" in tty.getvalue()
+
+
+def test_long_work_reports_on_a_terminal_only(monkeypatch, tmp_path):
+    """Lowering a basis and compiling a kernel the first time say so on a terminal's stderr;
+    nothing is written when stderr is not a terminal."""
+    import io
+    import sys
+
+    from acegen.jit.cache import build_library
+    from acegen.jit.toolchain import detect, find_c_compiler
+
+    monkeypatch.delenv("ACEGEN_QUIET", raising=False)
+    monkeypatch.setenv("ACEGEN_CACHE_DIR", str(tmp_path / "cache"))
+    spec = acegen.BasisSpec(elements=["Cu"], order=2, totaldegree=4, rcut=4.0)
+    tty = _FakeTTY()
+    monkeypatch.setattr(sys, "stderr", tty)
+    acegen.lower(spec, cache=False)
+    assert "acegen: lowering the basis (Cu, order 2" in tty.getvalue() and "done in" in tty.getvalue()
+    pipe = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", pipe)
+    acegen.lower(spec, cache=False)
+    assert pipe.getvalue() == ""
+    if find_c_compiler(required=False) is None:
+        pytest.skip("no C compiler")
+    tc = detect()
+    src = {"tiny.c": "int acegen_tiny(void) { return 7; }\n"}
+    monkeypatch.setattr(sys, "stderr", tty)
+    build_library(src, tc, tc.flags(openmp=False))
+    assert "acegen: compiling tiny.c" in tty.getvalue()
+    before = tty.getvalue()
+    build_library(src, tc, tc.flags(openmp=False))  # a cache hit: silent
+    assert tty.getvalue() == before
+
+
+def test_fit_solve_reports_on_a_terminal(monkeypatch):
+    import sys
+
+    from acegen.fit import load_training_set
+    from acegen.fit.driver import fit_linear
+
+    from .fit_toy import PairToy, label, random_structures
+
+    monkeypatch.delenv("ACEGEN_QUIET", raising=False)
+    toy = PairToy(4)
+    ts = load_training_set(label(random_structures(6), toy, np.ones(4)), virial_key="virial", eref="zero")
+    tty = _FakeTTY()
+    monkeypatch.setattr(sys, "stderr", tty)
+    fit_linear(ts, toy)
+    out = tty.getvalue()
+    assert "acegen: solving the fit (" in out and "parameters, blr): done in" in out
+    assert "assembling" in out
+    monkeypatch.setenv("ACEGEN_QUIET", "1")
+    quiet = _FakeTTY()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    fit_linear(ts, toy)
+    assert quiet.getvalue() == ""
+
+
+def test_stale_build_folders_are_removed_at_the_next_build(monkeypatch, tmp_path):
+    """A compile killed half-way leaves .build-* in the cache: the next build removes it when it
+    is old and unlocked, and leaves fresh or locked ones alone."""
+    import os
+    import time
+
+    import filelock
+
+    from acegen.jit.cache import STALE_BUILD_S, build_library, kernels_dir
+    from acegen.jit.toolchain import detect, find_c_compiler
+
+    if find_c_compiler(required=False) is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("ACEGEN_CACHE_DIR", str(tmp_path / "cache"))
+    folder = kernels_dir()
+    old = time.time() - STALE_BUILD_S - 60
+    stale = folder / ".build-0123456789abcdef-x1"
+    fresh = folder / ".build-1123456789abcdef-x2"
+    busy = folder / ".build-2123456789abcdef-x3"
+    for d in (stale, fresh, busy):
+        (d / "src").mkdir(parents=True)
+        (d / "lib.so").write_bytes(b"\0" * 1000)
+    for d in (stale, busy):
+        os.utime(d, (old, old))
+    held = filelock.FileLock(str(folder / ("2123456789abcdef" + "0" * 48 + ".lock")))
+    held.acquire()
+    try:
+        tc = detect()
+        build_library({"stale_probe.c": "int acegen_stale_probe(void) { return 1; }\n"}, tc, tc.flags(openmp=False))
+    finally:
+        held.release()
+    assert not stale.exists()
+    assert fresh.exists() and busy.exists()
+
+
+def test_evaluation_with_vesin_equals_c(monkeypatch):
+    """Without a C compiler the neighbour list is vesin's and the scatter NumPy's: the kernel
+    results agree with the C neighbour list to round-off."""
+    from acegen.calculator import evaluate
+    from acegen.runtime import neighbours
+
+    if neighbours._native() is None:
+        pytest.skip("no C compiler")
+    m = model("CuNiAl_o3")
+    kernel = m.compile("c")
+    atoms = random_structure(["Cu", "Ni", "Al"], "bulk", seed=5)
+    rc = float(np.max(kernel.rcut))
+    with_c = evaluate(kernel, m.elements, atoms, rc)
+    monkeypatch.setattr(neighbours, "_native", lambda: None)
+    assert neighbours.neighbour_backend() == "vesin"
+    with_vesin = evaluate(kernel, m.elements, atoms, rc)
+    assert with_vesin["energy"] == pytest.approx(with_c["energy"], rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(with_vesin["energies"], with_c["energies"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(with_vesin["forces"], with_c["forces"], rtol=1e-10, atol=1e-11)
+    np.testing.assert_allclose(with_vesin["stress"], with_c["stress"], rtol=1e-10, atol=1e-13)
+
+
+NO_CC_CHILD = """
+import subprocess, sys
+from acegen.jit.toolchain import find_c_compiler
+assert find_c_compiler(required=False) is None, "a C compiler is still reachable"
+from acegen.runtime.neighbours import neighbour_backend
+print("backend:", neighbour_backend())
+"""
+
+
+def test_without_a_c_compiler(tmp_path):
+    """No compiler on PATH: the neighbour list is vesin's; `acegen compile` says in one line that
+    a shared library needs a C compiler; `acegen demo` names the LLVM kernel it really used."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python").symlink_to(sys.executable)
+    env = {k: v for k, v in os.environ.items() if k not in ("CC", "PYTHONPATH")}
+    env.update(PATH=str(bindir), PYTHONPATH=str(repo), ACEGEN_CACHE_DIR=str(tmp_path / "cache"),
+               OPENBLAS_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", NO_CC_CHILD], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "backend: vesin" in r.stdout
+    m = model("Cu_o1")
+    path = tmp_path / "cu.json"
+    path.write_text(json.dumps(m.to_dict()))
+    r = subprocess.run([sys.executable, "-m", "acegen.cli", "compile", str(path), "-o", str(tmp_path / "lib.so")],
+                       env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "a shared library needs a C compiler" in lines[0], r.stderr
+    assert not (tmp_path / "lib.so").exists()
+    r = subprocess.run([sys.executable, "-m", "acegen.cli", "demo"], env=env, capture_output=True, text=True,
+                       cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "compiled (llvm, asked for c; neighbour list: vesin)" in r.stdout, r.stdout
