@@ -254,12 +254,12 @@ def neighbour_backend() -> str:
 
 
 def _vesin_pairs(atoms, cutoff: float):
-    """(i, j, rij) from vesin's cell list, sorted by centre."""
+    """(i, j, rij) from vesin's cell list (in vesin's order; the caller sorts by centre)."""
     from vesin import NeighborList as VesinList
 
     cell, pbc = _full_cell(atoms)
     pos = np.ascontiguousarray(atoms.positions, dtype=np.float64)
-    i, j, D = VesinList(cutoff=float(cutoff), full_list=True, sorted=True, n_threads=1).compute(
+    i, j, D = VesinList(cutoff=float(cutoff), full_list=True, sorted=False, n_threads=1).compute(
         points=pos, box=cell, periodic=pbc, quantities="ijD"
     )
     return i, j, D
