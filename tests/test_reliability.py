@@ -319,3 +319,59 @@ def test_without_a_c_compiler(tmp_path):
                        cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "compiled (llvm, asked for c; neighbour list: vesin)" in r.stdout, r.stdout
+
+
+def test_cli_filesystem_errors_and_interrupts_are_clean(tmp_path, monkeypatch, capsys):
+    from acegen import cli
+
+    folder = tmp_path / "a_folder.json"
+    folder.mkdir()
+    assert cli.main(["info", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("acegen: error:") and "a_folder.json" in err
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_info", interrupted)
+    assert cli.main(["info", "x.json"]) == 130
+    assert "acegen: interrupted" in capsys.readouterr().err
+
+    # an interrupt while the library is published leaves no temporary file
+    src = tmp_path / "built.so"
+    src.write_bytes(b"\x7fELF" + b"\0" * 4096)
+    out = tmp_path / "out" / "lib.so"
+    out.parent.mkdir()
+
+    def boom(a, b):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        cli.publish_copy(src, out)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_cache_clear_leaves_entries_being_built(monkeypatch, tmp_path):
+    import filelock
+
+    from acegen.jit import cache_admin
+
+    root = tmp_path / "cache"
+    kernels = root / "kernels"
+    kernels.mkdir(parents=True)
+    for key in ("a" * 64, "b" * 64):
+        (kernels / f"{key}.so").write_bytes(b"lib")
+        (kernels / f"{key}.so.sha256").write_text("x\n")
+        (kernels / f"{key}.lock").touch()
+    (root / "coupling").mkdir()
+    (root / "coupling" / "c.json").write_text("{}")
+    assert cache_admin.info(root).entries == 3
+    held = filelock.FileLock(str(kernels / f"{'b' * 64}.lock"))
+    with held:
+        removed, busy = cache_admin.clear(root, lock_timeout_s=0.05)
+    assert busy == ["b" * 64]
+    assert not (kernels / f"{'a' * 64}.so").exists() and (kernels / f"{'b' * 64}.so").exists()
+    assert (kernels / f"{'a' * 64}.lock").exists()  # lock files stay
+    assert not (root / "coupling").exists()
+    assert cache_admin.info(root).entries == 1
