@@ -233,7 +233,7 @@ def cmd_cache(args) -> int:
 def _freed(before) -> str:
     from .jit import cache_admin
 
-    return cache_admin._human(max(before.size_bytes - cache_admin.info().size_bytes, 0))
+    return cache_admin.human_size(max(before.size_bytes - cache_admin.info().size_bytes, 0))
 
 
 MODEL_HELP = "model file: acegen JSON, or PACE .yace / .ace / .yaml"

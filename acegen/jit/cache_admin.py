@@ -42,13 +42,13 @@ class CacheInfo:
         sym = ", ".join(f"{n} {k}" for k, n in self.symbolic.items())
         return "\n".join([
             f"location: {self.root}",
-            f"size: {_human(self.size_bytes)}",
+            f"size: {human_size(self.size_bytes)}",
             f"entries: {self.entries} ({self.libraries} compiled libraries, {self.llvm_objects} LLVM objects, "
             f"symbolic data: {sym})",
         ])
 
 
-def _human(n: int) -> str:
+def human_size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
