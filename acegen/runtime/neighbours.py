@@ -13,7 +13,7 @@ one runs by default):
   (:func:`acegen.jit.cache.build_library`) and loaded with cffi;
 * ``"vesin"`` (the default without a C compiler): the compiled cell list of the ``vesin``
   package (a wheel: nothing is compiled at run time).  Measured
-  against ``"c"`` (``benchmarks/neighbours.py``) it is about 3× slower on 4000 fcc Cu atoms
+  against ``"c"`` (``benchmarks/neighbours.py``) it is 3–5× slower on 4000 fcc Cu atoms
   with a 5.5 Å cutoff and somewhat faster on one-atom cells, so it is the fallback;
 * ``"ase"``: ASE's ``neighbor_list`` (pure Python and NumPy), used only when neither is
   available.
