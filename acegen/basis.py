@@ -25,7 +25,7 @@ import numpy as np
 import sympy as sp
 
 from ._fs import write_atomic
-from ._progress import progress_bar
+from .progress import progress_bar
 from .errors import SpecError
 from .ir.model import Channel, Embedding, ModelIR, RadialBlock, SpeciesProgram
 from .ir.slp import SLP
@@ -468,10 +468,9 @@ def lower(spec, *, progress: bool | None = None, cache: bool = True) -> CoupledB
     (:mod:`acegen.symbolic.purify`).  ``cache=True`` reuses a basis lowered before, in this
     process or on disk (``coupling.cache_dir()/basis``, keyed by ``spec.signature()`` and the
     code versions); ``cache=False`` lowers afresh.  ``progress``: show a progress bar always
-    (True), never (False) or only for steps that run longer than two seconds (None).
+    (True), never (False) or only on a terminal, with a status line, and a bar for steps that
+    run longer than two seconds (None; see :mod:`acegen.progress`).
     """
-    from .symbolic import coupling, radial, selection
-
     purification = getattr(spec, "purification", "none")
     if purification != "none":
         try:
@@ -488,6 +487,21 @@ def lower(spec, *, progress: bool | None = None, cache: bool = True) -> CoupledB
         if basis is not None:
             _remember(spec, basis)
             return basis
+
+    from .progress import status
+
+    what = (f"lowering the basis ({', '.join(spec.elements)}, order {spec.order}, "
+            f"total degree {spec.totaldegree}, purification {purification})")
+    with status(what, quiet=None if progress is None else not progress):
+        basis = _lower_uncached(spec, purification, progress)
+    if cache:
+        _save_basis(basis)
+        _remember(spec, basis)
+    return basis
+
+
+def _lower_uncached(spec, purification: str, progress: bool | None) -> CoupledBasis:
+    from .symbolic import coupling, radial, selection
 
     multisets = selection.select_multisets(spec)
     functions = []
@@ -518,7 +532,4 @@ def lower(spec, *, progress: bool | None = None, cache: bool = True) -> CoupledB
         from .symbolic import purify
 
         basis = purify.purify(basis, purification, progress=progress)
-    if cache:
-        _save_basis(basis)
-        _remember(spec, basis)
     return basis

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from ase.calculators.calculator import Calculator as _ASECalculator
 from ase.calculators.calculator import PropertyNotImplementedError, all_changes
@@ -17,6 +19,12 @@ class Calculator(_ASECalculator):
     (acegen JSON, PACE ``.yace`` / ``.ace`` / ``.yaml``).  Results: ``energy``,
     ``free_energy``, ``forces``, ``energies`` (per atom) and, for cells with a volume,
     ``stress`` (ASE Voigt order xx yy zz yz xz xy, eV/Å³).
+
+    Threads: one calculator may be shared by several threads.  Its state (the current
+    structure and results) is guarded by a lock held from the start of a property request
+    to its return, so each thread gets the results of its own structure; requests on one
+    calculator are therefore serialised.  For parallel evaluation give each thread its own
+    ``Calculator`` on the same model (the compiled kernel is shared and reentrant).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -31,8 +39,26 @@ class Calculator(_ASECalculator):
         self.nthreads = int(nthreads)
         self.kernel = self.model.compile(target)
         self._rcut = float(np.max(self.kernel.rcut))
+        self._lock = threading.RLock()
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        # ASE's get_property checks the state, calls calculate and reads self.results: the
+        # whole sequence must see one structure
+        with self._lock:
+            return super().get_property(name, atoms, allow_calculation)
+
+    def reset(self):
+        lock = getattr(self, "_lock", None)  # ASE calls reset from __init__, before the lock exists
+        if lock is None:
+            return super().reset()
+        with lock:
+            return super().reset()
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        with self._lock:
+            self._calculate(atoms, properties, system_changes)
+
+    def _calculate(self, atoms, properties, system_changes):
         super().calculate(atoms, properties, system_changes)
         res = evaluate(self.kernel, self.model.elements, self.atoms, self._rcut, self.nthreads)
         self.results["energy"] = res["energy"]

@@ -1,8 +1,9 @@
-"""The ``acegen`` command line: compile | emit | info | demo | bench | fit."""
+"""The ``acegen`` command line: compile | emit | info | demo | bench | fit | cache."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -19,18 +20,55 @@ def _load(path):
     return load(path)
 
 
+def output_file(arg: str | None, default: str) -> Path:
+    """The file ``-o`` names (``default`` in the current folder without it), checked before any
+    work: its folder must exist and be writable; an existing folder (``.`` included) is an
+    error; an existing file is overwritten (atomically, when the new one is complete)."""
+    out = Path(arg) if arg else Path(default)
+    shown = arg if arg else default
+    if out.is_dir() or (arg and arg.endswith(("/", os.sep))):
+        raise AcegenError(f"-o {shown}: is a folder; give a file name, e.g. -o {out / 'libmodel.so'}")
+    folder = out.parent
+    if not folder.is_dir():
+        raise AcegenError(f"-o {shown}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise AcegenError(f"-o {shown}: the folder {folder} is not writable")
+    if out.exists() and not out.is_file():
+        raise AcegenError(f"-o {shown}: exists and is not a regular file")
+    return out
+
+
+def publish_copy(src: Path, out: Path) -> None:
+    """Copy ``src`` to ``out`` through a temporary file in ``out``'s folder, replaced
+    atomically; the temporary file never outlives a failure or an interrupt."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def cmd_compile(args) -> int:
+    out = output_file(args.output, "") if args.output else None  # checked before the (long) compile
     model = _load(args.model)
+    if out is None:
+        out = output_file(None, f"lib{model.name}.so")
+    if args.target == "c":
+        from .jit.toolchain import find_c_compiler
+
+        if find_c_compiler(required=False) is None:
+            raise AcegenError(
+                "a shared library needs a C compiler, and none was found (install gcc or clang, or set CC); "
+                "without one, acegen.Calculator and Model.compile use the LLVM backend in process"
+            )
     t0 = time.perf_counter()
     kernel = model.compile(args.target)
     dt = time.perf_counter() - t0
     lib = kernel.library_path
     if lib is None:
-        raise AcegenError(f"target {args.target!r} produces no shared library")
-    out = Path(args.output or f"lib{model.name}.so")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.copyfile(lib, tmp)
-    tmp.replace(out)
+        raise AcegenError(f"target {args.target!r} produces no shared library (use --target c)")
+    publish_copy(Path(lib), out)
     print(f"compiled {args.model} ({args.target}) in {dt:.2f} s -> {out}")
     print(f"symbol: acegen_{model.ir().name}_compute (header: acegen emit {args.model} --target c)")
     return 0
@@ -41,13 +79,17 @@ def cmd_emit(args) -> int:
     from .backends import emit
 
     out = Path(args.output or f"{model.name}_{args.target}")
+    if out.exists() and not out.is_dir():
+        raise AcegenError(f"-o {out}: exists and is not a folder (emit writes a folder of files)")
+    if not out.parent.is_dir():
+        raise AcegenError(f"-o {out}: the folder {out.parent} does not exist")
     if args.target == "lammps":  # pair_coeff accepts the model file's path as typed here
         from .backends.lammps import emit_files
 
         files = emit_files(model.ir(), model_file=args.model)
     else:
         files = emit(model.ir(), args.target, model=model)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)
     for name, text in files.items():
         p = out / name
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +190,11 @@ def cmd_demo(args) -> int:
     model = load(str(path))
     calc = Calculator(model, target=args.target)
     t1 = time.perf_counter()
-    print(f"loaded and compiled ({args.target}) in {t1 - t0:.2f} s")
+    from .runtime.neighbours import neighbour_backend
+
+    used = getattr(calc.kernel, "target", args.target)
+    note = "" if used == args.target else f", asked for {args.target}"
+    print(f"loaded and compiled ({used}{note}; neighbour list: {neighbour_backend()}) in {t1 - t0:.2f} s")
     atoms = demo_structure()
     atoms.calc = calc
     e = atoms.get_potential_energy()
@@ -182,46 +228,94 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    from .jit import cache_admin
+
+    if args.action == "info":
+        print(cache_admin.info().describe())
+        return 0
+    before = cache_admin.info()
+    removed, busy = cache_admin.clear()
+    print(f"cleared {before.root}: {removed} entries removed, {_freed(before)} freed")
+    if busy:
+        print(f"{len(busy)} entries are being built by another process and were left in place")
+    return 0
+
+
+def _freed(before) -> str:
+    from .jit import cache_admin
+
+    return cache_admin.human_size(max(before.size_bytes - cache_admin.info().size_bytes, 0))
+
+
+MODEL_HELP = "model file: acegen JSON, or PACE .yace / .ace / .yaml"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acegen", description="ACE potential compiler")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("compile", help="compile a model to a shared library")
-    c.add_argument("model")
-    c.add_argument("-o", "--output")
-    c.add_argument("--target", default="c", choices=["c", "llvm"])
+    from . import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no status lines or progress bars on stderr (also: ACEGEN_QUIET=1)")
+    p = argparse.ArgumentParser(prog="acegen", description="ACE potential compiler", parents=[common])
+    p.add_argument("--version", action="version", version=f"acegen {__version__}",
+                   help="print acegen's version and exit")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", help="what to do (acegen COMMAND -h for its options)")
+    c = sub.add_parser("compile", help="compile a model to a shared library", parents=[common])
+    c.add_argument("model", help=MODEL_HELP)
+    c.add_argument("-o", "--output", metavar="FILE",
+                   help="the library to write (default: lib<model name>.so here; an existing file is replaced)")
+    c.add_argument("--target", default="c", choices=["c", "llvm"], help="code generator (default: c)")
     c.set_defaults(func=cmd_compile)
-    e = sub.add_parser("emit", help="write the generated source of a model")
-    e.add_argument("model")
-    e.add_argument("--target", default="c", choices=["c", "cuda", "llvm", "lammps"])
-    e.add_argument("-o", "--output")
+    e = sub.add_parser("emit", help="write the generated source of a model", parents=[common])
+    e.add_argument("model", help=MODEL_HELP)
+    e.add_argument("--target", default="c", choices=["c", "cuda", "llvm", "lammps"],
+                   help="which sources: C kernel, CUDA, LLVM IR or the LAMMPS plugin (default: c)")
+    e.add_argument("-o", "--output", metavar="FOLDER",
+                   help="folder to write the files into (created; default: <model name>_<target>)")
     e.add_argument("--build", action="store_true", help="also build the emitted folder")
     e.set_defaults(func=cmd_emit)
-    i = sub.add_parser("info", help="describe a model file")
-    i.add_argument("model")
+    i = sub.add_parser("info", help="describe a model file", parents=[common])
+    i.add_argument("model", help=MODEL_HELP)
     i.set_defaults(func=cmd_info)
-    d = sub.add_parser("demo", help="compile the shipped YBCO model and evaluate a crystal")
-    d.add_argument("--target", default="c", choices=["c", "llvm", "numpy"])
+    d = sub.add_parser("demo", help="compile the shipped YBCO model and evaluate a crystal", parents=[common])
+    d.add_argument("--target", default="c", choices=["c", "llvm", "numpy"],
+                   help="kernel backend (default: c; without a C compiler llvm is used)")
     d.set_defaults(func=cmd_demo)
-    b = sub.add_parser("bench", help="time a model (µs/atom, FLOPs, GFLOP/s)")
-    b.add_argument("model")
-    b.add_argument("--atoms", type=int, default=4000)
-    b.add_argument("--repeats", type=int, default=5)
-    b.add_argument("--threads", type=int, default=1)
-    b.add_argument("--target", default="c", choices=["c", "llvm"])
+    b = sub.add_parser("bench", help="time a model (µs/atom, FLOPs, GFLOP/s)", parents=[common])
+    b.add_argument("model", help=MODEL_HELP)
+    b.add_argument("--atoms", type=int, default=4000, help="atoms in the benchmark crystal (default: 4000)")
+    b.add_argument("--repeats", type=int, default=5, help="timed evaluations (default: 5)")
+    b.add_argument("--threads", type=int, default=1, help="kernel threads (OpenMP; default: 1)")
+    b.add_argument("--target", default="c", choices=["c", "llvm"], help="code generator (default: c)")
     b.set_defaults(func=cmd_bench)
-    f = sub.add_parser("fit", help="fit a linear ACE model from a YAML config")
-    f.add_argument("config")
+    f = sub.add_parser("fit", help="fit a linear ACE model from a YAML config", parents=[common])
+    f.add_argument("config", help="fit configuration (YAML; see docs/fitting.md)")
     f.set_defaults(func=cmd_fit)
+    k = sub.add_parser("cache", help="show or empty acegen's cache of kernels and symbolic data", parents=[common])
+    k.add_argument("action", choices=["info", "clear"],
+                   help="info: location, size and entries; clear: remove compiled kernels and cached symbolic data")
+    k.set_defaults(func=cmd_cache)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        from .progress import set_quiet
+
+        set_quiet(True)
     try:
         return int(args.func(args) or 0)
     except AcegenError as e:
         print(f"acegen: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file-system problem (permissions, a full disk, ...): no traceback
+        print(f"acegen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("acegen: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

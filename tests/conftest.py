@@ -22,10 +22,19 @@ if "ACEGEN_CACHE_DIR" not in os.environ:
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("ACEGEN_SHARED", REPO.parent / "shared"))
+SHARED_MISSING = (
+    f"peer reference data not found at {SHARED}: set ACEGEN_SHARED=/path/to/shared "
+    "(the folder holding potentials/, reference/ and data/) to run these tests"
+)
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
-        pytest.skip("../shared (peer reference data) is not present")
+        pytest.skip(SHARED_MISSING)
     return SHARED
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not SHARED.is_dir():
+        terminalreporter.write_line(f"note: tests needing it were skipped: {SHARED_MISSING}", yellow=True)

@@ -100,3 +100,49 @@ def test_scatter_is_newton_third_law():
     F, W = scatter_forces_virial(nl, dEdr)
     np.testing.assert_allclose(F.sum(axis=0), 0.0, atol=1e-10)
     np.testing.assert_allclose(W, np.einsum("pa,pb->ab", dEdr, nl.rij), rtol=1e-12)
+
+
+def _canonical(nl):
+    o = np.lexsort((nl.rij[:, 2], nl.rij[:, 1], nl.rij[:, 0], nl.j, nl.i))
+    return nl.i[o], nl.j[o], nl.rij[o]
+
+
+@pytest.mark.parametrize("name", sorted(CASES) + ["fcc_4000", "rattled_small_cell_rc8"])
+def test_backends_agree(name):
+    """The C cell list, vesin and ASE list the same pairs with the same vectors (the order of
+    neighbours within a centre may differ)."""
+    from acegen.runtime.neighbours import _native
+
+    if name == "fcc_4000":
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((10, 10, 10))
+        atoms.rattle(0.01, seed=3)
+    elif name == "rattled_small_cell_rc8":
+        atoms = bulk("Cu", "fcc", a=3.61).repeat((2, 2, 2))
+        atoms.rattle(0.05, seed=4)
+    else:
+        atoms = CASES[name]()
+    rc = 8.0 if name == "rattled_small_cell_rc8" else 5.5
+    backends = ["vesin"] + (["c"] if _native() is not None else []) + ([] if name == "fcc_4000" else ["ase"])
+    lists = {b: build_neighbours(atoms, rc, backend=b) for b in backends}
+    ref_i, ref_j, ref_d = _canonical(lists["vesin"])
+    assert len(ref_i) > 0
+    for b, nl in lists.items():
+        assert np.all(np.diff(nl.i) >= 0), b  # sorted by centre
+        assert np.array_equal(nl.offsets, lists["vesin"].offsets), b
+        i, j, d = _canonical(nl)
+        assert np.array_equal(i, ref_i) and np.array_equal(j, ref_j), b
+        np.testing.assert_allclose(d, ref_d, rtol=0, atol=1e-12, err_msg=b)
+
+
+@pytest.mark.parametrize("backend", ["c", "vesin", "ase"])
+def test_overlap_found_by_every_backend(backend):
+    from acegen.runtime.neighbours import _native
+
+    if backend == "c" and _native() is None:
+        pytest.skip("no C compiler")
+    atoms = Atoms("Cu3", positions=[[0, 0, 0], [1.5, 0, 0], [1.5, 0, 0]], cell=[6, 6, 6], pbc=True)
+    with pytest.raises(StructureError, match="atoms (1 and 2|2 and 1) overlap"):
+        build_neighbours(atoms, 4.0, backend=backend)
+    image = Atoms("Cu2", cell=[3.0, 3.0, 3.0], pbc=True, positions=[[0, 0, 0], [3.0, 0, 0]])
+    with pytest.raises(StructureError, match="overlap"):
+        build_neighbours(image, 4.0, backend=backend)

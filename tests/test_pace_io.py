@@ -29,10 +29,10 @@ from acegen.io.pace import (
     write_yace,
 )
 
-from .conftest import SHARED
+from .conftest import SHARED, SHARED_MISSING
 
 POT = SHARED / "potentials"
-pytestmark = pytest.mark.skipif(not POT.is_dir(), reason="../shared/potentials not available")
+pytestmark = pytest.mark.skipif(not POT.is_dir(), reason=SHARED_MISSING)
 
 # (C-tilde functions, total ms-combinations) as reported by pyace 0.4.0rc1 (SOURCES.md)
 COUNTS = {

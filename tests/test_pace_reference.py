@@ -28,10 +28,10 @@ from acegen.reference.pace_numpy import (
     ylm_pace,
 )
 
-from .conftest import SHARED
+from .conftest import SHARED, SHARED_MISSING  # noqa: E402
 
 POT, REF = SHARED / "potentials", SHARED / "reference"
-pytestmark = pytest.mark.skipif(not (REF / "MANIFEST.json").is_file(), reason="../shared/reference not available")
+pytestmark = pytest.mark.skipif(not (REF / "MANIFEST.json").is_file(), reason=SHARED_MISSING)
 
 
 def _manifest():

@@ -31,7 +31,7 @@ from acegen.jit.toolchain import detect
 from acegen.runtime import neighbours as nbmod
 from acegen.runtime.neighbours import build_neighbours, scatter_forces_virial
 
-from .conftest import SHARED
+from .conftest import SHARED, SHARED_MISSING
 from .c_backend_models import hermite_spline, radial_slp, random_environment, random_monomials
 from .test_dag import direct_grad, direct_rho, random_program
 
@@ -235,7 +235,7 @@ def test_second_load_skips_parsing(tmp_path, monkeypatch):
 
     shared = SHARED / "potentials" / "Al-Ni_opt_all.yace"
     if not shared.is_file():
-        pytest.skip("shared potentials not available")
+        pytest.skip(SHARED_MISSING)
     monkeypatch.setenv("ACEGEN_CACHE_DIR", str(tmp_path / "cache"))
     src = tmp_path / "AlNi.yace"
     shutil.copyfile(shared, src)

@@ -450,7 +450,12 @@ def assemble(
     nat = np.empty(n_rows, dtype=np.int64)
     ctype = np.empty(n_rows, dtype=object)
     row = 0
-    bar = tqdm(structs, desc="assembling", unit="structure", disable=None if progress is None else not progress)
+    if progress is None:
+        from ..progress import bar as _bar
+
+        bar = _bar(structs, desc="assembling", unit="structure", leave=True)
+    else:
+        bar = tqdm(structs, desc="assembling", unit="structure", disable=not progress)
     for p, s in enumerate(bar):
         if _n_rows(s) == 0:
             continue

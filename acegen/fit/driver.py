@@ -122,7 +122,11 @@ def fit_linear(training_set: TrainingSet, basis_evaluator: BasisEvaluator, *, so
     t0 = time.perf_counter()
     A, y, w, meta = assemble(basis_evaluator, training_set, progress=progress)
     t1 = time.perf_counter()
-    result = solve(A, y, w, solver=solver, gamma=gamma, **dict(solver_options or {}))
+    from ..progress import status
+
+    with status(f"solving the fit ({A.shape[0]} rows x {A.shape[1]} parameters, {solver})",
+                quiet=None if progress is None else not progress):
+        result = solve(A, y, w, solver=solver, gamma=gamma, **dict(solver_options or {}))
     t2 = time.perf_counter()
     pred = A @ result.coefficients
     com = Committee.sample(result, **dict(committee)) if committee else None

@@ -16,8 +16,10 @@ and version, the flags, the acegen version and the kernel ABI version):
   building, so concurrent processes compiling the same model build it once and all get the
   same good library.
 
-Libraries are built in a temporary folder inside the cache folder (same file system, so the
-final ``os.replace`` is atomic).
+Libraries are built in a temporary folder ``.build-<key prefix>-*`` inside the cache folder
+(same file system, so the final ``os.replace`` is atomic).  A build killed half-way leaves its
+folder behind; the next build removes such folders once they are older than
+``STALE_BUILD_S`` and no process holds the lock of their entry.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -42,6 +45,7 @@ from ..errors import CompileError
 from .toolchain import Toolchain
 
 LOCK_TIMEOUT_S = 1800.0
+STALE_BUILD_S = 600.0
 
 _private_dir: Path | None = None
 
@@ -118,6 +122,32 @@ def _valid(lib: Path, sidecar: Path) -> bool:
         return False
 
 
+def remove_stale_builds(folder: Path, max_age_s: float = STALE_BUILD_S) -> int:
+    """Remove ``.build-*`` folders left by killed builds: older than ``max_age_s`` and with
+    no lock of a matching entry held.  Returns how many were removed."""
+    removed = 0
+    now = time.time()
+    for build in folder.glob(".build-*"):
+        try:
+            if now - build.stat().st_mtime < max_age_s:
+                continue
+        except OSError:
+            continue
+        prefix = build.name[len(".build-"):].split("-")[0]
+        held = False
+        for lock in folder.glob(f"{prefix}*.lock"):
+            try:
+                with filelock.FileLock(str(lock), timeout=0):
+                    pass
+            except filelock.Timeout:
+                held = True
+                break
+        if not held:
+            shutil.rmtree(build, ignore_errors=True)
+            removed += not build.exists()
+    return removed
+
+
 def _build_and_publish(
     folder: Path, key: str, sources: dict[str, str | bytes], toolchain: Toolchain, flags: tuple[str, ...]
 ) -> None:
@@ -161,7 +191,12 @@ def build_library(
     try:
         with filelock.FileLock(str(folder / f"{key}.lock"), timeout=LOCK_TIMEOUT_S):
             if force or not _valid(lib, folder / f"{key}.so.sha256"):
-                _build_and_publish(folder, key, sources, toolchain, flags)
+                from ..progress import status
+
+                remove_stale_builds(folder)
+                names = ", ".join(sorted(f for f in sources if f.endswith(".c")))
+                with status(f"compiling {names} ({toolchain.family} {' '.join(flags)})"):
+                    _build_and_publish(folder, key, sources, toolchain, flags)
     except filelock.Timeout as exc:
         raise CompileError(f"timed out waiting for the kernel cache lock {exc.lock_file}") from exc
     return lib

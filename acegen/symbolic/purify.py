@@ -70,7 +70,7 @@ import numpy as np
 import sympy as sp
 
 from .._fs import write_atomic
-from .._progress import progress_bar
+from ..progress import progress_bar
 from ..errors import SpecError
 from . import coupling
 from .radial import radial_polynomial_form
