@@ -134,3 +134,12 @@ def test_malformed_acejl_fields(shared_dir, case):
     with pytest.raises(ModelFileError) as ei:
         _yace_from_dict(_Ctx("t.yace"), raw)
     assert ei.value.field == field
+
+
+def test_write_yace_refuses_acejl_bonds(shared_dir, tmp_path):
+    from acegen.errors import SpecError
+    from acegen.io.pace import write_yace
+
+    with pytest.raises(SpecError, match="ACE.jl.base"):
+        write_yace(_pot(shared_dir), tmp_path / "out.yace")
+    assert not (tmp_path / "out.yace").exists()

@@ -37,7 +37,7 @@ import numpy as np
 import yaml
 from ase.data import atomic_numbers
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, SpecError
 
 __all__ = [
     "RADIAL_BASES",
@@ -1386,6 +1386,9 @@ def write_yace(potential: PacePotential, path) -> None:
     (readable by pyace and LAMMPS ``pair_style pace``); floats are written with ``repr``
     (round-trip exact)."""
     pot = potential
+    for key, b in sorted(pot.bonds.items()):
+        if b.radbasename not in RADIAL_BASES:
+            raise SpecError(f"write_yace: bond {key} has radial basis {b.radbasename!r}, which cannot be written")
     out = [
         "elements: [" + ", ".join(pot.elements) + "]",
         "E0: " + _flist(pot.E0),
