@@ -2,7 +2,8 @@
 
 Implements FORMATS.md §1 and §5–8 the way ``ACECTildeEvaluator::compute_atom`` does:
 
-* radial basis g_k (ChebExpCos, ChebPow, ChebLinear, SBessel), R_nl = Σ_k crad[n,l,k] g_k and
+* radial basis g_k (ChebExpCos, ChebPow, ChebLinear, SBessel, ACEpotentials.jl's ACE.jl.base),
+  R_nl = Σ_k crad[n,l,k] g_k and
   the core repulsion φ (exp-type for inner cutoff ``density``/``distance``, ZBL for ``zbl``);
 * complex Y_lm normalised to Y_00 = 1 with the Condon–Shortley phase; only m ≥ 0 is
   accumulated, A_{l,−m} = (−1)^m conj(A_{lm});
