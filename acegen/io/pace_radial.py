@@ -125,6 +125,8 @@ def radial_basis(bond: PaceBond, r, K: int | None = None):
     (r_in := [δ_in == 0], i.e. no damping unless δ_in == 0)."""
     r = np.atleast_1d(np.asarray(r, dtype=float))
     K = bond.nradbase if K is None else K
+    if bond.radbasename == "ACE.jl.base":
+        return ships_radial(bond, r, K)
     cut, dcut, lam = bond.rcut, bond.dcut, bond.radparameters[0]
     cut_in, dcut_in = bond.rcut_in, bond.dcut_in
     if bond.inner_cutoff_type == "zbl":
@@ -183,6 +185,35 @@ def radial_basis(bond: PaceBond, r, K: int | None = None):
         g = g * fc[:, None]
     g[zero] = 0.0
     dg[zero] = 0.0
+    return g, dg
+
+
+def ships_radial(bond, r, K: int):
+    """ACEpotentials.jl's ``ACE.jl.base`` basis (PACE's ``SHIPsRadPolyBasis::calcP``), written
+    here from the definition: x = ((1+r0)/(1+r))^p, envelope (x−xl)^pl (x−xr)^pr on
+    [xl, xr] (0 outside), P_0 = A_0 f, P_1 = (A_1 x + B_1) P_0,
+    P_n = (A_n x + B_n) P_{n−1} + C_n P_{n−2}; zero for r ≥ rcut.  g_k = P_k."""
+    s = bond.ships
+    r = np.atleast_1d(np.asarray(r, dtype=float))
+    x = ((1.0 + s.r0) / (1.0 + r)) ** s.p
+    dx = -s.p * (1.0 + s.r0) ** s.p / (1.0 + r) ** (s.p + 1)
+    inside = (x >= s.xl) & (x <= s.xr) & (r < bond.rcut)
+    a, b = x - s.xl, x - s.xr
+    f = a**s.pl * b**s.pr
+    df = (s.pl * a ** max(s.pl - 1, 0) * b**s.pr if s.pl else 0.0) + (s.pr * a**s.pl * b ** max(s.pr - 1, 0) if s.pr else 0.0)
+    f, df = np.where(inside, f, 0.0), np.where(inside, df * dx, 0.0)
+    g = np.zeros(r.shape + (K,))
+    dg = np.zeros(r.shape + (K,))
+    if K == 0:
+        return g, dg
+    g[:, 0], dg[:, 0] = s.A[0] * f, s.A[0] * df
+    for n in range(1, K):
+        c2 = s.C[n] if n >= 2 else 0.0
+        gm2 = g[:, n - 2] if n >= 2 else 0.0
+        dgm2 = dg[:, n - 2] if n >= 2 else 0.0
+        lin = s.A[n] * x + s.B[n]
+        g[:, n] = lin * g[:, n - 1] + c2 * gm2
+        dg[:, n] = s.A[n] * dx * g[:, n - 1] + lin * dg[:, n - 1] + c2 * dgm2
     return g, dg
 
 

@@ -2,7 +2,8 @@
 
 Implements PACE's radial basis, spherical harmonics, embeddings and inner cutoffs the way ``ACECTildeEvaluator::compute_atom`` does:
 
-* radial basis g_k (ChebExpCos, ChebPow, ChebLinear, SBessel), R_nl = Σ_k crad[n,l,k] g_k and
+* radial basis g_k (ChebExpCos, ChebPow, ChebLinear, SBessel, ACEpotentials.jl's ACE.jl.base),
+  R_nl = Σ_k crad[n,l,k] g_k and
   the core repulsion φ (exp-type for inner cutoff ``density``/``distance``, ZBL for ``zbl``);
 * complex Y_lm normalised to Y_00 = 1 with the Condon–Shortley phase; only m ≥ 0 is
   accumulated, A_{l,−m} = (−1)^m conj(A_{lm});
@@ -41,11 +42,13 @@ from ..io.pace_radial import (  # noqa: F401  (re-exported)
     pace_radial_block,
     pace_spline_tables,
     radial_basis,
+    ships_radial,
 )
 
 __all__ = [
     "cutoff_func_poly",
     "radial_basis",
+    "ships_radial",
     "core_repulsion",
     "bond_functions",
     "PaceSpline",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .model import PacePotential
+from ...errors import SpecError
+from .model import RADIAL_BASES, PacePotential
 
 
 def _fmt(x: float) -> str:
@@ -34,6 +35,9 @@ def write_yace(potential: PacePotential, path) -> None:
     (readable by pyace and LAMMPS ``pair_style pace``); floats are written with ``repr``
     (round-trip exact)."""
     pot = potential
+    for key, b in sorted(pot.bonds.items()):
+        if b.radbasename not in RADIAL_BASES:
+            raise SpecError(f"write_yace: bond {key} has radial basis {b.radbasename!r}, which cannot be written")
     out = [
         "elements: [" + ", ".join(pot.elements) + "]",
         "E0: " + _flist(pot.E0),

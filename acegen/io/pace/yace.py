@@ -46,7 +46,7 @@ def _yace_from_dict(ctx: _Ctx, data: dict) -> PacePotential:
             ctx.fail(f"bonds[{key!r}]", "bond key must be a pair [mu_i, mu_j]")
         mi = ctx.integer(key[0], f"bonds[{key!r}]", lo=0, hi=nel - 1)
         mj = ctx.integer(key[1], f"bonds[{key!r}]", lo=0, hi=nel - 1)
-        bonds[(mi, mj)] = _bond_from_yaml(ctx, f"bonds[{mi},{mj}]", b)
+        bonds[(mi, mj)] = _acejl_bond(ctx, f"bonds[{mi},{mj}]", b, data) or _bond_from_yaml(ctx, f"bonds[{mi},{mj}]", b)
     for mi in range(nel):
         for mj in range(nel):
             if (mi, mj) not in bonds:
@@ -59,6 +59,15 @@ def _yace_from_dict(ctx: _Ctx, data: dict) -> PacePotential:
         lst = ctx.seq(lst, f"functions[{mu}]")
         functions[mu] = [_function_from_yaml(ctx, f"functions[{mu}][{i}]", f) for i, f in enumerate(lst)]
     return _finish(ctx, elements, E0, delta, embeddings, bonds, functions)
+
+
+def _acejl_bond(ctx: _Ctx, fld: str, b, data: dict):
+    """ACEpotentials.jl bonds (``radbasename: ACE.jl.base``, see :mod:`acegen.io.acejl`); None otherwise."""
+    if isinstance(b, dict) and b.get("radbasename") == "ACE.jl.base":
+        from ..acejl import acejl_bond_from_yaml
+
+        return acejl_bond_from_yaml(ctx, fld, b, data)
+    return None
 
 
 def _bond_from_yaml(ctx: _Ctx, fld: str, b) -> PaceBond:
