@@ -26,7 +26,8 @@ from ase.neighborlist import neighbor_list
 
 from ..errors import SpecError, StructureError
 from ..io.gracefs import GraceFSPotential
-from .pace_numpy import PaceSpline, _sbessel, embedding, ylm_pace
+from ..io.pace_radial import _sbessel
+from .pace_numpy import PaceSpline, embedding, ylm_pace
 
 __all__ = ["real_ylm", "gracefs_radial", "GraceFSReference"]
 
