@@ -213,6 +213,11 @@ class KernelPlan:
         return max([SIMD_PAD] + [s.n_nodes_pad for s in self.species])
 
     @property
+    def n_nodes_max(self) -> int:
+        """The largest DAG node count, unpadded (the CUDA kernel's per-thread workspace)."""
+        return max([1] + [s.n_nodes for s in self.species])
+
+    @property
     def ndens_max(self) -> int:
         return max([1] + [s.ndensity for s in self.species])
 
@@ -287,6 +292,7 @@ class KernelPlan:
             "rcut": self.rcut,
             "nfunc_max": self.nfunc_max,
             "nodes_max": self.nodes_max,
+            "n_nodes_max": self.n_nodes_max,
             "ndens_max": self.ndens_max,
             "nbonds_max": self.nbonds_max,
             "rec_max": self.rec_max,
