@@ -21,7 +21,7 @@ Spline tables come in two layouts, both placed at multiples of :data:`TABLE_ALIG
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -436,7 +436,7 @@ def build_plan(ir: ModelIR) -> KernelPlan:
             rp = radials[(prog.zi, zj)]
             bond = _bond(ir, prog.zi, zj, rows, prog.core.kind != "none", n_y, rp, -1)
             if rp.kind == "spline":
-                bond = _bond(ir, prog.zi, zj, rows, prog.core.kind != "none", n_y, rp, sdoubles)
+                bond = replace(bond, slot_offset=sdoubles)
                 sdoubles += _aligned(rp.nbins * 4 * bond.nslot_pad)
             bonds.append(bond)
         dag = build_dag(prog)
