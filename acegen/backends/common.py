@@ -1,4 +1,4 @@
-"""Helpers shared by every code-generating backend (C now; CUDA and LLVM later).
+"""Helpers shared by every code-generating backend (C, CUDA, LLVM, embeddable library, LAMMPS).
 
 * the kernel ABI constants: :data:`ABI_VERSION`, the status codes :class:`Status` and the
   minimum pair distance :data:`R_MIN`;
@@ -7,9 +7,8 @@
 * literal printers that render only validated numbers and generated identifiers
   (:func:`c_double`, :func:`c_int`, :func:`c_identifier`; for LLVM IR :func:`llvm_double`,
   :func:`llvm_doubles`, :func:`llvm_ints`);
-* :func:`lower_model`: a :class:`~acegen.ir.model.ModelIR` flattened into the tables every
-  kernel needs (per bond: cutoff and channel list; per species: product DAG, output
-  coefficients, embedding), so all backends read one lowering;
+* :class:`BondTable`: one bond (centre species, neighbour species, radial block, channels)
+  of a basis kernel; model kernels are laid out by :mod:`acegen.backends.plan`;
 * :func:`lower_basis`: a :class:`~acegen.basis.CoupledBasis` flattened for basis
   (design-matrix) kernels: sparse monomial × parameter coefficients and the Jacobian
   pattern ∂B/∂A (``templates/c/basis.c.j2``, :mod:`acegen.fit.assembly_kernel`).
@@ -33,7 +32,6 @@ from ..abi import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, Status  # noqa: F401  (
 from ..errors import CompileError
 
 if TYPE_CHECKING:  # the IR pulls in sympy; the ABI constants must load without it
-    from ..ir.dag import ProductDAG
     from ..ir.model import ModelIR, RadialBlock
 
 try:
@@ -47,20 +45,6 @@ _FILENAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 # -- literal printers ---------------------------------------------------------------------
-def abi_context(t: ModelTables) -> dict[str, object]:
-    """Template context every kernel target shares: the ABI constants and the model's
-    identity (signature, species count, number of angular functions)."""
-    return {
-        "name": t.ir.name,
-        "abi_version": ABI_VERSION,
-        "r_min": R_MIN,
-        "status": [(s.name, int(s), STATUS_INDEX_KIND.get(s, "none")) for s in Status],
-        "signature": t.signature,
-        "n_species": t.n_species,
-        "n_y": t.n_y,
-    }
-
-
 def kernel_meta(ir: ModelIR) -> dict[str, object]:
     """What a loaded kernel must report about itself (checked by the loaders), plus the
     element symbols the Python side keeps."""
@@ -196,7 +180,7 @@ def render(template: str, **context: object) -> str:
 # -- model lowering -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class BondTable:
-    """What a kernel does with a neighbour of species ``zj`` around a centre of species ``zi``.
+    """What a basis kernel does with a neighbour of species ``zj`` around a centre of species ``zi``.
 
     channels: int32 (n_channels, 3) rows (offset, radial index, l) of the centre's channels
     with this neighbour species, in channel order.
@@ -218,72 +202,6 @@ class BondTable:
     @property
     def n_channels(self) -> int:
         return int(self.channels.shape[0])
-
-
-@dataclass(frozen=True)
-class SpeciesTable:
-    """Per central species: the product DAG and the bonds a kernel must visit.
-
-    ``bonds`` holds the neighbour species that have a radial block and either channels or,
-    when the species has a core repulsion (kind other than "none"), no channels at all (such
-    a neighbour still enters the core density and the nearest-neighbour switch).  Other
-    neighbours contribute nothing (their dE/dr_ij is zero).
-    """
-
-    zi: int
-    n_A: int
-    dag: ProductDAG
-    bonds: tuple[BondTable, ...]
-
-
-@dataclass(frozen=True)
-class ModelTables:
-    """A ModelIR flattened for code generation (see :func:`lower_model`)."""
-
-    ir: ModelIR
-    n_species: int
-    n_y: int
-    rcut: np.ndarray  # (n_species, n_species); 0 where there is no radial block
-    nfunc_max: int
-    nodes_max: int
-    ndensity_max: int
-    species: tuple[SpeciesTable, ...]
-    signature: str
-
-
-def lower_model(ir: ModelIR) -> ModelTables:
-    """Flatten ``ir``: channel tables per bond, product DAG per species, size maxima."""
-    from ..ir.dag import build_dag
-
-    n = len(ir.elements)
-    rcut = np.zeros((n, n))
-    for (zi, zj), blk in ir.radial.items():
-        if not (0 <= zi < n and 0 <= zj < n) or (blk.zi, blk.zj) != (zi, zj):
-            raise CompileError(f"radial block key {(zi, zj)} does not match the model's species")
-        rcut[zi, zj] = blk.rcut
-    n_y = (ir.lmax + 1) ** 2
-    if len(ir.angular.inputs) != 3 or len(ir.angular.outputs) != 4 * n_y:
-        raise CompileError(f"angular SLP must map (x, y, z) to {4 * n_y} outputs (Y, dY/dx, dY/dy, dY/dz)")
-    species = []
-    for prog in ir.species:
-        bonds = []
-        for zj in range(n):
-            rows = [(ch.offset, ch.radial, ch.l) for ch in prog.channels if ch.zj == zj]
-            blk = ir.radial.get((prog.zi, zj))
-            if blk is not None and (rows or prog.core.kind != "none"):
-                bonds.append(BondTable(prog.zi, zj, blk, np.asarray(rows, dtype=np.int32).reshape(-1, 3)))
-        species.append(SpeciesTable(prog.zi, prog.n_A, build_dag(prog), tuple(bonds)))
-    return ModelTables(
-        ir=ir,
-        n_species=n,
-        n_y=n_y,
-        rcut=rcut,
-        nfunc_max=max((b.nfunc for b in ir.radial.values()), default=1),
-        nodes_max=max([1] + [s.dag.n_nodes for s in species]),
-        ndensity_max=max(p.embedding.ndensity for p in ir.species) if ir.species else 1,
-        species=tuple(species),
-        signature=ir.signature(),
-    )
 
 
 # -- basis lowering (design-matrix kernels) -------------------------------------------------
@@ -451,7 +369,7 @@ def _basis_species_table(basis, z0: int, radial: dict) -> BasisSpeciesTable:
 def lower_basis(basis) -> BasisTables:
     """Flatten a :class:`~acegen.basis.CoupledBasis` for a basis kernel.
 
-    Per central species: the one-particle channels (as in :func:`lower_model`), one local row
+    Per central species: the one-particle channels (as in :func:`acegen.backends.plan.build_plan`), one local row
     per linear parameter of that species (many-body functions, then pair functions
     P_n = √(4π)·A[pair channel], the order of ``CoupledBasis.split_params``), the distinct
     monomials of every order with a sparse (monomial × row) coefficient matrix

@@ -14,79 +14,33 @@ Per central atom i of species zi, over neighbours j with r_ij < rcut(zi, zj):
     E_i  = E0 + f_in(d) Σ_p F_p(ρ_p) + (1 − f_in(d)) ρ_core      (core kind "zbl")
 
 with ρ_core = Σ_j φ_core(r_ij) (the block's ``core`` radial function) and, for zbl, the
-nearest-neighbour switch f_in(d) on d = min_j (r_ij − (r_in − δ_in)) (see :func:`zbl_switch`).
+nearest-neighbour switch f_in(d) on d = min_j (r_ij − (r_in − δ_in)).  F_p, the switches fcut
+and f_in (PACE's ``cutoff_func_poly``) and the composition are the straight-line programs of
+:mod:`acegen.ir.physics`, the same ones every backend prints.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InternalError, StructureError
+from ..errors import StructureError
 from .model import ModelIR, SpeciesProgram
+from .physics import core_slp, embedding_slp
 
-FS_W = 1.0e6
-
-
-def embedding(kind: str, params, rho):
-    """Return (Σ_p F_p(ρ_p), dF/dρ_p) for one atom; ``rho`` has shape (ndensity,)."""
-    rho = np.asarray(rho, dtype=float)
-    if kind == "linear":
-        return float(rho[0]), np.ones(1)
-    E = 0.0
-    dE = np.zeros_like(rho)
-    for p, r in enumerate(rho):
-        w, m = float(params[2 * p]), float(params[2 * p + 1])
-        f, df = fs_single(kind, r, m)
-        E += w * f
-        dE[p] = w * df
-    return E, dE
+def _run(slp, **inputs) -> list[float]:
+    """Evaluate a scalar SLP (a Piecewise computes every branch: an unused one may overflow)."""
+    with np.errstate(all="ignore"):
+        return [float(v) for v in slp.evaluate(**inputs)]
 
 
-def fs_single(kind: str, rho: float, m: float):
-    """One Finnis–Sinclair term F(ρ; m) and its derivative, as PACE defines them."""
-    if kind == "FinnisSinclair":
-        if abs(rho) > 1e-10:
-            s = np.sign(rho)
-            a = abs(rho)
-            e = np.exp(-((FS_W * a) ** 3))
-            c = FS_W ** (1.0 - m)
-            f = s * ((1.0 - e) * a**m + c * e * a)
-            df = 3.0 * FS_W**3 * a**2 * e * a**m + (1.0 - e) * m * a ** (m - 1.0) + c * (e - 3.0 * FS_W**3 * a**3 * e)
-            return f, df
-        c = FS_W ** (1.0 - m)
-        return c * rho, c
-    if kind == "FinnisSinclairShiftedScaled":
-        if abs(m - 1.0) < 1e-10:
-            return rho, 1.0
-        a = abs(rho)
-        s = 1.0 if rho >= 0 else -1.0
-        nu = 1.0 / m
-        ea = np.exp(-a)
-        x_off = nu ** (nu / (1.0 - nu)) * ea
-        y_off = nu ** (1.0 / (1.0 - nu)) * ea
-        f = s * ((x_off + a) ** m - y_off)
-        df = y_off + m * (1.0 - x_off) * (x_off + a) ** (m - 1.0)
-        return f, df
-    raise InternalError(f"unknown embedding kind {kind!r}")
-
-
-def poly_switch(x: float, xc: float, dx: float):
-    """PACE's ``cutoff_func_poly``: 1 below xc − dx, 0 above xc, a quintic in between.
-    Returns (f, df/dx)."""
-    if x >= xc:
-        return 0.0, 0.0
-    if x <= xc - dx:
-        return 1.0, 0.0
-    t = 1.0 - 2.0 * (1.0 + (x - xc) / dx)
-    f = 0.5 + 7.5 / 2.0 * (t / 4.0 - t**3 / 6.0 + t**5 / 20.0)
-    df = -7.5 / dx * (0.25 - t**2 / 2.0 + t**4 / 4.0)
-    return f, df
-
-
-def zbl_switch(d: float, delta: float):
-    """The ZBL nearest-neighbour switch of PACE: f = poly_switch(δ − d, δ, δ)."""
-    f, df = poly_switch(delta - d, delta, delta)
-    return f, -df
+def embedding(prog: SpeciesProgram, rho, slp=None):
+    """Return (Σ_p F_p(ρ_p), dF/dρ_p) for one atom of ``prog``'s species; ``rho`` has shape
+    (ndensity,).  The formulas are :func:`acegen.ir.physics.embedding_slp` (``slp``: a
+    prebuilt one)."""
+    emb = prog.embedding
+    slp = embedding_slp(emb.kind, emb.params, emb.ndensity) if slp is None else slp
+    out = _run(slp, **{f"rho_{p}": float(r) for p, r in enumerate(np.asarray(rho, dtype=float))})
+    return out[0], np.asarray(out[1:])
 
 
 def _monomial_products(A, monos_by_order):
@@ -109,6 +63,8 @@ def _monomial_products(A, monos_by_order):
 class _Prepared:
     def __init__(self, sp: SpeciesProgram):
         self.sp = sp
+        self.embedding = embedding_slp(sp.embedding.kind, sp.embedding.params, sp.embedding.ndensity)
+        self.core = core_slp(sp.core.kind, sp.E0, sp.core.rho_core_cut, sp.core.drho_core_cut)
         orders = sorted({len(m) for m in sp.monomials})
         self.groups = []
         for nu in orders:
@@ -181,40 +137,19 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
         prods = _monomial_products(A, [idx for _, idx in prep.groups])
         for (ks, idx), (prod, _) in zip(prep.groups, prods):
             rho += prod @ sp.coeffs[ks]
-        F, dF = embedding(sp.embedding.kind, sp.embedding.params, rho)
+        F, dF = embedding(sp, rho, prep.embedding)
         # core repulsion / inner cutoff
-        scaleF, dscale_pair = 1.0, None
-        E = sp.E0
-        if sp.core.kind == "none":
-            E += F
-        elif sp.core.kind == "density":
-            fc, dfc = poly_switch(rho_core, sp.core.rho_core_cut, sp.core.drho_core_cut)
-            E += F * fc + rho_core
-            scaleF = fc
-            dE_drhocore = F * dfc + 1.0
-        elif sp.core.kind == "distance":
-            E += F + rho_core
-            dE_drhocore = 1.0
-        elif sp.core.kind == "zbl":
-            # nearest-neighbour switch over all neighbours within the cutoff
-            best = None
+        best = None  # zbl: (d, pair, u, delta) of the nearest neighbour
+        if sp.core.kind == "zbl":
             for sel, zj, R, dR, Y, gradY, u, r in nb:
                 blk = ir.radial[(zi, zj)]
                 d = r - (blk.r_in - blk.delta_in)
                 k = int(np.argmin(d))
                 if best is None or d[k] < best[0]:
                     best = (float(d[k]), int(sel[k]), u[k], blk.delta_in)
-            if best is None:
-                fc, dfc_dd = 1.0, 0.0
-            else:
-                fc, dfc_dd = zbl_switch(best[0], best[3])
-            E += F * fc + rho_core * (1.0 - fc)
-            scaleF = fc
-            dE_drhocore = 1.0 - fc
-            if best is not None and dfc_dd != 0.0:
-                dscale_pair = (best[1], (F - rho_core) * dfc_dd * best[2])
-        else:  # pragma: no cover - validated in the IR
-            raise InternalError(f"unknown core repulsion kind {sp.core.kind!r}")
+        d, delta = (np.inf, 0.0) if best is None else (best[0], float(best[3]))
+        E, scaleF, dE_drhocore, dE_dd = _run(prep.core, e_ace=F, rho_core=rho_core, d=d, delta=delta)
+        dscale_pair = (best[1], dE_dd * best[2]) if best is not None and dE_dd != 0.0 else None
         energies[i] = E
         # adjoint: dE/dA
         w = np.zeros(sp.n_A)

@@ -2,9 +2,9 @@
 
 An :class:`SLP` is a list of assignments ``name = expr`` where ``expr`` is a sympy
 expression over the inputs and earlier names, restricted to a small set of primitive
-operations every backend can print (+, *, integer powers, sqrt, exp, cos, sin, and
-real constants).  Radial bases, envelopes, spherical harmonics and core repulsion are all
-lowered to SLPs; the C, CUDA and LLVM printers each walk the same list.
+operations every backend can print (+, *, integer powers, sqrt, exp, cos, sin, log,
+real constants, and ``Piecewise`` over single comparisons).  Radial bases, envelopes, spherical harmonics, core repulsion, the embedding
+functions and the inner-cutoff composition (:mod:`acegen.ir.physics`) are all lowered to SLPs; the C, CUDA and LLVM printers each walk the same list.
 
 :class:`SLPBuilder` builds an SLP together with its forward-mode derivatives with
 respect to chosen inputs, so no expression swell occurs (every intermediate is named).

@@ -10,7 +10,7 @@
   driver); otherwise it raises :class:`~acegen.errors.AcegenError`.  ``emulate=True`` compiles
   the SAME source with the host C++ compiler and the emulation header instead (no GPU needed;
   used by the tests to check the kernel's numbers against the C backend);
-* :func:`build_emitted_cuda` builds an emitted (possibly hand-edited) folder outside the cache.
+* :func:`build_cuda` builds an emitted (possibly hand-edited) folder outside the cache.
 
 Design and reasons (one thread per atom, recomputed neighbour records, interleaved workspace,
 handles): ``docs/backend-cuda.md``.
@@ -40,13 +40,11 @@ from ...ir.model import ModelIR
 from ...jit.cache import LOCK_TIMEOUT_S, cache_key, file_sha256, kernels_dir
 from ...jit.load import CompiledKernel
 from ..c.printer import slp_body
-from ..common import ModelTables, Status, abi_context, kernel_meta, lower_model, render
+from ..common import Status, kernel_meta, render
+from ..plan import build_plan
 
 
-#: Spline tables start on multiples of this many doubles (64 bytes) in the ``.bin`` file.
-BLOB_ALIGN = 8
-
-#: GPU architectures of :func:`build_emitted_cuda` when none is given and no GPU is present:
+#: GPU architectures of :func:`build_cuda` when none is given and no GPU is present:
 #: Ampere (A100) and Hopper (H100/H200) machine code, plus sm_90 PTX for newer GPUs.
 DEFAULT_ARCHS = ("sm_80", "sm_90")
 
@@ -84,71 +82,13 @@ def source_names(name: str) -> dict[str, str]:
 
 
 def library_name(name: str, *, emulate: bool = False) -> str:
-    """File name of the shared library :func:`build_emitted_cuda` writes."""
+    """File name of the shared library :func:`build_cuda` writes."""
     return f"libacegen_{name}_{'emulated' if emulate else 'cuda'}.so"
 
 
 # -- code generation -----------------------------------------------------------------------
-def _radial_context(t: ModelTables, zi: int, zj: int, blob: list[np.ndarray]) -> dict[str, Any]:
-    """Template context of one bond's radial functions; spline tables are appended to ``blob``."""
-    blk = t.ir.radial[(zi, zj)]
-    if blk.slp is not None:
-        if len(blk.slp.inputs) != 1:
-            raise CompileError(f"radial SLP of bond ({zi}, {zj}) must have the single input r")
-        return {"zi": zi, "zj": zj, "kind": "slp", "nfunc": blk.nfunc, "body": slp_body(blk.slp, ["r"], "out")}
-    spl = blk.spline
-    offset = sum(a.size for a in blob)
-    table = np.ascontiguousarray(spl.coeffs, dtype="<f8").ravel()
-    pad = (-table.size) % BLOB_ALIGN
-    blob.append(np.concatenate([table, np.zeros(pad, dtype="<f8")]) if pad else table)
-    return {"zi": zi, "zj": zj, "kind": "spline", "nfunc": blk.nfunc, "nbins": spl.nbins, "h": spl.h,
-            "rcut": spl.rcut, "offset": offset}
-
-
-def _context(t: ModelTables) -> tuple[dict[str, Any], bytes]:
-    """Template context of the CUDA files and the spline-table blob (empty without splines)."""
-    ir = t.ir
-    species = []
-    used: set[tuple[int, int]] = set()
-    for st, prog in zip(t.species, ir.species):
-        emb = prog.embedding
-        params = [float(p) for p in emb.params]
-        bonds = []
-        for b in st.bonds:
-            used.add((b.zi, b.zj))
-            bonds.append({"zj": b.zj, "rcut": b.rcut, "nfunc": b.nfunc, "n_chan": b.n_channels, "channels": b.channels,
-                          "core": b.block.core, "r_in": float(b.block.r_in), "delta_in": float(b.block.delta_in)})
-        dag = st.dag
-        species.append({
-            "zi": prog.zi, "n_A": st.n_A, "n_nodes": dag.n_nodes, "n_products": dag.n_products,
-            "left": dag.left, "right": dag.right, "n_out": int(dag.out_nodes.size), "out_node": dag.out_nodes,
-            "out_coef": dag.out_coeffs, "ndensity": emb.ndensity, "embedding_kind": emb.kind,
-            "embedding_params": list(zip(params[0::2], params[1::2])), "E0": float(prog.E0),
-            "core_kind": prog.core.kind, "rho_core_cut": float(prog.core.rho_core_cut),
-            "drho_core_cut": float(prog.core.drho_core_cut), "bonds": bonds,
-        })
-    blob: list[np.ndarray] = []
-    radials = [_radial_context(t, zi, zj, blob) for zi, zj in sorted(used)]
-    data = np.concatenate(blob).astype("<f8").tobytes() if blob else b""
-    names = source_names(ir.name)
-    ctx = {
-        **abi_context(t),
-        "blob_file": names["tables"] if data else None,
-        "blob_doubles": len(data) // 8,
-        "nfunc_max": t.nfunc_max,
-        "nodes_max": t.nodes_max,
-        "ndens_max": t.ndensity_max,
-        "rcut": t.rcut,
-        "angular_body": slp_body(ir.angular, ["x", "y", "z"], "out"),
-        "radials": radials,
-        "embedding_kinds": sorted({p.embedding.kind for p in ir.species}),
-        "core_kinds": sorted({p.core.kind for p in ir.species}),
-        "species": species,
-        "files": names,
-        "emulate_header": EMULATE_HEADER,
-        "default_archs": DEFAULT_ARCHS,
-    }
-    return ctx, data
+#: The CUDA kernel reads spline tables in the plan's "functions" layout ([bin][function][c0..c3]).
+TABLE_LAYOUT = "functions"
 
 
 def _tidy(text: str) -> str:
@@ -159,8 +99,12 @@ def _tidy(text: str) -> str:
 
 def emit_cuda(ir: ModelIR) -> dict[str, str | bytes]:
     """The generated CUDA folder of ``ir``: file name -> text (bytes for the spline tables)."""
-    ctx, data = _context(lower_model(ir))
-    names = ctx["files"]
+    plan = build_plan(ir)
+    data = plan.tables(TABLE_LAYOUT).tobytes()
+    names = source_names(ir.name)
+    ctx = {**plan.context(), "slp": slp_body, "blob_file": names["tables"] if data else None,
+           "blob_doubles": len(data) // 8, "files": names, "emulate_header": EMULATE_HEADER,
+           "default_archs": DEFAULT_ARCHS}
     files: dict[str, str | bytes] = {
         names["kernel"]: _tidy(render("cuda/kernel.cuh.j2", **ctx)),
         names["launcher"]: _tidy(render("cuda/launcher.cu.j2", **ctx)),
@@ -423,7 +367,7 @@ def compile_cuda(ir: ModelIR, *, arch: str | None = None, fmad: bool = False, em
     return CudaKernel(path, ir.name, emulated=emulate, **kernel_meta(ir))
 
 
-def build_emitted_cuda(
+def build_cuda(
     folder: Path, *, archs: tuple[str, ...] | None = None, fmad: bool = False, emulate: bool = False
 ) -> Path:
     """Build the emitted CUDA folder into ``folder/libacegen_<name>_cuda.so`` (or
@@ -446,7 +390,7 @@ __all__ = [
     "DEFAULT_ARCHS",
     "CudaKernel",
     "arch_flags",
-    "build_emitted_cuda",
+    "build_cuda",
     "cdef",
     "compile_cuda",
     "cuda_device_count",

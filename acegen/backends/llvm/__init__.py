@@ -29,16 +29,13 @@ import cffi
 import numpy as np
 
 from ...errors import CompileError
-from ...ir.dag import group_schedule
 from ...ir.model import ModelIR
 from ...jit.llvm_cache import ObjectCache, llvm_cache_key
 from ...jit.load import raise_for_status, validate_inputs, verify_kernel_info
-from ..common import ModelTables, STATUS_INDEX_KIND, Status, abi_context, kernel_meta, lower_model, render
-from .printer import ALLOWED_FLAGS, slp_function
+from ..common import STATUS_INDEX_KIND, Status, kernel_meta, render
+from ..plan import build_plan
+from .printer import ALLOWED_FLAGS, slp_function, slp_instructions
 
-
-#: Each spline table starts on a multiple of this many doubles (64 bytes) in the table buffer.
-TABLE_ALIGN = 8
 
 #: Neighbours evaluated together (the width of the explicit ``<LANES x double>`` vectors of the
 #: generated IR).  Part of the arithmetic's definition (which partial sums exist), so a fixed
@@ -88,114 +85,34 @@ def _fastmath(flags: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...
     return out
 
 
-def _radial_context(zi: int, zj: int, t: ModelTables, blob: list[np.ndarray], flags: tuple[str, ...]) -> dict[str, Any]:
-    """Template context of one bond's radial functions; spline tables are appended to ``blob``."""
-    blk = t.ir.radial[(zi, zj)]
-    if blk.slp is not None:
-        if len(blk.slp.inputs) != 1:
-            raise CompileError(f"radial SLP of bond ({zi}, {zj}) must have the single input r")
-        fn = slp_function(blk.slp, f"radial_{zi}_{zj}", ["r"], flags=flags, width=LANES)
-        return {"zi": zi, "zj": zj, "kind": "slp", "nfunc": blk.nfunc, "function": fn}
-    spl = blk.spline
-    offset = sum(a.size for a in blob)
-    table = np.ascontiguousarray(spl.coeffs, dtype="<f8").ravel()
-    pad = (-table.size) % TABLE_ALIGN
-    blob.append(np.concatenate([table, np.zeros(pad, dtype="<f8")]) if pad else table)
-    return {
-        "zi": zi,
-        "zj": zj,
-        "kind": "spline",
-        "nfunc": blk.nfunc,
-        "nbins": spl.nbins,
-        "h": spl.h,
-        "rcut": spl.rcut,
-        "offset": offset,
-    }
-
-
-def _context(t: ModelTables, flags: tuple[str, ...]) -> tuple[dict[str, Any], np.ndarray]:
-    """Template context and the spline-table buffer (empty if the model has no spline)."""
-    ir = t.ir
-    species = []
-    used_bonds: list[tuple[int, int]] = []
-    kinds: set[str] = set()
-    for st, prog in zip(t.species, ir.species):
-        emb = prog.embedding
-        kinds.add(emb.kind)
-        params = [float(p) for p in emb.params]
-        bonds = []
-        for b in st.bonds:
-            used_bonds.append((b.zi, b.zj))
-            bonds.append(
-                {
-                    "zj": b.zj,
-                    "rcut": b.rcut,
-                    "nfunc": b.nfunc,
-                    "n_chan": b.n_channels,
-                    "channels": b.channels,
-                    "core": b.block.core,
-                    "r_in": float(b.block.r_in),
-                    "delta_in": float(b.block.delta_in),
-                }
-            )
-        sched = group_schedule(st.dag)
-        n_pad = -(-sched.n_nodes // LANES) * LANES
-        coef = np.zeros((emb.ndensity, n_pad))
-        coef[:, : sched.n_nodes] = sched.coeffs
-        md = 3 * sum(1 for x in species if x["n_groups"])
-        species.append(
-            {
-                "zi": prog.zi,
-                "n_A": st.n_A,
-                "n_nodes": sched.n_nodes,
-                "n_nodes_pad": n_pad,
-                "n_products": sched.n_products,
-                "n_groups": sched.n_groups,
-                "key": sched.key,
-                "run": sched.group_ptr,
-                "other": sched.other,
-                "coef": coef,
-                "md_group": md,
-                "md_loop": md + 1,
-                "ndensity": emb.ndensity,
-                "embedding_kind": emb.kind,
-                "embedding_params": list(zip(params[0::2], params[1::2])),
-                "E0": float(prog.E0),
-                "core_kind": prog.core.kind,
-                "rho_core_cut": float(prog.core.rho_core_cut),
-                "drho_core_cut": float(prog.core.drho_core_cut),
-                "bonds": bonds,
-            }
-        )
-    blob: list[np.ndarray] = []
-    radials = [_radial_context(zi, zj, t, blob, flags) for zi, zj in sorted(set(used_bonds))]
-    tables = np.concatenate(blob).astype("<f8") if blob else np.zeros(0, dtype="<f8")
-    row_y = 4 + 2 * t.nfunc_max  # record rows: u (3), r, R and dR (nfunc each), Y and grad P (NY each)
-    ctx = {
-        **abi_context(t),
-        "status": {s.name: int(s) for s in Status},  # the LLVM templates look codes up by name
-        "blob_file": blob_name(ir.name),
-        "blob_doubles": int(tables.size),
-        "nodes_max": max(x["n_nodes_pad"] for x in species) if species else LANES,
-        "ndens_max": t.ndensity_max,
-        "lanes": LANES,
-        "row_r": 4,
-        "row_y": row_y,
-        "rec_rows": row_y + 4 * t.n_y,
-        "na_max": max([1] + [st.n_A for st in t.species]),
-        "rcut": t.rcut,
-        "fm": "".join(f + " " for f in flags),
-        "angular_function": slp_function(ir.angular, "angular", ["x", "y", "z"], flags=flags, width=LANES),
-        "radials": radials,
-        "embedding_kinds": sorted(kinds),
-        "core_kinds": sorted({p.core.kind for p in ir.species}),
-        "species": species,
-    }
-    return ctx, tables
+#: The LLVM kernel reads spline tables in the plan's "functions" layout ([bin][function][c0..c3]).
+TABLE_LAYOUT = "functions"
 
 
 def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
-    ctx, tables = _context(lower_model(ir), flags)
+    """The LLVM IR text of ``ir`` (from its :class:`~acegen.backends.plan.KernelPlan`) and the
+    spline-table buffer (empty if the model has no spline)."""
+    plan = build_plan(ir)
+    tables = plan.tables(TABLE_LAYOUT)
+    md, k = {}, 0  # loop metadata ids: three per species with product runs
+    for s in plan.species:
+        md[s.zi] = 3 * k
+        k += 1 if s.n_groups else 0
+    row_y = 4 + 2 * plan.nfunc_max  # record rows: u (3), r, R and dR (nfunc each), Y and grad P (NY each)
+    ctx = {
+        **plan.context(),
+        "status": {s.name: int(s) for s in Status},  # the LLVM templates look codes up by name
+        "blob_file": blob_name(ir.name),
+        "blob_doubles": int(tables.size),
+        "lanes": LANES,
+        "row_r": 4,
+        "row_y": row_y,
+        "rec_rows": row_y + 4 * plan.n_y,
+        "fm": "".join(f + " " for f in flags),
+        "md": md,
+        "slp_function": functools.partial(slp_function, flags=flags, width=LANES),
+        "slp_scalar": lambda slp, inputs, out, prefix: "\n".join(slp_instructions(slp, inputs, out, prefix=prefix)),
+    }
     return render("llvm/kernel.ll.j2", **ctx), tables
 
 

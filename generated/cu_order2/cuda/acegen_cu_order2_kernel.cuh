@@ -267,8 +267,14 @@ static __device__ const double out_coef_0[30 * 1] = {
 /* embedding of species 0 (linear): returns sum_p F_p(rho_p), stores dF_p/drho_p */
 static __device__ double embed_0(const double *__restrict__ rho, double *__restrict__ dF)
 {
-    dF[0] = 1.0;
-    return rho[0];
+    const double rho_0 = rho[0];
+    double out[2];
+    const double v0 = rho_0;
+    const double v1 = 1.0;
+    out[0] = v0;
+    out[1] = v1;
+    dF[0] = out[1];
+    return out[0];
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -391,7 +397,18 @@ static __device__ int atom_0(const int64_t begin, const int64_t end, const int32
 
     /* embedding (+ core terms) */
     const double e_ace = embed_0(rho, dF);
-    *energy = 0.0 + e_ace;
+    double core_out[4];
+    {
+        const double v0 = e_ace;
+        const double v1 = 1.0;
+        const double v2 = 0.0;
+        const double v3 = 0.0;
+        core_out[0] = v0;
+        core_out[1] = v1;
+        core_out[2] = v2;
+        core_out[3] = v3;
+    }
+    *energy = core_out[0];
 
     /* reverse sweep: W = dE/dAA */
     for (int32_t n = 0; n < 36; ++n)

@@ -27,7 +27,7 @@
 ; See docs/backend-llvm.md.
 
 ; workspace of one call: { cap (slots), recs (cap / 4 blocks of 50 rows), slots (cap i64: pair
-; index or -1), rr (cap doubles: r per pair), AA, W (36 doubles each), A4 (21 x 4 doubles) }
+; index or -1), rr (cap doubles: r per pair), AA, W (40 doubles each), A4 (21 x 4 doubles) }
 %workspace = type { i64, ptr, ptr, ptr, ptr, ptr, ptr }
 
 @rcut_table = internal constant [1 x double] [
@@ -370,8 +370,6 @@ entry:
 }
 
 
-
-
 ; ------------------------------------------------------------------------------------------
 ; per-species tables
 
@@ -396,8 +394,8 @@ entry:
     i32 0, i32 4, i32 8, i32 9, i32 10, i32 1, i32 5, i32 2, i32 6, i32 3, i32 7, i32 4,
     i32 8, i32 9, i32 8
 ]
-; coef[p * 36 + n]: output coefficient of node n for density p (zero for auxiliary nodes and padding)
-@coef_0 = internal constant [36 x double] [
+; coef[p * 40 + n]: output coefficient of node n for density p (zero for auxiliary nodes and padding)
+@coef_0 = internal constant [40 x double] [
     double 0x3FF0967B43ACD54B, double 0x0000000000000000, double 0x0000000000000000, double 0x0000000000000000,
     double 0xBFE6339DF7CF2EBD, double 0x0000000000000000, double 0x0000000000000000, double 0x0000000000000000,
     double 0x3FCAD729873630B4, double 0xBFB60B0C558F04B4, double 0x3FC095F8B996A4BF, double 0xBF9843122117C380,
@@ -406,15 +404,26 @@ entry:
     double 0x3FFC5BF891B4EF6A, double 0x3F90000000000000, double 0xBFF0000000000000, double 0x3FE0000000000000,
     double 0x3FC0000000000000, double 0xBF90000000000000, double 0xBFA279A74590331C, double 0x3FE279A74590331C,
     double 0xBFA279A74590331C, double 0x3FE279A74590331C, double 0xBFA279A74590331C, double 0x3FE279A74590331C,
-    double 0xBFD0000000000000, double 0x3FA0000000000000, double 0xBFE0000000000000, double 0x3FD0000000000000
+    double 0xBFD0000000000000, double 0x3FA0000000000000, double 0xBFE0000000000000, double 0x3FD0000000000000,
+    double 0x0000000000000000, double 0x0000000000000000, double 0x0000000000000000, double 0x0000000000000000
 ], align 32
 
 ; embedding of species 0 (linear): returns sum_p F_p(rho_p), stores dF_p/drho_p
 define internal double @embed_0(ptr noalias %rho, ptr noalias %dF) {
 entry:
-  store double 1.0, ptr %dF
-  %r0 = load double, ptr %rho
-  ret double %r0
+  %out = alloca [2 x double]
+  %rho_0.p = getelementptr inbounds double, ptr %rho, i64 0
+  %rho_0 = load double, ptr %rho_0.p
+  %to0 = getelementptr inbounds double, ptr %out, i64 0
+  store double %rho_0, ptr %to0, align 8
+  %to1 = getelementptr inbounds double, ptr %out, i64 1
+  store double 0x3FF0000000000000, ptr %to1, align 8
+  %d0.p = getelementptr inbounds double, ptr %out, i64 1
+  %d0 = load double, ptr %d0.p
+  %dF0.p = getelementptr inbounds double, ptr %dF, i64 0
+  store double %d0, ptr %dF0.p
+  %E = load double, ptr %out
+  ret double %E
 }
 
 
@@ -824,6 +833,7 @@ entry:
   %rs1 = alloca double
   %rs2 = alloca double
   %rs3 = alloca double
+  %core_out = alloca [4 x double]
 
   %AA.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 4
   %W.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 5
@@ -1074,6 +1084,8 @@ fwd.latch:
   %g.next = add nsw i64 %g, 1
   br label %fwd.head
 fwd.exit:
+  %aa.tail = getelementptr inbounds double, ptr %AA, i64 36
+  call void @llvm.memset.p0.i64(ptr %aa.tail, i8 0, i64 32, i1 false)
   ; densities rho_p = sum_n coef[p][n] AA[n]: 4 partial sums (n mod 4), added in lane order
   store <4 x double> zeroinitializer, ptr %dacc
   br label %dens0.pre
@@ -1081,7 +1093,7 @@ dens0.pre:
   br label %dens0.head
 dens0.head:
   %dn0 = phi i64 [ 0, %dens0.pre ], [ %dn0.next, %dens0.latch ]
-  %dens0.more = icmp slt i64 %dn0, 36
+  %dens0.more = icmp slt i64 %dn0, 40
   br i1 %dens0.more, label %dens0.body, label %dens0.exit
 dens0.body:
   %dc0.i = add nsw i64 %dn0, 0
@@ -1113,7 +1125,15 @@ dens0.exit:
 
   ; 4. embedding (+ core terms)
   %e_ace = call double @embed_0(ptr %rho, ptr %dF)
-  %E = fadd double 0x0000000000000000, %e_ace
+  %cxo0 = getelementptr inbounds double, ptr %core_out, i64 0
+  store double %e_ace, ptr %cxo0, align 8
+  %cxo1 = getelementptr inbounds double, ptr %core_out, i64 1
+  store double 0x3FF0000000000000, ptr %cxo1, align 8
+  %cxo2 = getelementptr inbounds double, ptr %core_out, i64 2
+  store double 0x0000000000000000, ptr %cxo2, align 8
+  %cxo3 = getelementptr inbounds double, ptr %core_out, i64 3
+  store double 0x0000000000000000, ptr %cxo3, align 8
+  %E = load double, ptr %core_out
   store double %E, ptr %energy
 
 
@@ -1129,7 +1149,7 @@ winit.pre:
   br label %winit.head
 winit.head:
   %wn = phi i64 [ 0, %winit.pre ], [ %wn.next, %winit.latch ]
-  %winit.more = icmp slt i64 %wn, 36
+  %winit.more = icmp slt i64 %wn, 40
   br i1 %winit.more, label %winit.body, label %winit.exit
 winit.body:
   %wc0.i = add nsw i64 %wn, 0
@@ -1602,8 +1622,8 @@ pairs:
   %bad4 = and i1 %has_pairs, %pn2
   br i1 %bad4, label %bad_argument, label %alloc
 alloc:
-  %AA = call ptr @malloc(i64 288)
-  %W = call ptr @malloc(i64 288)
+  %AA = call ptr @malloc(i64 320)
+  %W = call ptr @malloc(i64 320)
   %A4 = call ptr @malloc(i64 672)
   %ws.0 = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 0
   store i64 0, ptr %ws.0

@@ -27,7 +27,7 @@
 ; See docs/backend-llvm.md.
 
 ; workspace of one call: { cap (slots), recs (cap / 4 blocks of 52 rows), slots (cap i64: pair
-; index or -1), rr (cap doubles: r per pair), AA, W (92 doubles each), A4 (38 x 4 doubles) }
+; index or -1), rr (cap doubles: r per pair), AA, W (96 doubles each), A4 (38 x 4 doubles) }
 %workspace = type { i64, ptr, ptr, ptr, ptr, ptr, ptr }
 
 @rcut_table = internal constant [4 x double] [
@@ -1246,8 +1246,6 @@ entry:
 }
 
 
-
-
 ; ------------------------------------------------------------------------------------------
 ; per-species tables
 
@@ -1285,8 +1283,8 @@ entry:
     i32 40, i32 53, i32 50, i32 54, i32 55, i32 57, i32 38, i32 39, i32 53, i32 64, i32 54, i32 57,
     i32 58, i32 38, i32 53, i32 57, i32 5
 ]
-; coef[p * 92 + n]: output coefficient of node n for density p (zero for auxiliary nodes and padding)
-@coef_0 = internal constant [92 x double] [
+; coef[p * 96 + n]: output coefficient of node n for density p (zero for auxiliary nodes and padding)
+@coef_0 = internal constant [96 x double] [
     double 0x3FF12A6AC99C446C, double 0x0000000000000000, double 0x0000000000000000, double 0x0000000000000000,
     double 0x3FB09A0BD270F288, double 0x3FB2B9CCAA521DB0, double 0xBFC7564C4E8E0176, double 0x3FDF3A1311755EA8,
     double 0x3FC24323A9E6C6A2, double 0x3F6AAA7834D744A2, double 0xBF9C4EA2C3DB11F7, double 0xBF3D1D93E6C2CA50,
@@ -1309,15 +1307,26 @@ entry:
     double 0x3FC0000000000000, double 0xBFE0000000000000, double 0x3FA0000000000000, double 0x3FC0000000000000,
     double 0x3FA0000000000000, double 0x3F90000000000000, double 0x3FF0000000000000, double 0xBFD0000000000000,
     double 0xBFB0000000000000, double 0x3FD0000000000000, double 0x3FF0000000000000, double 0x3FB0000000000000,
-    double 0x3FE0000000000000, double 0xBF90000000000000, double 0xBFC0000000000000, double 0x0000000000000000
+    double 0x3FE0000000000000, double 0xBF90000000000000, double 0xBFC0000000000000, double 0x0000000000000000,
+    double 0x0000000000000000, double 0x0000000000000000, double 0x0000000000000000, double 0x0000000000000000
 ], align 32
 
 ; embedding of species 0 (linear): returns sum_p F_p(rho_p), stores dF_p/drho_p
 define internal double @embed_0(ptr noalias %rho, ptr noalias %dF) {
 entry:
-  store double 1.0, ptr %dF
-  %r0 = load double, ptr %rho
-  ret double %r0
+  %out = alloca [2 x double]
+  %rho_0.p = getelementptr inbounds double, ptr %rho, i64 0
+  %rho_0 = load double, ptr %rho_0.p
+  %to0 = getelementptr inbounds double, ptr %out, i64 0
+  store double %rho_0, ptr %to0, align 8
+  %to1 = getelementptr inbounds double, ptr %out, i64 1
+  store double 0x3FF0000000000000, ptr %to1, align 8
+  %d0.p = getelementptr inbounds double, ptr %out, i64 1
+  %d0 = load double, ptr %d0.p
+  %dF0.p = getelementptr inbounds double, ptr %dF, i64 0
+  store double %d0, ptr %dF0.p
+  %E = load double, ptr %out
+  ret double %E
 }
 
 
@@ -1355,8 +1364,8 @@ entry:
     i32 40, i32 53, i32 50, i32 54, i32 55, i32 57, i32 38, i32 39, i32 53, i32 64, i32 54, i32 57,
     i32 58, i32 38, i32 53, i32 57, i32 5
 ]
-; coef[p * 92 + n]: output coefficient of node n for density p (zero for auxiliary nodes and padding)
-@coef_1 = internal constant [92 x double] [
+; coef[p * 96 + n]: output coefficient of node n for density p (zero for auxiliary nodes and padding)
+@coef_1 = internal constant [96 x double] [
     double 0xBFE12A6AC99C446C, double 0x0000000000000000, double 0x0000000000000000, double 0x0000000000000000,
     double 0xBFD35E3777473FFC, double 0xBFA2B9CCAA521DB0, double 0xBFE9C7FBFE3E852B, double 0xBFCF3A1311755EA8,
     double 0xBFB5A0C047E620D6, double 0xBF5AAA7834D744A2, double 0x3F8C4EA2C3DB11F7, double 0x3F2D1D93E6C2CA50,
@@ -1379,15 +1388,26 @@ entry:
     double 0xBFB0000000000000, double 0x3FD0000000000000, double 0xBF90000000000000, double 0xBFB0000000000000,
     double 0xBF90000000000000, double 0xBFF0000000000000, double 0xBFE0000000000000, double 0x3FC0000000000000,
     double 0x3FA0000000000000, double 0xBFC0000000000000, double 0xBFE0000000000000, double 0xBFA0000000000000,
-    double 0xBFD0000000000000, double 0x3FF0000000000000, double 0x3FB0000000000000, double 0x0000000000000000
+    double 0xBFD0000000000000, double 0x3FF0000000000000, double 0x3FB0000000000000, double 0x0000000000000000,
+    double 0x0000000000000000, double 0x0000000000000000, double 0x0000000000000000, double 0x0000000000000000
 ], align 32
 
 ; embedding of species 1 (linear): returns sum_p F_p(rho_p), stores dF_p/drho_p
 define internal double @embed_1(ptr noalias %rho, ptr noalias %dF) {
 entry:
-  store double 1.0, ptr %dF
-  %r0 = load double, ptr %rho
-  ret double %r0
+  %out = alloca [2 x double]
+  %rho_0.p = getelementptr inbounds double, ptr %rho, i64 0
+  %rho_0 = load double, ptr %rho_0.p
+  %to0 = getelementptr inbounds double, ptr %out, i64 0
+  store double %rho_0, ptr %to0, align 8
+  %to1 = getelementptr inbounds double, ptr %out, i64 1
+  store double 0x3FF0000000000000, ptr %to1, align 8
+  %d0.p = getelementptr inbounds double, ptr %out, i64 1
+  %d0 = load double, ptr %d0.p
+  %dF0.p = getelementptr inbounds double, ptr %dF, i64 0
+  store double %d0, ptr %dF0.p
+  %E = load double, ptr %out
+  ret double %E
 }
 
 
@@ -1797,6 +1817,7 @@ entry:
   %rs1 = alloca double
   %rs2 = alloca double
   %rs3 = alloca double
+  %core_out = alloca [4 x double]
 
   %AA.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 4
   %W.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 5
@@ -2133,7 +2154,7 @@ fwd.latch:
   br label %fwd.head
 fwd.exit:
   %aa.tail = getelementptr inbounds double, ptr %AA, i64 91
-  call void @llvm.memset.p0.i64(ptr %aa.tail, i8 0, i64 8, i1 false)
+  call void @llvm.memset.p0.i64(ptr %aa.tail, i8 0, i64 40, i1 false)
   ; densities rho_p = sum_n coef[p][n] AA[n]: 4 partial sums (n mod 4), added in lane order
   store <4 x double> zeroinitializer, ptr %dacc
   br label %dens0.pre
@@ -2141,7 +2162,7 @@ dens0.pre:
   br label %dens0.head
 dens0.head:
   %dn0 = phi i64 [ 0, %dens0.pre ], [ %dn0.next, %dens0.latch ]
-  %dens0.more = icmp slt i64 %dn0, 92
+  %dens0.more = icmp slt i64 %dn0, 96
   br i1 %dens0.more, label %dens0.body, label %dens0.exit
 dens0.body:
   %dc0.i = add nsw i64 %dn0, 0
@@ -2173,7 +2194,15 @@ dens0.exit:
 
   ; 4. embedding (+ core terms)
   %e_ace = call double @embed_0(ptr %rho, ptr %dF)
-  %E = fadd double 0x0000000000000000, %e_ace
+  %cxo0 = getelementptr inbounds double, ptr %core_out, i64 0
+  store double %e_ace, ptr %cxo0, align 8
+  %cxo1 = getelementptr inbounds double, ptr %core_out, i64 1
+  store double 0x3FF0000000000000, ptr %cxo1, align 8
+  %cxo2 = getelementptr inbounds double, ptr %core_out, i64 2
+  store double 0x0000000000000000, ptr %cxo2, align 8
+  %cxo3 = getelementptr inbounds double, ptr %core_out, i64 3
+  store double 0x0000000000000000, ptr %cxo3, align 8
+  %E = load double, ptr %core_out
   store double %E, ptr %energy
 
 
@@ -2189,7 +2218,7 @@ winit.pre:
   br label %winit.head
 winit.head:
   %wn = phi i64 [ 0, %winit.pre ], [ %wn.next, %winit.latch ]
-  %winit.more = icmp slt i64 %wn, 92
+  %winit.more = icmp slt i64 %wn, 96
   br i1 %winit.more, label %winit.body, label %winit.exit
 winit.body:
   %wc0.i = add nsw i64 %wn, 0
@@ -2720,6 +2749,7 @@ entry:
   %rs1 = alloca double
   %rs2 = alloca double
   %rs3 = alloca double
+  %core_out = alloca [4 x double]
 
   %AA.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 4
   %W.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 5
@@ -3056,7 +3086,7 @@ fwd.latch:
   br label %fwd.head
 fwd.exit:
   %aa.tail = getelementptr inbounds double, ptr %AA, i64 91
-  call void @llvm.memset.p0.i64(ptr %aa.tail, i8 0, i64 8, i1 false)
+  call void @llvm.memset.p0.i64(ptr %aa.tail, i8 0, i64 40, i1 false)
   ; densities rho_p = sum_n coef[p][n] AA[n]: 4 partial sums (n mod 4), added in lane order
   store <4 x double> zeroinitializer, ptr %dacc
   br label %dens0.pre
@@ -3064,7 +3094,7 @@ dens0.pre:
   br label %dens0.head
 dens0.head:
   %dn0 = phi i64 [ 0, %dens0.pre ], [ %dn0.next, %dens0.latch ]
-  %dens0.more = icmp slt i64 %dn0, 92
+  %dens0.more = icmp slt i64 %dn0, 96
   br i1 %dens0.more, label %dens0.body, label %dens0.exit
 dens0.body:
   %dc0.i = add nsw i64 %dn0, 0
@@ -3096,7 +3126,15 @@ dens0.exit:
 
   ; 4. embedding (+ core terms)
   %e_ace = call double @embed_1(ptr %rho, ptr %dF)
-  %E = fadd double 0x0000000000000000, %e_ace
+  %cxo0 = getelementptr inbounds double, ptr %core_out, i64 0
+  store double %e_ace, ptr %cxo0, align 8
+  %cxo1 = getelementptr inbounds double, ptr %core_out, i64 1
+  store double 0x3FF0000000000000, ptr %cxo1, align 8
+  %cxo2 = getelementptr inbounds double, ptr %core_out, i64 2
+  store double 0x0000000000000000, ptr %cxo2, align 8
+  %cxo3 = getelementptr inbounds double, ptr %core_out, i64 3
+  store double 0x0000000000000000, ptr %cxo3, align 8
+  %E = load double, ptr %core_out
   store double %E, ptr %energy
 
 
@@ -3112,7 +3150,7 @@ winit.pre:
   br label %winit.head
 winit.head:
   %wn = phi i64 [ 0, %winit.pre ], [ %wn.next, %winit.latch ]
-  %winit.more = icmp slt i64 %wn, 92
+  %winit.more = icmp slt i64 %wn, 96
   br i1 %winit.more, label %winit.body, label %winit.exit
 winit.body:
   %wc0.i = add nsw i64 %wn, 0
@@ -3728,8 +3766,8 @@ pairs:
   %bad4 = and i1 %has_pairs, %pn2
   br i1 %bad4, label %bad_argument, label %alloc
 alloc:
-  %AA = call ptr @malloc(i64 736)
-  %W = call ptr @malloc(i64 736)
+  %AA = call ptr @malloc(i64 768)
+  %W = call ptr @malloc(i64 768)
   %A4 = call ptr @malloc(i64 1216)
   %ws.0 = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 0
   store i64 0, ptr %ws.0

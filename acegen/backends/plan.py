@@ -1,0 +1,464 @@
+"""The kernel plan: a :class:`~acegen.ir.model.ModelIR` laid out for code generation, once.
+
+``ModelIR → KernelPlan → templates``: :func:`build_plan` decides everything a kernel template
+needs that is not target syntax -- per central species the bonds it visits (radial slots,
+channel rows grouped by l, record sizes), the grouped product schedule and its output
+coefficients, the embedding and core/inner-cutoff physics as straight-line programs
+(:mod:`acegen.ir.physics`), and the placement of every spline table in one float64 buffer.
+The C, LLVM and CUDA backends (and through the C kernel the embeddable library and the
+LAMMPS plugin) render their templates from the same plan with their own SLP printer.
+
+The plan is frozen; :meth:`KernelPlan.to_text` prints it (committed as golden files under
+``generated/``), :meth:`KernelPlan.signature` hashes that text.
+
+Spline tables come in two layouts, both placed at multiples of :data:`TABLE_ALIGN` doubles:
+
+* ``"slots"`` (the C kernel): per bond, ``[bin][c0..c3][slot]`` over the bond's radial slots,
+  padded to ``nslot_pad`` -- one contiguous row per neighbour, vectorised over the slots;
+* ``"functions"`` (LLVM, CUDA): per radial block, PACE's ``[bin][function][c0..c3]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import numpy as np
+
+from ..errors import CompileError
+from ..ir.dag import GroupedSchedule, ProductDAG, build_dag, group_schedule
+from ..ir.model import ModelIR, RadialBlock
+from ..ir.physics import core_slp, embedding_slp
+from ..ir.slp import SLP
+from ..abi import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, Status
+
+#: Every spline table starts on a multiple of this many doubles (64 bytes) in its buffer.
+TABLE_ALIGN = 8
+
+#: Padding (doubles) of radial slots and product-DAG nodes: the largest SIMD width a kernel
+#: uses (8 doubles with AVX-512; the 4-lane LLVM vectors and the narrower C widths divide it).
+SIMD_PAD = 8
+
+LAYOUTS = ("slots", "functions")
+
+
+def _pad(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def _aligned(n: int) -> int:
+    return _pad(n, TABLE_ALIGN)
+
+
+@dataclass(frozen=True, eq=False)
+class RadialPlan:
+    """One radial block (bond ``(zi, zj)``) as a kernel evaluates it: an SLP of the single
+    input ``r`` (``kind == "slp"``), or a cubic spline table (``kind == "spline"``) whose
+    ``[bin][function][c0..c3]`` copy starts at ``offset`` doubles in the "functions" buffer."""
+
+    zi: int
+    zj: int
+    kind: str
+    nfunc: int
+    rcut: float
+    slp: SLP | None
+    nbins: int
+    h: float
+    offset: int  # "functions" layout; -1 for an SLP
+    block: RadialBlock
+
+    @property
+    def inv_h(self) -> float:
+        return 1.0 / self.h
+
+
+@dataclass(frozen=True, eq=False)
+class Group:
+    """Channel rows ``r0 .. r1-1`` of a bond share the angular momentum ``l``."""
+
+    l: int
+    r0: int
+    r1: int
+
+
+@dataclass(frozen=True, eq=False)
+class BondPlan:
+    """What a kernel does with a neighbour of species ``zj`` around a centre ``zi``.
+
+    ``channels``: int32 (n_chan, 3) rows (offset, radial function, l) in channel order;
+    ``slots``: the radial functions evaluated, in order of first use by the channels sorted by
+    (l, channel order), then the core-repulsion function (functions no channel uses are never
+    evaluated); ``rows``: int32 (n_chan, 2) (slot, offset) of every channel grouped by l, with
+    ``groups`` over them; ``rec``: doubles per neighbour of the C record (u, r, R, dR over
+    slots, then Y and grad P when the bond has channels); ``slot_offset``: the bond's table in
+    the "slots" buffer (-1 without spline).
+    """
+
+    zi: int
+    zj: int
+    rcut: float
+    nfunc: int
+    channels: np.ndarray
+    core: int | None  # the block's core-repulsion function
+    core_slot: int | None  # its slot, when the species has a core repulsion
+    r_in: float
+    delta_in: float
+    slots: tuple[int, ...]
+    rows: np.ndarray
+    groups: tuple[Group, ...]
+    lmax: int
+    rec: int
+    slot_offset: int
+    radial: RadialPlan
+
+    @property
+    def n_chan(self) -> int:
+        return int(self.channels.shape[0])
+
+    @property
+    def nslot(self) -> int:
+        return len(self.slots)
+
+    @property
+    def nslot_pad(self) -> int:
+        return _pad(max(self.nslot, 1), SIMD_PAD)
+
+    @property
+    def ny(self) -> int:
+        return (self.lmax + 1) ** 2
+
+
+@dataclass(frozen=True, eq=False)
+class SpeciesPlan:
+    """Per central species: the product schedule, the physics SLPs and the bonds to visit.
+
+    ``coef``: (ndensity, n_nodes_pad) output coefficients of the schedule's nodes (zero for
+    auxiliary nodes and padding); ``embedding``: :func:`~acegen.ir.physics.embedding_slp`;
+    ``core``: :func:`~acegen.ir.physics.core_slp` (E0 included).
+    """
+
+    zi: int
+    n_A: int
+    dag: ProductDAG
+    schedule: GroupedSchedule
+    coef: np.ndarray
+    ndensity: int
+    embedding_kind: str
+    embedding_params: tuple[tuple[float, float], ...]
+    embedding: SLP
+    E0: float
+    core_kind: str
+    rho_core_cut: float
+    drho_core_cut: float
+    core: SLP
+    bonds: tuple[BondPlan, ...]
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.schedule.n_nodes)
+
+    @property
+    def n_nodes_pad(self) -> int:
+        return _pad(self.n_nodes, SIMD_PAD)
+
+    @property
+    def n_products(self) -> int:
+        return int(self.schedule.n_products)
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.schedule.n_groups)
+
+    @property
+    def key(self) -> np.ndarray:
+        return self.schedule.key
+
+    @property
+    def group_ptr(self) -> np.ndarray:
+        return self.schedule.group_ptr
+
+    @property
+    def other(self) -> np.ndarray:
+        return self.schedule.other
+
+    @property
+    def n_out(self) -> int:
+        return int(self.dag.out_nodes.size)
+
+
+@dataclass(frozen=True, eq=False)
+class KernelPlan:
+    """A ModelIR laid out for the kernel templates (see the module docstring)."""
+
+    ir: ModelIR
+    name: str
+    n_species: int
+    lmax: int
+    n_y: int
+    rcut: np.ndarray  # (n_species, n_species); 0 where there is no radial block
+    angular: SLP
+    species: tuple[SpeciesPlan, ...]
+    radials: tuple[RadialPlan, ...]  # the radial blocks some bond uses, (zi, zj) ascending
+    slot_doubles: int  # size of the "slots" table buffer
+    function_doubles: int  # size of the "functions" table buffer
+
+    # -- sizes the templates declare ------------------------------------------------------
+    @property
+    def nfunc_max(self) -> int:
+        return max((b.nfunc for b in self.ir.radial.values()), default=1)
+
+    @property
+    def nodes_max(self) -> int:
+        return max([SIMD_PAD] + [s.n_nodes_pad for s in self.species])
+
+    @property
+    def n_nodes_max(self) -> int:
+        """The largest DAG node count, unpadded (the CUDA kernel's per-thread workspace)."""
+        return max([1] + [s.n_nodes for s in self.species])
+
+    @property
+    def ndens_max(self) -> int:
+        return max([1] + [s.ndensity for s in self.species])
+
+    @property
+    def nbonds_max(self) -> int:
+        return max([1] + [len(s.bonds) for s in self.species])
+
+    @property
+    def rec_max(self) -> int:
+        return max([1] + [b.rec for s in self.species for b in s.bonds])
+
+    @property
+    def na_max(self) -> int:
+        return max([1] + [s.n_A for s in self.species])
+
+    @property
+    def lmax_used(self) -> int:
+        return max([b.lmax for s in self.species for b in s.bonds if b.n_chan], default=0)
+
+    @property
+    def embedding_kinds(self) -> list[str]:
+        return sorted({s.embedding_kind for s in self.species})
+
+    @property
+    def core_kinds(self) -> list[str]:
+        return sorted({s.core_kind for s in self.species})
+
+    @cached_property
+    def signature_ir(self) -> str:
+        return self.ir.signature()
+
+    # -- spline tables --------------------------------------------------------------------
+    def tables(self, layout: str) -> np.ndarray:
+        """The little-endian float64 buffer of every spline table in ``layout`` ("slots" or
+        "functions"; see the module docstring), at the plan's offsets; empty without splines."""
+        if layout == "slots":
+            out = np.zeros(self.slot_doubles, dtype="<f8")
+            for s in self.species:
+                for b in s.bonds:
+                    if b.slot_offset < 0:
+                        continue
+                    spl = b.radial.block.spline
+                    table = np.zeros((spl.nbins, 4, b.nslot_pad))
+                    if b.slots:
+                        table[:, :, : b.nslot] = np.transpose(spl.coeffs[:, list(b.slots), :], (0, 2, 1))
+                    out[b.slot_offset : b.slot_offset + table.size] = table.ravel()
+            return out
+        if layout == "functions":
+            out = np.zeros(self.function_doubles, dtype="<f8")
+            for rp in self.radials:
+                if rp.offset >= 0:
+                    flat = np.ascontiguousarray(rp.block.spline.coeffs, dtype="<f8").ravel()
+                    out[rp.offset : rp.offset + flat.size] = flat
+            return out
+        raise CompileError(f"unknown spline-table layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+
+    # -- templates --------------------------------------------------------------------------
+    def context(self) -> dict[str, object]:
+        """The template variables every kernel target shares: the ABI constants, the model's
+        identity and sizes, and the plan's species and radial blocks."""
+        return {
+            "plan": self,
+            "name": self.name,
+            "abi_version": ABI_VERSION,
+            "r_min": R_MIN,
+            "status": [(s.name, int(s), STATUS_INDEX_KIND.get(s, "none")) for s in Status],
+            "signature": self.signature_ir,
+            "n_species": self.n_species,
+            "n_y": self.n_y,
+            "lmax": self.lmax,
+            "lmax_used": self.lmax_used,
+            "rcut": self.rcut,
+            "nfunc_max": self.nfunc_max,
+            "nodes_max": self.nodes_max,
+            "n_nodes_max": self.n_nodes_max,
+            "ndens_max": self.ndens_max,
+            "nbonds_max": self.nbonds_max,
+            "rec_max": self.rec_max,
+            "na_max": self.na_max,
+            "embedding_kinds": self.embedding_kinds,
+            "core_kinds": self.core_kinds,
+            "species": self.species,
+            "radials": self.radials,
+        }
+
+    # -- text and identity --------------------------------------------------------------
+    def to_text(self) -> str:
+        """A readable, deterministic description of the whole plan (numbers at full precision)."""
+
+        def ints(a) -> str:
+            return " ".join(str(int(v)) for v in np.asarray(a).ravel())
+
+        def floats(a) -> str:
+            return " ".join(repr(float(v)) for v in np.asarray(a).ravel())
+
+        def slp(prog: SLP, indent: str) -> list[str]:
+            return [indent + line for line in prog.to_text().splitlines()]
+
+        out = [
+            f"kernel plan {self.name}: {self.n_species} species, lmax {self.lmax}, n_y {self.n_y}",
+            f"ir signature {self.signature_ir}",
+            f"table_align {TABLE_ALIGN} simd_pad {SIMD_PAD}",
+            f"tables: slots {self.slot_doubles} doubles, functions {self.function_doubles} doubles",
+            f"sizes: nfunc_max {self.nfunc_max} nodes_max {self.nodes_max} ndens_max {self.ndens_max} "
+            f"nbonds_max {self.nbonds_max} rec_max {self.rec_max} na_max {self.na_max} lmax_used {self.lmax_used}",
+            f"rcut {floats(self.rcut)}",
+            f"angular: {len(self.angular)} assignments, signature {self.angular.signature()}",
+        ]
+        for rp in self.radials:
+            if rp.kind == "slp":
+                out.append(f"radial ({rp.zi}, {rp.zj}): slp, {rp.nfunc} functions, rcut {rp.rcut!r}, "
+                           f"{len(rp.slp)} assignments, signature {rp.slp.signature()}")
+            else:
+                out.append(f"radial ({rp.zi}, {rp.zj}): spline, {rp.nfunc} functions, rcut {rp.rcut!r}, "
+                           f"{rp.nbins} bins of h {rp.h!r}, functions offset {rp.offset}")
+        for s in self.species:
+            out.append(f"species {s.zi}: n_A {s.n_A}, nodes {s.n_nodes} (pad {s.n_nodes_pad}), products {s.n_products}, "
+                       f"groups {s.n_groups}, outputs {s.n_out}, ndensity {s.ndensity}")
+            out.append(f"  schedule key: {ints(s.key)}")
+            out.append(f"  schedule group_ptr: {ints(s.group_ptr)}")
+            out.append(f"  schedule other: {ints(s.other)}")
+            for p in range(s.ndensity):
+                out.append(f"  coef[{p}]: {floats(s.coef[p, : s.n_nodes])}")
+            out.append(f"  embedding {s.embedding_kind} params {floats([x for pair in s.embedding_params for x in pair])}")
+            out.extend(slp(s.embedding, "    "))
+            out.append(f"  core {s.core_kind} E0 {s.E0!r} rho_core_cut {s.rho_core_cut!r} drho_core_cut {s.drho_core_cut!r}")
+            out.extend(slp(s.core, "    "))
+            for b in s.bonds:
+                out.append(f"  bond ({b.zi}, {b.zj}): rcut {b.rcut!r}, r_in {b.r_in!r}, delta_in {b.delta_in!r}, "
+                           f"{b.radial.kind}, slots [{ints(b.slots)}] (pad {b.nslot_pad}), core {b.core} "
+                           f"core_slot {b.core_slot}, lmax {b.lmax}, rec {b.rec}, slot_offset {b.slot_offset}")
+                out.append(f"    channels (offset radial l): {ints(b.channels)}")
+                out.append(f"    rows (slot offset): {ints(b.rows)}")
+                out.append("    groups (l r0 r1): " + " ".join(f"({g.l} {g.r0} {g.r1})" for g in b.groups))
+        return "\n".join(out) + "\n"
+
+    __str__ = to_text
+
+    def signature(self) -> str:
+        """sha256 of :meth:`to_text`."""
+        return hashlib.sha256(self.to_text().encode()).hexdigest()
+
+
+def _bond(ir: ModelIR, zi: int, zj: int, rows_in: list[tuple[int, int, int]], has_core: bool, n_y: int,
+          radial: RadialPlan, slot_offset: int) -> BondPlan:
+    blk = ir.radial[(zi, zj)]
+    channels = np.asarray(rows_in, dtype=np.int32).reshape(-1, 3)
+    order = sorted(range(channels.shape[0]), key=lambda c: (int(channels[c, 2]), c))
+    slot_of: dict[int, int] = {}
+    rows: list[tuple[int, int]] = []
+    groups: list[list[int]] = []
+    for c in order:
+        off, rad, l = (int(v) for v in channels[c])
+        if rad not in slot_of:
+            slot_of[rad] = len(slot_of)
+        if not groups or groups[-1][0] != l:
+            groups.append([l, len(rows), len(rows)])
+        rows.append((slot_of[rad], off))
+        groups[-1][2] = len(rows)
+    core = blk.core if has_core else None
+    if core is not None and core not in slot_of:
+        slot_of[core] = len(slot_of)
+    slots = tuple(sorted(slot_of, key=slot_of.__getitem__))
+    n_chan = channels.shape[0]
+    return BondPlan(
+        zi=zi, zj=zj, rcut=float(blk.rcut), nfunc=int(blk.nfunc), channels=channels,
+        core=blk.core, core_slot=None if core is None else slot_of[core],
+        r_in=float(blk.r_in), delta_in=float(blk.delta_in), slots=slots,
+        rows=np.asarray(rows, dtype=np.int32).reshape(-1, 2),
+        groups=tuple(Group(*g) for g in groups),
+        lmax=max((g[0] for g in groups), default=0),
+        rec=4 + 2 * len(slots) + (4 * n_y if n_chan else 0),
+        slot_offset=slot_offset, radial=radial,
+    )
+
+
+def build_plan(ir: ModelIR) -> KernelPlan:
+    """Lay ``ir`` out for the kernel templates (see the module docstring)."""
+    n = len(ir.elements)
+    rcut = np.zeros((n, n))
+    for (zi, zj), blk in ir.radial.items():
+        if not (0 <= zi < n and 0 <= zj < n) or (blk.zi, blk.zj) != (zi, zj):
+            raise CompileError(f"radial block key {(zi, zj)} does not match the model's species")
+        rcut[zi, zj] = blk.rcut
+    n_y = (ir.lmax + 1) ** 2
+    if len(ir.angular.inputs) != 3 or len(ir.angular.outputs) != 4 * n_y:
+        raise CompileError(f"angular SLP must map (x, y, z) to {4 * n_y} outputs (Y, dY/dx, dY/dy, dY/dz)")
+    # the bonds every species visits: a radial block, and channels or a core repulsion
+    visits: list[list[tuple[int, list[tuple[int, int, int]]]]] = []
+    for prog in ir.species:
+        per = []
+        for zj in range(n):
+            rows = [(ch.offset, ch.radial, ch.l) for ch in prog.channels if ch.zj == zj]
+            if (prog.zi, zj) in ir.radial and (rows or prog.core.kind != "none"):
+                per.append((zj, rows))
+        visits.append(per)
+    # radial blocks in use, with their "functions" table offsets
+    radials: dict[tuple[int, int], RadialPlan] = {}
+    fdoubles = 0
+    for zi, zj in sorted({(prog.zi, zj) for prog, per in zip(ir.species, visits) for zj, _ in per}):
+        blk = ir.radial[(zi, zj)]
+        if blk.slp is not None:
+            if len(blk.slp.inputs) != 1:
+                raise CompileError(f"radial SLP of bond ({zi}, {zj}) must have the single input r")
+            radials[(zi, zj)] = RadialPlan(zi, zj, "slp", int(blk.nfunc), float(blk.rcut), blk.slp, 0, 0.0, -1, blk)
+        else:
+            spl = blk.spline
+            radials[(zi, zj)] = RadialPlan(zi, zj, "spline", int(blk.nfunc), float(spl.rcut), None, int(spl.nbins),
+                                           float(spl.h), fdoubles, blk)
+            fdoubles += _aligned(int(np.asarray(spl.coeffs).size))
+    species = []
+    sdoubles = 0
+    for prog, per in zip(ir.species, visits):
+        bonds = []
+        for zj, rows in per:
+            rp = radials[(prog.zi, zj)]
+            bond = _bond(ir, prog.zi, zj, rows, prog.core.kind != "none", n_y, rp, -1)
+            if rp.kind == "spline":
+                bond = replace(bond, slot_offset=sdoubles)
+                sdoubles += _aligned(rp.nbins * 4 * bond.nslot_pad)
+            bonds.append(bond)
+        dag = build_dag(prog)
+        sched = group_schedule(dag)
+        emb = prog.embedding
+        coef = np.zeros((emb.ndensity, _pad(sched.n_nodes, SIMD_PAD)))
+        coef[:, : sched.n_nodes] = sched.coeffs
+        params = [float(p) for p in emb.params]
+        species.append(SpeciesPlan(
+            zi=prog.zi, n_A=prog.n_A, dag=dag, schedule=sched, coef=coef, ndensity=emb.ndensity,
+            embedding_kind=emb.kind, embedding_params=tuple(zip(params[0::2], params[1::2])),
+            embedding=embedding_slp(emb.kind, params, emb.ndensity), E0=float(prog.E0),
+            core_kind=prog.core.kind, rho_core_cut=float(prog.core.rho_core_cut),
+            drho_core_cut=float(prog.core.drho_core_cut),
+            core=core_slp(prog.core.kind, float(prog.E0), float(prog.core.rho_core_cut), float(prog.core.drho_core_cut)),
+            bonds=tuple(bonds),
+        ))
+    return KernelPlan(
+        ir=ir, name=ir.name, n_species=n, lmax=int(ir.lmax), n_y=n_y, rcut=rcut, angular=ir.angular,
+        species=tuple(species), radials=tuple(radials.values()), slot_doubles=sdoubles, function_doubles=fdoubles,
+    )
+
+
+__all__ = ["BondPlan", "Group", "KernelPlan", "LAYOUTS", "RadialPlan", "SIMD_PAD", "SpeciesPlan", "TABLE_ALIGN",
+           "build_plan"]
