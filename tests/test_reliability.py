@@ -197,6 +197,25 @@ def test_long_work_reports_on_a_terminal_only(monkeypatch, tmp_path):
     assert tty.getvalue() == before
 
 
+def test_first_llvm_compile_reports_on_a_terminal(monkeypatch, tmp_path):
+    """The LLVM target's first compile (an object-cache miss) says so; a cache hit is silent."""
+    import sys
+
+    monkeypatch.delenv("ACEGEN_QUIET", raising=False)
+    monkeypatch.setenv("ACEGEN_CACHE_DIR", str(tmp_path / "cache"))
+    model = acegen.Model.random(acegen.BasisSpec(elements=["Cu"], order=2, totaldegree=4, rcut=4.0), seed=2)
+    ir = model.ir()
+    from acegen.backends.llvm import compile_llvm
+
+    tty = _FakeTTY()
+    monkeypatch.setattr(sys, "stderr", tty)
+    compile_llvm(ir)
+    assert "(LLVM -O" in tty.getvalue() and "done in" in tty.getvalue(), tty.getvalue()
+    before = tty.getvalue()
+    compile_llvm(ir)  # from the object cache: silent
+    assert tty.getvalue() == before
+
+
 def test_fit_solve_reports_on_a_terminal(monkeypatch):
     import sys
 

@@ -32,6 +32,7 @@ from ...errors import CompileError
 from ...ir.model import ModelIR
 from ...jit.llvm_cache import ObjectCache, llvm_cache_key
 from ...jit.load import raise_for_status, validate_inputs, verify_kernel_info
+from ...progress import status
 from ..common import STATUS_INDEX_KIND, Status, kernel_meta, render
 from ..plan import build_plan
 from .printer import ALLOWED_FLAGS, slp_function, slp_instructions
@@ -401,7 +402,7 @@ def compile_llvm(
                 return LLVMKernel(engine, tables, ir.name, cache_key=key, from_cache=True, **meta)
             except (CompileError, RuntimeError):
                 entry.invalidate()
-        with _LLVM_LOCK:
+        with _LLVM_LOCK, status(f"compiling acegen_{ir.name} (LLVM -O{opt_level})"):
             engine, obj = _jit(text, ir.name, tables, opt_level, None)
         if obj is not None:
             entry.store(obj, text)
