@@ -180,7 +180,9 @@ class _Runner:
     def __init__(self, evaluator, ts_proto: TrainingSet, workers: int = 1, client=None):
         if not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1):
             raise FitError(f"workers must be an integer >= 1, got {workers!r}")
-        self.evaluator, self.ts, self.workers, self.client = evaluator, ts_proto, workers, client
+        # the blocks carry their structures: the workers need only Eref, weights and keys
+        proto = TrainingSet([], ts_proto.eref, ts_proto.weights, ts_proto.keys)
+        self.evaluator, self.ts, self.workers, self.client = evaluator, proto, workers, client
         self.pool = None
         self._scattered = None
 
@@ -188,7 +190,7 @@ class _Runner:
         if self.client is not None:
             if not hasattr(self.client, "submit") or not hasattr(self.client, "scatter"):
                 raise FitError(f"client must be a dask.distributed.Client, got {type(self.client).__name__}")
-            self._scattered = self.client.scatter([self.evaluator, self.ts], broadcast=True)
+            self._scattered = self.client.scatter([self.evaluator, self.ts], broadcast=True, hash=False)
         elif self.workers > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
