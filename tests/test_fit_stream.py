@@ -290,3 +290,42 @@ def test_config_assembly_section(tmp_path):
             parse_config({**base, "assembly": bad}, c)
     with pytest.raises(ConfigError, match=r"data\.weight_keys\.Q"):
         parse_config({**base, "data": {"train": "t.xyz", "weight_keys": {"Q": "w"}}}, c)
+
+
+def test_fit_from_config_assembly_options(tmp_path, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    import acegen
+    import acegen.model
+    from acegen.fit import fit_from_config
+
+    class Stub:
+        def __init__(self, spec, coefficients, *, name="model"):
+            self.spec, self.coefficients = spec, np.asarray(coefficients)
+
+        def save(self, path):
+            path.write_text(json.dumps(self.coefficients.tolist()))
+
+    monkeypatch.setattr(acegen.model, "Model", Stub)
+    model = PairToy(K)
+    basis = SimpleNamespace(spec=acegen.BasisSpec(["Si"], 2, 6), functions=[],
+                            pair=[SimpleNamespace(z0=0, zj=0, n=k + 1) for k in range(K)], n_params=K,
+                            signature=lambda: "toy-basis")
+    data = label(random_structures(14, seed=6), model, THETA, noise=1e-3)
+    ase.io.write(tmp_path / "train.xyz", data[:10])
+    ase.io.write(tmp_path / "test.xyz", data[10:])
+    tables = {}
+    for name, asm in (("mem", "{streaming: false}"), ("stream", "{block_size: 3, workers: 2, resume: ck}")):
+        (tmp_path / f"{name}.yaml").write_text(
+            "basis: {elements: [Si], order: 2, totaldegree: 6}\n"
+            "data: {train: train.xyz, test: test.xyz, virial_key: virial, eref: zero}\n"
+            f"output: {{directory: {name}}}\nprogress: false\nassembly: {asm}\n")
+        m = fit_from_config(tmp_path / f"{name}.yaml", basis=basis, basis_evaluator=model, verbose=False)
+        tables[name] = (m.coefficients, json.loads((tmp_path / name / "errors.json").read_text()))
+    assert _rel(tables["stream"][0], tables["mem"][0]) < 1e-10
+    for ds in ("train", "test"):
+        for q in ("E", "F", "V"):
+            assert tables["stream"][1][ds]["set"][q]["mae"] == pytest.approx(tables["mem"][1][ds]["set"][q]["mae"],
+                                                                             rel=1e-8)
+    assert len(list((tmp_path / "ck").glob("*.npz"))) == 1
