@@ -131,9 +131,17 @@ class LazyBasisEvaluator:
 _WORKER: dict[str, Any] = {}
 
 
+def _one_thread_env() -> None:
+    """OpenMP / BLAS libraries loaded from now on start with one thread (those already loaded
+    are limited by threadpoolctl)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
 def _init_worker(evaluator, ts_proto) -> None:
     from threadpoolctl import threadpool_limits
 
+    _one_thread_env()
     _WORKER["limits"] = threadpool_limits(1)  # one BLAS / OpenMP thread per worker process
     _WORKER["evaluator"] = evaluator
     _WORKER["ts"] = ts_proto
@@ -149,6 +157,7 @@ def _worker_task(kind: str, structs, coefficients=None):
 def _dask_task(kind: str, evaluator, ts_proto, structs, coefficients=None):
     from threadpoolctl import threadpool_limits
 
+    _one_thread_env()  # a Dask worker process runs only such tasks
     with threadpool_limits(1):
         if kind == "factor":
             return block_factor(evaluator, structs, ts_proto)
