@@ -175,9 +175,11 @@ def workers(args) -> dict:
             t0 = time.perf_counter()
             comp, _ = compress_stream(ev, ts, block_size=args.block_size, workers=n, progress=False)
             times[n].append(time.perf_counter() - t0)
+            print(f"workers={n}: {times[n][-1]:.1f} s", file=sys.stderr, flush=True)
             if ref is None:
                 ref = comp.R_aug
-            assert np.array_equal(comp.R_aug, ref)  # same fold whatever the number of workers
+            # the same fold up to the BLAS threads of the block QR (one per worker process)
+            assert np.max(np.abs(comp.R_aug - ref)) <= 1e-12 * np.max(np.abs(ref))
     med = {n: statistics.median(t) for n, t in times.items()}
     return {"structures": len(ts), "block_size": args.block_size, "times_s": times, "median_s": med,
             "speedup": med[1] / med[2]}

@@ -9,7 +9,8 @@ solvers need (:func:`acegen.fit.solvers.solve_compressed`).  Memory: O(M² + one
 
 Blocks are evaluated by whatever executes them (this process, a pool of ``workers`` forked
 processes, or a ``dask.distributed`` client), each returning its R_b; the driver folds them
-in block order, so the result is bitwise the same for any number of workers and the folded
+in block order, so the result does not depend on scheduling (the same for any number of
+workers, up to the round-off of the block QR under different BLAS thread counts) and the folded
 prefix of blocks is a checkpoint: with ``resume``, the fold state (R, N, Σ log w, blocks
 folded) is written atomically to ``<dir>/<key>.npz`` on interruption and every
 ``checkpoint_interval`` seconds; the key hashes the training data (structures, targets, row
