@@ -11,6 +11,9 @@ Layers, each usable on its own:
   posterior committees.
 * :mod:`acegen.fit.errors_table`, :mod:`acegen.fit.plots` — RMSE/MAE tables, parity plots,
   dimer curves.
+* :mod:`acegen.fit.stream` — streaming assembly: blocks of structures folded into the
+  triangular factor of the weighted system (memory O(M² + one block)), in worker processes
+  or on Dask, with resumable checkpoints.
 * :mod:`acegen.fit.config`, :mod:`acegen.fit.driver` — the YAML config and
   :func:`fit` / :func:`fit_from_config`.
 
@@ -32,19 +35,21 @@ from .data import (
     TrainingSet,
     assemble,
     load_training_set,
+    read_pacemaker,
     read_structures,
     resolve_weights,
 )
 from .driver import FitReport, fit, fit_from_config, fit_linear, make_basis_evaluator
 from .errors_table import error_table, format_error_table, save_error_table
 from .priors import smoothness_prior
-from .solvers import Committee, FitResult, solve
+from .solvers import Committee, FitResult, solve, solve_compressed
 
 __all__ = [
     "Committee", "ConfigError", "FitError", "FitReport", "FitResult", "RowMeta", "StructureData",
     "TargetError", "TrainingSet", "assemble", "error_table", "fit", "fit_from_config",
     "fit_linear", "format_error_table", "load_training_set", "make_basis_evaluator",
-    "read_structures", "resolve_weights", "save_error_table", "smoothness_prior", "solve",
+    "read_pacemaker", "read_structures", "resolve_weights", "save_error_table", "smoothness_prior", "solve",
+    "solve_compressed",
 ]
 
 

@@ -16,6 +16,7 @@ Schema (relative paths are relative to the config file's folder)::
       config_type_key: config_type
       eref: {Ti: -1586.0195, Al: -105.5954}   # or isolated | average | zero | null
       missing: error            # or skip
+      weight_keys: {E: w_energy, F: w_forces}  # optional per-structure weights stored with the data
     weights:                    # optional, per config type (default: E 30, F 1, V 1)
       default: {E: 30, F: 1, V: 1}
       TiAl_T5000: {E: 5}
@@ -29,6 +30,12 @@ Schema (relative paths are relative to the config file's folder)::
       errors: [errors.json, errors.csv]
       plots: true               # parity plots (+ dimer curves) as PNG
     progress: true
+    assembly:                   # optional (acegen.fit.driver.fit_linear)
+      streaming: true           # false: the whole design matrix in memory
+      block_size: 32            # structures per block
+      workers: 1                # worker processes on this machine
+      scheduler: tcp://host:8786   # or a dask.distributed scheduler (then workers is ignored)
+      resume: true              # or a folder: checkpoint and resume the assembly
 
 Every problem is a :class:`acegen.fit.ConfigError` naming the file and the field.
 """
@@ -44,9 +51,10 @@ from ..errors import ConfigError
 
 __all__ = ["FitConfig", "load_config", "parse_config"]
 
-_TOP = {"basis", "data", "weights", "solver", "prior", "committee", "output", "progress"}
+_TOP = {"basis", "data", "weights", "solver", "prior", "committee", "output", "progress", "assembly"}
 _DATA = {"train", "test", "energy_key", "force_key", "virial_key", "stress_key", "config_type_key", "eref",
-         "missing"}
+         "missing", "weight_keys"}
+_ASSEMBLY = {"streaming", "block_size", "workers", "scheduler", "resume"}
 _OUTPUT = {"directory", "model", "yace", "errors", "plots"}
 
 
@@ -76,6 +84,12 @@ class FitConfig:
     error_paths: list[Path] = field(default_factory=list)
     plots: bool = False
     progress: bool | None = None
+    weight_keys: dict[str, str] | str | None = None
+    streaming: bool = True
+    block_size: int = 32
+    workers: int = 1
+    scheduler: str | None = None
+    resume: bool | Path = False
 
 
 def load_config(path: str | Path) -> FitConfig:
@@ -254,4 +268,39 @@ def parse_config(raw: Any, path: str | Path | None = None) -> FitConfig:
     if progress is not None and not isinstance(progress, bool):
         raise ConfigError(path, "progress", f"expected true, false or null, got {progress!r}")
     cfg.progress = progress
+
+    wk = data.get("weight_keys")
+    if wk is not None:
+        if isinstance(wk, Mapping):
+            for q, k in wk.items():
+                if q not in ("E", "F", "V"):
+                    raise ConfigError(path, f"data.weight_keys.{q}", "unknown observation (expected E, F or V)")
+                if not isinstance(k, str):
+                    raise ConfigError(path, f"data.weight_keys.{q}", f"expected a key name, got {k!r}")
+            wk = dict(wk)
+        elif not isinstance(wk, str):
+            raise ConfigError(path, "data.weight_keys", f"expected a key or a mapping E/F/V -> key, got {wk!r}")
+    cfg.weight_keys = wk
+
+    asm = _mapping(path, "assembly", top["assembly"]) if top.get("assembly") is not None else {}
+    _unknown(path, "assembly.", asm, _ASSEMBLY)
+    for k in ("block_size", "workers"):
+        v = asm.get(k, getattr(cfg, k))
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(path, f"assembly.{k}", f"expected an integer >= 1, got {v!r}")
+        setattr(cfg, k, v)
+    streaming = asm.get("streaming", True)
+    if not isinstance(streaming, bool):
+        raise ConfigError(path, "assembly.streaming", f"expected true or false, got {streaming!r}")
+    cfg.streaming = streaming
+    sched = asm.get("scheduler")
+    if sched is not None and not isinstance(sched, str):
+        raise ConfigError(path, "assembly.scheduler", f"expected a scheduler address, got {sched!r}")
+    cfg.scheduler = sched
+    resume = asm.get("resume", False)
+    if isinstance(resume, str):
+        resume = _out_path(path, base, "assembly.resume", resume)
+    elif not isinstance(resume, bool):
+        raise ConfigError(path, "assembly.resume", f"expected true, false or a folder, got {resume!r}")
+    cfg.resume = resume
     return cfg

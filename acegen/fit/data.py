@@ -38,7 +38,8 @@ from ..errors import FitError, TargetError
 
 __all__ = [
     "DEFAULT_WEIGHTS", "ISOLATED_ATOM_TYPES", "VOIGT", "RowMeta", "StructureData", "TrainingSet",
-    "assemble", "load_training_set", "read_structures", "resolve_weights", "to_virial",
+    "assemble", "iter_structures", "load_training_set", "read_pacemaker", "read_structures", "resolve_weights",
+    "to_virial",
 ]
 
 DEFAULT_WEIGHTS: dict[str, float] = {"E": 30.0, "F": 1.0, "V": 1.0}
@@ -51,22 +52,86 @@ BasisEvaluator = Callable[[Any], Mapping[str, np.ndarray]]
 
 
 # ---------------------------------------------------------------------------- reading
-def read_structures(paths: str | Path | Iterable[str | Path], index: str = ":") -> list:
-    """All frames of one or several extxyz (any ase-readable) files, in order."""
-    import ase.io
+PACEMAKER_SUFFIXES: tuple[str, ...] = (".pckl.gzip", ".pkl.gzip", ".pckl.gz", ".pkl.gz")
 
+
+def read_structures(paths: str | Path | Iterable[str | Path], index: str = ":") -> list:
+    """All frames of one or several structure files, in order: extxyz (any ase-readable
+    format, read frame by frame with ``ase.io.iread``) or pacemaker data frames
+    (:func:`read_pacemaker`, by the suffixes ``.pckl.gzip`` / ``.pkl.gzip`` / ``.pckl.gz``)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     out = []
     for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            raise FitError(f"{p}: no such structure file")
-        try:
-            frames = ase.io.read(p, index)
-        except Exception as e:  # ase raises many types for malformed files
-            raise FitError(f"{p}: cannot read structures: {e}") from e
-        out.extend(frames if isinstance(frames, list) else [frames])
+        out.extend(iter_structures(p, index))
+    return out
+
+
+def iter_structures(path: str | Path, index: str = ":") -> Iterable:
+    """The frames of one file, lazily (see :func:`read_structures`)."""
+    import ase.io
+
+    p = Path(path)
+    if not p.is_file():
+        raise FitError(f"{p}: no such structure file")
+    if p.name.lower().endswith(PACEMAKER_SUFFIXES):
+        yield from read_pacemaker(p)
+        return
+    k = -1
+    try:
+        for k, atoms in enumerate(ase.io.iread(p, index)):
+            yield atoms
+    except FitError:
+        raise
+    except Exception as e:  # ase raises many types for malformed files
+        raise FitError(f"{p}: cannot read structures (after frame {k}): {e}") from e
+
+
+def read_pacemaker(path: str | Path) -> list:
+    """Structures from a pacemaker data frame (a gzip-compressed pandas pickle).
+
+    Columns: ``ase_atoms`` (required); ``energy_corrected`` (preferred) or ``energy`` → the
+    ``energy`` info key; ``forces`` (n, 3) → the ``forces`` array; ``w_energy`` → the
+    ``w_energy`` info key and ``w_forces`` (per atom) → the ``w_forces`` array (use them with
+    ``weight_keys={"E": "w_energy", "F": "w_forces"}``); ``name`` → ``atoms.info["name"]``.
+    Needs pandas (an optional dependency)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise FitError(f"{path}: reading pacemaker data frames needs pandas (pip install pandas)") from None
+    try:
+        df = pd.read_pickle(path, compression="gzip")
+    except Exception as e:
+        raise FitError(f"{path}: cannot read a pacemaker data frame: {e}") from e
+    if not hasattr(df, "columns") or "ase_atoms" not in df.columns:
+        raise FitError(f"{path}: not a pacemaker data frame (no 'ase_atoms' column)")
+    ecol = "energy_corrected" if "energy_corrected" in df.columns else ("energy" if "energy" in df.columns else None)
+    out = []
+    for k, row in enumerate(df.itertuples(index=False)):
+        r = row._asdict()
+        atoms = r["ase_atoms"]
+        if not hasattr(atoms, "get_chemical_symbols"):
+            raise FitError(f"{path}: row {k}: ase_atoms is not an ase.Atoms ({type(atoms).__name__})")
+        atoms = atoms.copy()
+        atoms.calc = None
+        n = len(atoms)
+        if ecol is not None and r[ecol] is not None:
+            atoms.info["energy"] = r[ecol]
+        if "forces" in r and r["forces"] is not None:
+            f = np.asarray(r["forces"], dtype=float)
+            if f.shape != (n, 3):
+                raise FitError(f"{path}: row {k}: forces have shape {f.shape}, expected ({n}, 3)")
+            atoms.arrays["forces"] = f
+        if "w_energy" in r and r["w_energy"] is not None:
+            atoms.info["w_energy"] = float(r["w_energy"])
+        if "w_forces" in r and r["w_forces"] is not None:
+            wf = np.asarray(r["w_forces"], dtype=float).reshape(-1)
+            if wf.shape != (n,):
+                raise FitError(f"{path}: row {k}: w_forces has {wf.size} values for {n} atoms")
+            atoms.arrays["w_forces"] = wf
+        if "name" in r and r["name"] is not None:
+            atoms.info["name"] = str(r["name"])
+        out.append(atoms)
     return out
 
 
@@ -261,6 +326,37 @@ def _extract(atoms, index: int, energy_key, force_key, virial_key, stress_key, m
     return energy, forces, virial
 
 
+def _weight_keys(weight_keys) -> dict[str, str]:
+    if weight_keys is None:
+        return {}
+    if isinstance(weight_keys, str):
+        return {"E": weight_keys, "F": weight_keys, "V": weight_keys}
+    if not isinstance(weight_keys, Mapping):
+        raise FitError(f"weight_keys: expected a key or a mapping {{'E','F','V'}} -> key, got {weight_keys!r}")
+    for q, key in weight_keys.items():
+        if q not in DEFAULT_WEIGHTS:
+            raise FitError(f"weight_keys: unknown observation {q!r} (expected E, F or V)")
+        if not isinstance(key, str):
+            raise FitError(f"weight_keys[{q!r}]: expected a key name, got {key!r}")
+    return dict(weight_keys)
+
+
+def _data_weight(atoms, index: int, key: str, per_atom: bool) -> np.ndarray | None:
+    """√(stored weight) (a scalar, or per atom for forces), None when the key is absent."""
+    v = atoms.arrays.get(key) if per_atom and key in atoms.arrays else atoms.info.get(key, _MISSING)
+    if v is _MISSING:
+        return None
+    arr = _as_float_array(v, index, key)
+    if (arr < 0).any():
+        raise TargetError(index, key, "negative weight")
+    if per_atom and arr.ndim and arr.size == len(atoms):
+        return np.sqrt(arr.reshape(-1))
+    if arr.size != 1:
+        raise TargetError(index, key, f"expected one weight{' or one per atom' if per_atom else ''}, "
+                                      f"got shape {arr.shape}")
+    return np.sqrt(arr.reshape(()))
+
+
 def _resolve_eref(eref, raw, isolated, elements) -> dict[str, float]:
     """E0 per element: explicit mapping, 'isolated', 'average' or 'zero' (see load_training_set)."""
     if isinstance(eref, Mapping):
@@ -315,6 +411,7 @@ def load_training_set(
     elements: Sequence[str] | None = None,
     isolated_atom_types: Sequence[str] = ISOLATED_ATOM_TYPES,
     missing: str = "error",
+    weight_keys: Mapping[str, str] | str | None = None,
 ) -> TrainingSet:
     """Extract targets and weights from ASE structures (or an extxyz path / list of paths).
 
@@ -326,6 +423,13 @@ def load_training_set(
     structures); ``'average'`` (least-squares E0 per element from the energies, for data sets
     without isolated atoms); ``'zero'``; ``None`` = ``'isolated'`` if such structures exist,
     else ``'zero'`` with a warning.  ``elements`` restricts the allowed species.
+
+    ``weight_keys``: per-structure weights stored with the data, ``{"E": key, "F": key,
+    "V": key}`` (a string: the same key for all three).  The stored value multiplies that
+    observation's terms in the loss Σ w²(y − Ac)², i.e. the row weight by its square root (the
+    pacemaker convention for ``w_energy`` / ``w_forces``); E and V keys are per-structure
+    ``atoms.info`` values, the F key a per-atom array (``atoms.arrays``) or one info value.
+    Structures without the key keep their config-type weights.
     """
     if isinstance(structures, (str, Path)):
         structures = read_structures(structures)
@@ -336,6 +440,7 @@ def load_training_set(
     if energy_key is None and force_key is None and virial_key is None and stress_key is None:
         raise FitError("no observation selected: energy_key, force_key and virial_key are all None")
     wt = resolve_weights(weights)
+    wkeys = _weight_keys(weight_keys)
     if elements is not None and isinstance(eref, Mapping):
         extra = sorted(str(k) for k in eref if k not in elements)
         if extra:
@@ -372,10 +477,14 @@ def load_training_set(
             continue
         n = len(atoms)
         w = wt.get(ct, wt["default"])
+        row_w = {"E": w["E"] / math.sqrt(n), "F": w["F"], "V": w["V"] / math.sqrt(n)}
+        for q, key in wkeys.items():
+            f = _data_weight(atoms, k, key, per_atom=q == "F")
+            if f is not None:
+                row_w[q] = row_w[q] * (np.repeat(f, 3) if f.ndim else float(f))
         items.append(StructureData(
             index=k, atoms=atoms, config_type=ct, energy=energy, forces=forces, virial=virial,
-            e0=float(sum(e0.get(s, 0.0) for s in atoms.get_chemical_symbols())),
-            weights={"E": w["E"] / math.sqrt(n), "F": w["F"], "V": w["V"] / math.sqrt(n)},
+            e0=float(sum(e0.get(s, 0.0) for s in atoms.get_chemical_symbols())), weights=row_w,
         ))
     if not items:
         raise FitError("no structures left to fit (all were isolated atoms or empty input)")

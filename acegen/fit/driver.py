@@ -30,7 +30,9 @@ from ..errors import ConfigError, FitError
 from .data import RowMeta, TrainingSet, assemble, load_training_set, read_structures
 from .errors_table import error_table, format_error_table, save_error_table
 from .priors import prior_gamma
-from .solvers import Committee, FitResult, solve
+from .solvers import Committee, FitResult, solve, solve_compressed
+
+DEFAULT_BLOCK_SIZE = 32
 
 __all__ = ["FitReport", "fit", "fit_from_config", "fit_linear", "make_basis_evaluator"]
 
@@ -53,6 +55,7 @@ class FitReport:
     gamma: np.ndarray | None
     committee: Committee | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    evaluator: Any = None
 
     @property
     def n_params(self) -> int:
@@ -114,24 +117,60 @@ def make_basis_evaluator(basis, *, forces: bool = True, virial: bool = True, tar
 
 def fit_linear(training_set: TrainingSet, basis_evaluator: BasisEvaluator, *, solver: str = "blr",
                solver_options: Mapping[str, Any] | None = None, gamma: np.ndarray | None = None,
-               committee: Mapping[str, Any] | None = None, progress: bool | None = None) -> FitReport:
+               committee: Mapping[str, Any] | None = None, progress: bool | None = None,
+               streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE, workers: int = 1, client=None,
+               resume: bool | str | Path = False, signature: str | None = None,
+               callback: Callable[[int, int], None] | None = None) -> FitReport:
     """Assemble, solve and score a linear fit (no basis or model object needed).
 
     ``gamma``: prior weights (None: Γ = I); ``committee``: ``{"size": K, "seed": s}`` to
-    sample a posterior committee (BLR/ARD)."""
+    sample a posterior committee (BLR/ARD).
+
+    ``streaming`` (default): the design matrix is built ``block_size`` structures at a time
+    and folded into its triangular factor (:mod:`acegen.fit.stream`; memory O(M² + one
+    block)), by ``workers`` forked processes or on a ``dask.distributed`` ``client``; the
+    error table is a second streamed pass (the basis is evaluated twice).  ``resume``: True
+    (the user cache folder) or a folder: checkpoint the fold and resume an interrupted
+    assembly; needs ``signature`` (or a ``signature`` attribute of the evaluator) naming the
+    basis.  ``callback(block, n_blocks)`` runs after each folded block.  ``streaming=False``
+    assembles the whole matrix in memory (one QR)."""
+    if not streaming:
+        t0 = time.perf_counter()
+        A, y, w, meta = assemble(basis_evaluator, training_set, progress=progress)
+        t1 = time.perf_counter()
+        result = solve(A, y, w, solver=solver, gamma=gamma, **dict(solver_options or {}))
+        t2 = time.perf_counter()
+        pred = A @ result.coefficients
+        com = Committee.sample(result, **dict(committee)) if committee else None
+        return FitReport(result.coefficients, result, training_set, meta, y, pred, error_table(pred - y, meta),
+                         gamma, com, {"assemble": t1 - t0, "solve": t2 - t1})
+    from .stream import Checkpoint, checkpoint_key, compress_stream, default_checkpoint_dir, predict_stream
+
+    ckpt = None
+    if resume:
+        sig = signature if signature is not None else getattr(basis_evaluator, "signature", None)
+        if not isinstance(sig, str):
+            raise FitError("resume needs a basis signature: pass signature=... (or a basis, to acegen.fit)")
+        folder = default_checkpoint_dir() if resume is True else Path(resume)
+        ckpt = Checkpoint(folder, checkpoint_key(training_set, sig, block_size))
     t0 = time.perf_counter()
-    A, y, w, meta = assemble(basis_evaluator, training_set, progress=progress)
+    comp, info = compress_stream(basis_evaluator, training_set, block_size=block_size, workers=workers,
+                                 client=client, checkpoint=ckpt, progress=progress, callback=callback)
     t1 = time.perf_counter()
     from ..progress import status
 
-    with status(f"solving the fit ({A.shape[0]} rows x {A.shape[1]} parameters, {solver})",
+    with status(f"solving the fit ({comp.n_obs} rows x {comp.R_aug.shape[1] - 1} parameters, {solver})",
                 quiet=None if progress is None else not progress):
-        result = solve(A, y, w, solver=solver, gamma=gamma, **dict(solver_options or {}))
+        result = solve_compressed(comp.R_aug, comp.n_obs, comp.log_w, solver=solver, gamma=gamma,
+                                  **dict(solver_options or {}))
+    result.info["assembly"] = info
     t2 = time.perf_counter()
-    pred = A @ result.coefficients
+    pred, y, meta = predict_stream(basis_evaluator, training_set, result.coefficients, block_size=block_size,
+                                   workers=workers, client=client, progress=progress)
+    t3 = time.perf_counter()
     com = Committee.sample(result, **dict(committee)) if committee else None
     return FitReport(result.coefficients, result, training_set, meta, y, pred, error_table(pred - y, meta),
-                     gamma, com, {"assemble": t1 - t0, "solve": t2 - t1})
+                     gamma, com, {"assemble": t1 - t0, "solve": t2 - t1, "errors": t3 - t2})
 
 
 def _spec_eref(spec) -> dict[str, float] | None:
@@ -146,16 +185,22 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         solver: str = "blr", solver_options: Mapping[str, Any] | None = None, prior: Any = "algebraic",
         eref: Mapping[str, float] | str | None = None, missing: str = "error",
         committee: Mapping[str, Any] | None = None, basis=None, basis_evaluator: BasisEvaluator | None = None,
-        progress: bool | None = None, name: str | None = None):
+        progress: bool | None = None, name: str | None = None, weight_keys: Mapping[str, str] | str | None = None,
+        streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE, workers: int = 1, client=None,
+        resume: bool | str | Path = False, callback: Callable[[int, int], None] | None = None):
     """Fit a linear ACE model on ``acegen.lower(spec)`` and return an :class:`acegen.Model`.
 
     ``structures``: ASE Atoms, or extxyz path(s).  Keys, ``weights``, ``eref`` and
     ``missing``: :func:`acegen.fit.data.load_training_set`.  ``solver`` / ``solver_options``:
     :func:`acegen.fit.solvers.solve`.  ``prior``: a kind name, ``{"kind": ..., **params}``
     (:mod:`acegen.fit.priors`), an array of weights, or None.  ``basis`` (a lowered basis) and
-    ``basis_evaluator`` default to ``acegen.lower(spec)`` and :func:`make_basis_evaluator`.
-    The returned model's ``fit_report`` attribute is the :class:`FitReport`.  ``name``: the
-    model's name; by default the model is named after the file it is saved to.
+    ``basis_evaluator`` default to ``acegen.lower(spec)`` and :func:`make_basis_evaluator`
+    (built lazily in each worker process).  ``weight_keys``: per-structure weights stored
+    with the data (:func:`acegen.fit.data.load_training_set`).  ``streaming``,
+    ``block_size``, ``workers``, ``client`` (a ``dask.distributed.Client``), ``resume`` and
+    ``callback``: :func:`fit_linear`.  The returned model's ``fit_report`` attribute is the
+    :class:`FitReport`.  ``name``: the model's name; by default the model is named after the
+    file it is saved to.
     """
     from ..spec import BasisSpec
 
@@ -165,7 +210,7 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         eref = _spec_eref(spec)
     ts = load_training_set(structures, energy_key=energy_key, force_key=force_key, virial_key=virial_key,
                            stress_key=stress_key, config_type_key=config_type_key, weights=weights, eref=eref,
-                           elements=spec.elements, missing=missing)
+                           elements=spec.elements, missing=missing, weight_keys=weight_keys)
     e0 = {el: float(ts.eref.get(el, 0.0)) for el in spec.elements}
     if e0 != dict(spec.Eref):
         spec = dataclasses.replace(spec, Eref=e0)
@@ -173,11 +218,19 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         from ..basis import lower
 
         basis = lower(spec)
+    signature = getattr(basis_evaluator, "signature", None)
     if basis_evaluator is None:
-        basis_evaluator = make_basis_evaluator(basis, forces=ts.has_forces, virial=ts.has_virials)
+        from .stream import LazyBasisEvaluator
+
+        basis_evaluator = LazyBasisEvaluator(basis, forces=ts.has_forces, virial=ts.has_virials)
+        signature = basis_evaluator.signature
+    elif not isinstance(signature, str) and callable(getattr(basis, "signature", None)):
+        signature = f"{basis.signature()}|{type(basis_evaluator).__qualname__}"
     gamma = prior_gamma(prior, basis, basis.n_params)
     report = fit_linear(ts, basis_evaluator, solver=solver, solver_options=solver_options, gamma=gamma,
-                        committee=committee, progress=progress)
+                        committee=committee, progress=progress, streaming=streaming, block_size=block_size,
+                        workers=workers, client=client, resume=resume, signature=signature, callback=callback)
+    report.evaluator = basis_evaluator
     from ..model import Model
 
     model = Model(spec, report.coefficients, name=name)
@@ -185,14 +238,21 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     return model
 
 
-def _test_report(cfg, report: FitReport, evaluator: BasisEvaluator, elements) -> tuple[dict, RowMeta, np.ndarray,
-                                                                                     np.ndarray]:
+def _test_report(cfg, report: FitReport, evaluator: BasisEvaluator, elements, client=None
+                 ) -> tuple[dict, RowMeta, np.ndarray, np.ndarray]:
     ts = load_training_set(read_structures(cfg.test), energy_key=cfg.energy_key, force_key=cfg.force_key,
                            virial_key=cfg.virial_key, stress_key=cfg.stress_key,
                            config_type_key=cfg.config_type_key, weights=cfg.weights,
-                           eref=report.training_set.eref or "zero", elements=elements, missing=cfg.missing)
-    A, y, _, meta = assemble(evaluator, ts, progress=cfg.progress)
-    pred = A @ report.coefficients
+                           eref=report.training_set.eref or "zero", elements=elements, missing=cfg.missing,
+                           weight_keys=cfg.weight_keys)
+    if cfg.streaming:
+        from .stream import predict_stream
+
+        pred, y, meta = predict_stream(evaluator, ts, report.coefficients, block_size=cfg.block_size,
+                                       workers=cfg.workers, client=client, progress=cfg.progress)
+    else:
+        A, y, _, meta = assemble(evaluator, ts, progress=cfg.progress)
+        pred = A @ report.coefficients
     return error_table(pred - y, meta), meta, pred, y
 
 
@@ -228,20 +288,34 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
 
         basis = lower(spec)
     t_lower = time.perf_counter() - t0
-    model = fit(spec, structures, energy_key=cfg.energy_key, force_key=cfg.force_key, virial_key=cfg.virial_key,
-                stress_key=cfg.stress_key, config_type_key=cfg.config_type_key, weights=cfg.weights,
-                solver=cfg.solver, solver_options=cfg.solver_options, prior=cfg.prior, eref=cfg.eref,
-                missing=cfg.missing, committee=cfg.committee, basis=basis, basis_evaluator=basis_evaluator,
-                progress=cfg.progress, name=_model_name(cfg))
-    report: FitReport = model.fit_report
-    report.timings["read_and_lower"] = t_lower
-    evaluator = basis_evaluator or make_basis_evaluator(basis, forces=report.training_set.has_forces,
-                                                        virial=report.training_set.has_virials)
-    tables = {"train": report.errors}
-    test = None
-    if cfg.test:
-        test = _test_report(cfg, report, evaluator, spec.elements)
-        tables["test"] = test[0]
+    client = None
+    if cfg.scheduler is not None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ConfigError(cfg.path, "assembly.scheduler",
+                              "needs dask.distributed (pip install 'acegen[distributed]')") from None
+        client = Client(cfg.scheduler)
+    try:
+        model = fit(spec, structures, energy_key=cfg.energy_key, force_key=cfg.force_key,
+                    virial_key=cfg.virial_key, stress_key=cfg.stress_key, config_type_key=cfg.config_type_key,
+                    weights=cfg.weights, solver=cfg.solver, solver_options=cfg.solver_options, prior=cfg.prior,
+                    eref=cfg.eref, missing=cfg.missing, committee=cfg.committee, basis=basis,
+                    basis_evaluator=basis_evaluator, progress=cfg.progress,
+                    name=_model_name(cfg), weight_keys=cfg.weight_keys,
+                    streaming=cfg.streaming, block_size=cfg.block_size, workers=cfg.workers, client=client,
+                    resume=cfg.resume)
+        report: FitReport = model.fit_report
+        report.timings["read_and_lower"] = t_lower
+        evaluator = report.evaluator
+        tables = {"train": report.errors}
+        test = None
+        if cfg.test:
+            test = _test_report(cfg, report, evaluator, spec.elements, client)
+            tables["test"] = test[0]
+    finally:
+        if client is not None:
+            client.close()
     if verbose:
         print(f"basis: {report.n_params} parameters; solver {cfg.solver}; "
               + ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items()))

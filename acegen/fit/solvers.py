@@ -54,7 +54,7 @@ from scipy.sparse.linalg import lsqr as _scipy_lsqr
 
 from ..errors import FitError
 
-__all__ = ["SOLVERS", "Committee", "FitResult", "solve"]
+__all__ = ["SOLVERS", "Committee", "FitResult", "solve", "solve_compressed"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 _EPS = np.finfo(float).eps
@@ -89,7 +89,9 @@ class _System:
         return float(self.z @ self.z) + self.rho2
 
 
-def _compress(At: np.ndarray, yt: np.ndarray, log_w: float) -> _System:
+def _compress(At: np.ndarray | _System, yt: np.ndarray | None, log_w: float) -> _System:
+    if isinstance(At, _System):  # already compressed (streaming assembly)
+        return At
     n, m = At.shape
     if n <= m + 1:
         return _System(At, yt, 0.0, n, log_w)
@@ -120,6 +122,8 @@ def _lsqr(At: np.ndarray, yt: np.ndarray, log_w: float, *, damp: float = 1e-4, a
           btol: float = 1e-6, conlim: float = 1e8, iter_lim: int | None = None):
     for k, v in (("damp", damp), ("atol", atol), ("btol", btol), ("conlim", conlim)):
         _check_nonneg("lsqr", k, v)
+    if isinstance(At, _System):  # same minimiser; the stopping rules then refer to ‖z‖, not ‖ỹ‖
+        At, yt = At.R, At.z
     out = _scipy_lsqr(At, yt, damp=damp, atol=atol, btol=btol, conlim=conlim, iter_lim=iter_lim)
     c, istop, itn = out[0], int(out[1]), int(out[2])
     return c, None, {"damp": float(damp), "lam": float(damp) ** 2}, {"istop": istop, "iterations": itn}
@@ -349,6 +353,13 @@ def solve(A: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *, solver: 
     ``A`` (rows, params), ``y`` (rows,), ``w`` row weights (None: ones), ``gamma`` the
     diagonal of Γ (None: identity).  ``options`` are the solver's (module docstring); an
     unknown option is a :class:`FitError`."""
+    fn = _check_options(solver, options)
+    At, yt, log_w = _prepare(A, y, w, gamma)
+    c, cov, hyper, info = fn(At, yt, log_w, **options)
+    return _finish(solver, c, cov, hyper, info, gamma)
+
+
+def _check_options(solver: str, options: Mapping[str, Any]) -> Callable:
     if solver not in SOLVERS:
         raise FitError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
     fn = SOLVERS[solver]
@@ -356,8 +367,10 @@ def solve(A: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *, solver: 
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise FitError(f"solver {solver!r}: unknown option {unknown[0]!r} (allowed: {allowed})")
-    At, yt, log_w = _prepare(A, y, w, gamma)
-    c, cov, hyper, info = fn(At, yt, log_w, **options)
+    return fn
+
+
+def _finish(solver: str, c, cov, hyper, info, gamma) -> FitResult:
     if not np.isfinite(c).all():
         raise FitError(f"solver {solver!r} produced non-finite coefficients")
     if gamma is not None:
@@ -367,6 +380,37 @@ def solve(A: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *, solver: 
             cov = cov / np.outer(g, g)
     info["solver"] = solver
     return FitResult(np.asarray(c, dtype=float), cov, hyper, info)
+
+
+def solve_compressed(R_aug: np.ndarray, n_obs: int, log_w: float, *, solver: str = "blr",
+                     gamma: np.ndarray | None = None, **options: Any) -> FitResult:
+    """:func:`solve` from the compressed system of a streamed assembly.
+
+    ``R_aug`` (k, M+1) is the triangular factor of [W A | W y] over the rows of positive
+    weight (k = min(rows, M+1)), ``n_obs`` their number and ``log_w`` = Σ log w: with
+    [W A | W y] = Q R_aug, ‖W(y − A c)‖² = ‖z − R c‖² + ρ² (R = R_aug[:M, :M], z its last
+    column, ρ = R_aug[M, M]), and the BLR/ARD evidence needs exactly R, z, ρ², N and Σ log w,
+    so every solver gives what :func:`solve` gives on the full system, to round-off (LSQR: the
+    same minimiser; its stopping tolerances refer to the compressed right-hand side).  Γ
+    scales columns, R Γ⁻¹ is the factor of W A Γ⁻¹, so the prior is applied here."""
+    fn = _check_options(solver, options)
+    R_aug = np.asarray(R_aug, dtype=float)
+    if R_aug.ndim != 2 or R_aug.shape[1] < 2 or not np.isfinite(R_aug).all():
+        raise FitError(f"solve_compressed: R_aug must be a finite (k, M+1) matrix, got shape {R_aug.shape}")
+    if n_obs < 1:
+        raise FitError("solve: every row has weight 0")
+    m = R_aug.shape[1] - 1
+    k = min(R_aug.shape[0], m)
+    R = R_aug[:k, :m].copy()
+    if gamma is not None:
+        gamma = np.asarray(gamma, dtype=float)
+        if gamma.shape != (m,) or not (np.isfinite(gamma).all() and (gamma > 0).all()):
+            raise FitError(f"solve: gamma must be {m} positive weights")
+        R /= gamma[None, :]
+    rho2 = float(R_aug[m, m] ** 2) if R_aug.shape[0] > m else 0.0
+    system = _System(R, R_aug[:k, m].copy(), rho2, int(n_obs), float(log_w))
+    c, cov, hyper, info = fn(system, None, float(log_w), **options)
+    return _finish(solver, c, cov, hyper, info, gamma)
 
 
 # ---------------------------------------------------------------------------- committees
