@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from . import FitError
+from .._fs import cache_root, write_atomic
+from ..errors import FitError
 from .data import RowMeta, TrainingSet, _n_rows, assemble
 
 __all__ = ["Compressed", "LazyBasisEvaluator", "block_factor", "compress_stream", "data_hash",
@@ -122,7 +123,7 @@ class LazyBasisEvaluator:
 
     def __call__(self, atoms):
         if self._ev is None:
-            from .driver import make_basis_evaluator
+            from .evaluator import make_basis_evaluator
 
             self._ev = make_basis_evaluator(self.basis, **self.options)
         return self._ev(atoms)
@@ -258,10 +259,8 @@ def _check_block_size(block_size) -> int:
 
 # ---------------------------------------------------------------------------- checkpoints
 def default_checkpoint_dir() -> Path:
-    """``<user cache>/acegen/fit`` (platformdirs)."""
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("acegen")) / "fit"
+    """``<acegen cache>/fit`` (the one cache root, :func:`acegen._fs.cache_root`)."""
+    return cache_root() / "fit"
 
 
 def data_hash(ts: TrainingSet) -> str:
@@ -310,16 +309,18 @@ class Checkpoint:
         return (Compressed(R, n_obs, log_w) if done > 0 and R.size else None), done
 
     def save(self, comp: Compressed | None, done: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         R = np.zeros((0, 0)) if comp is None else comp.R_aug
         n_obs, log_w = (0, 0.0) if comp is None else (comp.n_obs, comp.log_w)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+
+        def write(fh) -> None:
             np.savez(fh, key=self.key, R=R, n_obs=n_obs, log_w=log_w, done=done,
                      digest=_arrays_digest(R, n_obs, log_w, done))
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+
+        if not write_atomic(self.path, write, binary=True, suffix=".npz"):
+            warnings.warn(f"cannot write the fit checkpoint {self.path}: an interrupted fit will start over",
+                          RuntimeWarning, stacklevel=2)
 
 
 def checkpoint_key(ts: TrainingSet, basis_signature: str, block_size: int) -> str:
@@ -329,10 +330,14 @@ def checkpoint_key(ts: TrainingSet, basis_signature: str, block_size: int) -> st
 
 # ---------------------------------------------------------------------------- drivers
 def _bar(total: int, initial: int, desc: str, progress: bool | None):
-    from tqdm.auto import tqdm
+    """A bar over blocks on stderr: shown when :func:`acegen.progress.enabled` (a terminal,
+    not ``ACEGEN_QUIET``), or always/never for ``progress`` True/False."""
+    from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="block",
-                disable=None if progress is None else not progress)
+    from ..progress import enabled
+
+    show = enabled(sys.stderr, None if progress is None else not progress)
+    return tqdm(total=total, initial=initial, desc=desc, unit="block", file=sys.stderr, disable=not show)
 
 
 def compress_stream(evaluator, ts: TrainingSet, *, block_size: int = 64, workers: int = 1, client=None,
