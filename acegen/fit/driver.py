@@ -195,7 +195,8 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         raise FitError(f"fit: spec must be an acegen.BasisSpec, got {type(spec).__name__}")
     if eref is None:
         eref = _spec_eref(spec)
-    ts = load_training_set(_read_if_paths(structures), energy_key=energy_key, force_key=force_key, virial_key=virial_key,
+    ts = load_training_set(_read_if_paths(structures), energy_key=energy_key, force_key=force_key,
+                           virial_key=virial_key,
                            stress_key=stress_key, config_type_key=config_type_key, weights=weights, eref=eref,
                            elements=spec.elements, missing=missing)
     e0 = {el: float(ts.eref.get(el, 0.0)) for el in spec.elements}
@@ -217,7 +218,8 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     errors = {"train": report.errors}
     if test is not None:
         t0 = time.perf_counter()
-        test_set = load_training_set(_read_if_paths(test), **keys, weights=weights, eref=ts.eref or "zero", elements=spec.elements)
+        test_set = load_training_set(_read_if_paths(test), **keys, weights=weights, eref=ts.eref or "zero",
+                                     elements=spec.elements)
         report.test_errors, report.test_meta, report.test_predictions, report.test_y = score(
             basis_evaluator, test_set, report.coefficients, progress=progress)
         errors["test"] = report.test_errors

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
