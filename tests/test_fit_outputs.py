@@ -264,3 +264,19 @@ def test_benchmark_configs_find_the_shared_data(shared_dir, element, monkeypatch
     assert [p.name for p in cfg.train + cfg.test] == [f"{element.capitalize()}_train.xyz",
                                                       f"{element.capitalize()}_test.xyz"]
     assert all(p.is_file() and p.parent.parent == shared_dir / "data" for p in cfg.train + cfg.test)
+
+
+def test_ard_solver_state_is_plain_json(monkeypatch):
+    """ARD's per-parameter α (infinite where pruned) and NumPy values become JSON numbers / null."""
+    from acegen.fit.provenance import jsonable
+
+    assert jsonable({"a": np.array([1.0, np.inf]), "b": np.int64(3), "c": (np.float32(0.5), np.nan),
+                     "d": np.bool_(True)}) == {"a": [1.0, None], "b": 3, "c": [0.5, None], "d": True}
+    toy, basis, data = _toy_fit_setup(monkeypatch)
+    m = acegen.fit(acegen.BasisSpec(["Si"], 2, 6), data, virial_key="virial", basis=basis, basis_evaluator=toy,
+                   solver="ard", progress=False)
+    alpha = m.provenance["solver_state"]["hyperparameters"]["alpha"]
+    want = m.fit_report.result.hyperparameters["alpha"]
+    assert alpha == [float(a) if np.isfinite(a) else None for a in want]
+    assert m.provenance["data"]["train"] == [{"path": None, "n_frames": len(data)}]
+    json.dumps(m.provenance, allow_nan=False)
