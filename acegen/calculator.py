@@ -8,17 +8,27 @@ import numpy as np
 from ase.calculators.calculator import Calculator as _ASECalculator
 from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 
-from .errors import StructureError
+from .errors import AcegenError, StructureError
 from .runtime.neighbours import build_neighbours, scatter_forces_virial, species_indices
 
 
 class Calculator(_ASECalculator):
-    """``acegen.Calculator(model_or_path, target="c", nthreads=1)``.
+    """``acegen.Calculator(model_or_path, target="c", nthreads=1, committee=False)``.
 
     ``model_or_path`` is an :class:`acegen.Model` or a path readable by :func:`acegen.load`
     (acegen JSON, PACE ``.yace`` / ``.ace`` / ``.yaml``).  Results: ``energy``,
     ``free_energy``, ``forces``, ``energies`` (per atom) and, for cells with a volume,
     ``stress`` (ASE Voigt order xx yy zz yz xz xy, eV/Å³).
+
+    ``committee=True`` (a linear model with a committee, e.g. fitted with
+    ``committee={"size": K}``) adds the committee spread: ``energy_std`` (eV),
+    ``forces_std`` (n, 3) per force component (eV/Å), ``stress_std`` (6,) for cells with a
+    volume, and ``energy_committee`` (K,) the member energies.  Each spread is
+    sqrt(mean_k (X_k − X)²) over the members θ_k around the model's own prediction X.  The
+    model is linear in θ, so one call of the generated basis kernel gives the rows B = ∂E/∂θ
+    (and ∂F/∂θ, ∂V/∂θ) of the structure and all members follow from one matrix product
+    (B·(θ_k − θ)); per-atom spreads are not computed (the kernel sums over atoms).  Off by
+    default: plain evaluation pays nothing.
 
     Threads: one calculator may be shared by several threads.  Its state (the current
     structure and results) is guarded by a lock held from the start of a property request
@@ -27,10 +37,11 @@ class Calculator(_ASECalculator):
     ``Calculator`` on the same model (the compiled kernel is shared and reentrant).
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "energy_std",
+                              "energy_committee", "forces_std", "stress_std"]
     nolabel = True
 
-    def __init__(self, model_or_path, target: str = "c", nthreads: int = 1, **kwargs):
+    def __init__(self, model_or_path, target: str = "c", nthreads: int = 1, committee: bool = False, **kwargs):
         super().__init__(**kwargs)
         from .model import Model, load
 
@@ -40,6 +51,17 @@ class Calculator(_ASECalculator):
         self.kernel = self.model.compile(target)
         self._rcut = float(np.max(self.kernel.rcut))
         self._lock = threading.RLock()
+        self._committee = None
+        if committee:
+            members = getattr(self.model, "committee", None)
+            if members is None:
+                raise AcegenError(f"model {self.model.name!r} has no committee (fit it with committee={{'size': K}} "
+                                  "and a blr or ard solver)")
+            from .fit.driver import make_basis_evaluator
+
+            evaluator = make_basis_evaluator(self.model.basis, forces=True, virial=True, nthreads=self.nthreads)
+            # deviations θ_k − θ: the spread is measured around the model's own prediction
+            self._committee = (evaluator, np.asarray(members, dtype=float) - self.model.coefficients[None, :])
 
     def get_property(self, name, atoms=None, allow_calculation=True):
         # ASE's get_property checks the state, calls calculate and reads self.results: the
@@ -69,6 +91,26 @@ class Calculator(_ASECalculator):
             self.results["stress"] = res["stress"]
         elif "stress" in properties:
             raise PropertyNotImplementedError("stress needs a cell with a non-zero volume")
+        if self._committee is not None:
+            self.results.update(committee_spread(*self._committee, self.atoms, res["energy"]))
+
+
+def committee_spread(evaluator, deviations: np.ndarray, atoms, energy: float) -> dict:
+    """``energy_std``, ``energy_committee``, ``forces_std`` and (cells with a volume)
+    ``stress_std`` of the committee θ_k = θ + ``deviations[k]`` from one call of the basis
+    evaluator (rows ∂E/∂θ, ∂F/∂θ, ∂V/∂θ; see :class:`Calculator`)."""
+    ev = evaluator(atoms)
+    de = deviations @ np.asarray(ev["energy"], dtype=float)  # (K,)
+    out = {"energy_std": float(np.sqrt(np.mean(de**2))), "energy_committee": energy + de}
+    df = np.asarray(ev["forces"], dtype=float) @ deviations.T  # (n, 3, K)
+    out["forces_std"] = np.sqrt(np.mean(df**2, axis=-1))
+    vol = abs(np.linalg.det(atoms.cell.array)) if atoms.cell.rank == 3 else 0.0
+    if vol > 1e-10 and "virial" in ev:
+        dv = np.asarray(ev["virial"], dtype=float) @ deviations.T  # (3, 3, K)
+        ds = 0.5 * (dv + dv.transpose(1, 0, 2)) / vol  # stress = −sym(V)/Ω; the sign drops out of the spread
+        voigt = np.stack([ds[0, 0], ds[1, 1], ds[2, 2], ds[1, 2], ds[0, 2], ds[0, 1]])
+        out["stress_std"] = np.sqrt(np.mean(voigt**2, axis=-1))
+    return out
 
 
 def evaluate(kernel, elements, atoms, rcut: float, nthreads: int = 1) -> dict:

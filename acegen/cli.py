@@ -155,7 +155,18 @@ def describe(model) -> str:
 
 
 def cmd_info(args) -> int:
-    print(describe(_load(args.model)))
+    model = _load(args.model)
+    print(describe(model))
+    print(f"signature: {model.ir().signature()}")
+    members = getattr(model, "committee", None)
+    if members is not None:
+        print(f"committee: {len(members)} members")
+    prov = getattr(model, "provenance", None)
+    if prov:
+        from .fit.provenance import format_fit_log
+
+        print("provenance:")
+        print(format_fit_log(prov))
     return 0
 
 
@@ -224,7 +235,7 @@ def cmd_bench(args) -> int:
 def cmd_fit(args) -> int:
     from .fit import fit_from_config
 
-    fit_from_config(args.config)
+    fit_from_config(args.config, data_dir=args.data_dir)
     return 0
 
 
@@ -291,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
     f = sub.add_parser("fit", help="fit a linear ACE model from a YAML config", parents=[common])
     f.add_argument("config", help="fit configuration (YAML; see docs/fitting.md)")
+    f.add_argument("--data-dir", default=None,
+                   help="folder in which relative data paths of the config are looked up first "
+                        "(default: $ACEGEN_DATA, else data.directory of the config)")
     f.set_defaults(func=cmd_fit)
     k = sub.add_parser("cache", help="show or empty acegen's cache of kernels and symbolic data", parents=[common])
     k.add_argument("action", choices=["info", "clear"],

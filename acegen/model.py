@@ -23,7 +23,11 @@ from ._fs import write_atomic
 from .errors import AcegenError, ModelFileError, SpecError
 
 FORMAT_NAME = "acegen-model"
+#: Major version: a reader refuses files of a larger major version.
 FORMAT_VERSION = 1
+#: Minor version: keys added within a major version (a reader ignores keys it does not know,
+#: so an older acegen still loads the file).  1: optional ``committee`` and ``provenance``.
+FORMAT_MINOR_VERSION = 1
 
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")
@@ -64,6 +68,10 @@ class Model:
     coefficients = None
     pace = None
     pace_radial = "spline"
+    #: committee parameter vectors (K, n_params) of a fitted linear model, or None
+    committee = None
+    #: how the model was made (``acegen.fit``: data, settings, solver state, errors), or None
+    provenance = None
 
     def __new__(cls, *args, **kwargs):
         return object.__new__(LinearModel if cls is Model else cls)
@@ -232,13 +240,28 @@ class LinearModel(Model):
     def _lower(self):
         return self.basis.fold(self.coefficients, name=self.name)
 
+    def set_committee(self, members) -> None:
+        """Attach committee parameter vectors ``members`` (K, n_params), e.g. posterior
+        samples of a BLR/ARD fit; None removes the committee."""
+        if members is None:
+            self.committee = None
+            return
+        m = np.asarray(members, dtype=float)
+        if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] != len(self.coefficients):
+            raise SpecError(f"committee: expected (K, {len(self.coefficients)}) parameter vectors, got shape "
+                            f"{m.shape}")
+        if not np.isfinite(m).all():
+            raise SpecError("committee: non-finite parameter")
+        self.committee = m.copy()
+
     def __repr__(self) -> str:
         return f"Model({self.name!r}, {self.basis!r})"
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
+            "minor_version": FORMAT_MINOR_VERSION,
             "kind": "linear-ace",
             "name": self.name,
             "spec": self.spec.to_dict(),
@@ -247,6 +270,11 @@ class LinearModel(Model):
                 "pair": [float(x) for x in self.coefficients[len(self.basis) :]],
             },
         }
+        if self.committee is not None:
+            d["committee"] = {"members": [[float(x) for x in row] for row in self.committee]}
+        if self.provenance is not None:
+            d["provenance"] = self.provenance
+        return d
 
     def _save_yace(self, path: Path) -> None:
         from .io.pace import write_yace
@@ -418,7 +446,27 @@ def model_from_dict(data, path=None) -> Model:
     name = data.get("name", "model")
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ModelFileError(path, "name", f"expected letters, digits or underscores, got {str(name)[:40]!r}")
+    minor = data.get("minor_version", 0)
+    if not isinstance(minor, int) or isinstance(minor, bool) or minor < 0:
+        raise ModelFileError(path, "minor_version", f"expected an integer >= 0, got {minor!r}")
+    prov = data.get("provenance")
+    if prov is not None and not isinstance(prov, dict):
+        raise ModelFileError(path, "provenance", "expected an object")
     try:
-        return Model(spec, vals, name=name)
+        model = Model(spec, vals, name=name)
     except SpecError as e:
         raise ModelFileError(path, "coefficients", str(e)) from None
+    com = data.get("committee")
+    if com is not None:
+        members = com.get("members") if isinstance(com, dict) else None
+        n = len(model.coefficients)
+        if not (isinstance(members, list) and members and all(
+                isinstance(row, list) and len(row) == n
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row) for row in members)):
+            raise ModelFileError(path, "committee.members", f"expected a non-empty list of lists of {n} numbers")
+        try:
+            model.set_committee(members)
+        except SpecError as e:
+            raise ModelFileError(path, "committee.members", str(e)) from None
+    model.provenance = prov
+    return model

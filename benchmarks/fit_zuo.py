@@ -1,6 +1,6 @@
 """Acceptance fits of issue 8: Zuo et al. (2020) Cu and Si with the ACEpotentials paper settings.
 
-    python benchmarks/fit_zuo.py [Cu] [Si] [--nthreads N] [--summary PATH]
+    python benchmarks/fit_zuo.py [Cu] [Si] [--nthreads N] [--summary PATH] [--data-dir DIR]
 
 Each element runs ``acegen.fit.fit_from_config(benchmarks/configs/zuo_<el>.yaml)`` (the same
 as ``acegen fit benchmarks/configs/zuo_<el>.yaml``): order 3, totaldegree [20, 16, 12],
@@ -35,19 +35,19 @@ REPO = HERE.parent
 TARGETS = {"Cu": (0.35, 0.0085, 0.292, 0.007), "Si": (4.2, 0.10, 3.501, 0.086)}
 
 
-def run(element: str, nthreads: int) -> dict:
+def run(element: str, nthreads: int, data_dir: Path | None = None) -> dict:
     """Fit one element from its config; returns the summary record."""
     import acegen
     from acegen.fit import fit_from_config, make_basis_evaluator
     from acegen.fit.config import load_config
 
     config = HERE / "configs" / f"zuo_{element.lower()}.yaml"
-    cfg = load_config(config)
+    cfg = load_config(config, data_dir=data_dir)
     t0, c0 = time.perf_counter(), time.process_time()
     basis = acegen.lower(acegen.BasisSpec(**cfg.basis))
     evaluator = make_basis_evaluator(basis, forces=True, virial=False, nthreads=nthreads)
     t_setup = time.perf_counter() - t0
-    model = fit_from_config(config, basis=basis, basis_evaluator=evaluator)
+    model = fit_from_config(config, basis=basis, basis_evaluator=evaluator, data_dir=data_dir)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rep = model.fit_report
     tables = json.loads((cfg.output_dir / "errors.json").read_text())
@@ -85,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("elements", nargs="*", default=["Cu", "Si"], choices=sorted(TARGETS))
     ap.add_argument("--nthreads", type=int, default=0, help="basis-kernel threads (0: OpenMP default)")
     ap.add_argument("--summary", type=Path, default=REPO / "tmp" / "fit_zuo" / "summary.json")
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="the data folder (default: $ACEGEN_DATA, else the configs' data.directory)")
     args = ap.parse_args(argv)
-    records = [run(el, args.nthreads) for el in args.elements]
+    records = [run(el, args.nthreads, args.data_dir) for el in args.elements]
     machine = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "nthreads": args.nthreads}
     args.summary.parent.mkdir(parents=True, exist_ok=True)
     args.summary.write_text(json.dumps({"machine": machine, "fits": records}, indent=2) + "\n")

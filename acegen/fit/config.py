@@ -1,6 +1,7 @@
 """The YAML fit configuration read by ``acegen fit CONFIG`` / :func:`acegen.fit.fit_from_config`.
 
-Schema (relative paths are relative to the config file's folder)::
+Schema (relative output paths are relative to the config file's folder; relative data paths
+are looked up in the data folder, then in the config file's folder)::
 
     basis:                      # required: acegen.BasisSpec(**basis)
       elements: [Ti, Al]
@@ -8,6 +9,7 @@ Schema (relative paths are relative to the config file's folder)::
       totaldegree: [12, 10, 8]
       rcut: 5.5
     data:
+      directory: ../data        # optional: the data folder (relative to the config's folder)
       train: train.xyz          # required: a path or a list of paths
       test: test.xyz            # optional
       energy_key: energy        # null skips the observation
@@ -37,11 +39,17 @@ Schema (relative paths are relative to the config file's folder)::
       scheduler: tcp://host:8786   # or a dask.distributed scheduler (then workers is ignored)
       resume: true              # or a folder: checkpoint and resume the assembly
 
+The data folder is, first found: the ``data_dir`` argument (``acegen fit --data-dir DIR``),
+the environment variable ``ACEGEN_DATA``, ``data.directory``.  A relative ``train`` / ``test``
+path is the file under the data folder if it exists there, else the file relative to the config
+file's folder, so configs written for either layout keep working.
+
 Every problem is a :class:`acegen.fit.ConfigError` naming the file and the field.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +60,9 @@ from ..errors import ConfigError
 __all__ = ["FitConfig", "load_config", "parse_config"]
 
 _TOP = {"basis", "data", "weights", "solver", "prior", "committee", "output", "progress", "assembly"}
-_DATA = {"train", "test", "energy_key", "force_key", "virial_key", "stress_key", "config_type_key", "eref",
+DATA_ENV = "ACEGEN_DATA"
+
+_DATA = {"directory", "train", "test", "energy_key", "force_key", "virial_key", "stress_key", "config_type_key", "eref",
          "missing", "weight_keys"}
 _ASSEMBLY = {"streaming", "block_size", "workers", "scheduler", "resume"}
 _OUTPUT = {"directory", "model", "yace", "errors", "plots"}
@@ -65,6 +75,7 @@ class FitConfig:
     path: Path | None
     basis: dict[str, Any]
     train: list[Path]
+    data_dir: Path | None = None
     test: list[Path] = field(default_factory=list)
     energy_key: str | None = "energy"
     force_key: str | None = "forces"
@@ -92,8 +103,9 @@ class FitConfig:
     resume: bool | Path = False
 
 
-def load_config(path: str | Path) -> FitConfig:
-    """Read and validate a YAML fit configuration."""
+def load_config(path: str | Path, *, data_dir: str | Path | None = None) -> FitConfig:
+    """Read and validate a YAML fit configuration (``data_dir``: the data folder, module
+    docstring)."""
     import yaml
 
     path = Path(path)
@@ -103,7 +115,7 @@ def load_config(path: str | Path) -> FitConfig:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(path, None, f"not valid YAML: {e}") from None
-    return parse_config(raw, path)
+    return parse_config(raw, path, data_dir=data_dir)
 
 
 def _mapping(path, name: str, v: Any) -> dict:
@@ -124,7 +136,7 @@ def _key(path, name: str, v: Any) -> str | None:
     raise ConfigError(path, name, f"expected a string or null, got {v!r}")
 
 
-def _paths(path, base: Path, name: str, v: Any, required: bool) -> list[Path]:
+def _paths(path, base: Path, name: str, v: Any, required: bool, data_dir: Path | None = None) -> list[Path]:
     if v is None:
         if required:
             raise ConfigError(path, name, "missing (a structure file or a list of them)")
@@ -135,10 +147,13 @@ def _paths(path, base: Path, name: str, v: Any, required: bool) -> list[Path]:
     out = []
     for p in items:
         q = Path(p).expanduser()
-        q = q if q.is_absolute() else base / q
-        if not q.is_file():
-            raise ConfigError(path, name, f"no such file: {q}")
-        out.append(q)
+        tried = [q] if q.is_absolute() else [d / q for d in (data_dir, base) if d is not None]
+        found = next((t for t in tried if t.is_file()), None)
+        if found is None:
+            raise ConfigError(path, name, "no such file: " + " or ".join(str(t) for t in tried)
+                              + ("" if data_dir is not None or q.is_absolute()
+                                 else f" (set the data folder with --data-dir or {DATA_ENV})"))
+        out.append(found)
     return out
 
 
@@ -151,9 +166,9 @@ def _out_path(path, base: Path, name: str, v: Any) -> Path | None:
     return q if q.is_absolute() else base / q
 
 
-def parse_config(raw: Any, path: str | Path | None = None) -> FitConfig:
+def parse_config(raw: Any, path: str | Path | None = None, *, data_dir: str | Path | None = None) -> FitConfig:
     """Validate an already-loaded config mapping (``path`` only names it in errors and is the
-    base for relative paths)."""
+    base for relative paths; ``data_dir``: the data folder, module docstring)."""
     path = None if path is None else Path(path)
     base = path.parent if path is not None else Path(".")
     top = _mapping(path, "", raw) if raw is not None else {}
@@ -165,8 +180,23 @@ def parse_config(raw: Any, path: str | Path | None = None) -> FitConfig:
         raise ConfigError(path, "data", "missing (at least data.train)")
     data = _mapping(path, "data", top["data"])
     _unknown(path, "data.", data, _DATA)
-    cfg = FitConfig(path=path, basis=basis, train=_paths(path, base, "data.train", data.get("train"), True))
-    cfg.test = _paths(path, base, "data.test", data.get("test"), False)
+    ddir, field_name = data_dir, "--data-dir"
+    if ddir is None and os.environ.get(DATA_ENV):
+        ddir, field_name = os.environ[DATA_ENV], DATA_ENV
+    if ddir is None and data.get("directory") is not None:
+        if not isinstance(data["directory"], str):
+            raise ConfigError(path, "data.directory", f"expected a path, got {data['directory']!r}")
+        ddir, field_name = data["directory"], "data.directory"
+    if ddir is not None:
+        ddir = Path(ddir).expanduser()
+        if not ddir.is_absolute():  # the option and the variable: from the working folder
+            ddir = base / ddir if field_name == "data.directory" else ddir.absolute()
+        ddir = Path(os.path.normpath(ddir))
+        if not ddir.is_dir():
+            raise ConfigError(path, "data.directory", f"the data folder ({field_name}) {ddir} is not a folder")
+    cfg = FitConfig(path=path, basis=basis, data_dir=ddir,
+                    train=_paths(path, base, "data.train", data.get("train"), True, ddir))
+    cfg.test = _paths(path, base, "data.test", data.get("test"), False, ddir)
     for k in ("energy_key", "force_key", "virial_key", "stress_key"):
         if k in data:
             setattr(cfg, k, _key(path, f"data.{k}", data[k]))

@@ -34,7 +34,7 @@ from .solvers import Committee, FitResult, solve, solve_compressed
 
 DEFAULT_BLOCK_SIZE = 32
 
-__all__ = ["FitReport", "fit", "fit_from_config", "fit_linear", "make_basis_evaluator"]
+__all__ = ["FitReport", "fit", "fit_from_config", "fit_linear", "make_basis_evaluator", "score"]
 
 
 
@@ -54,7 +54,13 @@ class FitReport:
     gamma: np.ndarray | None
     committee: Committee | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    evaluator: Any = None
+    #: test set scores (``acegen.fit(..., test=...)``): error table, row meta, predictions, targets
+    test_errors: dict[str, Any] | None = None
+    test_meta: RowMeta | None = None
+    test_predictions: np.ndarray | None = None
+    test_y: np.ndarray | None = None
+    #: the basis evaluator the fit used (for test sets, dimer curves)
+    basis_evaluator: Any = None
 
     @property
     def n_params(self) -> int:
@@ -125,13 +131,40 @@ def _spec_eref(spec) -> dict[str, float] | None:
     return eref if any(v != 0.0 for v in eref.values()) else None
 
 
+def _read_if_paths(structures):
+    """Structures from a path or a list of paths; anything else unchanged."""
+    if isinstance(structures, (str, Path)) or (
+            isinstance(structures, (list, tuple)) and structures
+            and all(isinstance(p, (str, Path)) for p in structures)):
+        return read_structures(structures)
+    return structures
+
+
+def score(basis_evaluator: BasisEvaluator, training_set: TrainingSet, coefficients: np.ndarray, *,
+          progress: bool | None = None, streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE,
+          workers: int = 1, client=None) -> tuple[dict, RowMeta, np.ndarray, np.ndarray]:
+    """Error table, row meta, predictions ``A·c`` and targets of ``coefficients`` on a data
+    set (the test-set scoring of :func:`fit` and ``fit_from_config``); ``streaming``: block by
+    block (:func:`acegen.fit.stream.predict_stream`), else one design matrix in memory."""
+    if streaming:
+        from .stream import predict_stream
+
+        pred, y, meta = predict_stream(basis_evaluator, training_set, coefficients, block_size=block_size,
+                                       workers=workers, client=client, progress=progress)
+    else:
+        A, y, _, meta = assemble(basis_evaluator, training_set, progress=progress)
+        pred = A @ coefficients
+    return error_table(pred - y, meta), meta, pred, y
+
+
 def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "energy",
         force_key: str | None = "forces", virial_key: str | None = None, stress_key: str | None = None,
         config_type_key: str = "config_type", weights: Mapping[str, Mapping[str, float]] | None = None,
         solver: str = "blr", solver_options: Mapping[str, Any] | None = None, prior: Any = "algebraic",
         eref: Mapping[str, float] | str | None = None, missing: str = "error",
         committee: Mapping[str, Any] | None = None, basis=None, basis_evaluator: BasisEvaluator | None = None,
-        progress: bool | None = None, name: str | None = None, weight_keys: Mapping[str, str] | str | None = None,
+        progress: bool | None = None, name: str | None = None, test: Sequence | str | Path | None = None,
+        verbose: bool = False, weight_keys: Mapping[str, str] | str | None = None,
         streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE, workers: int = 1, client=None,
         resume: bool | str | Path = False, callback: Callable[[int, int], None] | None = None):
     """Fit a linear ACE model on ``acegen.lower(spec)`` and return an :class:`acegen.Model`.
@@ -141,12 +174,17 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     :func:`acegen.fit.solvers.solve`.  ``prior``: a kind name, ``{"kind": ..., **params}``
     (:mod:`acegen.fit.priors`), an array of weights, or None.  ``basis`` (a lowered basis) and
     ``basis_evaluator`` default to ``acegen.lower(spec)`` and :func:`make_basis_evaluator`
-    (built lazily in each worker process).  ``weight_keys``: per-structure weights stored
-    with the data (:func:`acegen.fit.data.load_training_set`).  ``streaming``,
+    (built lazily in each worker process).  ``committee``: ``{"size": K, "seed": s}`` samples K
+    posterior parameter vectors (BLR, ARD), kept on the model (``model.committee``, saved with
+    it).  ``test``: held-out structures or extxyz path(s), read with the same keys, weights and
+    reference energies and scored with the fitted coefficients.  ``weight_keys``: per-structure
+    weights stored with the data (:func:`acegen.fit.data.load_training_set`).  ``streaming``,
     ``block_size``, ``workers``, ``client`` (a ``dask.distributed.Client``), ``resume`` and
-    ``callback``: :func:`fit_linear`.  The returned model's ``fit_report`` attribute is the
-    :class:`FitReport`.  ``name``: the model's name; by default the model is named after the
-    file it is saved to.
+    ``callback``: :func:`fit_linear`.  The returned model carries ``provenance``
+    (:mod:`acegen.fit.provenance`: data files and sha256, settings, solver state, the
+    ``errors`` tables ``train`` and ``test``, saved with it) and ``fit_report`` (the
+    :class:`FitReport`).  ``verbose``: print the fit log.  ``name``: the model's name; by
+    default the model is named after the file it is saved to.
     """
     from ..spec import BasisSpec
 
@@ -154,7 +192,8 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         raise FitError(f"fit: spec must be an acegen.BasisSpec, got {type(spec).__name__}")
     if eref is None:
         eref = _spec_eref(spec)
-    ts = load_training_set(structures, energy_key=energy_key, force_key=force_key, virial_key=virial_key,
+    ts = load_training_set(_read_if_paths(structures), energy_key=energy_key, force_key=force_key,
+                           virial_key=virial_key,
                            stress_key=stress_key, config_type_key=config_type_key, weights=weights, eref=eref,
                            elements=spec.elements, missing=missing, weight_keys=weight_keys)
     e0 = {el: float(ts.eref.get(el, 0.0)) for el in spec.elements}
@@ -176,30 +215,36 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     report = fit_linear(ts, basis_evaluator, solver=solver, solver_options=solver_options, gamma=gamma,
                         committee=committee, progress=progress, streaming=streaming, block_size=block_size,
                         workers=workers, client=client, resume=resume, signature=signature, callback=callback)
-    report.evaluator = basis_evaluator
+    report.basis_evaluator = basis_evaluator
+    keys = {"energy_key": energy_key, "force_key": force_key, "virial_key": virial_key, "stress_key": stress_key,
+            "config_type_key": config_type_key, "missing": missing}
+    test_set = None
+    errors = {"train": report.errors}
+    if test is not None:
+        t0 = time.perf_counter()
+        test_set = load_training_set(_read_if_paths(test), **keys, weights=weights, eref=ts.eref or "zero",
+                                     elements=spec.elements, weight_keys=weight_keys)
+        report.test_errors, report.test_meta, report.test_predictions, report.test_y = score(
+            basis_evaluator, test_set, report.coefficients, progress=progress, streaming=streaming,
+            block_size=block_size, workers=workers, client=client)
+        errors["test"] = report.test_errors
+        report.timings["test"] = time.perf_counter() - t0
+    from .provenance import build_provenance, format_fit_log
+
+    provenance = build_provenance(
+        spec=spec, train=structures, test=test, training_set=ts, test_set=test_set, keys=keys, weights=weights,
+        solver=solver, solver_options=solver_options, prior=prior, committee=committee, result=report.result,
+        errors=errors, timings=report.timings, n_rows=len(report.meta))
     from ..model import Model
 
     model = Model(spec, report.coefficients, name=name)
     model.fit_report = report
+    model.provenance = provenance
+    if report.committee is not None:
+        model.committee = report.committee.members.copy()
+    if verbose:
+        print(format_fit_log(provenance))
     return model
-
-
-def _test_report(cfg, report: FitReport, evaluator: BasisEvaluator, elements, client=None
-                 ) -> tuple[dict, RowMeta, np.ndarray, np.ndarray]:
-    ts = load_training_set(read_structures(cfg.test), energy_key=cfg.energy_key, force_key=cfg.force_key,
-                           virial_key=cfg.virial_key, stress_key=cfg.stress_key,
-                           config_type_key=cfg.config_type_key, weights=cfg.weights,
-                           eref=report.training_set.eref or "zero", elements=elements, missing=cfg.missing,
-                           weight_keys=cfg.weight_keys)
-    if cfg.streaming:
-        from .stream import predict_stream
-
-        pred, y, meta = predict_stream(evaluator, ts, report.coefficients, block_size=cfg.block_size,
-                                       workers=cfg.workers, client=client, progress=cfg.progress)
-    else:
-        A, y, _, meta = assemble(evaluator, ts, progress=cfg.progress)
-        pred = A @ report.coefficients
-    return error_table(pred - y, meta), meta, pred, y
 
 
 def _model_name(cfg) -> str | None:
@@ -212,15 +257,19 @@ def _model_name(cfg) -> str | None:
 
 
 def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvaluator | None = None,
-                    verbose: bool = True):
-    """Run the fit described by a YAML config (:mod:`acegen.fit.config`): fit, print and save
-    the train (and test) error tables, save the model (.json / .yace) and, if asked, parity
-    plots and dimer curves.  Returns the fitted :class:`acegen.Model`."""
+                    verbose: bool = True, data_dir: str | Path | None = None):
+    """Run the fit described by a YAML config (:mod:`acegen.fit.config`; ``data_dir``: the
+    data folder, see :func:`acegen.fit.config.load_config`) through :func:`fit`: print the fit
+    log (data, settings, solver state, train and test error tables), save the error tables,
+    the model (.json / .yace, with its provenance and committee) and the log next to the
+    model (``<model>.log``), and, if asked, parity plots and dimer curves.  Returns the fitted
+    :class:`acegen.Model`."""
     from ..errors import SpecError
     from ..spec import BasisSpec
     from .config import load_config
+    from .provenance import format_fit_log
 
-    cfg = load_config(path)
+    cfg = load_config(path, data_dir=data_dir)
     try:
         spec = BasisSpec(**cfg.basis)
     except SpecError as e:
@@ -228,7 +277,6 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
     except TypeError as e:
         raise ConfigError(cfg.path, "basis", f"invalid field: {e}") from None
     t0 = time.perf_counter()
-    structures = read_structures(cfg.train)
     if basis is None:
         from ..basis import lower
 
@@ -243,35 +291,33 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
                               "needs dask.distributed (pip install 'acegen[distributed]')") from None
         client = Client(cfg.scheduler)
     try:
-        model = fit(spec, structures, energy_key=cfg.energy_key, force_key=cfg.force_key,
+        model = fit(spec, cfg.train, energy_key=cfg.energy_key, force_key=cfg.force_key,
                     virial_key=cfg.virial_key, stress_key=cfg.stress_key, config_type_key=cfg.config_type_key,
                     weights=cfg.weights, solver=cfg.solver, solver_options=cfg.solver_options, prior=cfg.prior,
                     eref=cfg.eref, missing=cfg.missing, committee=cfg.committee, basis=basis,
-                    basis_evaluator=basis_evaluator, progress=cfg.progress,
-                    name=_model_name(cfg), weight_keys=cfg.weight_keys,
-                    streaming=cfg.streaming, block_size=cfg.block_size, workers=cfg.workers, client=client,
-                    resume=cfg.resume)
-        report: FitReport = model.fit_report
-        report.timings["read_and_lower"] = t_lower
-        evaluator = report.evaluator
-        tables = {"train": report.errors}
-        test = None
-        if cfg.test:
-            test = _test_report(cfg, report, evaluator, spec.elements, client)
-            tables["test"] = test[0]
+                    basis_evaluator=basis_evaluator, progress=cfg.progress, name=_model_name(cfg),
+                    test=cfg.test or None, weight_keys=cfg.weight_keys, streaming=cfg.streaming,
+                    block_size=cfg.block_size, workers=cfg.workers, client=client, resume=cfg.resume)
     finally:
         if client is not None:
             client.close()
+    report: FitReport = model.fit_report
+    model.provenance["timings"] = {"lower": t_lower, **model.provenance["timings"]}
+    model.provenance["config"] = None if cfg.path is None else str(cfg.path)
+    evaluator = report.basis_evaluator
+    tables = {"train": report.errors}
+    if report.test_errors is not None:
+        tables["test"] = report.test_errors
+    log = format_fit_log(model.provenance)
     if verbose:
-        print(f"basis: {report.n_params} parameters; solver {cfg.solver}; "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items()))
-        for k, t in tables.items():
-            print(format_error_table(t, title=f"{k} errors"))
+        print(log)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     for p in cfg.error_paths:
         save_error_table(tables, p)
     if cfg.model_path is not None:
         model.save(cfg.model_path)
+    log_path = (cfg.model_path or cfg.yace_path or cfg.output_dir / "fit").with_suffix(".log")
+    log_path.write_text(log + "\n")
     if cfg.yace_path is not None:
         try:
             model.save(cfg.yace_path)
@@ -281,8 +327,9 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
         from .plots import dimer_curves, parity_plot
 
         parity_plot(report.predictions, report.y, report.meta, cfg.output_dir / "parity_train.png", title="train")
-        if test is not None:
-            parity_plot(test[2], test[3], test[1], cfg.output_dir / "parity_test.png", title="test")
+        if report.test_errors is not None:
+            parity_plot(report.test_predictions, report.test_y, report.test_meta, cfg.output_dir / "parity_test.png",
+                        title="test")
         e0 = report.training_set.e0_of
         c = report.coefficients
         dimer_curves(lambda atoms: float(np.asarray(evaluator(atoms)["energy"]) @ c) + e0(atoms), spec.elements,
