@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ConfigError, FitError
 from .data import RowMeta, TrainingSet, assemble, load_training_set, read_structures
-from .errors_table import error_table, format_error_table, save_error_table
+from .errors_table import error_table, save_error_table
 from .evaluator import BasisEvaluator, make_basis_evaluator
 from .priors import prior_gamma
 from .solvers import Committee, FitResult, solve, solve_compressed
