@@ -105,9 +105,15 @@ def equal(args) -> dict:
         got = solve_compressed(comp.R_aug, comp.n_obs, comp.log_w, solver=solver, gamma=gamma, **opts)
         out[f"{name}_rel_diff"] = float(np.max(np.abs(got.coefficients - ref.coefficients))
                                         / np.max(np.abs(ref.coefficients)))
+        # the floor: the same in-memory solver on the same rows in reverse order (another,
+        # equally valid rounding of one problem) differs from the reference by this much
+        rev = solve(A[::-1], y[::-1], w[::-1], solver=solver, gamma=gamma, **opts)
+        out[f"{name}_in_memory_reversed_rows_rel_diff"] = float(
+            np.max(np.abs(rev.coefficients - ref.coefficients)) / np.max(np.abs(ref.coefficients)))
         if solver == "blr":
             out[f"{name}_log_evidence"] = [ref.info["log_evidence"], got.info["log_evidence"]]
         coefs[name] = got.coefficients
+    out["cond_weighted_design"] = float(np.linalg.cond(comp.R_aug[:, :-1]))
     del A
     test = load(cfg.test)
     pred, yt, meta = predict_stream(ev, test, coefs["blr"], block_size=args.block_size, progress=False)
