@@ -383,7 +383,8 @@ class PaceModel(Model):
 
 class MultilayerModel(Model):
     """A multilayer ACE model (docs/multilayer.md): a MultilayerSpec and one coefficient vector
-    per layer (many-body functions, then the pair basis).  Compiled kernels of multilayer
+    per layer (many-body functions, then the pair basis; the last layer an (n, P) array when
+    the embedding has P > 1 densities).  Compiled kernels of multilayer
     models do not exist yet: :meth:`compile` (hence ``Calculator``) raises."""
 
     kind = "multilayer"
@@ -401,7 +402,8 @@ class MultilayerModel(Model):
 
     @classmethod
     def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str | None = None) -> MultilayerModel:
-        """Random coefficients per layer, θ_v = scale · ξ_v / (γ_v · b_v), ξ_v ~ N(0, 1).
+        """Random coefficients per layer, θ_v = scale · ξ_v / (γ_v · b_v), ξ_v ~ N(0, 1)
+        (one column per density of the last layer when ``spec.ndensity`` > 1).
 
         Layer 1 as :meth:`LinearModel.random`.  For a layer n > 1, γ_v is the algebraic
         smoothness prior of the function's (z, n, l) factors plus Σ_t k_t⁴ + k0⁴, and b_v the
@@ -437,9 +439,11 @@ class MultilayerModel(Model):
                                float(np.mean(by_order.get((fn.z0, fn.order), [1.0]))))
                     for fn in lb.functions
                 ])
-            theta = rng.standard_normal(len(lb)) * scale / (gam * bk)
-            theta_p = rng.standard_normal(len(lb.pair)) * scale / (gp * pk)
-            coefficients.append(np.concatenate([theta, theta_p]))
+            cols = spec.ndensity if n == spec.n_layers - 1 else 1
+            theta = rng.standard_normal((len(lb), cols)) * (scale / (gam * bk))[:, None]
+            theta_p = rng.standard_normal((len(lb.pair), cols)) * (scale / (gp * pk))[:, None]
+            c = np.concatenate([theta, theta_p])
+            coefficients.append(c if cols > 1 else c[:, 0])
         m = object.__new__(cls)
         m._init_common(_check_name("random" if name is None else name))
         m._default_name = name is None
@@ -479,7 +483,8 @@ class MultilayerModel(Model):
             "name": self.name,
             "spec": self.spec.to_dict(),
             "coefficients": [
-                {"manybody": [float(x) for x in c[: len(b)]], "pair": [float(x) for x in c[len(b):]]}
+                {"manybody": np.asarray(c[: len(b)], dtype=float).tolist(),
+                 "pair": np.asarray(c[len(b):], dtype=float).tolist()}
                 for b, c in zip(self.basis.layers, self.coefficients)
             ],
         }
@@ -545,14 +550,25 @@ def model_from_dict(data, path=None) -> Model:
         raise ModelFileError(path, "coefficients", str(e)) from None
 
 
-def _coefficient_lists(coef, path, where: str) -> dict:
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _coefficient_lists(coef, path, where: str, columns: int | None = None) -> dict:
+    """{'manybody', 'pair'} arrays: lists of numbers, or (``columns``) lists of rows of that length."""
     if not isinstance(coef, dict):
         raise ModelFileError(path, where, "expected an object with 'manybody' and 'pair' lists")
     vals = {}
     for key in ("manybody", "pair"):
         v = coef.get(key)
-        if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-            raise ModelFileError(path, f"{where}.{key}", "expected a list of numbers")
+        if columns is None:
+            ok = isinstance(v, list) and all(_is_number(x) for x in v)
+        else:
+            ok = isinstance(v, list) and all(isinstance(r, list) and len(r) == columns and all(_is_number(x) for x in r)
+                                             for r in v)
+        if not ok:
+            what = "a list of numbers" if columns is None else f"a list of rows of {columns} numbers"
+            raise ModelFileError(path, f"{where}.{key}", f"expected {what}")
         vals[key] = np.asarray(v, dtype=float)
         if not np.isfinite(vals[key]).all():
             raise ModelFileError(path, f"{where}.{key}", "non-finite number")
@@ -571,7 +587,9 @@ def _multilayer_from_dict(data: dict, path) -> MultilayerModel:
     coef = data.get("coefficients")
     if not isinstance(coef, list) or len(coef) != spec.n_layers:
         raise ModelFileError(path, "coefficients", f"expected a list of {spec.n_layers} per-layer objects")
-    vals = [_coefficient_lists(c, path, f"coefficients[{n}]") for n, c in enumerate(coef)]
+    last, P = spec.n_layers - 1, spec.ndensity
+    vals = [_coefficient_lists(c, path, f"coefficients[{n}]", P if n == last and P > 1 else None)
+            for n, c in enumerate(coef)]
     name = data.get("name", "model")
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ModelFileError(path, "name", f"expected letters, digits or underscores, got {str(name)[:40]!r}")

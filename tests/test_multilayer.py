@@ -19,7 +19,8 @@ from acegen.calculator import evaluate
 from acegen.errors import AcegenError, ModelFileError, SpecError
 from acegen.model import LinearModel, MultilayerModel
 from acegen.multilayer import IndicatorLayerBasis, MultilayerBasis, MultilayerSpec
-from acegen.reference.multilayer_numpy import MultilayerReference, chebyshev
+from acegen.ir.physics import embedding_slp
+from acegen.reference.multilayer_numpy import MultilayerReference, chebyshev, embed
 from acegen.runtime.kernels import NumpyKernel
 from acegen.symbolic.selection import select_multisets
 
@@ -69,6 +70,11 @@ def test_spec_round_trip_and_signature():
     (dict(layers=[S1], wK=0), "wK"),
     (dict(layers=[S1], wK=float("nan")), "wK"),
     (dict(layers=[S1], indicator="relu"), "indicator"),
+    (dict(layers=[S1], embedding="sqrt"), "embedding"),
+    (dict(layers=[S1], embedding="linear", embedding_params=(1.0, 1.0, 1.0, 0.5)), "embedding_params"),
+    (dict(layers=[S1], embedding="FinnisSinclair", embedding_params=(1.0,)), "embedding_params"),
+    (dict(layers=[S1], embedding="FinnisSinclair", embedding_params=(1.0, -0.5)), "embedding_params"),
+    (dict(layers=[S1], embedding="FinnisSinclair", embedding_params=(1.0, float("inf"))), "embedding_params"),
 ])
 def test_spec_validation_names_the_field(kwargs, field):
     with pytest.raises(SpecError, match=f"MultilayerSpec.{field.replace('[', '.').replace(']', '.')}"):
@@ -124,6 +130,49 @@ def test_lower_multilayer():
         np.testing.assert_array_equal(f.coeffs, g.coeffs)
     assert b.signature() != acegen.lower(MultilayerSpec(layers=[S1, S2], kmax=1, k0max=1)).signature()
     assert "T1(θi)" in lb.to_text()
+
+
+@pytest.mark.parametrize("kind, params", [("FinnisSinclair", (1.0, 1.0, 0.7, 0.5)),
+                                          ("FinnisSinclairShiftedScaled", (1.0, 1.0, 0.7, 0.5))])
+def test_embedding_matches_pace_formulas_and_is_complex_step_safe(kind, params):
+    slp = embedding_slp(kind, params, 2)
+    rng = np.random.default_rng(0)
+    rho = np.concatenate([rng.normal(scale=2.0, size=(6, 2)), [[1e-12, -3e-11], [0.0, 0.3]]])
+    for r in rho:
+        exp = float(slp.evaluate(rho_0=r[0], rho_1=r[1])[0])
+        assert embed(kind, params, r[None, :])[0] == pytest.approx(exp, rel=1e-13, abs=1e-15)
+        for p in range(2):  # the complex step gives dE/dρ_p (the SLP's second output)
+            z = r.astype(complex)
+            z[p] += 1e-30j
+            d = embed(kind, params, z[None, :])[0].imag / 1e-30
+            assert d == pytest.approx(float(slp.evaluate(rho_0=r[0], rho_1=r[1])[1 + p]), rel=1e-10, abs=1e-12)
+
+
+def test_finnis_sinclair_output_layer(tmp_path):
+    spec = MultilayerSpec(layers=[S1, S2], kmax=1, embedding="FinnisSinclairShiftedScaled",
+                          embedding_params=(1.0, 1.0, 1.0, 0.5))
+    assert spec.ndensity == 2 and MultilayerSpec.from_dict(spec.to_dict()) == spec
+    m = acegen.Model.random(spec, seed=1)
+    assert m.coefficients[0].ndim == 1 and m.coefficients[1].shape == (m.basis.layers[1].n_params, 2)
+    ref = MultilayerReference.from_model(m)
+    at = _cluster(6, seed=11)
+    out = ref.compute(at)
+    # the second density enters through sqrt-like F: zeroing it changes the energy
+    c = [m.coefficients[0], m.coefficients[1].copy()]
+    c[1][:, 1] = 0.0
+    assert abs(MultilayerReference(m.basis, c).compute(at, forces=False)["energy"] - out["energy"]) > 1e-6
+    h = 1e-5
+    for a, k in [(0, 0), (3, 2)]:
+        p_, m_ = at.copy(), at.copy()
+        p_.positions[a, k] += h
+        m_.positions[a, k] -= h
+        fd = -(ref.compute(p_, forces=False)["energy"] - ref.compute(m_, forces=False)["energy"]) / (2 * h)
+        assert abs(fd - out["forces"][a, k]) < 1e-7 * max(1.0, np.abs(out["forces"]).max())
+    m.save(tmp_path / "fs.json")
+    back = acegen.load(tmp_path / "fs.json")
+    np.testing.assert_array_equal(back.coefficients[1], m.coefficients[1])
+    with pytest.raises(SpecError, match="layer 2.*shape"):
+        MultilayerModel(spec, [m.coefficients[0], m.coefficients[1][:, 0]])
 
 
 def test_chebyshev():

@@ -66,6 +66,30 @@ def _split(n_many: int, n_pair: int, coefficients, what: str):
     return mb, pr
 
 
+def _split_dense(n_many: int, n_pair: int, P: int, coefficients):
+    """Like :func:`_split` with P columns: returns (n_many, P) and (n_pair, P) arrays."""
+    try:
+        if isinstance(coefficients, dict):
+            mb = np.asarray(coefficients.get("manybody", np.zeros((n_many, P))), dtype=float)
+            pr = np.asarray(coefficients.get("pair", np.zeros((n_pair, P))), dtype=float)
+        else:
+            c = np.asarray(coefficients, dtype=float)
+            if c.shape != (n_many + n_pair, P):
+                raise SpecError(f"coefficients: expected shape ({n_many + n_pair}, {P}) ({n_many} many-body + "
+                                f"{n_pair} pair rows, one column per density), got {c.shape}")
+            mb, pr = c[:n_many], c[n_many:]
+    except (TypeError, ValueError) as e:
+        if isinstance(e, SpecError):
+            raise
+        raise SpecError(f"coefficients: not a numeric array ({e})") from None
+    if mb.shape != (n_many, P) or pr.shape != (n_pair, P):
+        raise SpecError(f"coefficients: expected ({n_many}, {P}) many-body and ({n_pair}, {P}) pair values, "
+                        f"got {mb.shape} and {pr.shape}")
+    if not (np.isfinite(mb).all() and np.isfinite(pr).all()):
+        raise SpecError("coefficients: non-finite value")
+    return mb, pr
+
+
 @dataclass(frozen=True, eq=False)
 class IndicatorLayerBasis:
     """The basis of a layer n > 1 (see the module docstring)."""
@@ -160,15 +184,20 @@ class MultilayerBasis:
 
     def split_params(self, coefficients) -> list[tuple[np.ndarray, np.ndarray]]:
         """One coefficient set per layer (flat vector or {'manybody', 'pair'} dict each)
-        → a list of (many-body, pair) arrays."""
+        → a list of (many-body, pair) arrays.  With ``spec.ndensity`` P > 1 the last layer's
+        set has one column per density: shape (n_params, P), or a dict of (n, P) arrays."""
         if isinstance(coefficients, dict) or not isinstance(coefficients, (list, tuple)):
             raise SpecError("coefficients: expected one coefficient set per layer (a list)")
         if len(coefficients) != self.n_layers:
             raise SpecError(f"coefficients: expected {self.n_layers} layers, got {len(coefficients)}")
         out = []
+        P = self.spec.ndensity
         for n, (b, c) in enumerate(zip(self.layers, coefficients)):
             try:
-                out.append(b.split_params(c))
+                if n == self.n_layers - 1 and P > 1:
+                    out.append(_split_dense(len(b), len(b.pair), P, c))
+                else:
+                    out.append(b.split_params(c))
             except SpecError as e:
                 raise SpecError(f"layer {n + 1}: {e}") from None
         return out

@@ -8,7 +8,9 @@ layers plus the parameters of the indicator expansion (see docs/multilayer.md):
   0 <= k <= ``kmax``, and an on-site factor T_k0(θ_i^(n)), 0 <= k0 <= ``k0max``, with the degree
   Σ_t (n_t + wL l_t + wK k_t) + wK k0 <= D_ν of ``layers[n-1]``;
 * θ_i^(n+1) = tanh(φ_i^(n)) (``indicator="tanh"``), one scalar per atom and inner layer;
-* E_i = Eref(Z_i) + φ_i^(n_layers) (linear embedding; Eref of the last layer).
+* E_i = Eref(Z_i) + Σ_p w_p F(φ_i^(p, n_layers); m_p) with P = ``ndensity`` densities of the
+  last layer and PACE's embeddings (``linear``: E_i = Eref + φ_i^(1, n_layers));
+  Eref of the last layer.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import Any
 from ..errors import SpecError
 from ..spec import BasisSpec
 
-__all__ = ["MultilayerSpec", "MULTILAYER_SPEC_FORMAT", "INDICATORS", "KMAX_LIMIT", "MAX_LAYERS"]
+__all__ = ["MultilayerSpec", "MULTILAYER_SPEC_FORMAT", "INDICATORS", "EMBEDDINGS", "KMAX_LIMIT", "MAX_LAYERS"]
 
 MULTILAYER_SPEC_FORMAT = "acegen.MultilayerSpec/1"
 INDICATORS = ("tanh",)
+EMBEDDINGS = ("linear", "FinnisSinclair", "FinnisSinclairShiftedScaled")
+MAX_DENSITIES = 8
 KMAX_LIMIT = 16  # Chebyshev degrees beyond this resolve nothing a tanh indicator carries
 MAX_LAYERS = 8
 
@@ -55,6 +59,10 @@ class MultilayerSpec:
     k0max: largest degree k0 of the on-site factor T_k0(θ_i) (default: ``kmax``).
     wK: weight of k (and k0) in the degree budget (> 0; default 1).
     indicator: the map φ → θ of the next layer; only "tanh".
+    embedding: the output layer's embedding: "linear" (E_i = Eref + φ_i, one density),
+        "FinnisSinclair" or "FinnisSinclairShiftedScaled" (PACE's, docs/pace.md).
+    embedding_params: (w_0, m_0, w_1, m_1, ...), one pair per density of the last layer
+        (ndensity = len / 2, 1..8; m_p > 0); "linear" takes only (1, 1).
     """
 
     layers: tuple[BasisSpec, ...]
@@ -62,6 +70,8 @@ class MultilayerSpec:
     k0max: int | None = None
     wK: float = 1.0
     indicator: str = "tanh"
+    embedding: str = "linear"
+    embedding_params: tuple[float, ...] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -93,6 +103,21 @@ class MultilayerSpec:
         set_("wK", float(wk))
         if self.indicator not in INDICATORS:
             raise _err("indicator", self.indicator, f"must be one of {list(INDICATORS)}")
+        if self.embedding not in EMBEDDINGS:
+            raise _err("embedding", self.embedding, f"must be one of {list(EMBEDDINGS)}")
+        ep = self.embedding_params
+        if isinstance(ep, str) or not isinstance(ep, (tuple, list)) or not ep or len(ep) % 2 \
+                or len(ep) > 2 * MAX_DENSITIES:
+            raise _err("embedding_params", ep, f"must be (w_0, m_0, w_1, m_1, ...), 1..{MAX_DENSITIES} pairs")
+        for x in ep:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
+                raise _err("embedding_params", ep, "must hold finite numbers")
+        ep = tuple(float(x) for x in ep)
+        if any(m <= 0 for m in ep[1::2]):
+            raise _err("embedding_params", ep, "needs every m_p > 0")
+        if self.embedding == "linear" and ep != (1.0, 1.0):
+            raise _err("embedding_params", ep, "the linear embedding has one density and parameters (1, 1)")
+        set_("embedding_params", ep)
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -106,6 +131,11 @@ class MultilayerSpec:
     @property
     def nelements(self) -> int:
         return len(self.elements)
+
+    @property
+    def ndensity(self) -> int:
+        """Number of densities φ^(p) of the last layer (inner layers have one, the indicator's)."""
+        return len(self.embedding_params) // 2
 
     @property
     def Eref(self) -> tuple[tuple[str, float], ...]:
@@ -132,6 +162,8 @@ class MultilayerSpec:
             "k0max": self.k0max,
             "wK": self.wK,
             "indicator": self.indicator,
+            "embedding": self.embedding,
+            "embedding_params": list(self.embedding_params),
         }
 
     @classmethod
@@ -142,7 +174,7 @@ class MultilayerSpec:
         fmt = d.pop("format", MULTILAYER_SPEC_FORMAT)
         if fmt != MULTILAYER_SPEC_FORMAT:
             raise _err("format", fmt, f"unsupported format (expected {MULTILAYER_SPEC_FORMAT!r})")
-        unknown = sorted(set(d) - {"layers", "kmax", "k0max", "wK", "indicator"})
+        unknown = sorted(set(d) - {"layers", "kmax", "k0max", "wK", "indicator", "embedding", "embedding_params"})
         if unknown:
             raise _err(unknown[0], d[unknown[0]], "unknown field")
         if "layers" not in d:
@@ -156,6 +188,8 @@ class MultilayerSpec:
                 specs.append(BasisSpec.from_dict(ld))
             except SpecError as e:
                 raise SpecError(f"MultilayerSpec.layers[{n}]: {e}") from None
+        if isinstance(d.get("embedding_params"), list):
+            d["embedding_params"] = tuple(d["embedding_params"])
         return cls(layers=tuple(specs), **d)
 
     def to_json(self) -> str:
@@ -168,4 +202,5 @@ class MultilayerSpec:
 
     def __repr__(self) -> str:
         return (f"MultilayerSpec({self.n_layers} layers, elements={self.elements!r}, kmax={self.kmax}, "
-                f"k0max={self.k0max}, wK={self.wK!r}, indicator={self.indicator!r})")
+                f"k0max={self.k0max}, wK={self.wK!r}, indicator={self.indicator!r}, embedding={self.embedding!r}, "
+                f"embedding_params={self.embedding_params!r})")

@@ -3,9 +3,14 @@ docs/multilayer.md (Bochkarev et al. 2022), independent of the IR and of every k
 
     A_i^(n)[z, n, k, l, m] = Σ_{j: Z_j = z} R_n(r_ij) Y_lm(r̂_ij) T_k(θ_j^(n))      (T_k(θ^(1)) = δ_k0)
     B_v^(n)(i)             = T_k0(θ_i^(n)) Σ_M C_{v,M} Π_t A_i^(n)[factor_t, M_t]
-    φ_i^(n)                = Σ_v c_v^(n) B_v^(n)(i) + Σ c^(n)_pair P_i^(n)
-    θ_i^(n+1)              = tanh(φ_i^(n))
-    E_i                    = Eref(Z_i) + φ_i^(n_layers)
+    φ_i^(p,n)              = Σ_v c_v^(p,n) B_v^(n)(i) + Σ c^(p,n)_pair P_i^(n)    (p = 1 in inner layers)
+    θ_i^(n+1)              = tanh(φ_i^(1,n))
+    E_i                    = Eref(Z_i) + Σ_p w_p F(φ_i^(p,n_layers); m_p)       (linear: φ_i^(1,n_layers))
+
+with PACE's embeddings F (FinnisSinclair: sign(ρ)[(1 − g)|ρ|^m + W^(1−m) g |ρ|],
+g = exp(−(W|ρ|)³), W = 1e6, and W^(1−m) ρ for |ρ| <= 1e-10; FinnisSinclairShiftedScaled:
+sign(ρ)((x_off + |ρ|)^m − y_off), x_off = ν^(ν/(1−ν)) e^−|ρ|, y_off = ν^(1/(1−ν)) e^−|ρ|, ν = 1/m,
+the identity for m = 1).
 
 Every step after the one-particle functions runs in complex arithmetic, so forces and stress
 come from the complex-step derivative (Squire & Trapp 1998): perturbing the pair vectors by
@@ -23,6 +28,38 @@ import numpy as np
 from ..errors import SpecError, StructureError
 
 H = 1e-30  # complex step
+FS_W = 1.0e6
+
+
+def embed(kind: str, params, rho):
+    """E = Σ_p w_p F(ρ_p; m_p) per atom; ``rho`` (n_atoms, P), real or complex (complex-step
+    safe: |ρ| is taken as sign(Re ρ) ρ)."""
+    if kind == "linear":
+        return rho[:, 0]
+    E = np.zeros(rho.shape[0], dtype=rho.dtype)
+    for p in range(rho.shape[1]):
+        w, m = params[2 * p], params[2 * p + 1]
+        x = rho[:, p]
+        sgn = np.where(x.real < 0, -1.0, 1.0)
+        a = sgn * x
+        if kind == "FinnisSinclair":
+            small = a.real <= 1e-10
+            a_safe = np.where(small, 1.0, a)
+            g = np.exp(-((FS_W * a_safe) ** 3))
+            full = (1 - g) * a_safe**m + FS_W ** (1 - m) * g * a_safe
+            F = np.where(small, FS_W ** (1 - m) * x, sgn * full)
+        elif kind == "FinnisSinclairShiftedScaled":
+            if abs(m - 1.0) < 1e-10:
+                F = x
+            else:
+                nu = 1.0 / m
+                ea = np.exp(-a)
+                x_off, y_off = nu ** (nu / (1 - nu)) * ea, nu ** (1 / (1 - nu)) * ea
+                F = sgn * ((x_off + a) ** m - y_off)
+        else:
+            raise SpecError(f"unknown embedding {kind!r}")
+        E = E + w * F
+    return E
 
 
 def chebyshev(theta, kmax: int) -> np.ndarray:
@@ -52,9 +89,12 @@ class _Layer:
         def index(z, n, l, k):
             return ((z * self.nmax + n - 1) * nk + k) * self.nlm + l * l + l
 
+        mb = np.asarray(mb, dtype=float).reshape(len(basis.functions), -1)  # (n, P)
+        pr = np.asarray(pr, dtype=float).reshape(len(basis.pair), -1)
+        self.P = mb.shape[1]
         groups: dict = {}
         for v, f in enumerate(basis.functions):
-            if mb[v] == 0.0:
+            if not mb[v].any():
                 continue
             k0 = getattr(f, "k0", 0)
             terms = [(f.factors, f.mtuples, f.coeffs)] + list(getattr(f, "corrections", ()) or ())
@@ -62,9 +102,9 @@ class _Layer:
                 base = np.array([index(fc[0], fc[1], fc[2], fc[3] if len(fc) > 3 else 0) for fc in factors])
                 g = groups.setdefault((f.z0, len(factors), k0), ([], []))
                 g[0].append(base[None, :] + np.asarray(mtuples, dtype=np.int64))
-                g[1].append(mb[v] * np.asarray(coeffs, dtype=float))
+                g[1].append(np.asarray(coeffs, dtype=float)[:, None] * mb[v][None, :])
         self.groups = {key: (np.concatenate(a), np.concatenate(w)) for key, (a, w) in groups.items()}
-        self.pair_w = np.zeros((self.nel, self.nel, self.npair))
+        self.pair_w = np.zeros((self.nel, self.nel, self.npair, self.P))
         for q, p in enumerate(basis.pair):
             self.pair_w[p.z0, p.zj, p.n - 1] += pr[q]
 
@@ -96,7 +136,7 @@ class _Layer:
         return dict(u=u, R=R, dR=dR, P=P, dP=dP, Y=Y, gY=gY)
 
     def phi(self, Z, i, j, nat, op, t, theta):
-        """φ_i of this layer (complex when t is given: pair tangents, step H)."""
+        """φ_i^(p) of this layer, (n_atoms, P) (complex when t is given: pair tangents, step H)."""
         u, R, P, Y = op["u"], op["R"], op["P"], op["Y"]
         if t is not None:
             dr = np.einsum("px,px->p", u, t)
@@ -115,14 +155,14 @@ class _Layer:
         A = M @ onep.reshape(npairs, -1)
         Ap = M @ (np.eye(self.nel)[zj][:, :, None] * P[:, None, :]).reshape(npairs, -1)
         Ap = Ap.reshape(nat, self.nel, self.npair)
-        phi = np.zeros(nat, dtype=np.result_type(A, Ap))
+        phi = np.zeros((nat, self.P), dtype=np.result_type(A, Ap))
         T0 = chebyshev(theta, self.k0max) if theta is not None else np.ones((nat, 1))
         for (z0, nu, k0), (idx, w) in self.groups.items():
             rows = np.flatnonzero(Z == z0)
             if len(rows) == 0:
                 continue
-            phi[rows] += T0[rows, k0] * (np.prod(A[rows][:, idx], axis=2) @ w)
-        phi += np.einsum("izn,izn->i", self.pair_w[Z], Ap)
+            phi[rows] += T0[rows, k0][:, None] * (np.prod(A[rows][:, idx], axis=2) @ w)
+        phi += np.einsum("iznp,izn->ip", self.pair_w[Z], Ap)
         return phi
 
 
@@ -130,7 +170,8 @@ class MultilayerReference:
     """Energy, per-atom energies, indicators, forces and stress of a multilayer ACE model.
 
     ``basis``: an :class:`acegen.multilayer.MultilayerBasis`; ``coefficients``: one coefficient
-    set per layer (a flat vector, many-body then pair, or a {'manybody', 'pair'} dict)."""
+    set per layer (a flat vector, many-body then pair, or a {'manybody', 'pair'} dict; the last
+    layer's with one column per density when the embedding has several)."""
 
     def __init__(self, basis, coefficients):
         self.basis = basis
@@ -172,9 +213,9 @@ class MultilayerReference:
         for n, (layer, op) in enumerate(zip(self.layers, ops)):
             phi = layer.phi(Z, i, j, nat, op, t, theta)
             if n < len(self.layers) - 1:
-                theta = np.tanh(phi)
+                theta = np.tanh(phi[:, 0])
                 thetas.append(theta)
-        return self.eref[Z] + phi, thetas
+        return self.eref[Z] + embed(self.spec.embedding, self.spec.embedding_params, phi), thetas
 
     def energies(self, atoms):
         """Per-atom energies (n_atoms,) and indicators θ^(2..n_layers) (n_atoms, n_layers - 1)."""
