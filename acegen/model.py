@@ -50,7 +50,8 @@ def _safe_name(stem: str) -> str:
 class Model:
     """An ACE model, compiled on demand: the public type of every kind of model.
 
-    ``Model(spec, coefficients)`` builds a :class:`LinearModel`; :meth:`random`,
+    ``Model(spec, coefficients)`` builds a :class:`LinearModel` (a :class:`MultilayerModel`
+    for a MultilayerSpec); :meth:`random`,
     :meth:`from_pace` and :func:`load` build the kind they describe.  A subclass provides
     :attr:`elements`, :meth:`_lower` (its ModelIR) and :meth:`to_dict` / :meth:`_save_yace`;
     the IR and the compiled kernels are cached here.
@@ -66,7 +67,12 @@ class Model:
     pace_radial = "spline"
 
     def __new__(cls, *args, **kwargs):
-        return object.__new__(LinearModel if cls is Model else cls)
+        if cls is Model:
+            from .multilayer.spec import MultilayerSpec
+
+            spec = args[0] if args else kwargs.get("spec")
+            cls = MultilayerModel if isinstance(spec, MultilayerSpec) else LinearModel
+        return object.__new__(cls)
 
     def _init_common(self, name: str) -> None:
         self.name = name

@@ -287,7 +287,8 @@ def test_reduction_to_single_layer(model2):
     has_k = np.array([f.k0 > 0 or any(x[3] > 0 for x in f.factors) for f in lb.functions])
     assert has_k.any() and (~has_k).any()
     c2[: len(lb)][has_k] = 0.0
-    ml = MultilayerModel(ML2, [model2.coefficients[0], c2])
+    ml = acegen.Model(ML2, [model2.coefficients[0], c2])
+    assert isinstance(ml, MultilayerModel)
     lin = LinearModel(S2, _plain_coefficients(lb, acegen.basis.lower(S2), c2))
     at = _cluster(9, seed=7)
     out = MultilayerReference.from_model(ml).compute(at)
