@@ -20,6 +20,7 @@ from acegen.errors import AcegenError, ModelFileError, SpecError
 from acegen.model import LinearModel, MultilayerModel
 from acegen.multilayer import IndicatorLayerBasis, MultilayerBasis, MultilayerSpec
 from acegen.ir.physics import embedding_slp
+from acegen.jit.toolchain import find_c_compiler
 from acegen.reference.multilayer_numpy import MultilayerReference, chebyshev, embed
 from acegen.runtime.kernels import NumpyKernel
 from acegen.symbolic.selection import select_multisets
@@ -313,6 +314,10 @@ def test_one_layer_equals_linear_model():
     scale = np.abs(exp["forces"]).max()
     assert np.abs(out["forces"] - exp["forces"]).max() < 1e-12 * max(scale, 1.0) * 10
     assert np.abs(out["stress"] - exp["stress"]).max() < 1e-12 * max(np.abs(exp["stress"]).max(), 1.0) * 10
+    if find_c_compiler(required=False) is not None:  # and the compiled C kernel
+        cc = evaluate(lin.compile("c"), lin.elements, at, S1.rcut_max)
+        np.testing.assert_allclose(out["energies"], cc["energies"], rtol=1e-12, atol=1e-12)
+        assert np.abs(out["forces"] - cc["forces"]).max() < 1e-12 * max(scale, 1.0) * 10
 
 
 def test_reference_rejects_bad_structures(model2):
