@@ -1,6 +1,6 @@
 """acegen: a symbolic code-generation compiler for Atomic Cluster Expansion potentials.
 
-Public API: :class:`BasisSpec`, :func:`lower`, :class:`Model`, :func:`load`,
+Public API: :class:`BasisSpec`, :class:`MultilayerSpec`, :func:`lower`, :class:`Model`, :func:`load`,
 :class:`Calculator`, :func:`fit`, :class:`AcegenError`.
 """
 
@@ -11,7 +11,7 @@ from .errors import AcegenError, CompileError, ModelFileError, SpecError, Struct
 from ._version import __version__
 
 __all__ = [
-    "AcegenError", "BasisSpec", "Calculator", "CompileError", "Model", "ModelFileError",
+    "AcegenError", "BasisSpec", "Calculator", "CompileError", "Model", "ModelFileError", "MultilayerSpec",
     "SpecError", "StructureError", "fit", "load", "lower", "__version__",
 ]
 
@@ -21,8 +21,12 @@ def __getattr__(name):  # lazy imports keep `import acegen` fast
         from .spec import BasisSpec
 
         return BasisSpec
-    if name == "lower":
-        from .basis import lower
+    if name == "MultilayerSpec":
+        from .multilayer.spec import MultilayerSpec
+
+        return MultilayerSpec
+    if name == "lower":  # BasisSpec -> CoupledBasis, MultilayerSpec -> MultilayerBasis
+        from .multilayer.basis import lower
 
         return lower
     if name in ("Model", "load"):

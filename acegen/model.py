@@ -1,7 +1,7 @@
 """Models: a basis with coefficients, or an imported PACE potential; save / load.
 
 :class:`Model` is the public type; each kind of model is a subclass (:class:`LinearModel`,
-:class:`PaceModel`).
+:class:`PaceModel`, :class:`MultilayerModel`).
 
 * ``Model(spec, coefficients)`` — a linear ACE model on ``acegen.lower(spec)``; coefficients
   are a flat vector (many-body functions, then the pair basis) or a dict
@@ -54,7 +54,8 @@ def _safe_name(stem: str) -> str:
 class Model:
     """An ACE model, compiled on demand: the public type of every kind of model.
 
-    ``Model(spec, coefficients)`` builds a :class:`LinearModel`; :meth:`random`,
+    ``Model(spec, coefficients)`` builds a :class:`LinearModel` (a :class:`MultilayerModel`
+    for a MultilayerSpec); :meth:`random`,
     :meth:`from_pace` and :func:`load` build the kind they describe.  A subclass provides
     :attr:`elements`, :meth:`_lower` (its ModelIR) and :meth:`to_dict` / :meth:`_save_yace`;
     the IR and the compiled kernels are cached here.
@@ -74,7 +75,12 @@ class Model:
     provenance = None
 
     def __new__(cls, *args, **kwargs):
-        return object.__new__(LinearModel if cls is Model else cls)
+        if cls is Model:
+            from .multilayer.spec import MultilayerSpec
+
+            spec = args[0] if args else kwargs.get("spec")
+            cls = MultilayerModel if isinstance(spec, MultilayerSpec) else LinearModel
+        return object.__new__(cls)
 
     def _init_common(self, name: str) -> None:
         self.name = name
@@ -83,8 +89,13 @@ class Model:
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str | None = None) -> LinearModel:
-        """Random coefficients, damped by the smoothness prior (see :meth:`LinearModel.random`)."""
+    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str | None = None) -> Model:
+        """Random coefficients, damped by the smoothness prior (see :meth:`LinearModel.random`;
+        a MultilayerSpec gives a :class:`MultilayerModel`, see :meth:`MultilayerModel.random`)."""
+        from .multilayer.spec import MultilayerSpec
+
+        if isinstance(spec, MultilayerSpec):
+            return MultilayerModel.random(spec, seed, scale=scale, name=name)
         return LinearModel.random(spec, seed, scale=scale, name=name)
 
     @classmethod
@@ -165,6 +176,28 @@ class Model:
             raise AcegenError(f"{path}: cannot write the model file")
 
 
+def _rms_on_crystal(spec, basis, rng, seed: int):
+    """Root-mean-square value of every many-body and pair function of ``basis`` over the
+    atoms of a reference crystal (rattled fcc with nearest-neighbour distance r0, species
+    drawn with ``rng``); 1 where a function vanishes there."""
+    from ase.build import bulk
+
+    from .basis_eval import BasisEvaluator
+
+    r0 = float(np.mean([spec.r0_pair(a, b) for a in range(len(spec.elements)) for b in range(len(spec.elements))]))
+    atoms = bulk("X", "fcc", a=r0 * np.sqrt(2.0), cubic=True).repeat(2)
+    atoms.rattle(0.05 * r0, seed=seed)
+    atoms.set_chemical_symbols(list(rng.choice(list(spec.elements), size=len(atoms))))
+    B, P = BasisEvaluator(basis).basis_values(atoms)
+    Z = np.array([spec.elements.index(s) for s in atoms.get_chemical_symbols()])
+    bk = np.ones(len(basis))
+    for k, f in enumerate(basis.functions):
+        v = B[Z == f.z0, k]
+        bk[k] = np.sqrt(np.mean(v**2)) if len(v) else 1.0
+    pk = np.sqrt(np.mean(P**2, axis=0)) if len(P) else np.ones(len(basis.pair))
+    return np.where(bk > 1e-12, bk, 1.0), np.where(pk > 1e-12, pk, 1.0)
+
+
 class LinearModel(Model):
     """A linear ACE model: coefficients θ on the basis ``acegen.lower(spec)``."""
 
@@ -192,10 +225,7 @@ class LinearModel(Model):
         function k over the atoms of a reference crystal (rattled fcc with nearest-neighbour
         distance r0, species assigned at random), so every function contributes O(scale) eV.
         """
-        from ase.build import bulk
-
         from .basis import lower
-        from .basis_eval import BasisEvaluator
         from .symbolic.selection import smoothness_prior
 
         basis = lower(spec)
@@ -204,19 +234,7 @@ class LinearModel(Model):
                                           constant=1.0))
         gp = np.asarray(smoothness_prior(spec, [((p.zj, p.n, 0),) for p in basis.pair], kind="algebraic", p=4,
                                          constant=1.0))
-        r0 = float(np.mean([spec.r0_pair(a, b) for a in range(len(spec.elements)) for b in range(len(spec.elements))]))
-        atoms = bulk("X", "fcc", a=r0 * np.sqrt(2.0), cubic=True).repeat(2)
-        atoms.rattle(0.05 * r0, seed=seed)
-        atoms.set_chemical_symbols(list(rng.choice(list(spec.elements), size=len(atoms))))
-        B, P = BasisEvaluator(basis).basis_values(atoms)
-        Z = np.array([spec.elements.index(s) for s in atoms.get_chemical_symbols()])
-        bk = np.ones(len(basis))
-        for k, f in enumerate(basis.functions):
-            v = B[Z == f.z0, k]
-            bk[k] = np.sqrt(np.mean(v**2)) if len(v) else 1.0
-        pk = np.sqrt(np.mean(P**2, axis=0)) if len(P) else np.ones(len(basis.pair))
-        bk = np.where(bk > 1e-12, bk, 1.0)
-        pk = np.where(pk > 1e-12, pk, 1.0)
+        bk, pk = _rms_on_crystal(spec, basis, rng, seed)
         theta = rng.standard_normal(len(basis)) * scale / (gam * bk)
         theta_p = rng.standard_normal(len(basis.pair)) * scale / (gp * pk)
         m = object.__new__(cls)
@@ -397,6 +415,118 @@ class PaceModel(Model):
         )
 
 
+class MultilayerModel(Model):
+    """A multilayer ACE model (docs/multilayer.md): a MultilayerSpec and one coefficient vector
+    per layer (many-body functions, then the pair basis; the last layer an (n, P) array when
+    the embedding has P > 1 densities).  Compiled kernels of multilayer
+    models do not exist yet: :meth:`compile` (hence ``Calculator``) raises."""
+
+    kind = "multilayer"
+
+    def __init__(self, spec, coefficients, *, name: str | None = None):
+        from .multilayer.spec import MultilayerSpec
+
+        if not isinstance(spec, MultilayerSpec):
+            raise SpecError("MultilayerModel(spec, coefficients): spec must be an acegen.MultilayerSpec")
+        self._init_common(_check_name("model" if name is None else name))
+        self._default_name = name is None
+        self.spec = spec
+        self._basis = None
+        self.coefficients = [np.concatenate([mb, pr]) for mb, pr in self.basis.split_params(coefficients)]
+
+    @classmethod
+    def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str | None = None) -> MultilayerModel:
+        """Random coefficients per layer, θ_v = scale · ξ_v / (γ_v · b_v), ξ_v ~ N(0, 1)
+        (one column per density of the last layer when ``spec.ndensity`` > 1).
+
+        Layer 1 as :meth:`LinearModel.random`.  For a layer n > 1, γ_v is the algebraic
+        smoothness prior of the function's (z, n, l) factors plus Σ_t k_t⁴ + k0⁴, and b_v the
+        root-mean-square value (reference crystal) of the plain function with the T_k factors
+        dropped (|T_k| <= 1 on the indicator's range, so b_v bounds it), or the mean of that
+        layer's plain functions of the same species and order when no plain function matches.
+        So the indicators' arguments are O(scale) and the energies O(scale) eV.
+        """
+        from .basis import lower as lower_basis
+        from .multilayer.basis import lower_multilayer
+        from .symbolic.selection import smoothness_prior
+
+        basis = lower_multilayer(spec)
+        rng = np.random.default_rng(seed)
+        coefficients = []
+        for n, (lspec, lb) in enumerate(zip(spec.layers, basis.layers)):
+            plain = lb if n == 0 else lower_basis(lspec)
+            gam = np.asarray(smoothness_prior(lspec, [tuple(f[:3] for f in fn.factors) for fn in lb.functions],
+                                              kind="algebraic", p=4, constant=1.0))
+            gp = np.asarray(smoothness_prior(lspec, [((p.zj, p.n, 0),) for p in lb.pair], kind="algebraic", p=4,
+                                             constant=1.0))
+            bk_plain, pk = _rms_on_crystal(lspec, plain, rng, seed + n)
+            if n == 0:
+                bk = bk_plain
+            else:
+                gam = gam + np.array([sum(f[3] ** 4 for f in fn.factors) + fn.k0**4 for fn in lb.functions])
+                by_key = {(f.z0, f.factors, f.index): bk_plain[q] for q, f in enumerate(plain.functions)}
+                by_order: dict = {}
+                for q, f in enumerate(plain.functions):
+                    by_order.setdefault((f.z0, f.order), []).append(bk_plain[q])
+                bk = np.array([
+                    by_key.get((fn.z0, tuple(sorted(f[:3] for f in fn.factors)), fn.index),
+                               float(np.mean(by_order.get((fn.z0, fn.order), [1.0]))))
+                    for fn in lb.functions
+                ])
+            cols = spec.ndensity if n == spec.n_layers - 1 else 1
+            theta = rng.standard_normal((len(lb), cols)) * (scale / (gam * bk))[:, None]
+            theta_p = rng.standard_normal((len(lb.pair), cols)) * (scale / (gp * pk))[:, None]
+            c = np.concatenate([theta, theta_p])
+            coefficients.append(c if cols > 1 else c[:, 0])
+        m = object.__new__(cls)
+        m._init_common(_check_name("random" if name is None else name))
+        m._default_name = name is None
+        m.spec, m._basis, m.coefficients = spec, basis, coefficients
+        return m
+
+    @property
+    def basis(self):
+        if self._basis is None:
+            from .multilayer.basis import lower_multilayer
+
+            self._basis = lower_multilayer(self.spec)
+        return self._basis
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return tuple(self.spec.elements)
+
+    def _unavailable(self):
+        return AcegenError("compiled multilayer kernels are not available yet: a multilayer model has no "
+                           "ModelIR, compiled kernel or Calculator in this version of acegen")
+
+    def _lower(self):
+        raise self._unavailable()
+
+    def compile(self, target: str = "c", **options):
+        raise self._unavailable()
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, {self.basis!r})"
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "kind": "multilayer-ace",
+            "name": self.name,
+            "spec": self.spec.to_dict(),
+            "coefficients": [
+                {"manybody": np.asarray(c[: len(b)], dtype=float).tolist(),
+                 "pair": np.asarray(c[len(b):], dtype=float).tolist()}
+                for b, c in zip(self.basis.layers, self.coefficients)
+            ],
+        }
+
+    def _save_yace(self, path: Path) -> None:
+        raise AcegenError(f"{path}: a multilayer model has no PACE (.yace) form; save it as .json")
+
+
 def load(path) -> Model:
     """Load a model: acegen ``.json`` or PACE ``.yace`` / ``.ace`` / ``.yaml``."""
     path = Path(path)
@@ -424,6 +554,8 @@ def model_from_dict(data, path=None) -> Model:
     ver = data.get("version")
     if not isinstance(ver, int) or isinstance(ver, bool) or ver > FORMAT_VERSION or ver < 1:
         raise ModelFileError(path, "version", f"unsupported version {ver!r} (this acegen reads 1..{FORMAT_VERSION})")
+    if data.get("kind") == "multilayer-ace":
+        return _multilayer_from_dict(data, path)
     if data.get("kind") != "linear-ace":
         raise ModelFileError(path, "kind", f"unknown model kind {data.get('kind')!r}")
     try:
@@ -470,3 +602,52 @@ def model_from_dict(data, path=None) -> Model:
             raise ModelFileError(path, "committee.members", str(e)) from None
     model.provenance = prov
     return model
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _coefficient_lists(coef, path, where: str, columns: int | None = None) -> dict:
+    """{'manybody', 'pair'} arrays: lists of numbers, or (``columns``) lists of rows of that length."""
+    if not isinstance(coef, dict):
+        raise ModelFileError(path, where, "expected an object with 'manybody' and 'pair' lists")
+    vals = {}
+    for key in ("manybody", "pair"):
+        v = coef.get(key)
+        if columns is None:
+            ok = isinstance(v, list) and all(_is_number(x) for x in v)
+        else:
+            ok = isinstance(v, list) and all(isinstance(r, list) and len(r) == columns and all(_is_number(x) for x in r)
+                                             for r in v)
+        if not ok:
+            what = "a list of numbers" if columns is None else f"a list of rows of {columns} numbers"
+            raise ModelFileError(path, f"{where}.{key}", f"expected {what}")
+        vals[key] = np.asarray(v, dtype=float)
+        if not np.isfinite(vals[key]).all():
+            raise ModelFileError(path, f"{where}.{key}", "non-finite number")
+    return vals
+
+
+def _multilayer_from_dict(data: dict, path) -> MultilayerModel:
+    from .multilayer.spec import MultilayerSpec
+
+    try:
+        spec = MultilayerSpec.from_dict(data.get("spec"))
+    except SpecError as e:
+        raise ModelFileError(path, "spec", str(e)) from None
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise ModelFileError(path, "spec", f"invalid specification: {e}") from None
+    coef = data.get("coefficients")
+    if not isinstance(coef, list) or len(coef) != spec.n_layers:
+        raise ModelFileError(path, "coefficients", f"expected a list of {spec.n_layers} per-layer objects")
+    last, P = spec.n_layers - 1, spec.ndensity
+    vals = [_coefficient_lists(c, path, f"coefficients[{n}]", P if n == last and P > 1 else None)
+            for n, c in enumerate(coef)]
+    name = data.get("name", "model")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ModelFileError(path, "name", f"expected letters, digits or underscores, got {str(name)[:40]!r}")
+    try:
+        return MultilayerModel(spec, vals, name=name)
+    except SpecError as e:
+        raise ModelFileError(path, "coefficients", str(e)) from None

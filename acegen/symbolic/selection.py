@@ -15,6 +15,12 @@ and, because the model is O(3)-invariant,
   get zero coupled functions, so they are dropped here (the number of invariants of a kept
   multiset is computed by acegen.symbolic.coupling).
 
+Multilayer ACE (Bochkarev et al. 2022) adds a Chebyshev index k >= 0 of the neighbour's
+indicator, T_k(theta_j), a rotation-invariant scalar: with ``kmax > 0`` the factors are
+(z, n, l, k), (n, k) acting as a generalised radial index, and the degree is
+n + wL l + wK k (coupling still runs over l only).  With ``kmax = 0`` (every plain spec)
+nothing changes.
+
 Degrees are compared exactly: wL is taken as the fraction of its shortest decimal
 representation (1.5 -> 3/2), so no rounding decides membership.
 
@@ -59,10 +65,11 @@ def _exact(x: float | int) -> Fraction:
     return Fraction(repr(float(x)))
 
 
-def degree(multiset, wL: float) -> float:
-    """Total degree sum_t (n_t + wL l_t) of a multiset of (z, n, l) factors."""
-    w = _exact(wL)
-    return float(sum((n + w * l for _, n, l in multiset), Fraction(0)))
+def degree(multiset, wL: float, wK: float = 1.0) -> float:
+    """Total degree sum_t (n_t + wL l_t [+ wK k_t]) of a multiset of (z, n, l) or
+    (z, n, l, k) factors."""
+    w, wk = _exact(wL), _exact(wK)
+    return float(sum((f[1] + w * f[2] + (wk * f[3] if len(f) > 3 else 0) for f in multiset), Fraction(0)))
 
 
 def one_particle_basis(spec: BasisSpec) -> list[tuple[int, int]]:
@@ -89,30 +96,45 @@ def _admissible(ls: list[int]) -> bool:
     return tot % 2 == 0 and 2 * max(ls) <= tot
 
 
-def select_multisets(spec: BasisSpec) -> list[Multiset]:
+def select_multisets(spec: BasisSpec, *, kmax: int = 0, wK: float = 1.0) -> list[Multiset]:
     """All selected multisets of (z, n, l) factors, nu = 1..spec.order.
 
     Each multiset is a sorted tuple of factors.  The list is ordered by nu, then total degree,
     then lexicographically, and is the same for every central species.
+
+    ``kmax > 0`` (multilayer ACE): factors are (z, n, l, k) with 0 <= k <= kmax and degree
+    n + wL l + wK k; ``kmax = 0`` gives the plain (z, n, l) selection.
     """
+    if isinstance(kmax, bool) or not isinstance(kmax, int) or kmax < 0:
+        raise SpecError(f"select_multisets: kmax must be an integer >= 0, got {kmax!r}")
     w = spec.wL_exact
+    wk = _exact(wK)
+    if wk <= 0:
+        raise SpecError(f"select_multisets: wK must be positive, got {wK!r}")
+    ks = range(kmax + 1)
+    ext = kmax > 0
+
+    def label(z: int, n: int, l: int, k: int) -> tuple:
+        return (z, n, l, k) if ext else (z, n, l)
+
     nz = spec.nelements
     out: list[tuple[int, Fraction, Multiset]] = []
     for nu in range(1, spec.order + 1):
         dnu = _exact(spec.totaldegree[nu - 1])
         if nu == 1:
             for z in range(nz):
-                n = 1
-                while n <= dnu:
-                    out.append((1, Fraction(n), ((z, n, 0),)))
-                    n += 1
+                for k in ks:
+                    n = 1
+                    while n + wk * k <= dnu:
+                        out.append((1, n + wk * k, (label(z, n, 0, k),)))
+                        n += 1
             continue
         # candidate factors: the other nu - 1 factors need degree >= 1 each
         budget1 = dnu - (nu - 1)
-        cands = [(z, n, l) for z in range(nz) for (n, l) in one_particle_basis(spec)
-                 if n + w * l <= budget1]
+        cands = [label(z, n, l, k) for z in range(nz) for (n, l) in one_particle_basis(spec) for k in ks
+                 if n + w * l + wk * k <= budget1]
         cands.sort()
-        degs = [n + w * l for _, n, l in cands]
+        degs = [f[1] + w * f[2] + (wk * f[3] if ext else 0) for f in cands]
 
         def rec(start: int, k: int, budget: Fraction, acc: list[int]) -> None:
             if k == 0:
@@ -133,7 +155,7 @@ def select_multisets(spec: BasisSpec) -> list[Multiset]:
 
 def max_l(multisets) -> int:
     """Largest l in a list of multisets (0 for an empty list)."""
-    return max((l for m in multisets for _, _, l in m), default=0)
+    return max((f[2] for m in multisets for f in m), default=0)
 
 
 def smoothness_prior(spec: BasisSpec, multisets, kind: str = "algebraic", *, p: float = 4,
