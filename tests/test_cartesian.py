@@ -263,6 +263,39 @@ def test_rank_cartesian_equals_spherical(elements, order, deg):
     assert 0 < len(cace) <= len(sph)
 
 
+def test_cace_values_equal_the_neighbour_sums_of_dot_products():
+    """CACE's closed forms through the whole evaluation (neighbours, radial, monomials,
+    index layout): ν=2 Σ_jk R_n(r_j) R_n(r_k) (r̂_j·r̂_k)^L and ν=3
+    Σ_jkm R_n R_n R_n (r̂_j·r̂_m)^l1 (r̂_k·r̂_m)^l2 (the middle factor carries α+β)."""
+    from acegen.symbolic import radial
+
+    spec = _spec(("Si",), 3, 10, angular="cace")
+    basis = acegen.lower(spec)
+    [atoms] = _clusters(("Si",), 7, 4, natoms=7)
+    B = basis.evaluate(atoms)
+    i = 0
+    d = np.delete(atoms.positions - atoms.positions[i], i, axis=0)
+    r = np.linalg.norm(d, axis=1)
+    u = d / r[:, None]
+    R, _ = radial.manybody_radial_numpy(spec, 0, 0, r, nfunc=basis.nmax)
+    R = np.where((r < spec.rcut_pair(0, 0))[:, None], R, 0.0)
+    dots = u @ u.T
+    checked = 0
+    for k, f in enumerate(basis.functions):
+        ls = [l for _, _, l in f.factors]
+        n = f.factors[0][1]
+        w = R[:, n - 1]
+        if f.order == 2 and ls[0] == ls[1] >= 1:
+            want = w @ dots ** ls[0] @ w
+        elif f.order == 3 and ls[0] >= 1 and ls[2] == ls[0] + ls[1]:
+            want = np.einsum("j,k,m,jm,km->", w, w, w, dots ** ls[0], dots ** ls[1])
+        else:
+            continue
+        np.testing.assert_allclose(B[i, k], want, rtol=1e-11, atol=1e-11 * abs(want) + 1e-14)
+        checked += 1
+    assert checked >= 6
+
+
 # ------------------------------------------------------------------------- invariance
 def _orthogonal(seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
