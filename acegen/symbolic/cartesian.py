@@ -54,6 +54,7 @@ import itertools
 import json
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -62,12 +63,12 @@ from ..errors import InternalError, SpecError
 from . import coupling
 
 __all__ = [
-    "ANGULAR_KINDS", "VERSION", "alphas", "alpha_index", "n_alpha", "n_cartesian", "block_offset",
-    "contractions", "contraction_terms", "chain_contractions", "CartesianFunction", "cartesian_functions",
+    "KINDS", "VERSION", "alphas", "alpha_index", "n_alpha", "n_cartesian", "block_offset",
+    "multinomial", "contractions", "contraction_terms", "chain_contractions", "CartesianFunction", "cartesian_functions",
 ]
 
 VERSION = "acegen-cartesian-1"
-ANGULAR_KINDS = ("cartesian", "cace")
+KINDS = ("cartesian", "cace")
 _P = 2_147_483_647  # 2^31 - 1: products of two residues fit in int64
 
 
@@ -380,7 +381,7 @@ def _reduce(multisets, kind: str, seed: int = 0, attempts: int = 4) -> list[list
     return result
 
 
-def _cache_file(kind: str, multisets) -> "object":
+def _cache_file(kind: str, multisets) -> Path:
     key = json.dumps([VERSION, kind, [list(map(list, ms)) for ms in multisets]], separators=(",", ":"))
     return cache_root() / "cartesian" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
 
@@ -414,8 +415,8 @@ def _from_json(text: str, kind: str, multisets):
 def cartesian_functions(multisets, kind: str = "cartesian", *, cache: bool = True) -> list[list[CartesianFunction]]:
     """The independent Cartesian invariants of each multiset of (z, n, l) factors (same order
     as ``multisets``; see the module doc for ``kind`` 'cartesian' and 'cace')."""
-    if kind not in ANGULAR_KINDS:
-        raise SpecError(f"BasisSpec.angular: must be one of {list(ANGULAR_KINDS)} here, got {kind!r}")
+    if kind not in KINDS:
+        raise SpecError(f"BasisSpec.angular: must be one of {list(KINDS)} here, got {kind!r}")
     multisets = [tuple(tuple(int(x) for x in f) for f in ms) for ms in multisets]
     return [list(fs) for fs in _cached(kind, tuple(multisets), cache)]
 
