@@ -331,6 +331,61 @@ class CoupledBasis:
         )
 
 
+@dataclass(frozen=True, eq=False)
+class CartesianBasis(CoupledBasis):
+    """The lowered basis of a spec with ``angular`` 'cartesian' or 'cace'
+    (:mod:`acegen.symbolic.cartesian`): the same :class:`BasisFunction` records, with
+    ``mtuples`` indexing the Cartesian monomials ``alphas(l)`` of each factor instead of m,
+    and exact integer coefficients.  ``len``, ``orders``, ``evaluate`` (NumPy),
+    ``basis_derivatives`` and ``signature`` work; compiled kernels do not exist yet."""
+
+    angular: str = "cartesian"
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("CoupledBasis(", f"CartesianBasis(angular {self.angular!r}, ", 1)
+
+    def _no_kernels(self):
+        from .errors import AcegenError
+
+        return AcegenError(f"compiled kernels for angular={self.angular!r} are not available yet "
+                           "(lower() and evaluate() work; use angular='spherical' to compile or fit)")
+
+    def channels(self, z0: int):
+        raise self._no_kernels()
+
+    def function_terms(self, z0: int):
+        raise self._no_kernels()
+
+    def fold(self, coefficients, *, name: str = "model") -> ModelIR:
+        raise self._no_kernels()
+
+
+def _lower_cartesian(spec, progress: bool | None, cache: bool = True) -> CartesianBasis:
+    from .progress import status
+    from .symbolic import cartesian, radial, selection
+
+    multisets = selection.select_multisets(spec)
+    with status(f"lowering the {spec.angular} basis ({', '.join(spec.elements)}, order {spec.order}, "
+                f"total degree {spec.totaldegree})", quiet=None if progress is None else not progress):
+        per_multiset = cartesian.cartesian_functions(multisets, spec.angular, cache=cache)
+    functions = []
+    nel = len(spec.elements)
+    for z0 in range(nel):
+        for ms, funcs in zip(multisets, per_multiset):
+            for q, f in enumerate(funcs):
+                mt = np.array(list(f.terms), dtype=np.int64).reshape(len(f.terms), len(ms))
+                c = np.array([float(v) for v in f.terms.values()], dtype=float)
+                functions.append(BasisFunction(z0=z0, factors=tuple(ms), mtuples=mt, coeffs=c, index=q))
+    lmax = max((l for f in functions for _, _, l in f.factors), default=0)
+    nmax = radial.manybody_radial_slp(spec, 0, 0)[1]
+    npair = radial.pair_radial_slp(spec, 0, 0)[1]
+    pair = tuple(
+        PairFunction(z0, zj, n) for z0 in range(nel) for zj in range(nel) for n in range(1, npair + 1)
+    )
+    return CartesianBasis(spec=spec, functions=tuple(functions), pair=pair, lmax=lmax, nmax=nmax, npair=npair,
+                          angular=spec.angular)
+
+
 #: Part of the whole-basis cache key; bump when lowering's output changes.
 BASIS_CACHE_VERSION = "acegen-basis-1"
 
@@ -470,7 +525,17 @@ def lower(spec, *, progress: bool | None = None, cache: bool = True) -> CoupledB
     code versions); ``cache=False`` lowers afresh.  ``progress``: show a progress bar always
     (True), never (False) or only on a terminal, with a status line, and a bar for steps that
     run longer than two seconds (None; see :mod:`acegen.progress`).
+
+    A spec with ``angular`` 'cartesian' or 'cace' gives a :class:`CartesianBasis`
+    (:mod:`acegen.symbolic.cartesian`, whose invariants are cached on disk).
     """
+    if getattr(spec, "angular", "spherical") != "spherical":
+        basis = _MEMORY.get(spec) if cache else None
+        if basis is None:
+            basis = _lower_cartesian(spec, progress, cache)
+            if cache:
+                _remember(spec, basis)
+        return basis
     purification = getattr(spec, "purification", "none")
     if purification != "none":
         try:

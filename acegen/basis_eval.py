@@ -3,6 +3,7 @@ values (descriptors, :meth:`CoupledBasis.evaluate`) and the per-parameter energy
 virial rows of a linear fit (the fallback when no C compiler builds the basis kernel).
 
     A_i[z, n, l, m] = Σ_{j: Z_j = z} R_n(r_ij) Y_lm(r̂_ij)
+                      (Cartesian bases: r̂_ij^α, |α| = l, in place of Y_lm; docs/cartesian.md)
     B_k(i)          = Σ_M C_{k,M} Π_t A_i[factor_t, M_t]        (coupling coefficients C)
     P_i[z, n]       = Σ_{j: Z_j = z} P_n(r_ij)                   (pair basis)
 
@@ -55,6 +56,25 @@ def _neighbours(atoms, cutoff: float) -> _Pairs:
     return _Pairs(i.astype(np.int64), j.astype(np.int64), np.asarray(D, dtype=float), offsets)
 
 
+def _monomials(lmax: int, u: np.ndarray):
+    """Cartesian monomials u^α (|α| <= lmax, acegen.symbolic.cartesian order), their
+    Euclidean gradients α_b u^(α - e_b) and degrees: (P, K), (P, K, 3), (K,)."""
+    from .symbolic.cartesian import alphas
+
+    al = np.array([a for l in range(lmax + 1) for a in alphas(l)], dtype=np.int64).reshape(-1, 3)
+    pw = np.ones((lmax + 1,) + u.shape)
+    for e in range(1, lmax + 1):
+        pw[e] = pw[e - 1] * u
+    cols = np.arange(3)
+    Y = np.prod(pw[al, :, cols].transpose(2, 0, 1), axis=2)  # (P, K)
+    G = np.zeros(Y.shape + (3,))
+    for b in range(3):
+        lower = al.copy()
+        lower[:, b] = np.maximum(lower[:, b] - 1, 0)
+        G[:, :, b] = al[:, b] * np.prod(pw[lower, :, cols].transpose(2, 0, 1), axis=2)
+    return Y, G, al.sum(axis=1)
+
+
 class BasisEvaluator:
     """Evaluates one :class:`~acegen.basis.CoupledBasis` on ASE ``Atoms``."""
 
@@ -63,13 +83,21 @@ class BasisEvaluator:
         self.spec = basis.spec
         self.nel = len(basis.elements)
         self.L = basis.lmax
-        self.nlm = (self.L + 1) ** 2
+        # angular one-particle functions: Y_lm (index l*l + l + m) or Cartesian monomials
+        # r̂^α (index l(l+1)(l+2)/6 + position of α in its degree block)
+        self.cartesian = getattr(basis, "angular", "spherical") != "spherical"
+        if self.cartesian:
+            self.nlm = (self.L + 1) * (self.L + 2) * (self.L + 3) // 6
+            base = lambda l: l * (l + 1) * (l + 2) // 6  # noqa: E731
+        else:
+            self.nlm = (self.L + 1) ** 2
+            base = lambda l: l * l + l  # noqa: E731
         self.nmax = basis.nmax
         self.npair = basis.npair
         # flatten coupling terms by order: A index = ((z * nmax) + n-1) * nlm + l*l + l + m
         groups = {}
         for k, f in enumerate(basis.functions):
-            lm_base = [((z * self.nmax) + n - 1) * self.nlm + l * l + l for z, n, l in f.factors]
+            lm_base = [((z * self.nmax) + n - 1) * self.nlm + base(l) for z, n, l in f.factors]
             idx = np.asarray(lm_base)[None, :] + np.asarray(f.mtuples)
             g = groups.setdefault((f.z0, f.order), ([], [], []))
             g[0].append(idx)
@@ -77,9 +105,9 @@ class BasisEvaluator:
             g[2].append(np.full(len(f.coeffs), k))
             # purified bases: lower-order product terms (factors may use extended radial n)
             for factors, mtuples, coeffs in getattr(f, "corrections", ()) or ():
-                base = [((z * self.nmax) + n - 1) * self.nlm + l * l + l for z, n, l in factors]
+                cbase = [((z * self.nmax) + n - 1) * self.nlm + base(l) for z, n, l in factors]
                 g = groups.setdefault((f.z0, len(factors)), ([], [], []))
-                g[0].append(np.asarray(base)[None, :] + np.asarray(mtuples))
+                g[0].append(np.asarray(cbase)[None, :] + np.asarray(mtuples))
                 g[1].append(np.asarray(coeffs, dtype=float))
                 g[2].append(np.full(len(coeffs), k))
         self.groups = {
@@ -121,8 +149,11 @@ class BasisEvaluator:
                 if m.any():
                     v, d = radial.pair_radial_numpy(self.spec, a, b, r[m])
                     P[m], dP[m] = v, d
-        Y, G = ylm_numpy(self.L, u, grad=True)
-        ls = np.array([l for l in range(self.L + 1) for _ in range(2 * l + 1)])
+        if self.cartesian:
+            Y, G, ls = _monomials(self.L, u)
+        else:
+            Y, G = ylm_numpy(self.L, u, grad=True)
+            ls = np.array([l for l in range(self.L + 1) for _ in range(2 * l + 1)])
         gY = (G - ls[None, :, None] * Y[:, :, None] * u[:, None, :]) / np.where(r > 0, r, 1.0)[:, None, None]
         return Z, nl, r, u, R, dR, P, dP, Y, gY
 

@@ -39,11 +39,14 @@ from ase.data import atomic_numbers, chemical_symbols, covalent_radii, reference
 
 from .errors import SpecError
 
-__all__ = ["BasisSpec", "default_bond_length", "PURIFICATIONS", "SPEC_FORMAT"]
+__all__ = ["BasisSpec", "default_bond_length", "PURIFICATIONS", "ANGULAR_KINDS", "SPEC_FORMAT"]
 
 SPEC_FORMAT = "acegen.BasisSpec/1"
 PURIFICATIONS = ("none", "pair", "canonical")
 RADIAL_KINDS = ("legendre",)
+# angular one-particle basis: spherical harmonics (default) or Cartesian monomials
+# (docs/cartesian.md); the key is written to JSON/signature only when not the default
+ANGULAR_KINDS = ("spherical", "cartesian", "cace")
 RCUT_FACTOR = 2.5
 
 # Typical bond lengths (Angstrom) by atomic number: the "bond_len" column of
@@ -218,6 +221,10 @@ class BasisSpec:
     Eref: mapping element -> isolated-atom energy (missing elements: 0); stored as
         ``(("Ti", e_Ti), ("Al", e_Al), ...)`` in element order, so ``dict(spec.Eref)`` works.
     radial: polynomial family of the radial bases (only 'legendre').
+    angular: 'spherical' (default: Y_lm and Clebsch-Gordan couplings), 'cartesian' (Cartesian
+        monomials and full tensor contractions, the same span) or 'cace' (Cheng 2024's
+        same-n contraction family, a subspace); see docs/cartesian.md.  The Cartesian kinds
+        need purification='none' and have no compiled kernels yet.
     """
 
     elements: tuple[str, ...]
@@ -236,6 +243,7 @@ class BasisSpec:
     purification: str = "pair"
     Eref: tuple[tuple[str, float], ...] | None = None
     radial: str = "legendre"
+    angular: str = "spherical"
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -299,6 +307,12 @@ class BasisSpec:
             raise _err("purification", self.purification, f"must be one of {list(PURIFICATIONS)}")
         if self.radial not in RADIAL_KINDS:
             raise _err("radial", self.radial, f"must be one of {list(RADIAL_KINDS)}")
+        if not isinstance(self.angular, str) or self.angular not in ANGULAR_KINDS:
+            raise _err("angular", self.angular, f"must be one of {list(ANGULAR_KINDS)}")
+        if self.angular != "spherical" and self.purification != "none":
+            raise _err("angular", self.angular,
+                       f"Cartesian bases support only purification='none' for now "
+                       f"(purification={self.purification!r})")
 
         set_("Eref", self._eref(self.Eref, els))
 
@@ -408,7 +422,7 @@ class BasisSpec:
             "purification": self.purification,
             "Eref": dict(self.Eref),
             "radial": self.radial,
-        }
+        } | ({} if self.angular == "spherical" else {"angular": self.angular})
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "BasisSpec":
@@ -421,7 +435,7 @@ class BasisSpec:
             raise _err("format", fmt, f"unsupported format (expected {SPEC_FORMAT!r})")
         known = {"elements", "order", "totaldegree", "wL", "r0", "rcut", "pair_rcut", "pair_degree",
                  "transform", "pair_transform", "envelope", "pair_envelope", "purification", "Eref",
-                 "radial"}
+                 "radial", "angular"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise _err(unknown[0], d[unknown[0]], "unknown field")
@@ -457,6 +471,8 @@ class BasisSpec:
         parts += [f"pair_degree={self.pair_degree}", f"transform={self.transform!r}",
                   f"pair_transform={self.pair_transform!r}", f"envelope={self.envelope!r}",
                   f"pair_envelope={self.pair_envelope!r}", f"purification={self.purification!r}"]
+        if self.angular != "spherical":
+            parts.append(f"angular={self.angular!r}")
         if any(v for _, v in self.Eref):
             parts.append(f"Eref={d['Eref']!r}")
         return f"BasisSpec({', '.join(parts)})"
