@@ -120,7 +120,12 @@ def equal(args) -> dict:
     tab = error_table(pred - yt, meta)["set"]
     out["test_mae_meV_per_atom"] = 1e3 * tab["E"]["mae"]
     out["test_mae_eV_per_A"] = tab["F"]["mae"]
-    out["passed"] = bool(out["blr_fixed_alpha_beta_rel_diff"] < 1e-10 and out["ridge_lam_blr_rel_diff"] < 1e-10)
+    # streamed within the in-memory path's own round-off floor (rows reversed), and the
+    # Table II test errors unchanged
+    floor_ok = all(out[f"{n}_rel_diff"] <= max(1e-10, 2.0 * out[f"{n}_in_memory_reversed_rows_rel_diff"])
+                   for n, _, _ in cases)
+    out["passed"] = bool(floor_ok and abs(out["test_mae_meV_per_atom"] - 0.293) < 0.0015
+                         and abs(out["test_mae_eV_per_A"] - 0.0071) < 0.00015)
     return out
 
 
