@@ -2,7 +2,7 @@
 """acegen vs PACE (pyace) side by side, alternating, in one run.
 
     python benchmarks/bench_vs_pace.py POTENTIAL [--atoms 4000] [--repeats 7]
-        [--pyace-python /work/pyace-venv/bin/python] [--no-product] [--threads 1]
+        [--pyace-python PYTHON] [--no-product] [--threads 1]
 
 pyace is a peer, never a dependency: it runs in its own virtual environment as a worker
 subprocess (``--pyace-python``), fed the same structure (``acegen.bench.benchmark_structure``:
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--atoms", type=int, default=4000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pyace-python", default="/work/pyace-venv/bin/python")
+    ap.add_argument("--pyace-python", default=os.environ.get("ACEGEN_PYACE_PYTHON", "python"),
+                    help="the Python of a virtual environment with pyace (default: $ACEGEN_PYACE_PYTHON)")
     ap.add_argument("--no-product", action="store_true", help="skip PACE's product evaluator (slow)")
     args = ap.parse_args(argv)
 
