@@ -16,6 +16,10 @@ Spline tables come in two layouts, both placed at multiples of :data:`TABLE_ALIG
 * ``"slots"`` (the C kernel): per bond, ``[bin][c0..c3][slot]`` over the bond's radial slots,
   padded to ``nslot_pad`` -- one contiguous row per neighbour, vectorised over the slots;
 * ``"functions"`` (LLVM, CUDA): per radial block, PACE's ``[bin][function][c0..c3]``.
+
+Radial blocks that share one :class:`~acegen.ir.model.SplineTable` object (an element
+embedding: the bonds differ only by per-function ``weights``) share one copy of the table in
+each layout; a kernel multiplies the values and derivatives by the bond's weights.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..ir.dag import GroupedSchedule, ProductDAG, build_dag, group_schedule
-from ..ir.model import ModelIR, RadialBlock
+from ..ir.model import ANY, ModelIR, RadialBlock
 from ..ir.physics import core_slp, embedding_slp
 from ..ir.slp import SLP
 from ..abi import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, Status
@@ -71,6 +75,11 @@ class RadialPlan:
     @property
     def inv_h(self) -> float:
         return 1.0 / self.h
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """Per-function weights of a shared table (None: the table holds the functions)."""
+        return self.block.weights
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,6 +136,12 @@ class BondPlan:
     @property
     def ny(self) -> int:
         return (self.lmax + 1) ** 2
+
+    @property
+    def slot_weights(self) -> np.ndarray | None:
+        """The radial block's weights of the slot functions (None without weights)."""
+        w = self.radial.block.weights
+        return None if w is None else np.asarray(w)[list(self.slots)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -255,10 +270,12 @@ class KernelPlan:
         "functions"; see the module docstring), at the plan's offsets; empty without splines."""
         if layout == "slots":
             out = np.zeros(self.slot_doubles, dtype="<f8")
+            done: set[int] = set()
             for s in self.species:
                 for b in s.bonds:
-                    if b.slot_offset < 0:
+                    if b.slot_offset < 0 or b.slot_offset in done:
                         continue
+                    done.add(b.slot_offset)
                     spl = b.radial.block.spline
                     table = np.zeros((spl.nbins, 4, b.nslot_pad))
                     if b.slots:
@@ -267,8 +284,10 @@ class KernelPlan:
             return out
         if layout == "functions":
             out = np.zeros(self.function_doubles, dtype="<f8")
+            done = set()
             for rp in self.radials:
-                if rp.offset >= 0:
+                if rp.offset >= 0 and rp.offset not in done:
+                    done.add(rp.offset)
                     flat = np.ascontiguousarray(rp.block.spline.coeffs, dtype="<f8").ravel()
                     out[rp.offset : rp.offset + flat.size] = flat
             return out
@@ -333,6 +352,8 @@ class KernelPlan:
             else:
                 out.append(f"radial ({rp.zi}, {rp.zj}): spline, {rp.nfunc} functions, rcut {rp.rcut!r}, "
                            f"{rp.nbins} bins of h {rp.h!r}, functions offset {rp.offset}")
+                if rp.weights is not None:
+                    out.append(f"  weights: {floats(rp.weights)}")
         for s in self.species:
             out.append(f"species {s.zi}: n_A {s.n_A}, nodes {s.n_nodes} (pad {s.n_nodes_pad}), products {s.n_products}, "
                        f"groups {s.n_groups}, outputs {s.n_out}, ndensity {s.ndensity}")
@@ -410,13 +431,14 @@ def build_plan(ir: ModelIR) -> KernelPlan:
     for prog in ir.species:
         per = []
         for zj in range(n):
-            rows = [(ch.offset, ch.radial, ch.l) for ch in prog.channels if ch.zj == zj]
+            rows = [(ch.offset, ch.radial, ch.l) for ch in prog.channels if ch.zj == zj or ch.zj == ANY]
             if (prog.zi, zj) in ir.radial and (rows or prog.core.kind != "none"):
                 per.append((zj, rows))
         visits.append(per)
     # radial blocks in use, with their "functions" table offsets
     radials: dict[tuple[int, int], RadialPlan] = {}
     fdoubles = 0
+    shared_f: dict[int, int] = {}  # id(shared SplineTable) -> its "functions" offset
     for zi, zj in sorted({(prog.zi, zj) for prog, per in zip(ir.species, visits) for zj, _ in per}):
         blk = ir.radial[(zi, zj)]
         if blk.slp is not None:
@@ -425,19 +447,31 @@ def build_plan(ir: ModelIR) -> KernelPlan:
             radials[(zi, zj)] = RadialPlan(zi, zj, "slp", int(blk.nfunc), float(blk.rcut), blk.slp, 0, 0.0, -1, blk)
         else:
             spl = blk.spline
+            off = shared_f.get(id(spl)) if blk.weights is not None else None
+            if off is None:
+                off = fdoubles
+                fdoubles += _aligned(int(np.asarray(spl.coeffs).size))
+                if blk.weights is not None:
+                    shared_f[id(spl)] = off
             radials[(zi, zj)] = RadialPlan(zi, zj, "spline", int(blk.nfunc), float(spl.rcut), None, int(spl.nbins),
-                                           float(spl.h), fdoubles, blk)
-            fdoubles += _aligned(int(np.asarray(spl.coeffs).size))
+                                           float(spl.h), off, blk)
     species = []
     sdoubles = 0
+    shared_s: dict[tuple, int] = {}  # (id(shared SplineTable), slots) -> its "slots" offset
     for prog, per in zip(ir.species, visits):
         bonds = []
         for zj, rows in per:
             rp = radials[(prog.zi, zj)]
             bond = _bond(ir, prog.zi, zj, rows, prog.core.kind != "none", n_y, rp, -1)
             if rp.kind == "spline":
-                bond = replace(bond, slot_offset=sdoubles)
-                sdoubles += _aligned(rp.nbins * 4 * bond.nslot_pad)
+                key = (id(rp.block.spline), bond.slots) if rp.weights is not None else None
+                off = shared_s.get(key) if key is not None else None
+                if off is None:
+                    off = sdoubles
+                    sdoubles += _aligned(rp.nbins * 4 * bond.nslot_pad)
+                    if key is not None:
+                        shared_s[key] = off
+                bond = replace(bond, slot_offset=off)
             bonds.append(bond)
         dag = build_dag(prog)
         sched = group_schedule(dag)
