@@ -120,6 +120,15 @@ class BondPlan:
     rec: int
     slot_offset: int
     radial: RadialPlan
+    # a merged bond (``build_plan(ir, merge_shared=True)``): the neighbour species it serves,
+    # and the weights (n_species, nslot) of its slots per neighbour species; () and None otherwise
+    zjs: tuple[int, ...] = ()
+    weight_table: np.ndarray | None = None
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """The neighbour species bucketed into this bond."""
+        return self.zjs or (self.zj,)
 
     @property
     def n_chan(self) -> int:
@@ -139,9 +148,10 @@ class BondPlan:
 
     @property
     def slot_weights(self) -> np.ndarray | None:
-        """The radial block's weights of the slot functions (None without weights)."""
+        """The radial block's weights of the slot functions (None without weights, and for a
+        merged bond, whose weights depend on the neighbour: :attr:`weight_table`)."""
         w = self.radial.block.weights
-        return None if w is None else np.asarray(w)[list(self.slots)]
+        return None if w is None or self.weight_table is not None else np.asarray(w)[list(self.slots)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -370,6 +380,8 @@ class KernelPlan:
                 out.append(f"  bond ({b.zi}, {b.zj}): rcut {b.rcut!r}, r_in {b.r_in!r}, delta_in {b.delta_in!r}, "
                            f"{b.radial.kind}, slots [{ints(b.slots)}] (pad {b.nslot_pad}), core {b.core} "
                            f"core_slot {b.core_slot}, lmax {b.lmax}, rec {b.rec}, slot_offset {b.slot_offset}")
+                if b.weight_table is not None:
+                    out.append(f"    merged neighbour species [{ints(b.zjs)}], weights per species: {floats(b.weight_table)}")
                 out.append(f"    channels (offset radial l): {ints(b.channels)}")
                 out.append(f"    rows (slot offset): {ints(b.rows)}")
                 out.append("    groups (l r0 r1): " + " ".join(f"({g.l} {g.r0} {g.r1})" for g in b.groups))
@@ -388,6 +400,8 @@ def _bond(ir: ModelIR, zi: int, zj: int, rows_in: list[tuple[int, int, int]], ha
     channels = np.asarray(rows_in, dtype=np.int32).reshape(-1, 3)
     order = sorted(range(channels.shape[0]), key=lambda c: (int(channels[c, 2]), c))
     slot_of: dict[int, int] = {}
+    if blk.weights is not None:  # a shared table: every function is a slot, so all bonds share one copy
+        slot_of = {f: f for f in range(blk.nfunc)}
     rows: list[tuple[int, int]] = []
     groups: list[list[int]] = []
     for c in order:
@@ -415,8 +429,33 @@ def _bond(ir: ModelIR, zi: int, zj: int, rows_in: list[tuple[int, int, int]], ha
     )
 
 
-def build_plan(ir: ModelIR) -> KernelPlan:
-    """Lay ``ir`` out for the kernel templates (see the module docstring)."""
+def _merge_shared(ir: ModelIR, prog, bonds: list[BondPlan]) -> list[BondPlan]:
+    """One bond for every neighbour species when a species' channels all sum over every
+    neighbour (``ANY``), its bonds share one weighted spline table, rows and cutoff, and it has
+    no core repulsion; else ``bonds`` unchanged."""
+    if len(bonds) < 2 or prog.core.kind != "none" or not prog.channels:
+        return bonds
+    if not all(ch.zj == ANY for ch in prog.channels):
+        return bonds
+    b0 = bonds[0]
+    blk0 = b0.radial.block
+    for b in bonds:
+        blk = b.radial.block
+        if (blk.weights is None or blk.spline is not blk0.spline or b.rcut != b0.rcut or b.slots != b0.slots
+                or b.slot_offset != b0.slot_offset or not np.array_equal(b.rows, b0.rows)):
+            return bonds
+    table = np.zeros((len(ir.elements), b0.nslot))
+    for b in bonds:
+        table[b.zj] = np.asarray(b.radial.block.weights)[list(b.slots)]
+    return [replace(b0, zjs=tuple(b.zj for b in bonds), weight_table=table)]
+
+
+def build_plan(ir: ModelIR, *, merge_shared: bool = False) -> KernelPlan:
+    """Lay ``ir`` out for the kernel templates (see the module docstring).
+
+    ``merge_shared``: bonds of a species that differ only by the weights of one shared
+    spline table become one bond over all their neighbour species, the weights looked up
+    per neighbour (:func:`_merge_shared`; the C kernel renders such bonds)."""
     n = len(ir.elements)
     rcut = np.zeros((n, n))
     for (zi, zj), blk in ir.radial.items():
@@ -473,6 +512,8 @@ def build_plan(ir: ModelIR) -> KernelPlan:
                         shared_s[key] = off
                 bond = replace(bond, slot_offset=off)
             bonds.append(bond)
+        if merge_shared:
+            bonds = _merge_shared(ir, prog, bonds)
         dag = build_dag(prog)
         sched = group_schedule(dag)
         emb = prog.embedding
