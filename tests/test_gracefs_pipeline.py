@@ -177,3 +177,50 @@ def test_cli_info_and_compile(shared_dir, capsys):
     text = capsys.readouterr().out
     assert "Al" in text and "H" in text
     assert main(["compile", path]) == 0
+
+
+def test_c_plan_merges_the_bonds_of_a_shared_table(shared_dir):
+    ir = _model(shared_dir, TEST_MODEL).ir()
+    merged = build_plan(ir, merge_shared=True)
+    plain = build_plan(ir)
+    n = len(ir.elements)
+    for s in merged.species:
+        assert len(s.bonds) == 1 and s.bonds[0].members == tuple(range(n))
+        assert s.bonds[0].weight_table.shape == (n, s.bonds[0].nslot)
+    assert all(len(s.bonds) == n for s in plain.species)
+    assert merged.slot_doubles == plain.slot_doubles  # one copy of the table either way
+    assert "merged neighbour species" in merged.to_text() and "merged" not in plain.to_text()
+
+
+# ------------------------------------------------------------------------------ LAMMPS
+@pytest.fixture(scope="module")
+def gracefs_plugin(shared_dir, tmp_path_factory):
+    from .test_lammps import build_model_plugin
+
+    model = _model(shared_dir, TEST_MODEL)
+    return model, acegen.Calculator(model), build_model_plugin(model, tmp_path_factory)
+
+
+def _three_element_cell():
+    from ase.build import bulk
+
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True) * (2, 2, 2)
+    rng = np.random.default_rng(5)
+    atoms.symbols[rng.choice(len(atoms), 10, replace=False)] = ["Li"] * 6 + ["H"] * 4
+    atoms.rattle(0.08, seed=4)
+    return atoms
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_lammps_plugin_matches_calculator(gracefs_plugin, tmp_path, nprocs):
+    from .test_lammps import _mpirun_works, assert_matches, calculator_reference, lammps_cell, run_lammps
+
+    if nprocs > 1 and not _mpirun_works():
+        pytest.skip("mpirun of the mpich package does not run here")
+    model, calc, plugin = gracefs_plugin
+    atoms = lammps_cell(_three_element_cell())
+    elements = list(model.elements)
+    types = np.array([elements.index(s) + 1 for s in atoms.get_chemical_symbols()])
+    res = run_lammps(tmp_path, plugin, atoms, types=types, type_elements=elements, nprocs=nprocs,
+                     newton="on" if nprocs == 1 else "off")
+    assert_matches(res, calculator_reference(calc, atoms))
