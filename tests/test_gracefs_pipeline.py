@@ -224,3 +224,33 @@ def test_lammps_plugin_matches_calculator(gracefs_plugin, tmp_path, nprocs):
     res = run_lammps(tmp_path, plugin, atoms, types=types, type_elements=elements, nprocs=nprocs,
                      newton="on" if nprocs == 1 else "off")
     assert_matches(res, calculator_reference(calc, atoms))
+
+
+def test_source_index_finds_the_kernel_without_parsing(shared_dir, tmp_path):
+    """Loaded again after a C kernel of exactly this file was compiled, the model is not parsed:
+    the kernel cache's source index gives the kernel and the elements; changing the file's
+    content misses the index."""
+    path = tmp_path / "m.yaml"
+    shutil.copy(_path(shared_dir, FITTED_MODEL), path)
+    first = acegen.load(path)
+    k1 = first.compile("c")
+    again = acegen.load(path)
+    assert isinstance(again, GraceFSModel) and again._pace is None and again._index_entry is not None
+    assert again.elements == ("Al", "Li")
+    k2 = again.compile("c")
+    assert again._pace is None and k2.signature == k1.signature
+    import re
+
+    path.write_text(re.sub(r"(?m)^nnorm: .*$", "nnorm: 0.5", path.read_text(), count=1))
+    changed = acegen.load(path)
+    assert changed._index_entry is None and changed.gracefs.nnorm == 0.5
+
+
+def test_bad_gracefs_content_names_the_field(shared_dir, tmp_path):
+    from acegen.errors import ModelFileError
+
+    path = tmp_path / "bad.yaml"
+    text = _path(shared_dir, TEST_MODEL).read_text()
+    path.write_text(text.replace("type: FinnisSinclairShiftedScaled", "type: Mystery", 1))
+    with pytest.raises(ModelFileError, match="emb_spec.type"):
+        acegen.Calculator(path)
