@@ -131,16 +131,29 @@ def describe(model) -> str:
     else:
         from collections import Counter
 
+        gracefs = model.kind == "gracefs"
+        if gracefs:
+            pot = model.gracefs
+            lines.append(
+                f"GRACE-FS: element embedding Z ({pot.nelements} x {pot.nradmax}), {pot.n_rad_base} {pot.radbasename} "
+                f"radial functions, {pot.ndensity} densities ({pot.embedding}), scale {pot.scale:g}, shift {pot.shift:g}"
+            )
         for mu, funcs in sorted(model.pace.functions.items()):
             cnt = Counter(f.rank for f in funcs)
             nms = sum(len(np.asarray(f.ms_combs).reshape(-1, f.rank)) for f in funcs)
             lines.append(
-                f"functions centred on {ir.elements[mu]}: {len(funcs)} C-tilde ("
+                f"functions centred on {ir.elements[mu]}: {len(funcs)} {'GRACE-FS' if gracefs else 'C-tilde'} ("
                 + ", ".join(f"rank {k}: {cnt[k]}" for k in sorted(cnt))
                 + f"), {nms} m-combinations"
             )
-    for (zi, zj), blk in sorted(ir.radial.items()):
-        lines.append(f"cutoff {ir.elements[zi]}-{ir.elements[zj]}: {blk.rcut:g} Å ({blk.nfunc} radial functions)")
+    tables = {id(b.spline) for b in ir.radial.values() if b.weights is not None}
+    if len(ir.radial) > 1 and len(tables) == 1 and all(b.weights is not None for b in ir.radial.values()):
+        blk = next(iter(ir.radial.values()))
+        lines.append(f"cutoff (every pair of elements): {blk.rcut:g} Å ({blk.nfunc} radial functions: one spline "
+                     "table shared by all bonds, weighted per neighbour species)")
+    else:
+        for (zi, zj), blk in sorted(ir.radial.items()):
+            lines.append(f"cutoff {ir.elements[zi]}-{ir.elements[zj]}: {blk.rcut:g} Å ({blk.nfunc} radial functions)")
     total = 0
     for sp_ in ir.species:
         dag = build_dag(sp_)

@@ -7,7 +7,8 @@
   are a flat vector (many-body functions, then the pair basis) or a dict
   ``{"manybody": ..., "pair": ...}``.
 * ``Model.random(spec, seed=0)`` — random coefficients damped by the smoothness prior.
-* ``acegen.load(path)`` — acegen JSON (``.json``) or PACE ``.yace`` / ``.ace`` / ``.yaml``.
+* ``acegen.load(path)`` — acegen JSON (``.json``), PACE ``.yace`` / ``.ace`` / ``.yaml``, or a
+  GRACE-FS ``.yaml`` (:class:`GraceFSModel`, recognised by its content).
 * ``model.save(path)`` — ``.json`` (acegen's versioned format) or ``.yace``.
 """
 
@@ -329,11 +330,9 @@ class PaceModel(Model):
         from .jit.cache import lookup_source, source_key
 
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        entry = lookup_source(source_key(digest, "c", {}, _safe_name(name), radial))
+        entry = lookup_source(source_key(digest, "c", {}, _safe_name(name), cls._index_tag(radial)))
         if entry is None:
-            from .io.pace import read_pace
-
-            m = cls(read_pace(path), name=name, radial=radial)
+            m = cls(cls._read_source(path), name=name, radial=radial)
         else:
             m = cls(None, name=name, radial=radial)
             m._pace_path = path
@@ -341,15 +340,23 @@ class PaceModel(Model):
         m._source_sha256 = digest
         return m
 
+    @staticmethod
+    def _read_source(path: Path):
+        from .io.pace import read_pace
+
+        return read_pace(path)
+
+    @staticmethod
+    def _index_tag(radial: str) -> str:
+        return radial
+
     @property
     def pace(self):
         """The PACE potential (``acegen.io.pace.PacePotential``)."""
         if self._pace is None and self._pace_path is not None:
             import hashlib
 
-            from .io.pace import read_pace
-
-            pot = read_pace(self._pace_path)
+            pot = self._read_source(self._pace_path)
             if hashlib.sha256(self._pace_path.read_bytes()).hexdigest() != self._source_sha256:
                 raise ModelFileError(self._pace_path, None, "the file changed after it was loaded; load it again")
             self._pace = pot
@@ -380,7 +387,7 @@ class PaceModel(Model):
             return None
         from .jit.cache import source_key
 
-        return source_key(self._source_sha256, target, options, self.name, self.pace_radial)
+        return source_key(self._source_sha256, target, options, self.name, self._index_tag(self.pace_radial))
 
     def _indexed_kernel(self, target: str, options: dict):
         key = self._source_index_key(target, options)
@@ -527,13 +534,82 @@ class MultilayerModel(Model):
         raise AcegenError(f"{path}: a multilayer model has no PACE (.yace) form; save it as .json")
 
 
+class GraceFSModel(PaceModel):
+    """A GRACE-FS model (Lysogorskiy et al. 2024/2025; ``acegen.io.gracefs``), lowered to the IR
+    by :func:`acegen.io.gracefs_lower.gracefs_to_ir`.  Loaded from a file it shares
+    :class:`PaceModel`'s content-hash source index (a kernel of exactly this file is found
+    without parsing it).  ``save`` writes the GRACE-FS YAML format (``.yaml`` / ``.yml``)."""
+
+    kind = "gracefs"
+
+    def __init__(self, potential, *, name: str | None = None, radial: str = "spline"):
+        if radial != "spline":
+            raise SpecError("GRACE-FS models are evaluated from their spline tables (radial='spline')")
+        super().__init__(potential, name=name, radial=radial)
+
+    @staticmethod
+    def _read_source(path: Path):
+        from .io.gracefs import read_gracefs
+
+        return read_gracefs(path)
+
+    @staticmethod
+    def _index_tag(radial: str) -> str:
+        return "gracefs-" + radial
+
+    @property
+    def gracefs(self):
+        """The GRACE-FS model (``acegen.io.gracefs.GraceFSPotential``)."""
+        return self.pace
+
+    def _lower(self):
+        from .io.gracefs_lower import gracefs_to_ir
+
+        return gracefs_to_ir(self.gracefs, name=self.name)
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, GRACE-FS, elements={list(self.elements)})"
+
+    def to_dict(self) -> dict:
+        raise AcegenError("GRACE-FS models are saved as GRACE-FS YAML (model.save('x.yaml'))")
+
+    def save(self, path, *, name: str | None = None) -> None:
+        """Write the model as a GRACE-FS YAML file (``.yaml`` / ``.yml``; it stores no name:
+        loaded, the model is named after the file)."""
+        path = Path(path)
+        if path.suffix.lower() not in (".yaml", ".yml"):
+            raise AcegenError(f"{path}: a GRACE-FS model is saved as GRACE-FS YAML (.yaml or .yml), "
+                              "not as acegen JSON or PACE .yace")
+        if name is not None:
+            raise AcegenError(f"{path}: a GRACE-FS file stores no model name (it is named after its file)")
+        from .io.gracefs import write_gracefs
+
+        write_gracefs(self.gracefs, path)
+
+
+_GRACEFS_KEY = re.compile(rb"^emb_spec\s*:", re.MULTILINE)
+
+
+def _looks_gracefs(path: Path) -> bool:
+    """A YAML file with a top-level ``emb_spec`` key (the content, not the name, decides;
+    :func:`acegen.io.gracefs.read_gracefs` then validates it fully)."""
+    try:
+        with open(path, "rb") as fh:
+            return bool(_GRACEFS_KEY.search(fh.read()))
+    except OSError:
+        return False
+
+
 def load(path) -> Model:
-    """Load a model: acegen ``.json`` or PACE ``.yace`` / ``.ace`` / ``.yaml``."""
+    """Load a model: acegen ``.json``, PACE ``.yace`` / ``.ace`` / ``.yaml``, or GRACE-FS YAML
+    (detected from the content: a top-level ``emb_spec``)."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(path, None, "no such file")
     suffix = path.suffix.lower()
     if suffix in (".yace", ".ace", ".yaml", ".yml"):
+        if _looks_gracefs(path):
+            return GraceFSModel.from_file(path, name=path.stem)
         return PaceModel.from_file(path, name=path.stem)
     if suffix != ".json":
         raise ModelFileError(path, None, "unknown model format (expected .json, .yace, .ace or .yaml)")

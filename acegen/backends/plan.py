@@ -16,6 +16,10 @@ Spline tables come in two layouts, both placed at multiples of :data:`TABLE_ALIG
 * ``"slots"`` (the C kernel): per bond, ``[bin][c0..c3][slot]`` over the bond's radial slots,
   padded to ``nslot_pad`` -- one contiguous row per neighbour, vectorised over the slots;
 * ``"functions"`` (LLVM, CUDA): per radial block, PACE's ``[bin][function][c0..c3]``.
+
+Radial blocks that share one :class:`~acegen.ir.model.SplineTable` object (an element
+embedding: the bonds differ only by per-function ``weights``) share one copy of the table in
+each layout; a kernel multiplies the values and derivatives by the bond's weights.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..ir.dag import GroupedSchedule, ProductDAG, build_dag, group_schedule
-from ..ir.model import ModelIR, RadialBlock
+from ..ir.model import ANY, ModelIR, RadialBlock
 from ..ir.physics import core_slp, embedding_slp
 from ..ir.slp import SLP
 from ..abi import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, Status
@@ -72,6 +76,11 @@ class RadialPlan:
     def inv_h(self) -> float:
         return 1.0 / self.h
 
+    @property
+    def weights(self) -> np.ndarray | None:
+        """Per-function weights of a shared table (None: the table holds the functions)."""
+        return self.block.weights
+
 
 @dataclass(frozen=True, eq=False)
 class Group:
@@ -111,6 +120,15 @@ class BondPlan:
     rec: int
     slot_offset: int
     radial: RadialPlan
+    # a merged bond (``build_plan(ir, merge_shared=True)``): the neighbour species it serves,
+    # and the weights (n_species, nslot) of its slots per neighbour species; () and None otherwise
+    zjs: tuple[int, ...] = ()
+    weight_table: np.ndarray | None = None
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """The neighbour species bucketed into this bond."""
+        return self.zjs or (self.zj,)
 
     @property
     def n_chan(self) -> int:
@@ -127,6 +145,13 @@ class BondPlan:
     @property
     def ny(self) -> int:
         return (self.lmax + 1) ** 2
+
+    @property
+    def slot_weights(self) -> np.ndarray | None:
+        """The radial block's weights of the slot functions (None without weights, and for a
+        merged bond, whose weights depend on the neighbour: :attr:`weight_table`)."""
+        w = self.radial.block.weights
+        return None if w is None or self.weight_table is not None else np.asarray(w)[list(self.slots)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -255,10 +280,12 @@ class KernelPlan:
         "functions"; see the module docstring), at the plan's offsets; empty without splines."""
         if layout == "slots":
             out = np.zeros(self.slot_doubles, dtype="<f8")
+            done: set[int] = set()
             for s in self.species:
                 for b in s.bonds:
-                    if b.slot_offset < 0:
+                    if b.slot_offset < 0 or b.slot_offset in done:
                         continue
+                    done.add(b.slot_offset)
                     spl = b.radial.block.spline
                     table = np.zeros((spl.nbins, 4, b.nslot_pad))
                     if b.slots:
@@ -267,8 +294,10 @@ class KernelPlan:
             return out
         if layout == "functions":
             out = np.zeros(self.function_doubles, dtype="<f8")
+            done = set()
             for rp in self.radials:
-                if rp.offset >= 0:
+                if rp.offset >= 0 and rp.offset not in done:
+                    done.add(rp.offset)
                     flat = np.ascontiguousarray(rp.block.spline.coeffs, dtype="<f8").ravel()
                     out[rp.offset : rp.offset + flat.size] = flat
             return out
@@ -333,6 +362,8 @@ class KernelPlan:
             else:
                 out.append(f"radial ({rp.zi}, {rp.zj}): spline, {rp.nfunc} functions, rcut {rp.rcut!r}, "
                            f"{rp.nbins} bins of h {rp.h!r}, functions offset {rp.offset}")
+                if rp.weights is not None:
+                    out.append(f"  weights: {floats(rp.weights)}")
         for s in self.species:
             out.append(f"species {s.zi}: n_A {s.n_A}, nodes {s.n_nodes} (pad {s.n_nodes_pad}), products {s.n_products}, "
                        f"groups {s.n_groups}, outputs {s.n_out}, ndensity {s.ndensity}")
@@ -349,6 +380,8 @@ class KernelPlan:
                 out.append(f"  bond ({b.zi}, {b.zj}): rcut {b.rcut!r}, r_in {b.r_in!r}, delta_in {b.delta_in!r}, "
                            f"{b.radial.kind}, slots [{ints(b.slots)}] (pad {b.nslot_pad}), core {b.core} "
                            f"core_slot {b.core_slot}, lmax {b.lmax}, rec {b.rec}, slot_offset {b.slot_offset}")
+                if b.weight_table is not None:
+                    out.append(f"    merged neighbour species [{ints(b.zjs)}], weights per species: {floats(b.weight_table)}")
                 out.append(f"    channels (offset radial l): {ints(b.channels)}")
                 out.append(f"    rows (slot offset): {ints(b.rows)}")
                 out.append("    groups (l r0 r1): " + " ".join(f"({g.l} {g.r0} {g.r1})" for g in b.groups))
@@ -367,6 +400,8 @@ def _bond(ir: ModelIR, zi: int, zj: int, rows_in: list[tuple[int, int, int]], ha
     channels = np.asarray(rows_in, dtype=np.int32).reshape(-1, 3)
     order = sorted(range(channels.shape[0]), key=lambda c: (int(channels[c, 2]), c))
     slot_of: dict[int, int] = {}
+    if blk.weights is not None:  # a shared table: every function is a slot, so all bonds share one copy
+        slot_of = {f: f for f in range(blk.nfunc)}
     rows: list[tuple[int, int]] = []
     groups: list[list[int]] = []
     for c in order:
@@ -394,8 +429,33 @@ def _bond(ir: ModelIR, zi: int, zj: int, rows_in: list[tuple[int, int, int]], ha
     )
 
 
-def build_plan(ir: ModelIR) -> KernelPlan:
-    """Lay ``ir`` out for the kernel templates (see the module docstring)."""
+def _merge_shared(ir: ModelIR, prog, bonds: list[BondPlan]) -> list[BondPlan]:
+    """One bond for every neighbour species when a species' channels all sum over every
+    neighbour (``ANY``), its bonds share one weighted spline table, rows and cutoff, and it has
+    no core repulsion; else ``bonds`` unchanged."""
+    if len(bonds) < 2 or prog.core.kind != "none" or not prog.channels:
+        return bonds
+    if not all(ch.zj == ANY for ch in prog.channels):
+        return bonds
+    b0 = bonds[0]
+    blk0 = b0.radial.block
+    for b in bonds:
+        blk = b.radial.block
+        if (blk.weights is None or blk.spline is not blk0.spline or b.rcut != b0.rcut or b.slots != b0.slots
+                or b.slot_offset != b0.slot_offset or not np.array_equal(b.rows, b0.rows)):
+            return bonds
+    table = np.zeros((len(ir.elements), b0.nslot))
+    for b in bonds:
+        table[b.zj] = np.asarray(b.radial.block.weights)[list(b.slots)]
+    return [replace(b0, zjs=tuple(b.zj for b in bonds), weight_table=table)]
+
+
+def build_plan(ir: ModelIR, *, merge_shared: bool = False) -> KernelPlan:
+    """Lay ``ir`` out for the kernel templates (see the module docstring).
+
+    ``merge_shared``: bonds of a species that differ only by the weights of one shared
+    spline table become one bond over all their neighbour species, the weights looked up
+    per neighbour (:func:`_merge_shared`; the C kernel renders such bonds)."""
     n = len(ir.elements)
     rcut = np.zeros((n, n))
     for (zi, zj), blk in ir.radial.items():
@@ -410,13 +470,14 @@ def build_plan(ir: ModelIR) -> KernelPlan:
     for prog in ir.species:
         per = []
         for zj in range(n):
-            rows = [(ch.offset, ch.radial, ch.l) for ch in prog.channels if ch.zj == zj]
+            rows = [(ch.offset, ch.radial, ch.l) for ch in prog.channels if ch.zj == zj or ch.zj == ANY]
             if (prog.zi, zj) in ir.radial and (rows or prog.core.kind != "none"):
                 per.append((zj, rows))
         visits.append(per)
     # radial blocks in use, with their "functions" table offsets
     radials: dict[tuple[int, int], RadialPlan] = {}
     fdoubles = 0
+    shared_f: dict[int, int] = {}  # id(shared SplineTable) -> its "functions" offset
     for zi, zj in sorted({(prog.zi, zj) for prog, per in zip(ir.species, visits) for zj, _ in per}):
         blk = ir.radial[(zi, zj)]
         if blk.slp is not None:
@@ -425,20 +486,34 @@ def build_plan(ir: ModelIR) -> KernelPlan:
             radials[(zi, zj)] = RadialPlan(zi, zj, "slp", int(blk.nfunc), float(blk.rcut), blk.slp, 0, 0.0, -1, blk)
         else:
             spl = blk.spline
+            off = shared_f.get(id(spl)) if blk.weights is not None else None
+            if off is None:
+                off = fdoubles
+                fdoubles += _aligned(int(np.asarray(spl.coeffs).size))
+                if blk.weights is not None:
+                    shared_f[id(spl)] = off
             radials[(zi, zj)] = RadialPlan(zi, zj, "spline", int(blk.nfunc), float(spl.rcut), None, int(spl.nbins),
-                                           float(spl.h), fdoubles, blk)
-            fdoubles += _aligned(int(np.asarray(spl.coeffs).size))
+                                           float(spl.h), off, blk)
     species = []
     sdoubles = 0
+    shared_s: dict[tuple, int] = {}  # (id(shared SplineTable), slots) -> its "slots" offset
     for prog, per in zip(ir.species, visits):
         bonds = []
         for zj, rows in per:
             rp = radials[(prog.zi, zj)]
             bond = _bond(ir, prog.zi, zj, rows, prog.core.kind != "none", n_y, rp, -1)
             if rp.kind == "spline":
-                bond = replace(bond, slot_offset=sdoubles)
-                sdoubles += _aligned(rp.nbins * 4 * bond.nslot_pad)
+                key = (id(rp.block.spline), bond.slots) if rp.weights is not None else None
+                off = shared_s.get(key) if key is not None else None
+                if off is None:
+                    off = sdoubles
+                    sdoubles += _aligned(rp.nbins * 4 * bond.nslot_pad)
+                    if key is not None:
+                        shared_s[key] = off
+                bond = replace(bond, slot_offset=off)
             bonds.append(bond)
+        if merge_shared:
+            bonds = _merge_shared(ir, prog, bonds)
         dag = build_dag(prog)
         sched = group_schedule(dag)
         emb = prog.embedding

@@ -42,6 +42,8 @@ __all__ = [
     "is_gracefs",
     "read_gracefs",
     "gracefs_from_dict",
+    "gracefs_to_dict",
+    "write_gracefs",
 ]
 
 GRACEFS_EMBEDDINGS = ("FinnisSinclair", "FinnisSinclairShiftedScaled")
@@ -447,3 +449,48 @@ def _function(ctx: _Ctx, fld: str, f, mu: int, nradmax: int, lmax: int, nd: int)
         ctx.fail(f"{fld}.ndensity", f"is {ndf}, emb_spec.params gives {nd} densities")
     coeff = ctx.reals(ctx.get(f, "coeff", f"{fld}.coeff"), f"{fld}.coeff", nd)
     return GraceFSFunction(mu0=mu0, rank=rank, ns=ns, ls=ls, ms_combs=ms, gen_cgs=cgs, coeff=coeff)
+
+
+# ================================================================================== writing
+def gracefs_to_dict(pot: GraceFSPotential) -> dict:
+    """The YAML document of ``pot`` in the format :func:`read_gracefs` reads (the layout of
+    GRACE-FS's ``saved_model.yaml``)."""
+    funcs = {}
+    for mu in range(pot.nelements):
+        funcs[mu] = [
+            {
+                "mu0": int(f.mu0), "rank": int(f.rank), "ndensity": int(f.ndensity), "ns": int(f.ns),
+                "ls": [int(x) for x in f.ls], "ms_combs": [int(x) for x in f.ms_combs.ravel()],
+                "gen_cgs": [float(x) for x in f.gen_cgs], "coeff": [float(x) for x in f.coeff],
+            }
+            for f in pot.functions[mu]
+        ]
+    return {
+        "elements": list(pot.elements),
+        "E0": [float(x) for x in pot.E0],
+        "nnorm": float(pot.nnorm),
+        "shift": float(pot.shift),
+        "scale": float(pot.scale),
+        "emb_spec": {"type": pot.embedding, "params": [float(x) for x in pot.fs_parameters]},
+        "radial_basis": {
+            "radbasename": pot.radbasename,
+            "cutoff": float(pot.rcut),
+            "nradmax": int(pot.nradmax),
+            "n_rad_base": int(pot.n_rad_base),
+            "crad_shape": [int(x) for x in pot.crad.shape],
+            "crad": [float(x) for x in pot.crad.ravel()],
+            "Z_shape": [int(x) for x in pot.Z.shape],
+            "Z": [float(x) for x in pot.Z.ravel()],
+        },
+        "functions": funcs,
+    }
+
+
+def write_gracefs(pot: GraceFSPotential, path) -> None:
+    """Write ``pot`` as a GRACE-FS YAML file (floats at full precision; read back equal)."""
+    from .._fs import write_atomic
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    text = yaml.dump(gracefs_to_dict(pot), Dumper=dumper, default_flow_style=None, sort_keys=False, width=120)
+    if not write_atomic(Path(path), lambda fh: fh.write(text), suffix=".yaml"):
+        raise ModelFileError(str(path), None, "cannot write the model file")

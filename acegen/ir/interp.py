@@ -6,7 +6,9 @@ over neighbours and monomials).
 
 Per central atom i of species zi, over neighbours j with r_ij < rcut(zi, zj):
 
-    A[ch.offset + l + m] = Σ_j R_ch(r_ij) Y_lm(r̂_ij)          (channels of neighbour species zj)
+    A[ch.offset + l + m] = Σ_j R_ch(r_ij) Y_lm(r̂_ij)          (channels of neighbour species zj;
+                                                                 zj == ANY: every neighbour, with
+                                                                 its own bond's (weighted) R)
     ρ_p  = Σ_k coeffs[k, p] Π_{a ∈ monomial k} A[a]
     E_i  = E0 + Σ_p F_p(ρ_p)                                     (core kind "none")
     E_i  = E0 + fcut(ρ_core) Σ_p F_p(ρ_p) + ρ_core               (core kind "density")
@@ -24,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import StructureError
-from .model import ModelIR, SpeciesProgram
+from .model import ANY, ModelIR, SpeciesProgram
 from .physics import core_slp, embedding_slp
 
 def _run(slp, **inputs) -> list[float]:
@@ -123,7 +125,7 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
             ls = np.array([l for l in range(lmax + 1) for _ in range(2 * l + 1)])
             gradY = (G - ls[None, :, None] * Y[:, :, None] * u[:, None, :]) / r[:, None, None]
             for ch in sp.channels:
-                if ch.zj != zj:
+                if ch.zj != zj and ch.zj != ANY:
                     continue
                 s = slice(ch.l * ch.l, (ch.l + 1) ** 2)
                 A[ch.offset : ch.offset + ch.size] += R[:, ch.radial] @ Y[:, s]
@@ -160,7 +162,7 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
         for sel, zj, R, dR, Y, gradY, u, r in nb:
             f = np.zeros((len(sel), 3))
             for ch in sp.channels:
-                if ch.zj != zj:
+                if ch.zj != zj and ch.zj != ANY:
                     continue
                 s = slice(ch.l * ch.l, (ch.l + 1) ** 2)
                 wc = w[ch.offset : ch.offset + ch.size]

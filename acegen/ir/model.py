@@ -9,7 +9,10 @@ from the neighbour environment, in four typed pieces:
    vector, outputs and gradients), one documented convention (docs/conventions.md).
 3. ``species[zi].channels`` — the one-particle basis: each :class:`Channel` is
    (neighbour species zj, radial function c, l) and owns the 2l+1 entries
-   A[offset + l + m] = Σ_j R_c(r_ij) Y_lm(r̂_ij) δ(z_j, zj).
+   A[offset + l + m] = Σ_j R_c(r_ij) Y_lm(r̂_ij) δ(z_j, zj).  A channel of ``zj ==``
+   :data:`ANY` sums over the neighbours of every species, each with the radial function c of
+   its own bond (zi, z_j): with an element embedding (GRACE-FS) the bonds share one spline
+   table and differ only by per-function ``weights`` (:class:`RadialBlock`).
 4. ``species[zi].monomials`` / ``coeffs`` — the product basis with the coefficients already
    folded in (c̃ = Cᵀθ): densities ρ_p = Σ_k coeffs[k, p] Π_{a ∈ monomials[k]} A[a], and the
    energy E_i = E0 + Σ_p F_p(ρ_p) (+ core repulsion terms).
@@ -34,6 +37,9 @@ ELEMENT_RE = re.compile(r"^[A-Z][a-z]?$")
 
 EMBEDDINGS = ("linear", "FinnisSinclair", "FinnisSinclairShiftedScaled")
 CORE_KINDS = ("none", "density", "distance", "zbl")
+
+#: ``Channel.zj`` of a channel that accumulates over the neighbours of every species.
+ANY = -1
 
 
 def _finite(x, what):
@@ -86,10 +92,15 @@ class SplineTable:
         return np.where(m, f, 0.0), np.where(m, df, 0.0)
 
     def signature(self) -> str:
-        h = hashlib.sha256()
-        h.update(np.float64([self.rcut, self.h]).tobytes())
-        h.update(self.coeffs.tobytes())
-        return h.hexdigest()
+        """sha256 of the table (computed once: a table may be shared by many radial blocks)."""
+        cached = self.__dict__.get("_signature")
+        if cached is None:
+            h = hashlib.sha256()
+            h.update(np.float64([self.rcut, self.h]).tobytes())
+            h.update(self.coeffs.tobytes())
+            cached = h.hexdigest()
+            object.__setattr__(self, "_signature", cached)
+        return cached
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,7 +110,9 @@ class RadialBlock:
     Exactly one of ``slp`` (inputs ``('r',)``, outputs R_0..R_{n-1} then dR_0..dR_{n-1})
     or ``spline`` is given.  ``nfunc`` functions; all vanish for r >= rcut (the kernel also
     skips neighbours beyond rcut).  ``core`` is the index of the core-repulsion function
-    φ_core among them, or None.
+    φ_core among them, or None.  ``weights`` (optional, ``(nfunc,)``, spline blocks only):
+    the bond's functions are weights[c] · table_c(r), so bonds that differ only by a factor
+    per function (an element embedding) share one :class:`SplineTable` object.
     """
 
     zi: int
@@ -112,8 +125,18 @@ class RadialBlock:
     # inner cutoff (zbl): r_in, delta_in of this bond
     r_in: float = 0.0
     delta_in: float = 0.0
+    weights: np.ndarray | None = None
 
     def __post_init__(self):
+        if self.weights is not None:
+            w = _finite(self.weights, f"RadialBlock({self.zi},{self.zj}).weights").reshape(-1)
+            if w.shape != (self.nfunc,):
+                raise InternalError(f"RadialBlock({self.zi},{self.zj}): weights must have shape ({self.nfunc},)")
+            if self.spline is None:
+                raise InternalError(f"RadialBlock({self.zi},{self.zj}): weights need a spline table")
+            w = np.ascontiguousarray(w)
+            w.setflags(write=False)
+            object.__setattr__(self, "weights", w)
         if (self.slp is None) == (self.spline is None):
             raise InternalError("RadialBlock: give exactly one of slp or spline")
         if not (np.isfinite(self.rcut) and self.rcut > 0):
@@ -129,7 +152,10 @@ class RadialBlock:
         """Values and derivatives, each of shape r.shape + (nfunc,)."""
         r = np.asarray(r, dtype=float)
         if self.spline is not None:
-            return self.spline.evaluate(r)
+            v, d = self.spline.evaluate(r)
+            if self.weights is not None:
+                v, d = v * self.weights, d * self.weights
+            return v, d
         outs = self.slp.evaluate(r=r)
         v = np.stack(outs[: self.nfunc], axis=-1)
         d = np.stack(outs[self.nfunc :], axis=-1)
@@ -145,16 +171,21 @@ class RadialBlock:
             s += f" core={self.core}"
         if self.r_in or self.delta_in:
             s += f" r_in={self.r_in!r} delta_in={self.delta_in!r}"
+        if self.weights is not None:
+            s += f" weighted table={self.spline.signature()[:16]}"
         return s
 
     def signature(self) -> str:
         body = self.slp.signature() if self.slp is not None else self.spline.signature()
+        if self.weights is not None:
+            body += hashlib.sha256(np.asarray(self.weights, dtype="<f8").tobytes()).hexdigest()
         return hashlib.sha256((self.to_text() + body).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class Channel:
-    """One-particle channel: A[offset + l + m] = Σ_j R_radial(r_ij) Y_lm(r̂_ij) over j of species zj."""
+    """One-particle channel: A[offset + l + m] = Σ_j R_radial(r_ij) Y_lm(r̂_ij) over j of species zj
+    (over every neighbour, with the radial function of its own bond, when ``zj == ANY``)."""
 
     zj: int
     radial: int
@@ -266,6 +297,13 @@ class ModelIR:
             if sp_.zi != zi:
                 raise InternalError("species programs must be ordered by species index")
             for ch in sp_.channels:
+                if ch.zj == ANY:
+                    blks = [b for (a, _), b in self.radial.items() if a == zi]
+                    if not blks or not all(0 <= ch.radial < b.nfunc for b in blks):
+                        raise InternalError(f"species {zi}: channel {ch} needs radial function {ch.radial} in every bond")
+                    if ch.l > self.lmax:
+                        raise InternalError(f"channel l={ch.l} exceeds lmax={self.lmax}")
+                    continue
                 blk = self.radial.get((zi, ch.zj))
                 if blk is None or not (0 <= ch.radial < blk.nfunc):
                     raise InternalError(f"species {zi}: channel {ch} refers to a missing radial function")
@@ -289,6 +327,8 @@ class ModelIR:
                 f"  species {s.zi} ({self.elements[s.zi]}): {len(s.channels)} channels, n_A={s.n_A}, "
                 f"{len(s.monomials)} monomials (max order {s.max_order}), embedding={s.embedding.kind}"
                 f"{list(s.embedding.params)}, E0={s.E0!r}, core={s.core.kind}"
+                + (f", {sum(ch.zj == ANY for ch in s.channels)} channels over every neighbour species"
+                   if any(ch.zj == ANY for ch in s.channels) else "")
             )
         return "\n".join(lines)
 

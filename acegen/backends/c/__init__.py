@@ -50,7 +50,7 @@ def emit_c(ir: ModelIR) -> dict[str, str | bytes]:
     """The generated files of ``ir``: ``acegen_<name>.c`` and ``.h`` (text) and, if the model
     has spline tables, ``acegen_<name>.bin`` (bytes; the .c includes it with ``.incbin``, so
     it must sit in the compiler's working directory)."""
-    plan = build_plan(ir)
+    plan = build_plan(ir, merge_shared=True)
     data = plan.tables(TABLE_LAYOUT).tobytes()
     ctx = {**plan.context(), "slp": slp_body, "blob_file": blob_name(ir.name) if data else None,
            "blob_doubles": len(data) // 8}
