@@ -20,6 +20,12 @@ class Calculator(_ASECalculator):
     ``free_energy``, ``forces``, ``energies`` (per atom) and, for cells with a volume,
     ``stress`` (ASE Voigt order xx yy zz yz xz xy, eV/Å³).
 
+    ``active_set``: a pyace/pacemaker active-set file (``.asi``, linear or full, detected from
+    its shapes) or an :class:`acegen.active.ActiveSet`; then ``gamma`` (the per-atom
+    extrapolation grade γ_i = max_k |(b_i · ASI)_k|) is added to the results of every
+    calculation, from a separately compiled projection kernel (the energy kernel and the
+    other results do not change).  Needs a model with B-basis projections (PACE ``.yaml``).
+
     Threads: one calculator may be shared by several threads.  Its state (the current
     structure and results) is guarded by a lock held from the start of a property request
     to its return, so each thread gets the results of its own structure; requests on one
@@ -27,10 +33,10 @@ class Calculator(_ASECalculator):
     ``Calculator`` on the same model (the compiled kernel is shared and reentrant).
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "gamma"]
     nolabel = True
 
-    def __init__(self, model_or_path, target: str = "c", nthreads: int = 1, **kwargs):
+    def __init__(self, model_or_path, target: str = "c", nthreads: int = 1, active_set=None, **kwargs):
         super().__init__(**kwargs)
         from .model import Model, load
 
@@ -40,6 +46,13 @@ class Calculator(_ASECalculator):
         self.kernel = self.model.compile(target)
         self._rcut = float(np.max(self.kernel.rcut))
         self._lock = threading.RLock()
+        self.active_set = None
+        self._proj_kernel = None
+        if active_set is not None:
+            from .active import ActiveSet
+
+            self.active_set = active_set if isinstance(active_set, ActiveSet) else ActiveSet.load(active_set, self.model)
+            self._proj_kernel = self.model.projection_kernel(target)
 
     def get_property(self, name, atoms=None, allow_calculation=True):
         # ASE's get_property checks the state, calls calculate and reads self.results: the
@@ -69,6 +82,14 @@ class Calculator(_ASECalculator):
             self.results["stress"] = res["stress"]
         elif "stress" in properties:
             raise PropertyNotImplementedError("stress needs a cell with a non-zero volume")
+        if self.active_set is not None:
+            from .active import atom_projections
+
+            Z, rows = atom_projections(self.model, self.atoms, full=self.active_set.full, kernel=self._proj_kernel,
+                                       nthreads=self.nthreads)
+            self.results["gamma"] = self.active_set.gamma(self.model, Z, rows)
+        elif "gamma" in properties:
+            raise PropertyNotImplementedError("gamma needs an active set: Calculator(model, active_set='pot.asi')")
 
 
 def evaluate(kernel, elements, atoms, rcut: float, nthreads: int = 1) -> dict:

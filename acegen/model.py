@@ -116,6 +116,18 @@ class Model:
             self._kernels[key] = kernel
         return self._kernels[key]
 
+    def projection_kernel(self, target: str = "c", **options):
+        """The projection variant's kernel (``ModelIR.projection_ir``: per atom the densities
+        and the B-basis projections, for the extrapolation grade γ), compiled separately from
+        the energy kernel and cached like it.  Only models with projection functions (PACE
+        B-basis ``.yaml``) have one."""
+        key = ("projections", target, tuple(sorted(options.items())))
+        if key not in self._kernels:
+            from .runtime.kernels import compile_ir
+
+            self._kernels[key] = compile_ir(self.ir().projection_ir(), target, **options)
+        return self._kernels[key]
+
     def _indexed_kernel(self, target: str, options: dict):
         """A kernel found without lowering the model, or None (see :class:`PaceModel`)."""
         return None
