@@ -391,13 +391,15 @@ class PaceReference:
         return out
 
     # ------------------------------------------------------------------ B-basis projections
-    def projections(self, atoms, bbasis) -> np.ndarray:
+    def projections(self, atoms, bbasis, *, magnitudes: bool = False):
         """PACE's "linear" projections (the extrapolation grade's b_i): for every atom, the
         values of its species's B functions of the B-basis potential ``bbasis``
         (:class:`~acegen.io.pace.BBasisPotential`, the file this reference's C-tilde potential was
         converted from): rank 1 first (Σ_j g_k(r_ij)), then rank > 1 in file order
         (Σ_ms gen_cg Re Π_t A_{μ_t n_t l_t m_t}, half basis, PACE's complex A).  Shape
-        (n_atoms, max N_μ), zero-padded."""
+        (n_atoms, max N_μ), zero-padded.  ``magnitudes``: also return Σ_ms |gen_cg| Π_t Σ_j |R Y|
+        (Σ_j |g_k| for rank 1), the size of the terms each value sums over neighbours and
+        m-combinations: the scale of its round-off (some functions vanish by symmetry)."""
         from ..symbolic.clebsch_gordan import ms_cg_list
 
         pot, nel = self.pot, self.nel
@@ -423,6 +425,11 @@ class PaceReference:
         A1 = (S @ g).reshape(nat, nel, self.K)
         Apos = (S @ (R[:, :, self.lpos] * Y[:, None, :]).reshape(P, -1)).reshape(nat, nel, self.N, self.nlm)
         Afull = self._expand_full(Apos).reshape(nat, nel, self.N, self.LL)
+        # Σ_j |R Y| and Σ_j |g|: the scale of A's round-off, for the magnitudes
+        A1abs = (S @ np.abs(g)).reshape(nat, nel, self.K)
+        Aabs = np.abs(self._expand_full(
+            (S @ np.abs(R[:, :, self.lpos] * Y[:, None, :]).reshape(P, -1)).reshape(nat, nel, self.N, self.nlm)
+        )).reshape(nat, nel, self.N, self.LL)
         funcs: dict[int, list] = {mu: [] for mu in range(nel)}
         for blk in bbasis.blocks:
             mu0 = index[blk.elements[0]]
@@ -430,6 +437,7 @@ class PaceReference:
                 if not fs.skip:
                     funcs[mu0].append(fs)
         out = np.zeros((nat, max(len(v) for v in funcs.values())))
+        mag = np.zeros_like(out)
         for mu0, lst in funcs.items():
             at = np.nonzero(spec == mu0)[0]
             lst = [f for f in lst if f.rank == 1] + [f for f in lst if f.rank != 1]
@@ -437,15 +445,21 @@ class PaceReference:
                 mus = [index[e] for e in fs.elements[1:]]
                 if fs.rank == 1:
                     out[at, col] = A1[at, mus[0], fs.nr[0] - 1]
+                    mag[at, col] = A1abs[at, mus[0], fs.nr[0] - 1]
                     continue
                 val = np.zeros(len(at))
+                size = np.zeros(len(at))
                 for ms, cg in ms_cg_list(fs.nl, fs.lint):
                     prod = np.ones(len(at), dtype=complex)
+                    pabs = np.ones(len(at))
                     for mu, n, l, m in zip(mus, fs.nr, fs.nl, ms):
                         prod = prod * Afull[at, mu, n - 1, l * l + l + m]
+                        pabs = pabs * Aabs[at, mu, n - 1, l * l + l + m]
                     val += cg * prod.real
+                    size += abs(cg) * pabs
                 out[at, col] = val
-        return out
+                mag[at, col] = size
+        return (out, mag) if magnitudes else out
 
     # ------------------------------------------------------------------ per atom
     def _atoms(self, prog: _SpeciesProg, A, A1, rc, near_t, near_d):
