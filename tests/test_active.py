@@ -333,3 +333,39 @@ def test_cli_activeset_and_select(cu, tmp_path):
     assert sorted(a.info["config_type"] for a in picked) == sorted(frames[k].info["config_type"] for k in (13, 17))
     r = run("select", cu["yaml"], train, cand, "-n", "2", "-o", sel, check=False)
     assert r.returncode == 2 and "npz" in r.stderr and "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------- linear acegen models
+def test_linear_model_projections_are_its_basis_functions():
+    """For a linear acegen model the projections are its basis functions: θ · b_i + E0 = E_i
+    (many-body then pair functions of the species, in parameter order); the energy IR keeps
+    its signature."""
+    from .models import model
+
+    m = model("CuNi_pair_rcut")
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    atoms.symbols[::3] = "Ni"
+    atoms.rattle(0.1, seed=1)
+    atoms.calc = acegen.Calculator(m)
+    e = atoms.get_potential_energies()
+    for target in ("c", "llvm"):
+        Z, rows = atom_projections(m, atoms, target=target)
+        mb, pr = m.basis.split_params(m.coefficients)
+        for mu in range(len(m.elements)):
+            sel = np.flatnonzero(Z == mu)
+            ks = [k for k, f in enumerate(m.basis.functions) if f.z0 == mu]
+            ps = [k for k, p in enumerate(m.basis.pair) if p.z0 == mu]
+            theta = np.concatenate([mb[ks], pr[ps]])
+            assert rows[mu].shape == (len(sel), len(theta))
+            assert np.allclose(rows[mu] @ theta + m.ir().species[mu].E0, e[sel], rtol=1e-12, atol=1e-12)
+    assert m.basis.fold(m.coefficients, name=m.name, projections=True).signature() == m.ir().signature()
+    # an active set of the linear model bounds its own training environments
+    train = []
+    for seed in range(12):
+        a = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+        a.symbols[seed % 4 :: 4] = "Ni"
+        a.rattle(0.15, seed=seed)
+        train.append(a)
+    act = build_active_set(m, train)
+    for a in train:
+        assert np.max(act.gamma(m, *atom_projections(m, a))) <= 1.01 * (1 + 1e-6)

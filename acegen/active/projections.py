@@ -10,10 +10,8 @@ from ..runtime.neighbours import build_neighbours, species_indices
 
 
 def projection_sizes(model) -> list[tuple[int, int]]:
-    """(N_μ, ndensity_μ) per species of ``model`` (N_μ: number of B functions)."""
-    ir = model.ir()
-    if not ir.has_projections:
-        ir.projection_ir()  # raises the explanatory SpecError
+    """(N_μ, ndensity_μ) per species of ``model`` (N_μ: number of basis functions)."""
+    ir = model.projection_ir()
     return [(sp.n_projections, sp.embedding.ndensity) for sp in ir.species]
 
 
@@ -26,7 +24,7 @@ def atom_projections(model, atoms, *, full: bool = False, target: str = "c", nth
     index p·N_μ + f, as pyace's non-linear active sets).  ``kernel``: a prebuilt
     ``model.projection_kernel(target)``.
     """
-    ir = model.ir()
+    ir = model.projection_ir()
     kernel = model.projection_kernel(target) if kernel is None else kernel
     Z = species_indices(atoms, model.elements)
     if len(atoms) == 0:
