@@ -297,6 +297,14 @@ class CoupledBasis:
             for mono, c in zip(map(tuple, idx.tolist()), coeffs[rptr[e] : rptr[e + 1]]):
                 yield "mb", k, mono, c
 
+    def projection_params(self, z0: int) -> np.ndarray:
+        """Global parameter index (many-body k, then len(self) + pair k) of every projection
+        column of species z0 (:meth:`fold` with ``projections=True``), in column order."""
+        seen: dict[tuple[str, int], None] = {}
+        for kind, k, _, _ in self.function_terms(z0):
+            seen.setdefault((kind, k), None)
+        return np.array([k if kind == "mb" else len(self) + k for kind, k in seen], dtype=np.int64)
+
     def fold(self, coefficients, *, name: str = "model", projections: bool = False) -> ModelIR:
         """c̃ = Cᵀθ: fold coefficients onto the product basis, giving the ModelIR.
         ``projections``: also attach every basis function of each species (many-body, then

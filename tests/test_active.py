@@ -369,3 +369,35 @@ def test_linear_model_projections_are_its_basis_functions():
     act = build_active_set(m, train)
     for a in train:
         assert np.max(act.gamma(m, *atom_projections(m, a))) <= 1.01 * (1 + 1e-6)
+
+
+def test_predictive_variance_of_a_linear_model():
+    """b-based variances = e_rowᵀ Σ e_row with the fit's own basis evaluator (energy row)."""
+    from acegen.active import predictive_variance
+    from acegen.errors import FitError
+    from acegen.fit.driver import make_basis_evaluator
+
+    from .models import model
+
+    m = model("CuNi_pair_rcut")
+    n = m.basis.n_params
+    rng = np.random.default_rng(4)
+    L = rng.normal(size=(n, n)) / n
+    cov = L @ L.T
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    atoms.symbols[1::3] = "Ni"
+    atoms.rattle(0.1, seed=2)
+    per_atom, total = predictive_variance(m, atoms, cov)
+    ev = make_basis_evaluator(m.basis, forces=False, virial=False, target="numpy")
+    row = np.asarray(ev(atoms)["energy"], dtype=float)
+    assert np.isclose(total, row @ cov @ row, rtol=1e-10)
+    assert per_atom.shape == (len(atoms),) and np.all(per_atom > 0)
+    # one atom alone in a box of vacuum: its variance is the total's
+    single = atoms[:1]
+    single.center(vacuum=10.0)
+    pa, tot = predictive_variance(m, single, cov)
+    assert np.isclose(pa[0], tot, rtol=1e-12)
+    with pytest.raises(FitError, match="posterior covariance"):
+        predictive_variance(m, atoms)
+    with pytest.raises(FitError, match="covariance must be"):
+        predictive_variance(m, atoms, np.eye(3))

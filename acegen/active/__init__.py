@@ -8,11 +8,14 @@ Lysogorskiy, Bochkarev, Mrovec and Drautz (2023), as pyace and LAMMPS ML-PACE co
   Zamarashkin 2010) in NumPy: square selection and batched selection over many rows;
 * :mod:`.activeset` — the active-set inverse (``.asi``, a NumPy ``.npz`` with one array per
   element), γ_i = max_k |(b_i · ASI_μ)_k|, building an active set from structures, and the
-  D-optimal selection of candidate structures.
+  D-optimal selection of candidate structures;
+* :mod:`.variance` — the Bayesian predictive variance bᵀΣb of fitted linear models.
 """
 
 from .activeset import ActiveSet, build_active_set, select_structures
 from .maxvol import maxvol, maxvol_batched
 from .projections import atom_projections
+from .variance import predictive_variance
 
-__all__ = ["ActiveSet", "atom_projections", "build_active_set", "maxvol", "maxvol_batched", "select_structures"]
+__all__ = ["ActiveSet", "atom_projections", "build_active_set", "maxvol", "maxvol_batched", "predictive_variance",
+           "select_structures"]
