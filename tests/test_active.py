@@ -125,9 +125,17 @@ def test_energy_model_ignores_projections(cu):
         plain.projection_ir()
 
 
-def test_cuda_refuses_the_projection_variant(cu):
+def test_targets_without_a_projection_variant_refuse_it(cu):
+    from acegen.backends.embed import emit_embed
+    from acegen.backends.lammps import kernel_source
+
+    proj = cu["ir"].projection_ir()
     with pytest.raises(AcegenError, match="projection"):
-        compile_ir(cu["ir"].projection_ir(), "cuda")
+        compile_ir(proj, "cuda")
+    with pytest.raises(AcegenError, match="projection"):
+        emit_embed(proj)
+    with pytest.raises(AcegenError, match="projection"):
+        kernel_source(proj)
 
 
 def test_full_projections_are_energy_derivatives_wrt_coefficients(cu):
