@@ -73,7 +73,8 @@ class Calculator(_ASECalculator):
 
     def _calculate(self, atoms, properties, system_changes):
         super().calculate(atoms, properties, system_changes)
-        res = evaluate(self.kernel, self.model.elements, self.atoms, self._rcut, self.nthreads)
+        nl = build_neighbours(self.atoms, self._rcut) if self.active_set is not None else None
+        res = evaluate(self.kernel, self.model.elements, self.atoms, self._rcut, self.nthreads, nl=nl)
         self.results["energy"] = res["energy"]
         self.results["free_energy"] = res["energy"]
         self.results["energies"] = res["energies"]
@@ -86,16 +87,18 @@ class Calculator(_ASECalculator):
             from .active import atom_projections
 
             Z, rows = atom_projections(self.model, self.atoms, full=self.active_set.full, kernel=self._proj_kernel,
-                                       nthreads=self.nthreads)
+                                       nthreads=self.nthreads, nl=nl)
             self.results["gamma"] = self.active_set.gamma(self.model, Z, rows)
         elif "gamma" in properties:
             raise PropertyNotImplementedError("gamma needs an active set: Calculator(model, active_set='pot.asi')")
 
 
-def evaluate(kernel, elements, atoms, rcut: float, nthreads: int = 1) -> dict:
-    """Energy, per-atom energies, forces (and stress for cells with a volume)."""
+def evaluate(kernel, elements, atoms, rcut: float, nthreads: int = 1, nl=None) -> dict:
+    """Energy, per-atom energies, forces (and stress for cells with a volume).  ``nl``: a
+    neighbour list of ``atoms`` built with ``rcut`` (built here if None)."""
     Z = species_indices(atoms, elements)
-    nl = build_neighbours(atoms, rcut)
+    if nl is None:
+        nl = build_neighbours(atoms, rcut)
     nbs = np.ascontiguousarray(Z[nl.j], dtype=np.int32)
     try:
         energies, dEdr = kernel.compute(Z, nl.offsets, nbs, nl.rij, nthreads=nthreads)

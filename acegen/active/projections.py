@@ -15,22 +15,24 @@ def projection_sizes(model) -> list[tuple[int, int]]:
     return [(sp.n_projections, sp.embedding.ndensity) for sp in ir.species]
 
 
-def atom_projections(model, atoms, *, full: bool = False, target: str = "c", nthreads: int = 1, kernel=None):
+def atom_projections(model, atoms, *, full: bool = False, target: str = "c", nthreads: int = 1, kernel=None,
+                     nl=None):
     """Species indices (n_atoms,) and per-atom projections of ``atoms``.
 
     Returns ``(Z, rows)`` with ``rows[μ]`` the (n_μ, width) matrix of the atoms of species μ
     (in atom order; their indices are ``np.flatnonzero(Z == μ)``): width N_μ ("linear": the
     B-basis values b_f) or, with ``full``, N_μ·ndensity (∂E_i/∂c_{f,p} = F'_p(ρ_p) b_f at
     index p·N_μ + f, as pyace's non-linear active sets).  ``kernel``: a prebuilt
-    ``model.projection_kernel(target)``.
+    ``model.projection_kernel(target)``; ``nl``: a neighbour list of ``atoms`` with at least
+    the model's cutoff (e.g. the one the energy was computed with).
     """
     ir = model.projection_ir()
     kernel = model.projection_kernel(target) if kernel is None else kernel
     Z = species_indices(atoms, model.elements)
     if len(atoms) == 0:
         raise StructureError("empty structure")
-    rcut = float(np.max(kernel.rcut))
-    nl = build_neighbours(atoms, rcut)
+    if nl is None:
+        nl = build_neighbours(atoms, float(np.max(kernel.rcut)))
     nbs = np.ascontiguousarray(Z[nl.j], dtype=np.int32)
     try:
         out, _ = kernel.compute(Z, nl.offsets, nbs, nl.rij, nthreads=nthreads)
