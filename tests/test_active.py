@@ -339,6 +339,10 @@ def test_cli_activeset_and_select(cu, tmp_path):
     run("select", cu["yaml"], asi, cand, "-n", "2", "-o", sel)
     picked = ase.io.read(sel, ":")
     assert sorted(a.info["config_type"] for a in picked) == sorted(frames[k].info["config_type"] for k in (13, 17))
+    full = tmp_path / "pot.asi.nonlinear"
+    out = run("activeset", cu["yaml"], train, "-o", full, "--full").stdout
+    nd = cu["ir"].species[0].embedding.ndensity
+    assert f"{82 * nd}x{82 * nd}" in out and ActiveSet.load(full, cu["model"]).full
     r = run("select", cu["yaml"], train, cand, "-n", "2", "-o", sel, check=False)
     assert r.returncode == 2 and "npz" in r.stderr and "Traceback" not in r.stderr
 
