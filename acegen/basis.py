@@ -27,7 +27,7 @@ import sympy as sp
 from ._fs import write_atomic
 from .progress import progress_bar
 from .errors import SpecError
-from .ir.model import Channel, Embedding, ModelIR, RadialBlock, SpeciesProgram
+from .ir.model import Channel, Embedding, ModelIR, ProjectionRows, RadialBlock, SpeciesProgram
 from .ir.slp import SLP
 from .symbolic.terms import PackedTerms
 
@@ -297,8 +297,19 @@ class CoupledBasis:
             for mono, c in zip(map(tuple, idx.tolist()), coeffs[rptr[e] : rptr[e + 1]]):
                 yield "mb", k, mono, c
 
-    def fold(self, coefficients, *, name: str = "model") -> ModelIR:
-        """c̃ = Cᵀθ: fold coefficients onto the product basis, giving the ModelIR."""
+    def projection_params(self, z0: int) -> np.ndarray:
+        """Global parameter index (many-body k, then len(self) + pair k) of every projection
+        column of species z0 (:meth:`fold` with ``projections=True``), in column order."""
+        seen: dict[tuple[str, int], None] = {}
+        for kind, k, _, _ in self.function_terms(z0):
+            seen.setdefault((kind, k), None)
+        return np.array([k if kind == "mb" else len(self) + k for kind, k in seen], dtype=np.int64)
+
+    def fold(self, coefficients, *, name: str = "model", projections: bool = False) -> ModelIR:
+        """c̃ = Cᵀθ: fold coefficients onto the product basis, giving the ModelIR.
+        ``projections``: also attach every basis function of each species (many-body, then
+        pair, in parameter order) as :class:`~acegen.ir.model.ProjectionRows`, for the
+        extrapolation grade (they do not change the energy model or its signature)."""
         from .symbolic.ylm import ylm_slp
 
         mb, pr = self.split_params(coefficients)
@@ -306,7 +317,13 @@ class CoupledBasis:
         for z0 in range(len(self.elements)):
             chans, _ = self.channels(z0)
             acc: dict[tuple[int, ...], float] = {}
+            pacc: dict[tuple[int, ...], dict[int, float]] = {}
+            pcol: dict[tuple[str, int], int] = {}
             for kind, k, mono, c in self.function_terms(z0):
+                if projections:
+                    col = pcol.setdefault((kind, k), len(pcol))
+                    row = pacc.setdefault(mono, {})
+                    row[col] = row.get(col, 0.0) + c
                 th = mb[k] if kind == "mb" else pr[k]
                 if th != 0.0:
                     acc[mono] = acc.get(mono, 0.0) + th * c
@@ -315,10 +332,18 @@ class CoupledBasis:
             eref = 0.0
             if getattr(self.spec, "Eref", None):
                 eref = float(dict(self.spec.Eref).get(self.elements[z0], 0.0))
+            rows = None
+            if projections:
+                pmonos = sorted(pacc, key=lambda m: (len(m), m))
+                pc = np.zeros((len(pmonos), len(pcol)))
+                for r, m in enumerate(pmonos):
+                    for col, c in pacc[m].items():
+                        pc[r, col] = c
+                rows = ProjectionRows(tuple(pmonos), pc)
             programs.append(
                 SpeciesProgram(
                     zi=z0, channels=chans, monomials=tuple(monos), coeffs=coeffs,
-                    embedding=Embedding("linear", 1, (1.0, 1.0)), E0=eref,
+                    embedding=Embedding("linear", 1, (1.0, 1.0)), E0=eref, projections=rows,
                 )
             )
         return ModelIR(

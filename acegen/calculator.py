@@ -29,6 +29,11 @@ class Calculator(_ASECalculator):
     (and ∂F/∂θ, ∂V/∂θ) of the structure and all members follow from one matrix product
     (B·(θ_k − θ)); per-atom spreads are not computed (the kernel sums over atoms).  Off by
     default: plain evaluation pays nothing.
+    ``active_set``: a pyace/pacemaker active-set file (``.asi``, linear or full, detected from
+    its shapes) or an :class:`acegen.active.ActiveSet`; then ``gamma`` (the per-atom
+    extrapolation grade γ_i = max_k |(b_i · ASI)_k|) is added to the results of every
+    calculation, from a separately compiled projection kernel (the energy kernel and the
+    other results do not change).  Needs a model with B-basis projections (PACE ``.yaml``).
 
     Threads: one calculator may be shared by several threads.  Its state (the current
     structure and results) is guarded by a lock held from the start of a property request
@@ -38,10 +43,11 @@ class Calculator(_ASECalculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "energy_std",
-                              "energy_committee", "forces_std", "stress_std"]
+                              "energy_committee", "forces_std", "stress_std", "gamma"]
     nolabel = True
 
-    def __init__(self, model_or_path, target: str = "c", nthreads: int = 1, committee: bool = False, **kwargs):
+    def __init__(self, model_or_path, target: str = "c", nthreads: int = 1, committee: bool = False,
+                 active_set=None, **kwargs):
         super().__init__(**kwargs)
         from .model import Model, load
 
@@ -62,6 +68,13 @@ class Calculator(_ASECalculator):
             evaluator = make_basis_evaluator(self.model.basis, forces=True, virial=True, nthreads=self.nthreads)
             # deviations θ_k − θ: the spread is measured around the model's own prediction
             self._committee = (evaluator, np.asarray(members, dtype=float) - self.model.coefficients[None, :])
+        self.active_set = None
+        self._proj_kernel = None
+        if active_set is not None:
+            from .active import ActiveSet
+
+            self.active_set = active_set if isinstance(active_set, ActiveSet) else ActiveSet.load(active_set, self.model)
+            self._proj_kernel = self.model.projection_kernel(target)
 
     def get_property(self, name, atoms=None, allow_calculation=True):
         # ASE's get_property checks the state, calls calculate and reads self.results: the
@@ -82,7 +95,8 @@ class Calculator(_ASECalculator):
 
     def _calculate(self, atoms, properties, system_changes):
         super().calculate(atoms, properties, system_changes)
-        res = evaluate(self.kernel, self.model.elements, self.atoms, self._rcut, self.nthreads)
+        nl = build_neighbours(self.atoms, self._rcut) if self.active_set is not None else None
+        res = evaluate(self.kernel, self.model.elements, self.atoms, self._rcut, self.nthreads, nl=nl)
         self.results["energy"] = res["energy"]
         self.results["free_energy"] = res["energy"]
         self.results["energies"] = res["energies"]
@@ -93,6 +107,14 @@ class Calculator(_ASECalculator):
             raise PropertyNotImplementedError("stress needs a cell with a non-zero volume")
         if self._committee is not None:
             self.results.update(committee_spread(*self._committee, self.atoms, res["energy"]))
+        if self.active_set is not None:
+            from .active import atom_projections
+
+            Z, rows = atom_projections(self.model, self.atoms, full=self.active_set.full, kernel=self._proj_kernel,
+                                       nthreads=self.nthreads, nl=nl)
+            self.results["gamma"] = self.active_set.gamma(self.model, Z, rows)
+        elif "gamma" in properties:
+            raise PropertyNotImplementedError("gamma needs an active set: Calculator(model, active_set='pot.asi')")
 
 
 def committee_spread(evaluator, deviations: np.ndarray, atoms, energy: float) -> dict:
@@ -113,10 +135,12 @@ def committee_spread(evaluator, deviations: np.ndarray, atoms, energy: float) ->
     return out
 
 
-def evaluate(kernel, elements, atoms, rcut: float, nthreads: int = 1) -> dict:
-    """Energy, per-atom energies, forces (and stress for cells with a volume)."""
+def evaluate(kernel, elements, atoms, rcut: float, nthreads: int = 1, nl=None) -> dict:
+    """Energy, per-atom energies, forces (and stress for cells with a volume).  ``nl``: a
+    neighbour list of ``atoms`` built with ``rcut`` (built here if None)."""
     Z = species_indices(atoms, elements)
-    nl = build_neighbours(atoms, rcut)
+    if nl is None:
+        nl = build_neighbours(atoms, rcut)
     nbs = np.ascontiguousarray(Z[nl.j], dtype=np.int32)
     try:
         energies, dEdr = kernel.compute(Z, nl.offsets, nbs, nl.rij, nthreads=nthreads)

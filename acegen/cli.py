@@ -1,4 +1,4 @@
-"""The ``acegen`` command line: compile | emit | info | demo | bench | fit | cache."""
+"""The ``acegen`` command line: compile | emit | info | demo | bench | fit | activeset | select | cache."""
 
 from __future__ import annotations
 
@@ -252,6 +252,49 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def _structures(paths):
+    from .fit.data import read_structures
+
+    frames = read_structures(paths)
+    if not frames:
+        raise AcegenError(f"no structures in {' '.join(paths)}")
+    return frames
+
+
+def cmd_activeset(args) -> int:
+    from .active import build_active_set
+
+    out = output_file(args.output, Path(args.model).stem + (".asi.nonlinear" if args.full else ".asi"))
+    model = _load(args.model)
+    frames = _structures(args.data)
+    active = build_active_set(model, frames, full=args.full, tol=args.tol, batch_size=args.batch, target=args.target)
+    tmp = out.with_name(out.name + ".tmp")
+    active.save(tmp)
+    os.replace(tmp, out)
+    sizes = ", ".join(f"{el}: {a.shape[0]}x{a.shape[1]}" for el, a in active.inverse.items())
+    print(f"wrote {out} ({'full' if args.full else 'linear'} active set from {len(frames)} structures; {sizes})")
+    return 0
+
+
+def cmd_select(args) -> int:
+    import ase.io
+
+    from .active import ActiveSet, select_structures
+
+    if args.n < 1:
+        raise AcegenError(f"-n must be at least 1, got {args.n}")
+    out = output_file(args.output, "selected.extxyz")
+    model = _load(args.model)
+    active = ActiveSet.load(args.activeset, model)
+    frames = _structures(args.candidates)
+    chosen = select_structures(model, active, frames, args.n, tol=args.tol, target=args.target)
+    tmp = out.with_name(out.name + ".tmp.extxyz")
+    ase.io.write(tmp, [frames[k] for k in chosen], format="extxyz")
+    os.replace(tmp, out)
+    print(f"wrote {out}: {len(chosen)} of {len(frames)} candidate structures (indices {' '.join(map(str, chosen))})")
+    return 0
+
+
 def cmd_cache(args) -> int:
     from .jit import cache_admin
 
@@ -319,6 +362,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder in which relative data paths of the config are looked up first "
                         "(default: $ACEGEN_DATA, else data.directory of the config)")
     f.set_defaults(func=cmd_fit)
+    a = sub.add_parser("activeset", help="build a PACE active set (.asi) for the extrapolation grade", parents=[common])
+    a.add_argument("model", help="PACE B-basis .yaml or linear acegen .json model")
+    a.add_argument("data", nargs="+", help="training structures (extxyz or any ASE-readable file)")
+    a.add_argument("-o", "--output", metavar="FILE", help="the .asi to write (default: <model>.asi here)")
+    a.add_argument("--full", action="store_true", help="non-linear active set (dE/dc projections, pyace's -f)")
+    a.add_argument("--tol", type=float, default=1.01, help="MaxVol tolerance (default: 1.01)")
+    a.add_argument("--batch", type=int, default=20000, help="environments per MaxVol batch (default: 20000)")
+    a.add_argument("--target", default="c", choices=["c", "llvm"], help="code generator (default: c)")
+    a.set_defaults(func=cmd_activeset)
+    s_ = sub.add_parser("select", help="pick the most informative candidate structures (D-optimality)", parents=[common])
+    s_.add_argument("model", help="PACE B-basis .yaml or linear acegen .json model")
+    s_.add_argument("activeset", help="active set (.asi) of the model")
+    s_.add_argument("candidates", nargs="+", help="candidate structures (extxyz or any ASE-readable file)")
+    s_.add_argument("-n", type=int, required=True, help="number of structures to select")
+    s_.add_argument("-o", "--output", metavar="FILE", help="extxyz to write (default: selected.extxyz here)")
+    s_.add_argument("--tol", type=float, default=1.01, help="MaxVol tolerance (default: 1.01)")
+    s_.add_argument("--target", default="c", choices=["c", "llvm"], help="code generator (default: c)")
+    s_.set_defaults(func=cmd_select)
     k = sub.add_parser("cache", help="show or empty acegen's cache of kernels and symbolic data", parents=[common])
     k.add_argument("action", choices=["info", "clear"],
                    help="info: location, size and entries; clear: remove compiled kernels and cached symbolic data")

@@ -136,6 +136,29 @@ class Model:
             self._kernels[key] = kernel
         return self._kernels[key]
 
+    def projection_ir(self):
+        """The projection variant of the IR (``ModelIR.projection_ir``): per atom the densities
+        and the basis-function values b (PACE: the B-basis of a ``.yaml``; linear acegen
+        models: their basis functions), for the extrapolation grade γ.  Cached."""
+        cached = self.__dict__.get("_projection_ir")
+        if cached is None:
+            cached = self._projection_ir()
+            self.__dict__["_projection_ir"] = cached
+        return cached
+
+    def _projection_ir(self):
+        return self.ir().projection_ir()
+
+    def projection_kernel(self, target: str = "c", **options):
+        """The kernel of :meth:`projection_ir`, compiled separately from the energy kernel
+        (which it leaves unchanged) and cached like it."""
+        key = ("projections", target, tuple(sorted(options.items())))
+        if key not in self._kernels:
+            from .runtime.kernels import compile_ir
+
+            self._kernels[key] = compile_ir(self.projection_ir(), target, **options)
+        return self._kernels[key]
+
     def _indexed_kernel(self, target: str, options: dict):
         """A kernel found without lowering the model, or None (see :class:`PaceModel`)."""
         return None
@@ -272,6 +295,9 @@ class LinearModel(Model):
         if not np.isfinite(m).all():
             raise SpecError("committee: non-finite parameter")
         self.committee = m.copy()
+
+    def _projection_ir(self):
+        return self.basis.fold(self.coefficients, name=self.name, projections=True).projection_ir()
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, {self.basis!r})"

@@ -70,6 +70,8 @@ def emit_embed(ir: ModelIR) -> dict[str, str | bytes]:
     the spline tables)."""
     from .c import emit_c, source_names
 
+    if ir.output != "energy":
+        raise CompileError("the embeddable library has no projection variant (extrapolation grade); use the ASE calculator")
     kernel = emit_c(ir)
     names = file_names(ir.name)
     _, c_header = source_names(ir.name)

@@ -228,6 +228,19 @@ class KernelPlan:
     slot_doubles: int  # size of the "slots" table buffer
     function_doubles: int  # size of the "functions" table buffer
 
+    # -- what the kernel outputs -------------------------------------------------------------
+    @property
+    def project(self) -> bool:
+        """The projection variant (``ModelIR.output == "projections"``): per centre, the row
+        ρ_0 … ρ_{nd−1}, b_0 … b_{N−1} (zero-padded to :attr:`out_width`) instead of E_i, and
+        no gradients (the kernel leaves dE/dr zero)."""
+        return self.ir.output == "projections"
+
+    @property
+    def out_width(self) -> int:
+        """Doubles written per centre: 1 (the energy) or the projection row width."""
+        return self.ir.projection_width if self.project else 1
+
     # -- sizes the templates declare ------------------------------------------------------
     @property
     def nfunc_max(self) -> int:
@@ -330,6 +343,8 @@ class KernelPlan:
             "core_kinds": self.core_kinds,
             "species": self.species,
             "radials": self.radials,
+            "project": self.project,
+            "out_width": self.out_width,
         }
 
     # -- text and identity --------------------------------------------------------------
@@ -355,6 +370,8 @@ class KernelPlan:
             f"rcut {floats(self.rcut)}",
             f"angular: {len(self.angular)} assignments, signature {self.angular.signature()}",
         ]
+        if self.project:
+            out.append(f"output projections, width {self.out_width}")
         for rp in self.radials:
             if rp.kind == "slp":
                 out.append(f"radial ({rp.zi}, {rp.zj}): slp, {rp.nfunc} functions, rcut {rp.rcut!r}, "
@@ -450,6 +467,16 @@ def _merge_shared(ir: ModelIR, prog, bonds: list[BondPlan]) -> list[BondPlan]:
     return [replace(b0, zjs=tuple(b.zj for b in bonds), weight_table=table)]
 
 
+@dataclass(frozen=True)
+class _Outputs:
+    """What :func:`~acegen.ir.dag.build_dag` reads of a program: its leaves, monomials and
+    output columns (the projection variant's columns are ρ then b)."""
+
+    n_A: int
+    monomials: tuple
+    coeffs: np.ndarray
+
+
 def build_plan(ir: ModelIR, *, merge_shared: bool = False) -> KernelPlan:
     """Lay ``ir`` out for the kernel templates (see the module docstring).
 
@@ -514,14 +541,20 @@ def build_plan(ir: ModelIR, *, merge_shared: bool = False) -> KernelPlan:
             bonds.append(bond)
         if merge_shared:
             bonds = _merge_shared(ir, prog, bonds)
-        dag = build_dag(prog)
-        sched = group_schedule(dag)
         emb = prog.embedding
-        coef = np.zeros((emb.ndensity, _pad(sched.n_nodes, SIMD_PAD)))
+        if ir.output == "projections":
+            # the outputs are the densities and then the projection functions
+            outs = _Outputs(prog.n_A, prog.monomials, np.hstack([prog.coeffs, prog.projections.coeffs]))
+        else:
+            outs = prog
+        dag = build_dag(outs)
+        sched = group_schedule(dag)
+        ndensity = int(dag.coeffs.shape[1])
+        coef = np.zeros((ndensity, _pad(sched.n_nodes, SIMD_PAD)))
         coef[:, : sched.n_nodes] = sched.coeffs
         params = [float(p) for p in emb.params]
         species.append(SpeciesPlan(
-            zi=prog.zi, n_A=prog.n_A, dag=dag, schedule=sched, coef=coef, ndensity=emb.ndensity,
+            zi=prog.zi, n_A=prog.n_A, dag=dag, schedule=sched, coef=coef, ndensity=ndensity,
             embedding_kind=emb.kind, embedding_params=tuple(zip(params[0::2], params[1::2])),
             embedding=embedding_slp(emb.kind, params, emb.ndensity), E0=float(prog.E0),
             core_kind=prog.core.kind, rho_core_cut=float(prog.core.rho_core_cut),

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..ir.model import Channel, CoreRepulsion, Embedding, ModelIR, SpeciesProgram
+from ..ir.model import Channel, CoreRepulsion, Embedding, ModelIR, ProjectionRows, SpeciesProgram
 
 SQRT4PI = math.sqrt(4.0 * math.pi)
 ISQ2 = 1.0 / math.sqrt(2.0)
@@ -57,6 +57,40 @@ def _block_layout(bond):
     return K, L1, K + bond.nradmax * L1  # rank-1 g_k first, then R_nl, then φ_core
 
 
+def _expand(funcs, lookup, nd):
+    """Real-monomial expansion of PACE functions: (monomials, coefficients (K, ncol)).
+    ``nd``: fold every function's ``ctildes`` into nd density columns (the energy); None:
+    one column per function (its one ``ctildes`` column, e.g. the B-basis projections)."""
+    ncol = len(funcs) if nd is None else nd
+    acc: dict[tuple[int, ...], np.ndarray] = {}
+
+    def add(key, col, vec):
+        row = acc.get(key)
+        if row is None:
+            row = acc[key] = np.zeros(ncol)
+        if col is None:
+            row += vec
+        else:
+            row[col] += vec[0]
+
+    for fi, f in enumerate(funcs):
+        col = None if nd is not None else fi
+        ct = np.asarray(f.ctildes, dtype=float).reshape(-1, nd if nd is not None else 1)
+        if f.rank == 1:
+            ch = lookup[("g", int(f.mus[0]), int(f.ns[0]) - 1, 0)]
+            add((ch.offset,), col, ct[0] * SQRT4PI)
+            continue
+        bases = [lookup[("R", int(mu), int(n) - 1, int(l))].offset + int(l) for mu, n, l in zip(f.mus, f.ns, f.ls)]
+        pref = SQRT4PI ** f.rank
+        for ms, c in zip(np.asarray(f.ms_combs).reshape(-1, f.rank), ct):
+            for mr, coef in expand_product(ms).items():
+                key = tuple(sorted(b + m for b, m in zip(bases, mr)))
+                add(key, col, (pref * coef) * c)
+    monos = sorted((k for k in acc if np.any(acc[k] != 0.0)), key=lambda m: (len(m), m))
+    coeffs = np.array([acc[m] for m in monos], dtype=float).reshape(len(monos), ncol)
+    return tuple(monos), coeffs
+
+
 def pace_to_ir(pot, *, name: str = "pace", radial: str = "spline") -> ModelIR:
     from .pace_radial import pace_radial_block
     from ..symbolic.ylm import ylm_slp
@@ -72,8 +106,9 @@ def pace_to_ir(pot, *, name: str = "pace", radial: str = "spline") -> ModelIR:
         nd = emb.ndensity
         labels = {}
         funcs = pot.functions.get(mu0, [])
+        bfuncs = [] if pot.bfunctions is None else pot.bfunctions.get(mu0, [])
         # collect channels
-        for f in funcs:
+        for f in list(funcs) + list(bfuncs):
             if f.rank == 1:
                 labels[("g", int(f.mus[0]), int(f.ns[0]) - 1, 0)] = None
             else:
@@ -88,22 +123,11 @@ def pace_to_ir(pot, *, name: str = "pace", radial: str = "spline") -> ModelIR:
             chans.append(ch)
             lookup[lab] = ch
             off += ch.size
-        acc: dict[tuple[int, ...], np.ndarray] = {}
-        for f in funcs:
-            ct = np.asarray(f.ctildes, dtype=float).reshape(-1, nd)
-            if f.rank == 1:
-                ch = lookup[("g", int(f.mus[0]), int(f.ns[0]) - 1, 0)]
-                key = (ch.offset,)
-                acc[key] = acc.get(key, 0.0) + ct[0] * SQRT4PI
-                continue
-            bases = [lookup[("R", int(mu), int(n) - 1, int(l))].offset + int(l) for mu, n, l in zip(f.mus, f.ns, f.ls)]
-            pref = SQRT4PI ** f.rank
-            for ms, c in zip(np.asarray(f.ms_combs).reshape(-1, f.rank), ct):
-                for mr, coef in expand_product(ms).items():
-                    key = tuple(sorted(b + m for b, m in zip(bases, mr)))
-                    acc[key] = acc.get(key, 0.0) + (pref * coef) * c
-        monos = sorted((k for k in acc if np.any(acc[k] != 0.0)), key=lambda m: (len(m), m))
-        coeffs = np.array([acc[m] for m in monos], dtype=float).reshape(len(monos), nd)
+        monos, coeffs = _expand(funcs, lookup, nd)
+        projections = None
+        if pot.bfunctions is not None:
+            pm, pc = _expand(pot.bfunctions.get(mu0, []), lookup, None)
+            projections = ProjectionRows(pm, pc)
         kind = emb.npoti
         core_kind = "none"
         bonds_mu0 = [b for (a, _), b in pot.bonds.items() if a == mu0]
@@ -118,7 +142,7 @@ def pace_to_ir(pot, *, name: str = "pace", radial: str = "spline") -> ModelIR:
             SpeciesProgram(
                 zi=mu0, channels=tuple(chans), monomials=tuple(monos), coeffs=coeffs,
                 embedding=Embedding(kind, nd, tuple(float(x) for x in emb.fs_parameters)),
-                E0=float(pot.E0[mu0]), core=core,
+                E0=float(pot.E0[mu0]), core=core, projections=projections,
             )
         )
     return ModelIR(

@@ -174,3 +174,64 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
         if dscale_pair is not None:
             dEdr[dscale_pair[0]] += dscale_pair[1]
     return energies, dEdr
+
+
+def evaluate_projections(ir: ModelIR, species, offsets, nb_species, rij):
+    """The projection output (``ModelIR.projection_ir``): per centre i of species zi, row i of
+    an (n, ir.projection_width) array holds ρ_0 … ρ_{nd−1} then b_f = Σ_k P[k, f] Π A (the
+    species's :class:`~acegen.ir.model.ProjectionRows`), zero-padded.  A is computed as in
+    :func:`evaluate_ir` (same neighbours, radial functions and harmonics)."""
+    ir = ir.projection_ir()
+    species = np.asarray(species, dtype=np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    nb_species = np.asarray(nb_species, dtype=np.int64)
+    rij = np.asarray(rij, dtype=float).reshape(-1, 3)
+    nsp = len(ir.elements)
+    if not np.all(np.isfinite(rij)):
+        bad = int(np.flatnonzero(~np.isfinite(rij).all(axis=1))[0])
+        raise StructureError(f"non-finite neighbour vector at pair {bad}", pair=bad)
+    nlm = (ir.lmax + 1) ** 2
+    groups = []
+    for sp in ir.species:
+        orders = sorted({len(m) for m in sp.monomials})
+        g = []
+        for nu in orders:
+            ks = np.array([k for k, m in enumerate(sp.monomials) if len(m) == nu], dtype=np.int64)
+            g.append((ks, np.array([sp.monomials[k] for k in ks], dtype=np.int64)))
+        groups.append(g)
+    out = np.zeros((len(species), ir.projection_width))
+    for i in range(len(species)):
+        zi = int(species[i])
+        if not 0 <= zi < nsp:
+            raise StructureError(f"atom {i}: species index {zi} not in model")
+        sp = ir.species[zi]
+        lo, hi = int(offsets[i]), int(offsets[i + 1])
+        A = np.zeros(sp.n_A)
+        for zj in range(nsp):
+            sel = np.flatnonzero(nb_species[lo:hi] == zj) + lo
+            blk = ir.radial.get((zi, zj))
+            if blk is None or len(sel) == 0:
+                continue
+            v = rij[sel]
+            r = np.linalg.norm(v, axis=1)
+            keep = r < blk.rcut
+            v, r = v[keep], r[keep]
+            if len(r) == 0:
+                continue
+            if np.any(r < 1e-12):
+                bad = int(sel[keep][np.argmin(r)])
+                raise StructureError(f"overlapping atoms: pair {bad} has zero distance", pair=bad)
+            u = v / r[:, None]
+            R, _ = blk.evaluate(r)
+            outs = ir.angular.evaluate(x=u[:, 0], y=u[:, 1], z=u[:, 2])
+            Y = np.stack(outs[:nlm], axis=1)
+            for ch in sp.channels:
+                if ch.zj == zj:
+                    A[ch.offset : ch.offset + ch.size] += R[:, ch.radial] @ Y[:, ch.l * ch.l : (ch.l + 1) ** 2]
+        nd = sp.embedding.ndensity
+        cols = np.hstack([sp.coeffs, sp.projections.coeffs])
+        vals = np.zeros(cols.shape[1])
+        for prod, (ks, _) in zip(_monomial_products(A, [idx for _, idx in groups[zi]]), groups[zi]):
+            vals += prod[0] @ cols[ks]
+        out[i, : nd + sp.n_projections] = vals
+    return out

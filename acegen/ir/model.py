@@ -16,6 +16,11 @@ from the neighbour environment, in four typed pieces:
 4. ``species[zi].monomials`` / ``coeffs`` — the product basis with the coefficients already
    folded in (c̃ = Cᵀθ): densities ρ_p = Σ_k coeffs[k, p] Π_{a ∈ monomials[k]} A[a], and the
    energy E_i = E0 + Σ_p F_p(ρ_p) (+ core repulsion terms).
+5. optionally ``species[zi].projections`` — :class:`ProjectionRows`: basis functions b_f
+   (e.g. PACE's B-basis, for the extrapolation grade γ) as linear combinations of monomials of
+   the same A.  They do not enter the energy nor the signature of the energy model;
+   :meth:`ModelIR.projection_ir` makes the separate variant whose kernel outputs, per atom,
+   (ρ_0 … ρ_{nd−1}, b_0 … b_{N−1}) instead of the energy (``output == "projections"``).
 
 Everything is plain data (numbers, tuples, numpy arrays, SLPs): validated on construction,
 printable with :meth:`ModelIR.to_text` and hashable with :meth:`ModelIR.signature`.
@@ -234,6 +239,25 @@ class CoreRepulsion:
 
 
 @dataclass(frozen=True, eq=False)
+class ProjectionRows:
+    """Basis functions of one species as rows over monomials of A:
+    b_f = Σ_k coeffs[k, f] Π_{a ∈ monomials[k]} A[a], f = 0 … n_functions − 1."""
+
+    monomials: tuple[tuple[int, ...], ...]
+    coeffs: np.ndarray  # (len(monomials), n_functions)
+
+    def __post_init__(self):
+        c = _finite(self.coeffs, "projection coefficients")
+        if c.ndim != 2 or c.shape[0] != len(self.monomials):
+            raise InternalError(f"projection coefficients must have shape (monomials, functions), got {c.shape}")
+        object.__setattr__(self, "coeffs", np.ascontiguousarray(c))
+
+    @property
+    def n_functions(self) -> int:
+        return int(self.coeffs.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
 class SpeciesProgram:
     """Everything needed to evaluate atoms of central species ``zi``."""
 
@@ -244,6 +268,7 @@ class SpeciesProgram:
     embedding: Embedding = field(default_factory=Embedding)
     E0: float = 0.0
     core: CoreRepulsion = field(default_factory=CoreRepulsion)
+    projections: ProjectionRows | None = None
 
     def __post_init__(self):
         c = _finite(self.coeffs, f"species {self.zi}: coefficients")
@@ -263,6 +288,15 @@ class SpeciesProgram:
                 raise InternalError(f"species {self.zi}: bad monomial {mono}")
         if not np.isfinite(self.E0):
             raise SpecError(f"species {self.zi}: E0 not finite")
+        if self.projections is not None:
+            for mono in self.projections.monomials:
+                if len(mono) == 0 or list(mono) != sorted(mono) or not all(0 <= a < off for a in mono):
+                    raise InternalError(f"species {self.zi}: bad projection monomial {mono}")
+
+    @property
+    def n_projections(self) -> int:
+        """Number of projection functions (0 without projections)."""
+        return 0 if self.projections is None else self.projections.n_functions
 
     @property
     def n_A(self) -> int:
@@ -281,8 +315,12 @@ class ModelIR:
     radial: dict  # (zi, zj) -> RadialBlock
     species: tuple[SpeciesProgram, ...]
     name: str = "model"
+    #: "energy" (E_i and dE_i/dr_ij) or "projections" (per atom ρ then b, see projection_ir)
+    output: str = "energy"
 
     def __post_init__(self):
+        if self.output not in ("energy", "projections"):
+            raise InternalError(f"unknown ModelIR output {self.output!r}")
         for e in self.elements:
             if not isinstance(e, str) or not ELEMENT_RE.match(e):
                 raise SpecError(f"invalid element symbol {e!r}")
@@ -311,6 +349,42 @@ class ModelIR:
                     raise InternalError(f"channel l={ch.l} exceeds lmax={self.lmax}")
 
     @property
+    def has_projections(self) -> bool:
+        return all(sp.projections is not None for sp in self.species)
+
+    @property
+    def projection_width(self) -> int:
+        """Outputs per atom of the projection variant: max over species of ndensity + N."""
+        return max(sp.embedding.ndensity + sp.n_projections for sp in self.species)
+
+    def projection_ir(self) -> "ModelIR":
+        """The projection variant: same channels and radial functions, every species's
+        monomials the union of its energy and projection monomials, ``output="projections"``.
+        Its kernel writes, for each atom i of species zi, row i of an (n, projection_width)
+        array: ρ_0 … ρ_{nd−1} (the energy densities) then b_0 … b_{N−1}, zero-padded."""
+        if not self.has_projections:
+            raise SpecError(f"model {self.name!r} has no projection functions (PACE B-basis .yaml and linear acegen models have them)")
+        if self.output == "projections":
+            return self
+        progs = []
+        for sp in self.species:
+            pr = sp.projections
+            union = sorted(set(sp.monomials) | set(pr.monomials), key=lambda m: (len(m), m))
+            row = {m: k for k, m in enumerate(union)}
+            ce = np.zeros((len(union), sp.embedding.ndensity))
+            cp = np.zeros((len(union), pr.n_functions))
+            for m, c in zip(sp.monomials, sp.coeffs):
+                ce[row[m]] += c
+            for m, c in zip(pr.monomials, pr.coeffs):
+                cp[row[m]] += c
+            progs.append(SpeciesProgram(
+                zi=sp.zi, channels=sp.channels, monomials=tuple(union), coeffs=ce, embedding=sp.embedding,
+                E0=sp.E0, core=sp.core, projections=ProjectionRows(tuple(union), cp),
+            ))
+        return ModelIR(elements=self.elements, lmax=self.lmax, angular=self.angular, radial=self.radial,
+                       species=tuple(progs), name=f"{self.name}_proj"[:64], output="projections")
+
+    @property
     def rcut_max(self) -> float:
         return max(b.rcut for b in self.radial.values())
 
@@ -330,6 +404,8 @@ class ModelIR:
                 + (f", {sum(ch.zj == ANY for ch in s.channels)} channels over every neighbour species"
                    if any(ch.zj == ANY for ch in s.channels) else "")
             )
+        if self.output != "energy":
+            lines.append(f"  output={self.output} width={self.projection_width}")
         return "\n".join(lines)
 
     def signature(self) -> str:
@@ -352,4 +428,7 @@ class ModelIR:
             h.update(json.dumps(s.monomials).encode())
             h.update(s.coeffs.tobytes())
             h.update(json.dumps([s.core.kind, s.core.rho_core_cut, s.core.drho_core_cut]).encode())
+            if self.output != "energy":
+                h.update(json.dumps(s.projections.monomials).encode())
+                h.update(s.projections.coeffs.tobytes())
         return h.hexdigest()

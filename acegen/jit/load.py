@@ -148,8 +148,12 @@ class CompiledKernel:
         rcut: np.ndarray,
         signature: str,
         elements: tuple[str, ...] = (),
+        out_width: int = 1,
     ) -> None:
         self.path = Path(path)
+        #: doubles per centre in the first output: 1 (energies) or, for a projection
+        #: variant (ModelIR.projection_ir), the projection row width
+        self.out_width = int(out_width)
         self.name = name
         self.cdef = cdef
         self.elements = tuple(elements)
@@ -182,7 +186,9 @@ class CompiledKernel:
         rij: np.ndarray,
         nthreads: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-atom energies (n_centres,) and dE_i/dr_ij (n_pairs, 3).
+        """Per-atom energies (n_centres,) and dE_i/dr_ij (n_pairs, 3); for a projection
+        variant (``out_width > 1``) the first output is the (n_centres, out_width) projection
+        rows and the second is zero.
 
         species (n_centres,) and nb_species (n_pairs,): species indices; offsets
         (n_centres + 1,): CSR offsets into the pairs (offsets[0] = 0, non-decreasing,
@@ -193,8 +199,8 @@ class CompiledKernel:
         species, offsets, nb_species, rij = validate_inputs(species, offsets, nb_species, rij, nthreads)
         n = species.shape[0]
         n_pairs = nb_species.shape[0]
-        energies = np.empty(n, dtype=np.float64)
-        dEdr = np.empty((n_pairs, 3), dtype=np.float64)
+        energies = np.empty(n if self.out_width == 1 else (n, self.out_width), dtype=np.float64)
+        dEdr = (np.empty if self.out_width == 1 else np.zeros)((n_pairs, 3), dtype=np.float64)
         err = self.ffi.new("int64_t *")
         ffi = self.ffi
         rc = self._compute(

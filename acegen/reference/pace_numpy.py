@@ -390,6 +390,77 @@ class PaceReference:
             out["stress"] = np.array([sig[0, 0], sig[1, 1], sig[2, 2], sig[1, 2], sig[0, 2], sig[0, 1]])
         return out
 
+    # ------------------------------------------------------------------ B-basis projections
+    def projections(self, atoms, bbasis, *, magnitudes: bool = False):
+        """PACE's "linear" projections (the extrapolation grade's b_i): for every atom, the
+        values of its species's B functions of the B-basis potential ``bbasis``
+        (:class:`~acegen.io.pace.BBasisPotential`, the file this reference's C-tilde potential was
+        converted from): rank 1 first (Σ_j g_k(r_ij)), then rank > 1 in file order
+        (Σ_ms gen_cg Re Π_t A_{μ_t n_t l_t m_t}, half basis, PACE's complex A).  Shape
+        (n_atoms, max N_μ), zero-padded.  ``magnitudes``: also return Σ_ms |gen_cg| Π_t Σ_j |R Y|
+        (Σ_j |g_k| for rank 1), the size of the terms each value sums over neighbours and
+        m-combinations: the scale of its round-off (some functions vanish by symmetry)."""
+        from ..symbolic.clebsch_gordan import ms_cg_list
+
+        pot, nel = self.pot, self.nel
+        nat = len(atoms)
+        index = {e: k for k, e in enumerate(pot.elements)}
+        spec = np.array([index[s] for s in atoms.get_chemical_symbols()], dtype=np.int64)
+        ii, jj, D = neighbor_list("ijD", atoms, self.rcut_max)
+        r = np.sqrt(np.sum(D * D, axis=1))
+        keep = r < self.rcut[spec[ii], spec[jj]]
+        ii, jj, D, r = ii[keep], jj[keep], D[keep], r[keep]
+        P = len(r)
+        mui, muj = spec[ii], spec[jj]
+        g = np.zeros((P, self.K))
+        R = np.zeros((P, self.N, self.L + 1))
+        for a in range(nel):
+            for b in range(nel):
+                sel = np.nonzero((mui == a) & (muj == b))[0]
+                if len(sel):
+                    g[sel], _, R[sel], _, _, _ = self._radial(a, b, r[sel])
+        Y, _ = ylm_pace(D / r[:, None], self.L)
+        rows = ii * nel + muj
+        S = sps.csr_matrix((np.ones(P), (rows, np.arange(P))), shape=(nat * nel, P))
+        A1 = (S @ g).reshape(nat, nel, self.K)
+        Apos = (S @ (R[:, :, self.lpos] * Y[:, None, :]).reshape(P, -1)).reshape(nat, nel, self.N, self.nlm)
+        Afull = self._expand_full(Apos).reshape(nat, nel, self.N, self.LL)
+        # Σ_j |R Y| and Σ_j |g|: the scale of A's round-off, for the magnitudes
+        A1abs = (S @ np.abs(g)).reshape(nat, nel, self.K)
+        Aabs = np.abs(self._expand_full(
+            (S @ np.abs(R[:, :, self.lpos] * Y[:, None, :]).reshape(P, -1)).reshape(nat, nel, self.N, self.nlm)
+        )).reshape(nat, nel, self.N, self.LL)
+        funcs: dict[int, list] = {mu: [] for mu in range(nel)}
+        for blk in bbasis.blocks:
+            mu0 = index[blk.elements[0]]
+            for fs in blk.functions:
+                if not fs.skip:
+                    funcs[mu0].append(fs)
+        out = np.zeros((nat, max(len(v) for v in funcs.values())))
+        mag = np.zeros_like(out)
+        for mu0, lst in funcs.items():
+            at = np.nonzero(spec == mu0)[0]
+            lst = [f for f in lst if f.rank == 1] + [f for f in lst if f.rank != 1]
+            for col, fs in enumerate(lst):
+                mus = [index[e] for e in fs.elements[1:]]
+                if fs.rank == 1:
+                    out[at, col] = A1[at, mus[0], fs.nr[0] - 1]
+                    mag[at, col] = A1abs[at, mus[0], fs.nr[0] - 1]
+                    continue
+                val = np.zeros(len(at))
+                size = np.zeros(len(at))
+                for ms, cg in ms_cg_list(fs.nl, fs.lint):
+                    prod = np.ones(len(at), dtype=complex)
+                    pabs = np.ones(len(at))
+                    for mu, n, l, m in zip(mus, fs.nr, fs.nl, ms):
+                        prod = prod * Afull[at, mu, n - 1, l * l + l + m]
+                        pabs = pabs * Aabs[at, mu, n - 1, l * l + l + m]
+                    val += cg * prod.real
+                    size += abs(cg) * pabs
+                out[at, col] = val
+                mag[at, col] = size
+        return (out, mag) if magnitudes else out
+
     # ------------------------------------------------------------------ per atom
     def _atoms(self, prog: _SpeciesProg, A, A1, rc, near_t, near_d):
         """Energy and adjoints of a block of atoms of one species.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import AcegenError
-from ..ir.interp import evaluate_ir
+from ..ir.interp import evaluate_ir, evaluate_projections
 from ..ir.model import ModelIR
 
 TARGETS = ("c", "llvm", "cuda", "numpy")
@@ -31,8 +31,12 @@ class NumpyKernel:
         self.n_species = n
         self.signature = ir.signature()
         self.rcut = np.array([[ir.rcut(zi, zj) for zj in range(n)] for zi in range(n)], dtype=float)
+        self.out_width = ir.projection_width if ir.output == "projections" else 1
 
     def compute(self, species, offsets, nb_species, rij, nthreads: int = 1):
+        if self.ir.output == "projections":
+            out = evaluate_projections(self.ir, species, offsets, nb_species, rij)
+            return out, np.zeros((len(np.asarray(nb_species)), 3))
         return evaluate_ir(self.ir, species, offsets, nb_species, rij)
 
 
@@ -43,6 +47,8 @@ def compile_ir(ir: ModelIR, target: str = "c", **options):
     if target == "numpy":
         return NumpyKernel(ir)
     if target == "cuda":
+        if ir.output != "energy":
+            raise AcegenError("the CUDA target has no projection variant (extrapolation grade); use target 'c' or 'llvm'")
         from ..backends.cuda import compile_cuda
 
         return compile_cuda(ir, **options)

@@ -84,6 +84,8 @@ def compile_c(ir: ModelIR, *, openmp: bool = True, march_native: bool = True) ->
     toolchain = detect()
     flags = toolchain.flags(openmp=openmp, march_native=march_native)
     meta = kernel_meta(ir)
+    if ir.output == "projections":
+        meta["out_width"] = ir.projection_width
     decl = cdef(ir.name)
     path = build_library(sources, toolchain, flags)
     try:

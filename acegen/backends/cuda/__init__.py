@@ -360,6 +360,8 @@ def compile_cuda(ir: ModelIR, *, arch: str | None = None, fmad: bool = False, em
             "the CUDA target needs a CUDA GPU and driver (libcuda: cuInit/cuDeviceGetCount found none); "
             "use target 'c', or compile_cuda(ir, emulate=True) to run the CUDA source on the CPU"
         )
+    if ir.output != "energy":
+        raise AcegenError("the CUDA target has no projection variant (extrapolation grade); use target 'c' or 'llvm'")
     files = emit_cuda(ir)
     compiler, flags = _toolchain(emulate, (arch,) if arch else None, fmad)
     launcher = source_names(ir.name)["launcher"]

@@ -280,8 +280,11 @@ class LLVMKernel:
         elements: tuple[str, ...] = (),
         cache_key: str = "",
         from_cache: bool = False,
+        out_width: int = 1,
     ) -> None:
         self._engine = engine
+        #: doubles per centre in the first output (1, or a projection variant's row width)
+        self.out_width = int(out_width)
         self._tables = tables
         self.name = name
         self.elements = tuple(elements)
@@ -315,8 +318,9 @@ class LLVMKernel:
         Python threads, <= 0 ``os.cpu_count()``; results do not depend on it (bit for bit)."""
         species, offsets, nb_species, rij = validate_inputs(species, offsets, nb_species, rij, nthreads)
         n = species.shape[0]
-        energies = np.empty(n, dtype=np.float64)
-        dEdr = np.empty((nb_species.shape[0], 3), dtype=np.float64)
+        w = self.out_width
+        energies = np.empty(n if w == 1 else (n, w), dtype=np.float64)
+        dEdr = (np.empty if w == 1 else np.zeros)((nb_species.shape[0], 3), dtype=np.float64)
         ffi = self.ffi
         ptrs = (
             ffi.from_buffer("int32_t[]", species),
@@ -357,7 +361,7 @@ class LLVMKernel:
     def _run_chunk(self, ptrs: tuple[Any, ...], begin: int, end: int) -> tuple[int, int]:
         species, offsets, nb_species, rij, energies, dEdr = ptrs
         err = self.ffi.new("int64_t *")
-        rc = self._compute(end - begin, species + begin, offsets + begin, nb_species, rij, energies + begin, dEdr, 1, err)
+        rc = self._compute(end - begin, species + begin, offsets + begin, nb_species, rij, energies + begin * self.out_width, dEdr, 1, err)
         return int(rc), int(err[0])
 
 
@@ -387,6 +391,8 @@ def compile_llvm(
     text, raw_tables = _render(ir, flags)
     tables = _aligned_copy(raw_tables) if raw_tables.size else raw_tables
     meta = kernel_meta(ir)
+    if ir.output == "projections":
+        meta["out_width"] = ir.projection_width
     key = llvm_cache_key(text, {"opt_level": opt_level, "engine": "mcjit"})
     if not cache:
         with _LLVM_LOCK:

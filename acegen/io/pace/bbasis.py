@@ -5,6 +5,8 @@ basis with doubled coefficients, permutation compression, merging of equal (mus,
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ...symbolic.clebsch_gordan import ms_cg_list
@@ -262,6 +264,15 @@ def bbasis_to_ctilde(bb: BBasisPotential) -> PacePotential:
                     if fs.nl[t] > bond.lmax:
                         ctx.fail(f"{fld}.nl", f"l={fs.nl[t]} exceeds lmax={bond.lmax} of {b.elements[0]}-{elements[mu]}")
             bfuncs[mu0_block].append((mus, fs))
+    projections: dict[int, list[PaceFunction]] = {mu: [] for mu in range(nel)}
+    for mu0, lst in bfuncs.items():
+        # B functions for the projections (extrapolation grade): rank 1 first, else file order
+        for mus, fs in sorted(lst, key=lambda t: t[1].rank != 1):
+            mus2, ns2, ls2, ms_cgs2 = _compress(mus, tuple(fs.nr), tuple(fs.nl), ms_cg_list(fs.nl, fs.lint))
+            projections[mu0].append(PaceFunction(
+                mu0=mu0, rank=len(mus2), mus=mus2, ns=ns2, ls=ls2,
+                ms_combs=np.array([ms for ms, _ in ms_cgs2], dtype=np.int64).reshape(-1, len(mus2)),
+                ctildes=np.array([[g] for _, g in ms_cgs2], dtype=float).reshape(-1, 1)))
     for mu0, lst in bfuncs.items():
         # PACE sorts the B functions (rank, mus, ns, ls, ...) before compressing and grouping
         items = []
@@ -287,7 +298,8 @@ def bbasis_to_ctilde(bb: BBasisPotential) -> PacePotential:
         )
     for mu0 in functions:
         functions[mu0].sort(key=_sort_key)
-    return _finish(ctx, elements, (0.0,) * nel, bb.delta_spline_bins, embeddings, bonds, functions)
+    pot = _finish(ctx, elements, (0.0,) * nel, bb.delta_spline_bins, embeddings, bonds, functions)
+    return replace(pot, bfunctions=projections)
 
 
 def _check_dual(ctx, own, dual):

@@ -136,7 +136,11 @@ class PacePotential:
 
     ``embeddings[μ]`` for every element, ``bonds[(μi, μj)]`` for every ordered pair,
     ``functions[μ0]`` (rank-1 functions first, as PACE stores them).  ``source`` is the
-    file it was read from (not part of equality).
+    file it was read from (not part of equality).  ``bfunctions[μ0]``: for a potential
+    converted from a B-basis ``.yaml``, its B functions (rank-1 first, then in file order),
+    each as a :class:`PaceFunction` with one "density" column holding the generalised
+    Clebsch–Gordan coefficients (b_f = Σ_M Re(gen_cg_M Π_t A)); None otherwise (not part
+    of equality).
     """
 
     elements: tuple[str, ...]
@@ -146,6 +150,7 @@ class PacePotential:
     bonds: dict
     functions: dict
     source: str = ""
+    bfunctions: dict | None = None
 
     def __eq__(self, other):
         if not isinstance(other, PacePotential):
