@@ -104,6 +104,9 @@ FILE_CASES = {
     "yace-rank": (YACE, r"rank: 1, ndensity", f"rank: {BIG}, ndensity", "functions[0][0].rank"),
     "yace-num-ms": (YACE, r"num_ms_combs: 1,", f"num_ms_combs: {BIG},", "functions[0][0].num_ms_combs"),
     "yace-prehc-int": (YACE, r"prehc: [^,}]+", "prehc: " + "9" * 400, "bonds[0,0].prehc"),
+    # an m beyond int64 made the function's integer array overflow
+    "yace-ms-int64": (YACE, r"ms_combs: \[0\]", "ms_combs: [9223372036854775808]", "functions[0][0].ms_combs[0]"),
+    "ace-ms-int64": (ACE, r"^< 0 >:", "< 9223372036854775808 >:", "total_basis_size_rank1[0].function[0].ms_combs[0]"),
     "yaml-lmax": (YAML, r"lmaxi: \d+", f"lmaxi: {HUGE}", "species[0].lmaxi"),
     "yaml-nradmax": (YAML, r"nradmaxi: \d+", f"nradmaxi: {BIG}", "species[0].nradmaxi"),
     "yaml-rcut": (YAML, r"rcutij: \S+", "rcutij: 1e308", "species[0].rcutij"),
@@ -164,7 +167,8 @@ def test_bbasis_function_spanning_too_many_m_combinations(shared_dir, tmp_path):
     ("nnorm-int", "nnorm: 1.0", "nnorm: " + "9" * 400, "nnorm"),
     ("fs-exponent", "params: [1.0, 1.0,", "params: [1.0, 1.0e+300,", "emb_spec.params[1]"),
     ("cutoff", "cutoff: ", "cutoff: 1.0e+308, _x: ", "radial_basis.cutoff"),
-], ids=["nnorm-int", "fs-exponent", "cutoff"])
+    ("ms-int64", "ms_combs: [0", "ms_combs: [9223372036854775808", "functions[0][0].ms_combs[0]"),
+], ids=["nnorm-int", "fs-exponent", "cutoff", "ms-int64"])
 def test_crafted_gracefs_is_refused(shared_dir, tmp_path, case, old, new, field):
     text = (shared_dir / "potentials" / "gracefs" / "test_export_to_yaml.yaml").read_text()
     assert old in text

@@ -443,7 +443,7 @@ def _function(ctx: _Ctx, fld: str, f, mu: int, nradmax: int, lmax: int, nd: int)
     cgs = ctx.reals(ctx.get(f, "gen_cgs", f"{fld}.gen_cgs"), f"{fld}.gen_cgs", maxlen=LIMITS["ms_combs"])
     if len(cgs) == 0:
         ctx.fail(f"{fld}.gen_cgs", "no m-combinations")
-    ms = ctx.ints(ctx.get(f, "ms_combs", f"{fld}.ms_combs"), f"{fld}.ms_combs", len(cgs) * rank)
+    ms = ctx.ints(ctx.get(f, "ms_combs", f"{fld}.ms_combs"), f"{fld}.ms_combs", len(cgs) * rank, -lmax, lmax)
     ms = np.asarray(ms, dtype=np.int64).reshape(len(cgs), rank)
     bad = np.abs(ms) > np.asarray(ls)[None, :]
     if np.any(bad):

@@ -221,13 +221,13 @@ def _read_ace_function(sc: _Scanner, fld: str, rankmax: int) -> PaceFunction:
         sc.literal(")", f"{fld}.{key}")
         return vals
 
-    mus, ns, ls = group("mu"), group("n"), group("l", lo=0)
+    mus, ns, ls = group("mu", lo=0, hi=MAX_ELEMENTS - 1), group("n", lo=1, hi=MAX_NRAD), group("l", lo=0, hi=MAX_LMAX)
     nms = sc.keyed_int("num_ms", f"{fld}.num_ms", lo=1, hi=MAX_MS_COMBS)
     sc.count(nms, rank + nd, f"{fld}.num_ms", "m-combinations")
     ms, ct = [], []
     for k in range(nms):
         sc.literal("<", f"{fld}.ms_combs[{k}]")
-        ms.append([sc.integer(f"{fld}.ms_combs[{k}]") for _ in range(rank)])
+        ms.append([sc.integer(f"{fld}.ms_combs[{k}]", lo=-MAX_LMAX, hi=MAX_LMAX) for _ in range(rank)])
         sc.literal(">:", f"{fld}.ms_combs[{k}]")
         ct.append([sc.real(f"{fld}.ctildes[{k}]") for _ in range(nd)])
     return PaceFunction(mu0=mu0, rank=rank, mus=mus, ns=ns, ls=ls, ms_combs=ms, ctildes=ct)

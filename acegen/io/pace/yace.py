@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .checks import (
+    MAX_ELEMENTS,
     MAX_FS_EXPONENT,
     MAX_LAMBDAHC,
     MAX_LMAX,
@@ -126,10 +127,10 @@ def _function_from_yaml(ctx: _Ctx, fld: str, f) -> PaceFunction:
     rank = ctx.integer(ctx.get(f, "rank", f"{fld}.rank"), f"{fld}.rank", lo=1, hi=MAX_RANK)
     nd = ctx.integer(ctx.get(f, "ndensity", f"{fld}.ndensity"), f"{fld}.ndensity", lo=1, hi=MAX_NDENSITY)
     nms = ctx.integer(ctx.get(f, "num_ms_combs", f"{fld}.num_ms_combs"), f"{fld}.num_ms_combs", lo=1, hi=MAX_MS_COMBS)
-    mus = ctx.ints(ctx.get(f, "mus", f"{fld}.mus"), f"{fld}.mus", rank)
-    ns = ctx.ints(ctx.get(f, "ns", f"{fld}.ns"), f"{fld}.ns", rank)
-    ls = ctx.ints(ctx.get(f, "ls", f"{fld}.ls"), f"{fld}.ls", rank, lo=0)
-    ms = ctx.ints(ctx.get(f, "ms_combs", f"{fld}.ms_combs"), f"{fld}.ms_combs", rank * nms)
+    mus = ctx.ints(ctx.get(f, "mus", f"{fld}.mus"), f"{fld}.mus", rank, lo=0, hi=MAX_ELEMENTS - 1)
+    ns = ctx.ints(ctx.get(f, "ns", f"{fld}.ns"), f"{fld}.ns", rank, lo=1, hi=MAX_NRAD)
+    ls = ctx.ints(ctx.get(f, "ls", f"{fld}.ls"), f"{fld}.ls", rank, lo=0, hi=MAX_LMAX)
+    ms = ctx.ints(ctx.get(f, "ms_combs", f"{fld}.ms_combs"), f"{fld}.ms_combs", rank * nms, lo=-MAX_LMAX, hi=MAX_LMAX)
     ct = ctx.reals(ctx.get(f, "ctildes", f"{fld}.ctildes"), f"{fld}.ctildes", nd * nms)
     return PaceFunction(mu0=mu0, rank=rank, mus=mus, ns=ns, ls=ls, ms_combs=ms, ctildes=ct)
 
