@@ -104,6 +104,8 @@ FILE_CASES = {
     "yace-rank": (YACE, r"rank: 1, ndensity", f"rank: {BIG}, ndensity", "functions[0][0].rank"),
     "yace-num-ms": (YACE, r"num_ms_combs: 1,", f"num_ms_combs: {BIG},", "functions[0][0].num_ms_combs"),
     "yace-prehc-int": (YACE, r"prehc: [^,}]+", "prehc: " + "9" * 400, "bonds[0,0].prehc"),
+    # a finite c-tilde whose real expansion (times sqrt(4 pi)) overflows
+    "yace-ctilde-overflow": (YACE, r"ctildes: \[-1.5158666430168033\]", "ctildes: [1.7e+308]", "functions[0]"),
     # an m beyond int64 made the function's integer array overflow
     "yace-ms-int64": (YACE, r"ms_combs: \[0\]", "ms_combs: [9223372036854775808]", "functions[0][0].ms_combs[0]"),
     "ace-ms-int64": (ACE, r"^< 0 >:", "< 9223372036854775808 >:", "total_basis_size_rank1[0].function[0].ms_combs[0]"),

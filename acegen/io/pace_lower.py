@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from ..errors import ModelFileError
 from ..ir.model import Channel, CoreRepulsion, Embedding, ModelIR, SpeciesProgram
 
 SQRT4PI = math.sqrt(4.0 * math.pi)
@@ -57,6 +58,23 @@ def _block_layout(bond):
     return K, L1, K + bond.nradmax * L1  # rank-1 g_k first, then R_nl, then φ_core
 
 
+def _accumulate(funcs, nd, lookup, acc):
+    """Sum every function's real expansion into ``acc`` (monomial -> coefficients)."""
+    for f in funcs:
+        ct = np.asarray(f.ctildes, dtype=float).reshape(-1, nd)
+        if f.rank == 1:
+            ch = lookup[("g", int(f.mus[0]), int(f.ns[0]) - 1, 0)]
+            key = (ch.offset,)
+            acc[key] = acc.get(key, 0.0) + ct[0] * SQRT4PI
+            continue
+        bases = [lookup[("R", int(mu), int(n) - 1, int(l))].offset + int(l) for mu, n, l in zip(f.mus, f.ns, f.ls)]
+        pref = SQRT4PI ** f.rank
+        for ms, c in zip(np.asarray(f.ms_combs).reshape(-1, f.rank), ct):
+            for mr, coef in expand_product(ms).items():
+                key = tuple(sorted(b + m for b, m in zip(bases, mr)))
+                acc[key] = acc.get(key, 0.0) + (pref * coef) * c
+
+
 def pace_to_ir(pot, *, name: str = "pace", radial: str = "spline") -> ModelIR:
     from .pace_radial import pace_radial_block
     from ..symbolic.ylm import ylm_slp
@@ -89,19 +107,12 @@ def pace_to_ir(pot, *, name: str = "pace", radial: str = "spline") -> ModelIR:
             lookup[lab] = ch
             off += ch.size
         acc: dict[tuple[int, ...], np.ndarray] = {}
-        for f in funcs:
-            ct = np.asarray(f.ctildes, dtype=float).reshape(-1, nd)
-            if f.rank == 1:
-                ch = lookup[("g", int(f.mus[0]), int(f.ns[0]) - 1, 0)]
-                key = (ch.offset,)
-                acc[key] = acc.get(key, 0.0) + ct[0] * SQRT4PI
-                continue
-            bases = [lookup[("R", int(mu), int(n) - 1, int(l))].offset + int(l) for mu, n, l in zip(f.mus, f.ns, f.ls)]
-            pref = SQRT4PI ** f.rank
-            for ms, c in zip(np.asarray(f.ms_combs).reshape(-1, f.rank), ct):
-                for mr, coef in expand_product(ms).items():
-                    key = tuple(sorted(b + m for b, m in zip(bases, mr)))
-                    acc[key] = acc.get(key, 0.0) + (pref * coef) * c
+        with np.errstate(over="ignore", invalid="ignore"):
+            _accumulate(funcs, nd, lookup, acc)
+        bad = [k for k in acc if not np.all(np.isfinite(acc[k]))]
+        if bad:
+            raise ModelFileError(pot.source or None, f"functions[{mu0}]",
+                                 "the c-tilde coefficients overflow a double when expanded into real monomials")
         monos = sorted((k for k in acc if np.any(acc[k] != 0.0)), key=lambda m: (len(m), m))
         coeffs = np.array([acc[m] for m in monos], dtype=float).reshape(len(monos), nd)
         kind = emb.npoti

@@ -11,7 +11,6 @@ import numpy as np
 
 from ...symbolic.clebsch_gordan import ms_cg_list
 from .checks import (
-    MAX_FS_EXPONENT,
     MAX_LAMBDAHC,
     MAX_LMAX,
     MAX_MS_COMBS,
