@@ -641,8 +641,8 @@ def load(path) -> Model:
         raise ModelFileError(path, None, "unknown model format (expected .json, .yace, .ace or .yaml)")
     try:
         data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(path, None, f"not valid JSON: {e}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: also integers of > 4300 digits
+        raise ModelFileError(path, None, f"not valid JSON: {str(e)[:200]}") from None
     return model_from_dict(data, path)
 
 
@@ -664,8 +664,8 @@ def model_from_dict(data, path=None) -> Model:
         spec = BasisSpec.from_dict(data.get("spec"))
     except SpecError as e:
         raise ModelFileError(path, "spec", str(e)) from None
-    except (TypeError, KeyError, ValueError, AttributeError) as e:
-        raise ModelFileError(path, "spec", f"invalid specification: {e}") from None
+    except (TypeError, KeyError, ValueError, AttributeError, OverflowError) as e:
+        raise ModelFileError(path, "spec", f"invalid specification: {str(e)[:200]}") from None
     coef = data.get("coefficients")
     if not isinstance(coef, dict):
         raise ModelFileError(path, "coefficients", "expected an object with 'manybody' and 'pair' lists")
@@ -674,7 +674,10 @@ def model_from_dict(data, path=None) -> Model:
         v = coef.get(key)
         if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
             raise ModelFileError(path, f"coefficients.{key}", "expected a list of numbers")
-        vals[key] = np.asarray(v, dtype=float)
+        try:
+            vals[key] = np.asarray(v, dtype=float)
+        except OverflowError:
+            raise ModelFileError(path, f"coefficients.{key}", "number out of the range of a double") from None
         if not np.isfinite(vals[key]).all():
             raise ModelFileError(path, f"coefficients.{key}", "non-finite number")
     name = data.get("name", "model")

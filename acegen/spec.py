@@ -49,6 +49,17 @@ RADIAL_KINDS = ("legendre",)
 ANGULAR_KINDS = ("spherical", "cartesian", "cace")
 RCUT_FACTOR = 2.5
 
+# Limits of a specification, far above fitted models (order <= 6, totaldegree <= 25,
+# cutoffs <= 10 Å) and far below what would exhaust memory or time; checked at construction,
+# before anything is selected or lowered (see docs/robustness.md).
+MAX_ORDER = 10
+MAX_TOTALDEGREE = 100  # also bounds nmax and the default pair_degree
+MAX_PAIR_DEGREE = 100
+MAX_LMAX = 20  # largest l the selection can reach: floor((D_nu - nu) / (2 wL))
+MAX_LENGTH = 100.0  # Å: rcut, pair_rcut, r0
+MAX_EXPONENT = 32  # p, q of the transforms; pin, pcut, p of the envelopes
+MAX_BASIS = 200_000  # multisets the total-degree selection may produce (see symbolic/selection.py)
+
 # Typical bond lengths (Angstrom) by atomic number: the "bond_len" column of
 # ACEpotentials.jl's data/length_scales_VASP_auto_length_scales.yaml (MIT licensed data
 # table; values only).  Used for the default r0 and rcut exactly as ACEpotentials does.
@@ -94,12 +105,17 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _positive_float(field: str, v: Any) -> float:
+def _positive_float(field: str, v: Any, hi: float | None = None) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _err(field, v, "must be a positive number")
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        raise SpecError(f"BasisSpec.{field}: must be a positive finite number, got {str(v)[:30]}...") from None
     if not (math.isfinite(f) and f > 0):
         raise _err(field, v, "must be a positive finite number")
+    if hi is not None and f > hi:
+        raise _err(field, v, f"exceeds the limit of {hi}")
     return f
 
 
@@ -143,12 +159,12 @@ def _pair_table(field: str, value: Any, elements: tuple[str, ...]) -> PairTable:
             else:
                 raise _err(field, value, "must be a number or a mapping {(A, B): value}")
     else:
-        v = _positive_float(field, value)
+        v = _positive_float(field, value, MAX_LENGTH)
         return tuple((p, v) for p in pairs)
     table: dict[tuple[str, str], float] = {}
     for key, v in items:
         pk = _parse_pair_key(field, key, elements)
-        fv = _positive_float(f"{field}[{pk[0]}-{pk[1]}]", v)
+        fv = _positive_float(f"{field}[{pk[0]}-{pk[1]}]", v, MAX_LENGTH)
         if pk in table and table[pk] != fv:
             raise _err(field, value, f"conflicting values for pair {pk[0]}-{pk[1]}")
         table[pk] = fv
@@ -174,8 +190,8 @@ def _transform(field: str, value: Any) -> tuple[str, int, int]:
     if not isinstance(value, (tuple, list)) or len(value) != 3 or value[0] != "agnesi":
         raise _err(field, value, "must be ('agnesi', p, q)")
     _, p, q = value
-    if not (_is_int(p) and _is_int(q) and 1 <= p <= q):
-        raise _err(field, value, "needs integers 1 <= p <= q")
+    if not (_is_int(p) and _is_int(q) and 1 <= p <= q <= MAX_EXPONENT):
+        raise _err(field, value, f"needs integers 1 <= p <= q <= {MAX_EXPONENT}")
     if not _agnesi_a_positive(p, q):
         raise _err(field, value, "needs 2pq > p + q (otherwise no a > 0 maximises dy/dr at r0)")
     return ("agnesi", int(p), int(q))
@@ -184,13 +200,14 @@ def _transform(field: str, value: Any) -> tuple[str, int, int]:
 def _envelope(field: str, value: Any, allow_r: bool) -> tuple:
     if isinstance(value, (tuple, list)) and len(value) == 3 and value[0] == "x":
         _, pin, pcut = value
-        if not (_is_int(pin) and _is_int(pcut) and pin >= 0 and pcut >= 1):
-            raise _err(field, value, "('x', pin, pcut) needs integers pin >= 0, pcut >= 1")
+        if not (_is_int(pin) and _is_int(pcut) and 0 <= pin <= MAX_EXPONENT and 1 <= pcut <= MAX_EXPONENT):
+            raise _err(field, value, f"('x', pin, pcut) needs integers 0 <= pin <= {MAX_EXPONENT}, "
+                       f"1 <= pcut <= {MAX_EXPONENT}")
         return ("x", int(pin), int(pcut))
     if allow_r and isinstance(value, (tuple, list)) and len(value) == 2 and value[0] == "r":
         p = value[1]
-        if not (_is_int(p) and p >= 1):
-            raise _err(field, value, "('r', p) needs an integer p >= 1")
+        if not (_is_int(p) and 1 <= p <= MAX_EXPONENT):
+            raise _err(field, value, f"('r', p) needs an integer 1 <= p <= {MAX_EXPONENT}")
         return ("r", int(p))
     allowed = "('x', pin, pcut) or ('r', p)" if allow_r else "('x', pin, pcut)"
     raise _err(field, value, f"must be {allowed}")
@@ -260,22 +277,25 @@ class BasisSpec:
         els = tuple(els)
         set_("elements", els)
 
-        if not _is_int(self.order) or self.order < 1:
-            raise _err("order", self.order, "must be an integer >= 1")
+        if not _is_int(self.order) or not 1 <= self.order <= MAX_ORDER:
+            raise _err("order", self.order, f"must be an integer in 1..{MAX_ORDER}")
 
         td = self.totaldegree
         if isinstance(td, (tuple, list)):
             if len(td) != self.order:
                 raise _err("totaldegree", td, f"needs one value per correlation order ({self.order})")
-            vals = [_positive_float("totaldegree", v) for v in td]
+            vals = [_positive_float("totaldegree", v, MAX_TOTALDEGREE) for v in td]
         else:
-            vals = [_positive_float("totaldegree", td)] * self.order
+            vals = [_positive_float("totaldegree", td, MAX_TOTALDEGREE)] * self.order
         for nu, d in enumerate(vals, start=1):
             if d < nu:
                 raise _err("totaldegree", td, f"degree {d} of order {nu} admits no basis function (needs >= {nu})")
         set_("totaldegree", tuple(_clean_number(v) for v in vals))
 
         set_("wL", float(_positive_float("wL", self.wL)))
+        if self.lmax > MAX_LMAX:
+            raise _err("wL", self.wL, f"lets the selection reach l = {self.lmax} (at most {MAX_LMAX}) with totaldegree "
+                       f"{self.totaldegree}")
 
         # r0: explicit or from the bond-length table (pair value = mean of the two)
         if self.r0 is None:
@@ -287,6 +307,8 @@ class BasisSpec:
 
         if self.rcut is None:
             rc = RCUT_FACTOR * max(v for _, v in r0)
+            if rc > MAX_LENGTH:
+                raise _err("rcut", None, f"the default {RCUT_FACTOR} * max r0 = {rc} exceeds the limit of {MAX_LENGTH}")
             rcut = tuple((p, rc) for p, _ in r0)
         else:
             rcut = _pair_table("rcut", self.rcut, els)
@@ -295,8 +317,8 @@ class BasisSpec:
 
         if self.pair_degree is None:
             set_("pair_degree", int(math.floor(max(vals))))
-        elif not _is_int(self.pair_degree) or self.pair_degree < 1:
-            raise _err("pair_degree", self.pair_degree, "must be an integer >= 1")
+        elif not _is_int(self.pair_degree) or not 1 <= self.pair_degree <= MAX_PAIR_DEGREE:
+            raise _err("pair_degree", self.pair_degree, f"must be an integer in 1..{MAX_PAIR_DEGREE}")
 
         set_("transform", _transform("transform", self.transform))
         set_("pair_transform", _transform("pair_transform", self.pair_transform))

@@ -1,9 +1,13 @@
-"""Hypothesis fuzzing of every model loader (acegen JSON, PACE .yace, .ace, .yaml) through the
-public `acegen.load` and the lowering that follows it: the only exception allowed is
-acegen's own, and nothing hangs (every example has a deadline)."""
+"""Hypothesis fuzzing of every model loader (acegen JSON, PACE .yace, .ace, .yaml, ACE.jl,
+GRACE-FS) through the public `acegen.load` and the lowering that follows it: the only exception
+allowed is acegen's own, and nothing hangs (every example has a deadline).  The extreme-value
+fuzzing also runs under a memory budget."""
 
 from __future__ import annotations
 
+import re
+import resource
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import acegen
+from acegen.errors import ModelFileError, SpecError
 
 FILES = ["Al-Ni_opt_all.yace", "Al.pbe.rhocore.ace", "ZBL_rep.yaml", "Cu-III.yaml"]
 ALPHABET = b"0123456789-+.eE[]{}:, \nabcxyz#&*!|>'\"\t\x00\xff"
@@ -122,3 +127,114 @@ def test_fuzz_acejl_yace_reader(tmp_path, shared_dir, muts, alphabet_bytes):
         with np.errstate(over="ignore", invalid="ignore"):
             g, dg = radial_basis(bond, r)
         assert g.shape == (50, bond.nradbase)
+
+
+# ------------------------------------------------------------------ extreme numbers and sizes
+# Replace numbers of a real file by extreme values (sizes of 10^13 and 10^30, 1e308, -1e300,
+# 1e-12, integers of 400 digits, ...): the readers must refuse them with ModelFileError or
+# SpecError, within the deadline and a memory budget (nothing large is allocated first).
+EXTREMES = ["0", "-1", "1e-12", "1.0e-12", "1e308", "1.0e+308", "-1e300", "-1.0e+300", "1e-300", "10000000000000",
+            "1000000000000000000000000000000", "9" * 400, "2147483648", "9223372036854775808", "-0", "0.5",
+            "1000", "100.5", "nan", ".inf"]
+_NUM_RE = re.compile(rb"(?<![\w.])[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?(?![\w.])")
+
+extreme_edits = st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.sampled_from(EXTREMES), st.booleans()),
+                         min_size=1, max_size=3)
+
+
+def with_extremes(data: bytes, edits) -> bytes:
+    """Replace numbers of ``data`` (edits: (position in [0, 1), value, biased)); biased
+    positions favour the start of the file, where the sizes, cutoffs and radial parameters are."""
+    spans = [m.span() for m in _NUM_RE.finditer(data)]
+    chosen = {int((frac**3 if biased else frac) * len(spans)): v for frac, v, biased in edits}
+    for idx in sorted(chosen, reverse=True):
+        a, b = spans[idx]
+        data = data[:a] + chosen[idx].encode() + data[b:]
+    return data
+
+
+@contextmanager
+def memory_budget(nbytes: int = 2 << 30):
+    """Cap this process's address space at its current size + ``nbytes`` (soft limit, restored)."""
+    with open("/proc/self/statm") as f:
+        current = int(f.read().split()[0]) * resource.getpagesize()
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = current + nbytes
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def load_and_lower_strict(path: Path):
+    """Only ModelFileError / SpecError may escape; a lowered model has finite coefficients."""
+    try:
+        with memory_budget():
+            m = acegen.load(path)
+            ir = m.ir()
+    except (ModelFileError, SpecError):
+        return
+    for sp in ir.species:
+        assert np.isfinite(sp.coeffs).all()
+
+
+@pytest.mark.parametrize("name", FILES)
+@settings(max_examples=20, deadline=timedelta(seconds=20),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(edits=extreme_edits)
+def test_fuzz_pace_extremes(tmp_path, shared_dir, name, edits):
+    p = tmp_path / ("extreme" + Path(name).suffix)
+    p.write_bytes(with_extremes((shared_dir / "potentials" / name).read_bytes(), edits))
+    load_and_lower_strict(p)
+
+
+@settings(max_examples=20, deadline=timedelta(seconds=20),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(edits=extreme_edits)
+def test_fuzz_acejl_extremes(tmp_path, shared_dir, edits):
+    """ACE.jl exports (reader only: lowering this file takes seconds)."""
+    from acegen.io.pace import read_pace
+
+    p = tmp_path / "extreme.yace"
+    p.write_bytes(with_extremes((shared_dir / "potentials" / "TiAl_ACEjl_tutorial_20230120.yace").read_bytes(), edits))
+    try:
+        with memory_budget():
+            pot = read_pace(p)
+    except ModelFileError:
+        return
+    assert pot.rcut_max <= 100.0
+
+
+@settings(max_examples=30, deadline=timedelta(seconds=20),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(edits=extreme_edits)
+def test_fuzz_gracefs_extremes(tmp_path, shared_dir, edits):
+    from acegen.io.gracefs import read_gracefs
+
+    p = tmp_path / "extreme.yaml"
+    p.write_bytes(with_extremes((shared_dir / "potentials" / "gracefs" / "test_export_to_yaml.yaml").read_bytes(), edits))
+    try:
+        with memory_budget():
+            pot = read_gracefs(p)
+    except ModelFileError:
+        return
+    assert np.isfinite(pot.crad).all() and np.isfinite(pot.Z).all() and 0 < pot.rcut <= 100.0
+
+
+@settings(max_examples=30, deadline=timedelta(seconds=20),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(edits=extreme_edits)
+def test_fuzz_json_extremes(tmp_path, edits):
+    import json
+
+    spec = acegen.BasisSpec(["Cu"], 2, 4, rcut=4.0)
+    m = acegen.Model(spec, np.linspace(-1, 1, acegen.lower(spec).n_params), name="fz")
+    p = tmp_path / "extreme.json"
+    # the spec first (sizes, cutoffs, exponents), then the coefficients
+    d = m.to_dict()
+    text = json.dumps({"spec": d["spec"], **{k: v for k, v in d.items() if k != "spec"}})
+    p.write_bytes(with_extremes(text.encode(), edits))
+    load_and_lower_strict(p)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .pace.checks import MAX_RCUT
 from .pace.model import PaceBond
 
 __all__ = ["ACEJL_RADIAL", "ShipsRadial", "AceJlBond", "acejl_bond_from_yaml"]
@@ -81,7 +82,7 @@ def acejl_bond_from_yaml(ctx, fld: str, b, data: dict) -> AceJlBond:
     if not xl < xr:
         ctx.fail(f"{fld}.xr", f"must exceed xl = {xl}, got {xr}")
     s = ShipsRadial(
-        r0=ctx.real(ctx.get(b, "r0", f"{fld}.r0"), f"{fld}.r0", nonneg=True),
+        r0=ctx.real(ctx.get(b, "r0", f"{fld}.r0"), f"{fld}.r0", nonneg=True, absmax=MAX_RCUT),
         p=ctx.integer(ctx.get(b, "p", f"{fld}.p"), f"{fld}.p", lo=1, hi=16),
         xl=xl, xr=xr,
         pl=ctx.integer(ctx.get(b, "pl", f"{fld}.pl"), f"{fld}.pl", lo=0, hi=16),

@@ -59,6 +59,7 @@ LIMITS = {
     "rank": 12,
     "ndensity": 64,
     "cutoff": 100.0,
+    "fs_exponent": 100.0,
     "crad": 10_000_000,
     "Z": 1_000_000,
     "functions": 2_000_000,
@@ -239,7 +240,10 @@ class _Ctx:
     def real(self, v, fld, *, positive=False):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             self.fail(fld, f"expected a number, got {v!r}"[:200])
-        x = float(v)
+        try:
+            x = float(v)
+        except OverflowError:
+            self.fail(fld, f"number {str(v)[:30]}... is out of range")
         if not math.isfinite(x):
             self.fail(fld, f"non-finite number {v!r}")
         if positive and not x > 0:
@@ -372,6 +376,9 @@ def gracefs_from_dict(data: dict, source: str = "<dict>") -> GraceFSPotential:
     if len(params) == 0 or len(params) % 2:
         ctx.fail("emb_spec.params", f"needs (w, m) pairs: an even, non-zero count, got {len(params)}")
     nd = len(params) // 2
+    for i in range(1, len(params), 2):
+        if abs(params[i]) > LIMITS["fs_exponent"]:
+            ctx.fail(f"emb_spec.params[{i}]", f"exponent {float(params[i])!r} exceeds the limit of {LIMITS['fs_exponent']}")
     fs_parameters = tuple(float(x) for x in params)
 
     # radial basis
@@ -438,7 +445,7 @@ def _function(ctx: _Ctx, fld: str, f, mu: int, nradmax: int, lmax: int, nd: int)
     cgs = ctx.reals(ctx.get(f, "gen_cgs", f"{fld}.gen_cgs"), f"{fld}.gen_cgs", maxlen=LIMITS["ms_combs"])
     if len(cgs) == 0:
         ctx.fail(f"{fld}.gen_cgs", "no m-combinations")
-    ms = ctx.ints(ctx.get(f, "ms_combs", f"{fld}.ms_combs"), f"{fld}.ms_combs", len(cgs) * rank)
+    ms = ctx.ints(ctx.get(f, "ms_combs", f"{fld}.ms_combs"), f"{fld}.ms_combs", len(cgs) * rank, -lmax, lmax)
     ms = np.asarray(ms, dtype=np.int64).reshape(len(cgs), rank)
     bad = np.abs(ms) > np.asarray(ls)[None, :]
     if np.any(bad):

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from ..errors import ModelFileError
 from ..ir.model import Channel, CoreRepulsion, Embedding, ModelIR, ProjectionRows, SpeciesProgram
 
 SQRT4PI = math.sqrt(4.0 * math.pi)
@@ -123,10 +124,18 @@ def pace_to_ir(pot, *, name: str = "pace", radial: str = "spline") -> ModelIR:
             chans.append(ch)
             lookup[lab] = ch
             off += ch.size
-        monos, coeffs = _expand(funcs, lookup, nd)
+        with np.errstate(over="ignore", invalid="ignore"):
+            monos, coeffs = _expand(funcs, lookup, nd)
+        if not np.all(np.isfinite(coeffs)):
+            raise ModelFileError(pot.source or None, f"functions[{mu0}]",
+                                 "the c-tilde coefficients overflow a double when expanded into real monomials")
         projections = None
         if pot.bfunctions is not None:
-            pm, pc = _expand(pot.bfunctions.get(mu0, []), lookup, None)
+            with np.errstate(over="ignore", invalid="ignore"):
+                pm, pc = _expand(pot.bfunctions.get(mu0, []), lookup, None)
+            if not np.all(np.isfinite(pc)):
+                raise ModelFileError(pot.source or None, f"functions[{mu0}]",
+                                     "the B-basis coefficients overflow a double when expanded into real monomials")
             projections = ProjectionRows(pm, pc)
         kind = emb.npoti
         core_kind = "none"

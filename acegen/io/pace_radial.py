@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase.data import atomic_numbers
 
-from ..errors import SpecError
+from ..errors import ModelFileError, SpecError
 from ..ir.model import RadialBlock, SplineTable
 from .pace import PaceBond, PacePotential
 
@@ -385,8 +385,19 @@ class PaceSplineMeta:
 
 
 def _bond_spline(pot: PacePotential, mu_i: int, mu_j: int) -> PaceSpline:
+    """The bond's spline table; radial functions or a core repulsion that overflow on the knots
+    (parameters within the readers' limits can still combine badly) are a ModelFileError."""
     bond = pot.bonds[(mu_i, mu_j)]
-    return PaceSpline(lambda r: bond_functions(pot, mu_i, mu_j, r), bond.rcut, pot.delta_spline_bins)
+    fld = f"bonds[{mu_i},{mu_j}]"
+    why = "the radial functions or the core repulsion are not finite on the spline knots (0, rcut]"
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        try:
+            sp = PaceSpline(lambda r: bond_functions(pot, mu_i, mu_j, r), bond.rcut, pot.delta_spline_bins)
+        except (OverflowError, ZeroDivisionError, FloatingPointError) as exc:
+            raise ModelFileError(pot.source or None, fld, f"{why} ({exc})") from None
+    if not np.isfinite(sp.table).all():
+        raise ModelFileError(pot.source or None, fld, why)
+    return sp
 
 
 def pace_spline_tables(pot: PacePotential, mu_i: int, mu_j: int, *, _spline: PaceSpline | None = None):

@@ -43,7 +43,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import SpecError
-from ..spec import BasisSpec
+from ..spec import MAX_BASIS, BasisSpec
 
 __all__ = [
     "Factor",
@@ -119,6 +119,7 @@ def select_multisets(spec: BasisSpec, *, kmax: int = 0, wK: float = 1.0) -> list
 
     nz = spec.nelements
     out: list[tuple[int, Fraction, Multiset]] = []
+    visited = [0]  # candidate multisets examined (bounded by MAX_BASIS)
     for nu in range(1, spec.order + 1):
         dnu = _exact(spec.totaldegree[nu - 1])
         if nu == 1:
@@ -134,21 +135,31 @@ def select_multisets(spec: BasisSpec, *, kmax: int = 0, wK: float = 1.0) -> list
         cands = [label(z, n, l, k) for z in range(nz) for (n, l) in one_particle_basis(spec) for k in ks
                  if n + w * l + wk * k <= budget1]
         cands.sort()
-        degs = [f[1] + w * f[2] + (wk * f[3] if ext else 0) for f in cands]
+        # exact degrees as integers in units of 1/den (fast; the same comparisons as with Fractions)
+        den = math.lcm(w.denominator, dnu.denominator, wk.denominator)
+        wden, wkden = int(w * den), int(wk * den)
+        degs = [f[1] * den + wden * f[2] + (wkden * f[3] if ext else 0) for f in cands]
 
-        def rec(start: int, k: int, budget: Fraction, acc: list[int]) -> None:
+        def rec(start: int, k: int, budget: int, acc: list[int]) -> None:
             if k == 0:
+                visited[0] += 1
+                if visited[0] > MAX_BASIS:
+                    raise SpecError(
+                        f"BasisSpec: order {spec.order} with totaldegree {spec.totaldegree} selects more than "
+                        f"{MAX_BASIS} product functions (nu = {nu}); lower the order or the total degree"
+                    )
                 fs = tuple(cands[i] for i in acc)
                 if _admissible([f[2] for f in fs]):
-                    out.append((nu, dnu - budget, fs))
+                    out.append((nu, Fraction(dnu_s - budget, den), fs))
                 return
             for i in range(start, len(cands)):
-                if degs[i] + (k - 1) <= budget:
+                if degs[i] + (k - 1) * den <= budget:
                     acc.append(i)
                     rec(i, k - 1, budget - degs[i], acc)
                     acc.pop()
 
-        rec(0, nu, dnu, [])
+        dnu_s = int(dnu * den)
+        rec(0, nu, dnu_s, [])
     out.sort(key=lambda t: (t[0], t[1], t[2]))
     return [m for _, _, m in out]
 

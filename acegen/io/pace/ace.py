@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import _Ctx, _finish, _read_text
+from .checks import (
+    MAX_ELEMENTS,
+    MAX_FS_EXPONENT,
+    MAX_LAMBDAHC,
+    MAX_LMAX,
+    MAX_MS_COMBS,
+    MAX_NDENSITY,
+    MAX_NRAD,
+    MAX_PREHC,
+    MAX_RADPARAMETER,
+    MAX_RANK,
+    MAX_RCUT,
+    _Ctx,
+    _finish,
+    _read_text,
+)
 from .model import EMBEDDINGS, PaceBond, PaceEmbedding, PaceFunction, PacePotential
 
 
@@ -50,6 +65,21 @@ class _Scanner:
     def integer(self, fld: str, **kw) -> int:
         return self.ctx.integer(self.token(fld), fld, **kw)
 
+    def tokens_left(self) -> int:
+        """An upper bound of the tokens left: each needs a character and a separator."""
+        return (len(self.s) - self.i + 1) // 2
+
+    def count(self, n: int, per: int, fld: str, what: str) -> int:
+        """Check that ``n`` items of at least ``per`` tokens each fit in the rest of the file
+        (before a loop or an allocation of that size)."""
+        if n * per > self.tokens_left():
+            self.ctx.fail(fld, f"{n} {what} cannot fit in the rest of the file (truncated or corrupt size)")
+        return n
+
+    def reals(self, n: int, fld: str) -> np.ndarray:
+        """``n`` whitespace-separated numbers (``n`` already checked with :meth:`count`)."""
+        return np.array([self.real(fld) for _ in range(n)], dtype=float)
+
     def keyed_int(self, key: str, fld: str, **kw) -> int:
         """``key=VALUE`` (value may be glued to ``=`` or separated by whitespace)."""
         self.literal(key + "=", fld)
@@ -74,19 +104,21 @@ def read_ace(path) -> PacePotential:
         ctx.fail("nelements", "missing 'nelements=' line")
     sc = _Scanner(ctx, "".join(lines[start:]))
 
-    nel = sc.keyed_int("nelements", "nelements", lo=1)
+    nel = sc.keyed_int("nelements", "nelements", lo=1, hi=MAX_ELEMENTS)
+    sc.count(nel, 1, "nelements", "element symbols")
     sc.literal("elements:", "elements")
     elements = ctx.elements([sc.token(f"elements[{i}]") for i in range(nel)], "elements")
-    lmax = sc.keyed_int("lmax", "lmax", lo=0)
+    lmax = sc.keyed_int("lmax", "lmax", lo=0, hi=MAX_LMAX)
     if sc.peek_literal("embedding-function:"):
         sc.literal("embedding-function:", "embedding-function")
         npoti = ctx.string(sc.token("embedding-function"), "embedding-function", EMBEDDINGS)
         explicit = True
     else:
         npoti, explicit = "FinnisSinclair", False
-    nfs = sc.integer("FS parameters", lo=2)
+    nfs = sc.integer("FS parameters", lo=2, hi=2 * MAX_NDENSITY)
+    sc.count(nfs, 1, "FS parameters", "FS parameters")
     sc.literal("FS parameters:", "FS parameters")
-    fs = tuple(sc.real(f"FS parameters[{i}]") for i in range(nfs))
+    fs = tuple(sc.real(f"FS parameters[{i}]", absmax=MAX_FS_EXPONENT if i % 2 else None) for i in range(nfs))
     if nfs % 2:
         ctx.fail("FS parameters", f"expected an even number of parameters, got {nfs}")
     if not explicit and any(m != 1.0 for m in fs[1::2]):
@@ -106,37 +138,36 @@ def read_ace(path) -> PacePotential:
     if radbasename.startswith("ACE.jl"):
         ctx.fail("radbasename", f"ACE.jl radial tables ({radbasename!r}) are not supported")
     ctx.string(radbasename, "radbasename", ("ChebExpCos", "ChebPow"))
-    nradbase = sc.keyed_int("nradbase", "nradbase", lo=0)
-    nradmax = sc.keyed_int("nradmax", "nradmax", lo=0)
+    nradbase = sc.keyed_int("nradbase", "nradbase", lo=0, hi=MAX_NRAD)
+    nradmax = sc.keyed_int("nradmax", "nradmax", lo=0, hi=MAX_NRAD)
     sc.literal("cutoffmax=", "cutoffmax")
     sc.real("cutoffmax", positive=True)
     sc.literal("deltaSplineBins=", "deltaSplineBins")
     delta = sc.real("deltaSplineBins", positive=True)
     pairs = [(i, j) for i in range(nel) for j in range(nel)]
     sc.literal("core repulsion parameters:", "core repulsion parameters")
-    core = {p: (sc.real(f"core repulsion parameters[{p[0]},{p[1]}].prehc"),
-                sc.real(f"core repulsion parameters[{p[0]},{p[1]}].lambdahc")) for p in pairs}
+    core = {p: (sc.real(f"core repulsion parameters[{p[0]},{p[1]}].prehc", absmax=MAX_PREHC),
+                sc.real(f"core repulsion parameters[{p[0]},{p[1]}].lambdahc", absmax=MAX_LAMBDAHC)) for p in pairs}
     sc.literal("radparameter=", "radparameter")
-    lam = {p: sc.real(f"radparameter[{p[0]},{p[1]}]") for p in pairs}
+    lam = {p: sc.real(f"radparameter[{p[0]},{p[1]}]", absmax=MAX_RADPARAMETER) for p in pairs}
     sc.literal("cutoff=", "cutoff")
-    rcut = {p: sc.real(f"cutoff[{p[0]},{p[1]}]", positive=True) for p in pairs}
+    rcut = {p: sc.real(f"cutoff[{p[0]},{p[1]}]", positive=True, absmax=MAX_RCUT) for p in pairs}
     sc.literal("dcut=", "dcut")
-    dcut = {p: sc.real(f"dcut[{p[0]},{p[1]}]", nonneg=True) for p in pairs}
+    dcut = {p: sc.real(f"dcut[{p[0]},{p[1]}]", nonneg=True, absmax=MAX_RCUT) for p in pairs}
     sc.literal("crad=", "crad")
+    ncrad = nradbase * nradmax * (lmax + 1)
+    sc.count(ncrad * len(pairs), 1, "crad", "radial coefficients")
     bonds = {}
     for p in pairs:
-        crad = np.zeros((nradmax, lmax + 1, nradbase))
-        for k in range(nradbase):
-            for n in range(nradmax):
-                for l in range(lmax + 1):
-                    crad[n, l, k] = sc.real(f"crad[{p[0]},{p[1]}]")
+        # stored k-outermost: for k: for n: for l
+        crad = sc.reals(ncrad, f"crad[{p[0]},{p[1]}]").reshape(nradbase, nradmax, lmax + 1).transpose(1, 2, 0)
         bonds[p] = PaceBond(
             radbasename=radbasename, radparameters=(lam[p],), nradbase=nradbase, nradmax=nradmax, lmax=lmax,
             crad=crad, rcut=rcut[p], dcut=dcut[p], prehc=core[p][0], lambdahc=core[p][1], rcut_in=0.0, dcut_in=0.0,
             inner_cutoff_type="density",
         )
-    rankmax = sc.keyed_int("rankmax", "rankmax", lo=1)
-    ndensitymax = sc.keyed_int("ndensitymax", "ndensitymax", lo=1)
+    rankmax = sc.keyed_int("rankmax", "rankmax", lo=1, hi=MAX_RANK)
+    ndensitymax = sc.keyed_int("ndensitymax", "ndensitymax", lo=1, hi=MAX_NDENSITY)
     if len(fs) != 2 * ndensitymax:
         ctx.fail("FS parameters", f"expected 2*ndensitymax = {2 * ndensitymax} parameters, got {len(fs)}")
     sc.keyed_int("num_c_tilde_max", "num_c_tilde_max", lo=0)
@@ -150,6 +181,8 @@ def read_ace(path) -> PacePotential:
     for section in ("total_basis_size_rank1", "total_basis_size"):
         sc.literal(section + ":", section)
         sizes = [sc.integer(f"{section}[{mu}]", lo=0) for mu in range(nel)]
+        # a function takes at least 9 whitespace-separated chunks (header, groups, one combination)
+        sc.count(sum(sizes), 9, section, "basis functions")
         for mu in range(nel):
             for i in range(sizes[mu]):
                 f = _read_ace_function(sc, f"{section}[{mu}].function[{i}]", rankmax)
@@ -178,6 +211,8 @@ def _read_ace_function(sc: _Scanner, fld: str, rankmax: int) -> PaceFunction:
     if not 1 <= rank <= rankmax:
         ctx.fail(f"{fld}.rank", f"rank {rank} out of range 1..rankmax={rankmax}")
     nd = kv("ndens")
+    if not 1 <= nd <= MAX_NDENSITY:
+        ctx.fail(f"{fld}.ndens", f"{nd} is outside 1..{MAX_NDENSITY}")
     mu0 = kv("mu0")
 
     def group(key, **kw):
@@ -186,12 +221,13 @@ def _read_ace_function(sc: _Scanner, fld: str, rankmax: int) -> PaceFunction:
         sc.literal(")", f"{fld}.{key}")
         return vals
 
-    mus, ns, ls = group("mu"), group("n"), group("l", lo=0)
-    nms = sc.keyed_int("num_ms", f"{fld}.num_ms", lo=1)
+    mus, ns, ls = group("mu", lo=0, hi=MAX_ELEMENTS - 1), group("n", lo=1, hi=MAX_NRAD), group("l", lo=0, hi=MAX_LMAX)
+    nms = sc.keyed_int("num_ms", f"{fld}.num_ms", lo=1, hi=MAX_MS_COMBS)
+    sc.count(nms, rank + nd, f"{fld}.num_ms", "m-combinations")
     ms, ct = [], []
     for k in range(nms):
         sc.literal("<", f"{fld}.ms_combs[{k}]")
-        ms.append([sc.integer(f"{fld}.ms_combs[{k}]") for _ in range(rank)])
+        ms.append([sc.integer(f"{fld}.ms_combs[{k}]", lo=-MAX_LMAX, hi=MAX_LMAX) for _ in range(rank)])
         sc.literal(">:", f"{fld}.ms_combs[{k}]")
         ct.append([sc.real(f"{fld}.ctildes[{k}]") for _ in range(nd)])
     return PaceFunction(mu0=mu0, rank=rank, mus=mus, ns=ns, ls=ls, ms_combs=ms, ctildes=ct)

@@ -6,11 +6,30 @@ basis with doubled coefficients, permutation compression, merging of equal (mus,
 from __future__ import annotations
 
 from dataclasses import replace
+import math
 
 import numpy as np
 
 from ...symbolic.clebsch_gordan import ms_cg_list
-from .checks import _check_zbl_dcut, _Ctx, _finish, _load_yaml, _read_text
+from .checks import (
+    MAX_LAMBDAHC,
+    MAX_LMAX,
+    MAX_MS_COMBS,
+    MAX_MS_ENUMERATION,
+    MAX_NDENSITY,
+    MAX_NRAD,
+    MAX_PREHC,
+    MAX_RADPARAMETER,
+    MAX_RANK,
+    MAX_RCUT,
+    MAX_SPLINE_BINS,
+    _check_zbl_dcut,
+    _Ctx,
+    _finish,
+    _load_yaml,
+    _read_text,
+)
+from .yace import _fs_parameters
 from .model import (
     EMBEDDINGS,
     INNER_CUTOFF_TYPES,
@@ -39,6 +58,10 @@ def read_bbasis_yaml(path) -> BBasisPotential:
     if not isinstance(meta, dict):
         ctx.fail("metadata", "expected a mapping")
     blocks = tuple(_read_bblock(ctx, f"species[{i}]", b) for i, b in enumerate(species))
+    for i, b in enumerate(blocks):
+        if b.radial is not None and b.radial.rcut / delta > MAX_SPLINE_BINS:
+            ctx.fail("global.DeltaSplineBins", f"{delta!r} Å gives {b.radial.rcut / delta:.3g} spline bins over the cutoff "
+                     f"{b.radial.rcut} Å of species[{i}] (at most {MAX_SPLINE_BINS})")
     names = [b.name for b in blocks]
     for i, b in enumerate(blocks):
         if names.count(b.name) > 1:
@@ -58,19 +81,20 @@ def _read_bblock(ctx: _Ctx, fld: str, b) -> BSpeciesBlock:
     one = nspec == 1
     ndensity = npoti = fs = rho = drho = None
     if one:
-        ndensity = ctx.integer(ctx.get(b, "ndensityi", f"{fld}.ndensityi"), f"{fld}.ndensityi", lo=1)
+        ndensity = ctx.integer(ctx.get(b, "ndensityi", f"{fld}.ndensityi"), f"{fld}.ndensityi", lo=1, hi=MAX_NDENSITY)
         npoti = ctx.string(ctx.get(b, "npoti", f"{fld}.npoti"), f"{fld}.npoti", EMBEDDINGS)
-        fs = ctx.reals(ctx.get(b, "parameters", f"{fld}.parameters"), f"{fld}.parameters", 2 * ndensity)
+        fs = _fs_parameters(ctx, ctx.get(b, "parameters", f"{fld}.parameters"), f"{fld}.parameters", ndensity)
         rho = ctx.real(ctx.get(b, "rho_core_cut", f"{fld}.rho_core_cut", 100000.0), f"{fld}.rho_core_cut")
         drho = ctx.real(ctx.get(b, "drho_core_cut", f"{fld}.drho_core_cut", 250.0), f"{fld}.drho_core_cut", nonneg=True)
     radial = None
     radkeys = ("nradmaxi", "nradbaseij", "radbase", "radparameters", "radcoefficients", "rcutij", "dcutij")
     if "lmaxi" in b:
-        lmax = ctx.integer(b["lmaxi"], f"{fld}.lmaxi", lo=0)
-        nradmax = ctx.integer(ctx.get(b, "nradmaxi", f"{fld}.nradmaxi"), f"{fld}.nradmaxi", lo=0)
-        nradbase = ctx.integer(ctx.get(b, "nradbaseij", f"{fld}.nradbaseij"), f"{fld}.nradbaseij", lo=0)
+        lmax = ctx.integer(b["lmaxi"], f"{fld}.lmaxi", lo=0, hi=MAX_LMAX)
+        nradmax = ctx.integer(ctx.get(b, "nradmaxi", f"{fld}.nradmaxi"), f"{fld}.nradmaxi", lo=0, hi=MAX_NRAD)
+        nradbase = ctx.integer(ctx.get(b, "nradbaseij", f"{fld}.nradbaseij"), f"{fld}.nradbaseij", lo=0, hi=MAX_NRAD)
         radbase = ctx.string(ctx.get(b, "radbase", f"{fld}.radbase"), f"{fld}.radbase", RADIAL_BASES)
-        radparameters = ctx.reals(ctx.get(b, "radparameters", f"{fld}.radparameters"), f"{fld}.radparameters")
+        radparameters = ctx.reals(ctx.get(b, "radparameters", f"{fld}.radparameters"), f"{fld}.radparameters",
+                                  absmax=MAX_RADPARAMETER)
         if not radparameters:
             ctx.fail(f"{fld}.radparameters", "needs at least one value")
         rc = ctx.get(b, "radcoefficients", f"{fld}.radcoefficients")
@@ -85,8 +109,8 @@ def _read_bblock(ctx: _Ctx, fld: str, b) -> BSpeciesBlock:
         radial = BRadialSpec(
             radbase=radbase, radparameters=radparameters, nradbase=nradbase, nradmax=nradmax, lmax=lmax,
             radcoefficients=crad,
-            rcut=ctx.real(ctx.get(b, "rcutij", f"{fld}.rcutij"), f"{fld}.rcutij", positive=True),
-            dcut=ctx.real(ctx.get(b, "dcutij", f"{fld}.dcutij"), f"{fld}.dcutij", nonneg=True),
+            rcut=ctx.real(ctx.get(b, "rcutij", f"{fld}.rcutij"), f"{fld}.rcutij", positive=True, absmax=MAX_RCUT),
+            dcut=ctx.real(ctx.get(b, "dcutij", f"{fld}.dcutij"), f"{fld}.dcutij", nonneg=True, absmax=MAX_RCUT),
         )
     else:
         for k in radkeys:
@@ -95,10 +119,12 @@ def _read_bblock(ctx: _Ctx, fld: str, b) -> BSpeciesBlock:
     core = None
     if "core-repulsion" in b:
         cr = ctx.reals(b["core-repulsion"], f"{fld}.core-repulsion", 2)
+        if abs(cr[0]) > MAX_PREHC or abs(cr[1]) > MAX_LAMBDAHC:
+            ctx.fail(f"{fld}.core-repulsion", f"{list(cr)} exceeds the limits ({MAX_PREHC:g}, {MAX_LAMBDAHC:g}) in magnitude")
         core = (cr[0], cr[1])
     ict = ctx.string(b.get("inner_cutoff_type", "density"), f"{fld}.inner_cutoff_type", INNER_CUTOFF_TYPES)
-    r_in = ctx.real(b.get("r_in", 0.0), f"{fld}.r_in", nonneg=True)
-    delta_in = ctx.real(b.get("delta_in", 0.0), f"{fld}.delta_in", nonneg=True)
+    r_in = ctx.real(b.get("r_in", 0.0), f"{fld}.r_in", nonneg=True, absmax=MAX_RCUT)
+    delta_in = ctx.real(b.get("delta_in", 0.0), f"{fld}.delta_in", nonneg=True, absmax=MAX_RCUT)
     nbody = ctx.seq(ctx.get(b, "nbody", f"{fld}.nbody", []), f"{fld}.nbody")
     funcs = tuple(_read_bfunc(ctx, f"{fld}.nbody[{i}]", f, elems) for i, f in enumerate(nbody))
     return BSpeciesBlock(
@@ -122,9 +148,11 @@ def _read_bfunc(ctx: _Ctx, fld: str, f, block_elems) -> BFunctionSpec:
         if e not in block_elems:
             ctx.fail(f"{fld}.type", f"element {e} is not in the block's elements {list(block_elems)}")
     rank = len(els) - 1
-    nr = ctx.ints(ctx.get(f, "nr", f"{fld}.nr"), f"{fld}.nr", rank, lo=1)
-    nl = ctx.ints(ctx.get(f, "nl", f"{fld}.nl"), f"{fld}.nl", rank, lo=0)
-    lint = ctx.ints(f.get("lint", []), f"{fld}.lint", max(rank - 2, 0), lo=0)
+    if rank > MAX_RANK:
+        ctx.fail(f"{fld}.type", f"rank {rank} exceeds the limit of {MAX_RANK}")
+    nr = ctx.ints(ctx.get(f, "nr", f"{fld}.nr"), f"{fld}.nr", rank, lo=1, hi=MAX_NRAD)
+    nl = ctx.ints(ctx.get(f, "nl", f"{fld}.nl"), f"{fld}.nl", rank, lo=0, hi=MAX_LMAX)
+    lint = ctx.ints(f.get("lint", []), f"{fld}.lint", max(rank - 2, 0), lo=0, hi=MAX_RANK * MAX_LMAX)
     c_raw = ctx.get(f, "c", f"{fld}.c")
     c = ctx.reals(c_raw if isinstance(c_raw, list) else [c_raw], f"{fld}.c")
     skip = f.get("skip", False)
@@ -264,6 +292,17 @@ def bbasis_to_ctilde(bb: BBasisPotential) -> PacePotential:
                     if fs.nl[t] > bond.lmax:
                         ctx.fail(f"{fld}.nl", f"l={fs.nl[t]} exceeds lmax={bond.lmax} of {b.elements[0]}-{elements[mu]}")
             bfuncs[mu0_block].append((mus, fs))
+    # the half basis enumerates Π_t (2 l_t + 1) m-combinations per function: bound the work first
+    total = 0
+    for bi, b in enumerate(bb.blocks):
+        for fi, fs in enumerate(b.functions):
+            n = math.prod(2 * l + 1 for l in fs.nl)
+            if n > MAX_MS_COMBS:
+                ctx.fail(f"species[{bi}].nbody[{fi}].nl", f"{list(fs.nl)} spans {n} m-combinations (at most {MAX_MS_COMBS})")
+            total += 0 if fs.skip else n
+    if total > MAX_MS_ENUMERATION:
+        ctx.fail("species", f"the B functions span {total} m-combinations in all (at most {MAX_MS_ENUMERATION})")
+
     projections: dict[int, list[PaceFunction]] = {mu: [] for mu in range(nel)}
     for mu0, lst in bfuncs.items():
         # B functions for the projections (extrapolation grade): rank 1 first, else file order

@@ -24,6 +24,26 @@ _FLOAT_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
 
+# ------------------------------------------------------------------------------ limits
+# Every size and range the PACE readers accept (documented in docs/pace-formats-support.md,
+# "Limits").  Sizes are checked before anything of that size is allocated; a count read from
+# a file is also checked against what the rest of the file can hold.  The limits are far
+# above what fitted potentials use (lmax <= 6, nradmax <= 20, nradbase <= 16, ndensity <= 4,
+# rank <= 6, rcut <= 10 Å, 10^4 spline bins) and far below what would exhaust memory or time.
+MAX_ELEMENTS = 118  # distinct chemical elements
+MAX_LMAX = 20
+MAX_NRAD = 100  # nradmax, nradbase
+MAX_NDENSITY = 100
+MAX_RANK = 10
+MAX_RCUT = 100.0  # Å: cutoffs, inner cutoffs and their widths
+MAX_SPLINE_BINS = 1_000_000  # rcut / deltaSplineBins per bond
+MAX_RADPARAMETER = 100.0  # |λ| of the radial basis (exp(λ ...) must stay finite)
+MAX_PREHC = 1e8  # |prehc| of the core repulsion (eV Å)
+MAX_LAMBDAHC = 1000.0  # |lambdahc| of the core repulsion (1/Å)
+MAX_FS_EXPONENT = 100.0  # |m| of the Finnis-Sinclair embedding ρ^m
+MAX_MS_COMBS = 1_000_000  # m-combinations of one function
+MAX_MS_ENUMERATION = 10_000_000  # m-combinations a B-basis conversion enumerates in all
+
 
 class _Ctx:
     """Validation helpers that raise ModelFileError(path, field, message)."""
@@ -57,7 +77,7 @@ class _Ctx:
             self.fail(fld, f"expected {length} entries, got {len(v)}")
         return v
 
-    def real(self, v, fld, *, positive=False, nonneg=False):
+    def real(self, v, fld, *, positive=False, nonneg=False, absmax=None):
         if isinstance(v, bool) or v is None:
             self.fail(fld, f"expected a number, got {v!r}")
         if isinstance(v, str):
@@ -69,22 +89,29 @@ class _Ctx:
             v = float(s)
         if not isinstance(v, (int, float)):
             self.fail(fld, f"expected a number, got {type(v).__name__}")
-        x = float(v)
+        try:
+            x = float(v)
+        except OverflowError:
+            self.fail(fld, f"number {str(v)[:30]}... is out of range")
         if not math.isfinite(x):
             self.fail(fld, f"non-finite number {v!r}")
         if positive and not x > 0:
             self.fail(fld, f"must be positive, got {x!r}")
         if nonneg and x < 0:
             self.fail(fld, f"must be non-negative, got {x!r}")
+        if absmax is not None and abs(x) > absmax:
+            self.fail(fld, f"{x!r} exceeds the limit of {absmax!r} in magnitude")
         return x
 
     def integer(self, v, fld, *, lo=None, hi=None):
         if isinstance(v, bool):
             self.fail(fld, f"expected an integer, got {v!r}")
         if isinstance(v, str) and _INT_RE.match(v.strip()):
+            if len(v.strip()) > 30:
+                self.fail(fld, f"integer {v.strip()[:30]}... is out of range")
             v = int(v.strip())
         if not isinstance(v, int):
-            self.fail(fld, f"expected an integer, got {v!r}")
+            self.fail(fld, f"expected an integer, got {str(v)[:40]}")
         if lo is not None and v < lo:
             self.fail(fld, f"must be >= {lo}, got {v}")
         if hi is not None and v > hi:
@@ -109,6 +136,8 @@ class _Ctx:
     def array3(self, v, fld, shape):
         n0, n1, n2 = shape
         v = self.seq(v, fld, n0)
+        if n0 * n1 * n2 > MAX_NRAD * (MAX_LMAX + 1) * MAX_NRAD:
+            self.fail(fld, f"shape {shape} exceeds the limits")
         out = np.zeros(shape)
         for a, row in enumerate(v):
             row = self.seq(row, f"{fld}[{a}]", n1)
@@ -240,7 +269,47 @@ def _check_inner_type(ctx, bonds):
                      f"is {bonds[k].inner_cutoff_type!r}, but bond {min(bonds)} has {first!r}; it must be the same for all bonds")
 
 
+def _check_ranges(ctx, delta, embeddings, bonds):
+    """Range checks every reader's result passes (the readers check most fields as they read
+    them, naming the field as written; this catches whatever reached the model another way)."""
+    for mu in sorted(embeddings):
+        e = embeddings[mu]
+        if not 1 <= e.ndensity <= MAX_NDENSITY:
+            ctx.fail(f"embeddings[{mu}].ndensity", f"{e.ndensity} is outside 1..{MAX_NDENSITY}")
+        for p, m in enumerate(e.fs_parameters[1::2]):
+            if abs(m) > MAX_FS_EXPONENT:
+                ctx.fail(f"embeddings[{mu}].FS_parameters[{2 * p + 1}]",
+                         f"exponent {m!r} exceeds the limit of {MAX_FS_EXPONENT} in magnitude")
+    for k in sorted(bonds):
+        b = bonds[k]
+        fld = f"bonds[{k[0]},{k[1]}]"
+        for name, v, hi in (("lmax", b.lmax, MAX_LMAX), ("nradmax", b.nradmax, MAX_NRAD),
+                            ("nradbase", b.nradbase, MAX_NRAD)):
+            if not 0 <= v <= hi:
+                ctx.fail(f"{fld}.{name}", f"{v} is outside 0..{hi}")
+        if not 0 < b.rcut <= MAX_RCUT:
+            ctx.fail(f"{fld}.rcut", f"{b.rcut!r} Å is outside (0, {MAX_RCUT}] Å")
+        for name, v in (("dcut", b.dcut), ("rcut_in", b.rcut_in), ("dcut_in", b.dcut_in)):
+            if not 0 <= v <= MAX_RCUT:
+                ctx.fail(f"{fld}.{name}", f"{v!r} Å is outside [0, {MAX_RCUT}] Å")
+        for i, lam in enumerate(b.radparameters):
+            if abs(lam) > MAX_RADPARAMETER:
+                ctx.fail(f"{fld}.radparameters[{i}]", f"{lam!r} exceeds the limit of {MAX_RADPARAMETER} in magnitude")
+        if abs(b.prehc) > MAX_PREHC:
+            ctx.fail(f"{fld}.prehc", f"{b.prehc!r} exceeds the limit of {MAX_PREHC:g} in magnitude")
+        if abs(b.lambdahc) > MAX_LAMBDAHC:
+            ctx.fail(f"{fld}.lambdahc", f"{b.lambdahc!r} exceeds the limit of {MAX_LAMBDAHC:g} in magnitude")
+        nbins = b.rcut / delta
+        if nbins > MAX_SPLINE_BINS:
+            ctx.fail("deltaSplineBins", f"{delta!r} Å gives {nbins:.3g} spline bins over the cutoff {b.rcut} Å of bond "
+                     f"{k[0]},{k[1]} (at most {MAX_SPLINE_BINS})")
+        if int(nbins) < 2:
+            ctx.fail("deltaSplineBins", f"{delta!r} Å leaves fewer than two spline bins over the cutoff {b.rcut} Å "
+                     f"of bond {k[0]},{k[1]}")
+
+
 def _finish(ctx, elements, E0, delta, embeddings, bonds, functions) -> PacePotential:
+    _check_ranges(ctx, delta, embeddings, bonds)
     _check_inner_type(ctx, bonds)
     _check_functions(ctx, elements, embeddings, bonds, functions)
     return PacePotential(
