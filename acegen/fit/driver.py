@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, FitError
-from .data import RowMeta, TrainingSet, assemble, load_training_set, read_structures
+from .data import LazyTrainingSet, RowMeta, TrainingSet, assemble, load_training_set
 from .errors_table import error_table, save_error_table
 from .evaluator import BasisEvaluator, make_basis_evaluator
 from .priors import prior_gamma
@@ -46,7 +46,7 @@ class FitReport:
 
     coefficients: np.ndarray
     result: FitResult
-    training_set: TrainingSet
+    training_set: TrainingSet | LazyTrainingSet
     meta: RowMeta
     y: np.ndarray
     predictions: np.ndarray
@@ -67,7 +67,7 @@ class FitReport:
         return len(self.coefficients)
 
 
-def fit_linear(training_set: TrainingSet, basis_evaluator: BasisEvaluator, *, solver: str = "blr",
+def fit_linear(training_set: TrainingSet | LazyTrainingSet, basis_evaluator: BasisEvaluator, *, solver: str = "blr",
                solver_options: Mapping[str, Any] | None = None, gamma: np.ndarray | None = None,
                committee: Mapping[str, Any] | None = None, progress: bool | None = None,
                streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE, workers: int = 1, client=None,
@@ -131,16 +131,7 @@ def _spec_eref(spec) -> dict[str, float] | None:
     return eref if any(v != 0.0 for v in eref.values()) else None
 
 
-def _read_if_paths(structures):
-    """Structures from a path or a list of paths; anything else unchanged."""
-    if isinstance(structures, (str, Path)) or (
-            isinstance(structures, (list, tuple)) and structures
-            and all(isinstance(p, (str, Path)) for p in structures)):
-        return read_structures(structures)
-    return structures
-
-
-def score(basis_evaluator: BasisEvaluator, training_set: TrainingSet, coefficients: np.ndarray, *,
+def score(basis_evaluator: BasisEvaluator, training_set: TrainingSet | LazyTrainingSet, coefficients: np.ndarray, *,
           progress: bool | None = None, streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE,
           workers: int = 1, client=None) -> tuple[dict, RowMeta, np.ndarray, np.ndarray]:
     """Error table, row meta, predictions ``A·c`` and targets of ``coefficients`` on a data
@@ -192,8 +183,9 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         raise FitError(f"fit: spec must be an acegen.BasisSpec, got {type(spec).__name__}")
     if eref is None:
         eref = _spec_eref(spec)
-    ts = load_training_set(_read_if_paths(structures), energy_key=energy_key, force_key=force_key,
-                           virial_key=virial_key,
+    # structure files are read lazily when streaming (scanned once, then read block by block)
+    lazy = None if streaming else False
+    ts = load_training_set(structures, energy_key=energy_key, force_key=force_key, virial_key=virial_key, lazy=lazy,
                            stress_key=stress_key, config_type_key=config_type_key, weights=weights, eref=eref,
                            elements=spec.elements, missing=missing, weight_keys=weight_keys)
     e0 = {el: float(ts.eref.get(el, 0.0)) for el in spec.elements}
@@ -222,8 +214,8 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     errors = {"train": report.errors}
     if test is not None:
         t0 = time.perf_counter()
-        test_set = load_training_set(_read_if_paths(test), **keys, weights=weights, eref=ts.eref or "zero",
-                                     elements=spec.elements, weight_keys=weight_keys)
+        test_set = load_training_set(test, **keys, weights=weights, eref=ts.eref or "zero",
+                                     elements=spec.elements, weight_keys=weight_keys, lazy=lazy)
         report.test_errors, report.test_meta, report.test_predictions, report.test_y = score(
             basis_evaluator, test_set, report.coefficients, progress=progress, streaming=streaming,
             block_size=block_size, workers=workers, client=client)

@@ -43,7 +43,7 @@ from .data import RowMeta, TrainingSet, _n_rows, assemble
 __all__ = ["Compressed", "LazyBasisEvaluator", "block_factor", "compress_stream", "data_hash",
            "default_checkpoint_dir", "fold", "predict_stream"]
 
-_FORMAT = "acegen-fit-stream-1"
+_FORMAT = "acegen-fit-stream-2"
 
 
 # ---------------------------------------------------------------------------- folding
@@ -241,14 +241,14 @@ class _Runner:
         return _ordered(submit, blocks, self.window)
 
 
-def _blocks(ts: TrainingSet, block_size: int, start: int = 0) -> Iterator[list]:
-    s = ts.structures
-    for b in range(start, _n_blocks(ts, block_size)):
-        yield s[b * block_size:(b + 1) * block_size]
+def _blocks(ts, block_size: int, start: int = 0) -> Iterator[list]:
+    """Blocks of structures in order (an in-memory set slices its list, a
+    :class:`~acegen.fit.data.LazyTrainingSet` reads its files once, sequentially)."""
+    return iter(ts.iter_blocks(block_size, start))
 
 
-def _n_blocks(ts: TrainingSet, block_size: int) -> int:
-    return -(-len(ts.structures) // block_size)
+def _n_blocks(ts, block_size: int) -> int:
+    return ts.n_blocks(block_size)
 
 
 def _check_block_size(block_size) -> int:
@@ -263,21 +263,11 @@ def default_checkpoint_dir() -> Path:
     return cache_root() / "fit"
 
 
-def data_hash(ts: TrainingSet) -> str:
+def data_hash(ts) -> str:
     """SHA-256 over every structure (species, positions, cell, pbc), its targets, row weights
-    and config type, in order."""
-    h = hashlib.sha256(_FORMAT.encode())
-    for s in ts.structures:
-        a = s.atoms
-        for arr in (a.numbers, a.positions, np.asarray(a.cell), a.pbc):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        h.update(repr((s.config_type, s.energy_target, s.forces is None, s.virial is None)).encode())
-        for arr in (s.forces, s.virial):
-            if arr is not None:
-                h.update(np.ascontiguousarray(arr, dtype=float).tobytes())
-        for k in ("E", "F", "V"):
-            h.update(np.ascontiguousarray(s.weights[k], dtype=float).tobytes())
-    return h.hexdigest()
+    and config type, in order, and the reference energies (a lazy training set hashes its
+    files while scanning them: no second read)."""
+    return ts.data_hash()
 
 
 def _arrays_digest(R: np.ndarray, n_obs: int, log_w: float, done: int) -> str:
