@@ -165,3 +165,31 @@ def test_lazy_needs_files_and_pacemaker_frames_stay_in_memory(toy, tmp_path):
     pd.DataFrame(rows).to_pickle(tmp_path / "d.pckl.gzip", compression="gzip")
     ts = load_training_set(tmp_path / "d.pckl.gzip", force_key=None, eref="zero")
     assert isinstance(ts, TrainingSet) and len(ts) == 17
+
+
+def test_acegen_fit_from_files_reads_them_lazily(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import acegen
+    import acegen.model
+
+    from .test_fit_driver import THETA as T5, StubModel, _data
+
+    monkeypatch.setattr(acegen.model, "Model", StubModel)
+    model = PairToy(len(T5))
+    basis = SimpleNamespace(spec=acegen.BasisSpec(["Si"], 2, 6), functions=[],
+                            pair=[SimpleNamespace(z0=0, zj=0, n=k + 1) for k in range(len(T5))], n_params=len(T5))
+    ase.io.write(tmp_path / "train.xyz", _data(model, n=12, noise=1e-3), format="extxyz")
+    ase.io.write(tmp_path / "test.xyz", _data(model, n=5, seed=7)[1:], format="extxyz")
+    spec = acegen.BasisSpec(["Si"], 2, 6)
+    kw = dict(virial_key="virial", basis=basis, basis_evaluator=model, progress=False, test=tmp_path / "test.xyz")
+    lazy = acegen.fit(spec, tmp_path / "train.xyz", block_size=5, **kw)
+    eager = acegen.fit(spec, tmp_path / "train.xyz", streaming=False, **kw)
+    assert isinstance(lazy.fit_report.training_set, LazyTrainingSet)
+    assert isinstance(eager.fit_report.training_set, TrainingSet)
+    np.testing.assert_allclose(lazy.coefficients, eager.coefficients, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(lazy.fit_report.test_predictions, eager.fit_report.test_predictions, rtol=1e-10)
+    assert lazy.provenance["data"]["train_counts"] == eager.provenance["data"]["train_counts"]
+    assert lazy.provenance["data"]["test_counts"] == eager.provenance["data"]["test_counts"]
+    assert lazy.provenance["data"]["train_counts"]["n_isolated_atoms"] == 1
+    assert lazy.provenance["data"]["train"] == eager.provenance["data"]["train"]
