@@ -1,7 +1,7 @@
 """Fitting at scale: streaming assembly against the in-memory path, peak memory, workers.
 
     python benchmarks/fit_scale.py equal              # Zuo Cu: streaming == in-memory, Table II errors
-    python benchmarks/fit_scale.py memory [--replicas 10] [--block-size 32] [--in-memory]
+    python benchmarks/fit_scale.py memory [--replicas 10] [--block-size 32] [--in-memory] [--load-only]
     python benchmarks/fit_scale.py workers [--repeats 3] [--replicas 1]
 
 * ``equal``: the Zuo et al. (2020) Cu fit of ``benchmarks/configs/zuo_cu.yaml`` (319
@@ -15,7 +15,8 @@
   extxyz file; a child process fits it (streaming, BLR, errors included) from the file,
   read lazily (``--in-memory``: read into memory first, ``lazy=False``); its peak RSS
   (``resource.getrusage`` max RSS) against the size the in-memory design matrix alone
-  would have.  Written to ``tmp/fit_scale/memory[_in_memory]_x<replicas>.json``.
+  would have (``--load-only``: only load the set, the cost of holding the data).  Written
+  to ``tmp/fit_scale/memory[_in_memory][_load_only]_x<replicas>.json``.
 * ``workers``: assembly (``compress_stream``) of the Cu training set with 1 and 2 worker
   processes, alternating, ``--repeats`` times each; medians.
 
@@ -176,6 +177,9 @@ def memory_child(args) -> dict:
                            weights=cfg.weights, eref="zero", elements=basis.spec.elements, lazy=not args.in_memory)
     t_load = time.perf_counter() - t0
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    if args.load_only:
+        return {"structures": len(ts), "atoms": ts.n_atoms_total, "training_set": type(ts).__name__,
+                "max_rss_after_loading_GB": rss_loaded, "load_s": t_load}
     t0 = time.perf_counter()
     rep = fit_linear(ts, ev, solver="blr", gamma=gamma, block_size=args.block_size, progress=False)
     wall = time.perf_counter() - t0
@@ -188,6 +192,10 @@ def memory_child(args) -> dict:
             "load_s": t_load, "wall_s": wall, "timings_s": rep.timings, "train_F_mae": rep.errors["set"]["F"]["mae"]}
 
 
+def _flags(args) -> list[str]:
+    return (["--in-memory"] if args.in_memory else []) + (["--load-only"] if args.load_only else [])
+
+
 def memory(args) -> dict:
     import tempfile
 
@@ -197,7 +205,7 @@ def memory(args) -> dict:
         _write_replicated(cfg, args.replicas, data)
         size = data.stat().st_size
         cmd = [sys.executable, __file__, "_memory_child", "--replicas", str(args.replicas),
-               "--block-size", str(args.block_size), "--data", str(data)] + (["--in-memory"] if args.in_memory else [])
+               "--block-size", str(args.block_size), "--data", str(data)] + _flags(args)
         proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(proc.stderr)
@@ -205,7 +213,7 @@ def memory(args) -> dict:
     out["extxyz_file_GB"] = size / 1e9
     out["child_max_rss_GB"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
     out["command"] = " ".join(["python", "benchmarks/fit_scale.py", "memory", "--replicas", str(args.replicas),
-                               "--block-size", str(args.block_size)] + (["--in-memory"] if args.in_memory else []))
+                               "--block-size", str(args.block_size)] + _flags(args))
     out["passed"] = bool(out["child_max_rss_GB"] <= 1.2)
     return out
 
@@ -242,6 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--in-memory", action="store_true",
                     help="memory: read the replicated file into memory (lazy=False) instead of streaming it")
+    ap.add_argument("--load-only", action="store_true",
+                    help="memory: only load the training set (what holding the data costs), no fit")
     ap.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.replicas is None:
@@ -255,7 +265,7 @@ def main(argv=None) -> int:
     res["machine"] = _machine()
     text = json.dumps(res, indent=1, default=str)
     print(text)
-    suffix = "_in_memory" if args.mode == "memory" and args.in_memory else ""
+    suffix = ("_in_memory" if args.in_memory else "") + ("_load_only" if args.load_only else "")
     dest = REPO / "tmp" / "fit_scale" / f"{args.mode}{suffix}_x{args.replicas}.json" if args.mode == "memory" \
         else REPO / "tmp" / "fit_scale" / f"{args.mode}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
