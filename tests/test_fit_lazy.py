@@ -193,3 +193,54 @@ def test_acegen_fit_from_files_reads_them_lazily(monkeypatch, tmp_path):
     assert lazy.provenance["data"]["test_counts"] == eager.provenance["data"]["test_counts"]
     assert lazy.provenance["data"]["train_counts"]["n_isolated_atoms"] == 1
     assert lazy.provenance["data"]["train"] == eager.provenance["data"]["train"]
+    # nothing per row kept: the same error tables and row count
+    bare = acegen.fit(spec, tmp_path / "train.xyz", block_size=5, keep_rows=False, **kw)
+    assert bare.fit_report.predictions is None and bare.fit_report.test_predictions is None
+    assert bare.provenance["settings"]["n_rows"] == eager.provenance["settings"]["n_rows"]
+    for which in ("train", "test"):
+        _same_table(bare.provenance["errors"][which], eager.provenance["errors"][which])
+
+
+def _same_table(a, b):
+    assert a["config_types"].keys() == b["config_types"].keys()
+    for ga, gb in [*zip(a["config_types"].values(), b["config_types"].values()), (a["set"], b["set"])]:
+        assert ga["n_structures"] == gb["n_structures"]
+        for q in ("E", "F", "V"):
+            assert (ga[q] is None) == (gb[q] is None)
+            if ga[q] is not None:
+                assert ga[q]["n"] == gb[q]["n"]
+                assert ga[q]["rmse"] == pytest.approx(gb[q]["rmse"], rel=1e-12)
+                assert ga[q]["mae"] == pytest.approx(gb[q]["mae"], rel=1e-12)
+
+
+def test_error_accumulator_equals_the_error_table():
+    from acegen.fit.data import RowMeta
+    from acegen.fit.errors_table import ErrorAccumulator, error_table
+
+    rng = np.random.default_rng(0)
+    n_struct = 9
+    rows = []
+    for s in range(n_struct):
+        nat = int(rng.integers(1, 5))
+        kinds = ["E"] + ["F"] * 3 * nat + (["V"] * 6 if s % 3 else [])
+        rows += [(s, k, nat, ["a", "b", "c"][s % 3] if s != 4 else "a") for k in kinds]
+    st, kind, nat, ct = (np.array(x) for x in zip(*rows))
+    meta = RowMeta(st, kind, np.zeros(len(st), dtype=np.int64), nat, ct.astype(object))
+    r = rng.normal(size=len(st))
+    acc = ErrorAccumulator()
+    for lo, hi in ((0, 3), (3, 4), (4, n_struct)):  # blocks of whole structures
+        m = (st >= lo) & (st < hi)
+        acc.add(r[m], RowMeta(st[m], kind[m], meta.component[m], nat[m], meta.config_type[m]))
+    _same_table(acc.table(), error_table(r, meta))
+    assert acc.n_rows == len(st)
+
+
+def test_keep_rows_false_keeps_nothing_per_row(toy):
+    model, path = toy
+    lazy = load_training_set(path, **KW)
+    rows = fit_linear(lazy, model, solver="blr", block_size=4, progress=False)
+    bare = fit_linear(lazy, model, solver="blr", block_size=4, workers=2, keep_rows=False, progress=False)
+    assert bare.predictions is None and bare.y is None and bare.meta is None
+    assert bare.n_rows == rows.n_rows == len(rows.meta)
+    np.testing.assert_allclose(bare.coefficients, rows.coefficients, rtol=1e-12, atol=0)
+    _same_table(bare.errors, rows.errors)

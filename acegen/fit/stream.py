@@ -41,7 +41,7 @@ from ..errors import FitError
 from .data import RowMeta, TrainingSet, _n_rows, assemble
 
 __all__ = ["Compressed", "LazyBasisEvaluator", "block_factor", "compress_stream", "data_hash",
-           "default_checkpoint_dir", "fold", "predict_stream"]
+           "default_checkpoint_dir", "error_stream", "fold", "predict_stream"]
 
 _FORMAT = "acegen-fit-stream-2"
 
@@ -396,3 +396,26 @@ def predict_stream(evaluator, ts: TrainingSet, coefficients: np.ndarray, *, bloc
                      for f in ("structure", "kind", "component", "natoms", "config_type")))
     return np.concatenate(preds), np.concatenate(ys), meta
 
+
+
+def error_stream(evaluator, ts, coefficients: np.ndarray, *, block_size: int = 64, workers: int = 1,
+                 client=None, progress: bool | None = None) -> tuple[dict[str, Any], int]:
+    """The error table of ``coefficients`` on ``ts`` and its number of rows, block by block,
+    without keeping the rows (:class:`acegen.fit.errors_table.ErrorAccumulator`): memory
+    O(one block)."""
+    from .errors_table import ErrorAccumulator
+
+    block_size = _check_block_size(block_size)
+    acc = ErrorAccumulator()
+    bar = _bar(_n_blocks(ts, block_size), 0, "predicting", progress)
+    try:
+        with _Runner(evaluator, ts, workers, client) as runner:
+            for b, (p, y, meta) in enumerate(runner.map("predict", _blocks(ts, block_size), coefficients)):
+                acc.add(p - y, RowMeta(meta.structure + b * block_size, meta.kind, meta.component, meta.natoms,
+                                       meta.config_type))
+                bar.update(1)
+    finally:
+        bar.close()
+    if acc.n_rows == 0:
+        raise FitError("the data set has no observations (every target was skipped)")
+    return acc.table(), acc.n_rows
