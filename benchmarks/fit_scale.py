@@ -1,7 +1,7 @@
 """Fitting at scale: streaming assembly against the in-memory path, peak memory, workers.
 
     python benchmarks/fit_scale.py equal              # Zuo Cu: streaming == in-memory, Table II errors
-    python benchmarks/fit_scale.py memory [--replicas 10] [--block-size 32] [--in-memory] [--load-only]
+    python benchmarks/fit_scale.py memory [--replicas 10] [--block-size 32] [--in-memory] [--load-only] [--no-rows]
     python benchmarks/fit_scale.py workers [--repeats 3] [--replicas 1]
 
 * ``equal``: the Zuo et al. (2020) Cu fit of ``benchmarks/configs/zuo_cu.yaml`` (319
@@ -15,8 +15,9 @@
   extxyz file; a child process fits it (streaming, BLR, errors included) from the file,
   read lazily (``--in-memory``: read into memory first, ``lazy=False``); its peak RSS
   (``resource.getrusage`` max RSS) against the size the in-memory design matrix alone
-  would have (``--load-only``: only load the set, the cost of holding the data).  Written
-  to ``tmp/fit_scale/memory[_in_memory][_load_only]_x<replicas>.json``.
+  would have (``--load-only``: only load the set, the cost of holding the data;
+  ``--no-rows``: ``keep_rows=False``, nothing per row kept).  Written
+  to ``tmp/fit_scale/memory[_in_memory][_load_only][_no_rows]_x<replicas>.json``.
 * ``workers``: assembly (``compress_stream``) of the Cu training set with 1 and 2 worker
   processes, alternating, ``--repeats`` times each; medians.
 
@@ -181,9 +182,10 @@ def memory_child(args) -> dict:
         return {"structures": len(ts), "atoms": ts.n_atoms_total, "training_set": type(ts).__name__,
                 "max_rss_after_loading_GB": rss_loaded, "load_s": t_load}
     t0 = time.perf_counter()
-    rep = fit_linear(ts, ev, solver="blr", gamma=gamma, block_size=args.block_size, progress=False)
+    rep = fit_linear(ts, ev, solver="blr", gamma=gamma, block_size=args.block_size, progress=False,
+                     keep_rows=not args.no_rows)
     wall = time.perf_counter() - t0
-    n_rows = len(rep.meta)
+    n_rows = rep.n_rows
     return {"structures": len(ts), "atoms": ts.n_atoms_total, "rows": n_rows,
             "training_set": type(ts).__name__, "n_params": int(basis.n_params),
             "in_memory_matrix_GB": n_rows * basis.n_params * 8 / 1e9,
@@ -193,7 +195,8 @@ def memory_child(args) -> dict:
 
 
 def _flags(args) -> list[str]:
-    return (["--in-memory"] if args.in_memory else []) + (["--load-only"] if args.load_only else [])
+    return ((["--in-memory"] if args.in_memory else []) + (["--load-only"] if args.load_only else [])
+            + (["--no-rows"] if args.no_rows else []))
 
 
 def memory(args) -> dict:
@@ -252,6 +255,8 @@ def main(argv=None) -> int:
                     help="memory: read the replicated file into memory (lazy=False) instead of streaming it")
     ap.add_argument("--load-only", action="store_true",
                     help="memory: only load the training set (what holding the data costs), no fit")
+    ap.add_argument("--no-rows", action="store_true",
+                    help="memory: fit with keep_rows=False (error table accumulated, nothing per row kept)")
     ap.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.replicas is None:
@@ -265,7 +270,8 @@ def main(argv=None) -> int:
     res["machine"] = _machine()
     text = json.dumps(res, indent=1, default=str)
     print(text)
-    suffix = ("_in_memory" if args.in_memory else "") + ("_load_only" if args.load_only else "")
+    suffix = ("_in_memory" if args.in_memory else "") + ("_load_only" if args.load_only else "") \
+        + ("_no_rows" if args.no_rows else "")
     dest = REPO / "tmp" / "fit_scale" / f"{args.mode}{suffix}_x{args.replicas}.json" if args.mode == "memory" \
         else REPO / "tmp" / "fit_scale" / f"{args.mode}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
