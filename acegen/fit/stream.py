@@ -397,7 +397,6 @@ def predict_stream(evaluator, ts: TrainingSet, coefficients: np.ndarray, *, bloc
     return np.concatenate(preds), np.concatenate(ys), meta
 
 
-
 def error_stream(evaluator, ts, coefficients: np.ndarray, *, block_size: int = 64, workers: int = 1,
                  client=None, progress: bool | None = None) -> tuple[dict[str, Any], int]:
     """The error table of ``coefficients`` on ``ts`` and its number of rows, block by block,
