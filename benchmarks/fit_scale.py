@@ -1,7 +1,7 @@
 """Fitting at scale: streaming assembly against the in-memory path, peak memory, workers.
 
     python benchmarks/fit_scale.py equal              # Zuo Cu: streaming == in-memory, Table II errors
-    python benchmarks/fit_scale.py memory [--replicas 10] [--block-size 32]
+    python benchmarks/fit_scale.py memory [--replicas 10] [--block-size 32] [--in-memory] [--load-only] [--no-rows]
     python benchmarks/fit_scale.py workers [--repeats 3] [--replicas 1]
 
 * ``equal``: the Zuo et al. (2020) Cu fit of ``benchmarks/configs/zuo_cu.yaml`` (319
@@ -10,10 +10,14 @@
   the coefficients for BLR (default tolerance, tolerance 1e-13, and at the reference's
   fixed α, β) and for ridge (``qr`` at the BLR λ = α/β, and λ = 1e-6), and the test-set MAE
   of the streamed BLR fit (evaluated block by block).
-* ``memory``: a child process fits (streaming, BLR, errors included) a training set of
-  ``--replicas`` copies of the Cu training set with positions perturbed by 0.01 Å (labels
-  kept: this measures memory, not accuracy); its peak RSS (``resource.getrusage`` max RSS)
-  against the size the in-memory design matrix alone would have.
+* ``memory``: ``--replicas`` copies of the Cu training set with positions perturbed by
+  0.01 Å (labels kept: this measures memory, not accuracy) are written to a temporary
+  extxyz file; a child process fits it (streaming, BLR, errors included) from the file,
+  read lazily (``--in-memory``: read into memory first, ``lazy=False``); its peak RSS
+  (``resource.getrusage`` max RSS) against the size the in-memory design matrix alone
+  would have (``--load-only``: only load the set, the cost of holding the data;
+  ``--no-rows``: ``keep_rows=False``, nothing per row kept).  Written
+  to ``tmp/fit_scale/memory[_in_memory][_load_only][_no_rows]_x<replicas>.json``.
 * ``workers``: assembly (``compress_stream``) of the Cu training set with 1 and 2 worker
   processes, alternating, ``--repeats`` times each; medians.
 
@@ -135,41 +139,84 @@ def _replicated(load, cfg, replicas: int):
     base = read_structures(cfg.train)
     out = []
     for r in range(replicas):
-        rng = np.random.default_rng(r)
-        for a in base:
-            b = a.copy()
-            b.calc = a.calc  # keep the stored labels (energy in the calculator results)
-            if r:
-                b.positions = b.positions + rng.normal(0.0, 0.01, b.positions.shape)
-            out.append(b)
+        out.extend(_replica(base, r))
     return load(None, out)
 
 
+def _replica(base, r: int) -> list:
+    """Replica ``r`` of the structures: positions perturbed by 0.01 Å (none for r = 0),
+    labels kept."""
+    rng = np.random.default_rng(r)
+    out = []
+    for a in base:
+        b = a.copy()
+        b.calc = a.calc  # keep the stored labels (energy in the calculator results)
+        if r:
+            b.positions = b.positions + rng.normal(0.0, 0.01, b.positions.shape)
+        out.append(b)
+    return out
+
+
+def _write_replicated(cfg, replicas: int, path: Path) -> None:
+    """The replicated training set as one extxyz file, written one replica at a time."""
+    import ase.io
+
+    from acegen.fit import read_structures
+
+    base = read_structures(cfg.train)
+    for r in range(replicas):
+        ase.io.write(path, _replica(base, r), format="extxyz", append=r > 0)
+
+
 def memory_child(args) -> dict:
+    from acegen.fit import load_training_set
     from acegen.fit.driver import fit_linear
 
-    cfg, basis, ev, gamma, load = _setup()
-    ts = _replicated(load, cfg, args.replicas)
-    n_rows = sum(1 + 3 * s.n_atoms for s in ts.structures)
+    cfg, basis, ev, gamma, _ = _setup()
     t0 = time.perf_counter()
-    rep = fit_linear(ts, ev, solver="blr", gamma=gamma, block_size=args.block_size, progress=False)
+    ts = load_training_set(args.data, energy_key=cfg.energy_key, force_key=cfg.force_key, virial_key=None,
+                           weights=cfg.weights, eref="zero", elements=basis.spec.elements, lazy=not args.in_memory)
+    t_load = time.perf_counter() - t0
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    if args.load_only:
+        return {"structures": len(ts), "atoms": ts.n_atoms_total, "training_set": type(ts).__name__,
+                "max_rss_after_loading_GB": rss_loaded, "load_s": t_load}
+    t0 = time.perf_counter()
+    rep = fit_linear(ts, ev, solver="blr", gamma=gamma, block_size=args.block_size, progress=False,
+                     keep_rows=not args.no_rows)
     wall = time.perf_counter() - t0
-    return {"structures": len(ts), "atoms": int(sum(s.n_atoms for s in ts.structures)), "rows": n_rows,
-            "n_params": int(basis.n_params), "in_memory_matrix_GB": n_rows * basis.n_params * 8 / 1e9,
+    n_rows = rep.n_rows
+    return {"structures": len(ts), "atoms": ts.n_atoms_total, "rows": n_rows,
+            "training_set": type(ts).__name__, "n_params": int(basis.n_params),
+            "in_memory_matrix_GB": n_rows * basis.n_params * 8 / 1e9,
+            "max_rss_after_loading_GB": rss_loaded,
             "self_max_rss_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
-            "wall_s": wall, "timings_s": rep.timings, "train_F_mae": rep.errors["set"]["F"]["mae"]}
+            "load_s": t_load, "wall_s": wall, "timings_s": rep.timings, "train_F_mae": rep.errors["set"]["F"]["mae"]}
+
+
+def _flags(args) -> list[str]:
+    return ((["--in-memory"] if args.in_memory else []) + (["--load-only"] if args.load_only else [])
+            + (["--no-rows"] if args.no_rows else []))
 
 
 def memory(args) -> dict:
-    cmd = [sys.executable, __file__, "_memory_child", "--replicas", str(args.replicas),
-           "--block-size", str(args.block_size)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    import tempfile
+
+    cfg, *_ = _setup()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "train_replicated.xyz"
+        _write_replicated(cfg, args.replicas, data)
+        size = data.stat().st_size
+        cmd = [sys.executable, __file__, "_memory_child", "--replicas", str(args.replicas),
+               "--block-size", str(args.block_size), "--data", str(data)] + _flags(args)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(proc.stderr)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["extxyz_file_GB"] = size / 1e9
     out["child_max_rss_GB"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
     out["command"] = " ".join(["python", "benchmarks/fit_scale.py", "memory", "--replicas", str(args.replicas),
-                               "--block-size", str(args.block_size)])
+                               "--block-size", str(args.block_size)] + _flags(args))
     out["passed"] = bool(out["child_max_rss_GB"] <= 1.2)
     return out
 
@@ -204,6 +251,13 @@ def main(argv=None) -> int:
     ap.add_argument("--replicas", type=int, default=None)
     ap.add_argument("--block-size", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--in-memory", action="store_true",
+                    help="memory: read the replicated file into memory (lazy=False) instead of streaming it")
+    ap.add_argument("--load-only", action="store_true",
+                    help="memory: only load the training set (what holding the data costs), no fit")
+    ap.add_argument("--no-rows", action="store_true",
+                    help="memory: fit with keep_rows=False (error table accumulated, nothing per row kept)")
+    ap.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.replicas is None:
         args.replicas = 10 if args.mode in ("memory", "_memory_child") else 1
@@ -216,7 +270,10 @@ def main(argv=None) -> int:
     res["machine"] = _machine()
     text = json.dumps(res, indent=1, default=str)
     print(text)
-    dest = REPO / "tmp" / "fit_scale" / f"{args.mode}.json"
+    suffix = ("_in_memory" if args.in_memory else "") + ("_load_only" if args.load_only else "") \
+        + ("_no_rows" if args.no_rows else "")
+    dest = REPO / "tmp" / "fit_scale" / f"{args.mode}{suffix}_x{args.replicas}.json" if args.mode == "memory" \
+        else REPO / "tmp" / "fit_scale" / f"{args.mode}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text + "\n")
     return 0 if res.get("passed", True) else 1

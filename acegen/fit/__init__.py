@@ -30,6 +30,7 @@ import types
 
 from ..errors import ConfigError, FitError, TargetError
 from .data import (
+    LazyTrainingSet,
     RowMeta,
     StructureData,
     TrainingSet,
@@ -45,7 +46,7 @@ from .priors import smoothness_prior
 from .solvers import Committee, FitResult, solve, solve_compressed
 
 __all__ = [
-    "Committee", "ConfigError", "FitError", "FitReport", "FitResult", "RowMeta", "StructureData",
+    "Committee", "ConfigError", "FitError", "FitReport", "FitResult", "LazyTrainingSet", "RowMeta", "StructureData",
     "TargetError", "TrainingSet", "assemble", "error_table", "fit", "fit_from_config",
     "fit_linear", "format_error_table", "load_training_set", "make_basis_evaluator",
     "read_pacemaker", "read_structures", "resolve_weights", "save_error_table", "smoothness_prior", "solve",

@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import FitError, TargetError
 
 __all__ = [
-    "DEFAULT_WEIGHTS", "ISOLATED_ATOM_TYPES", "VOIGT", "RowMeta", "StructureData", "TrainingSet",
+    "DEFAULT_WEIGHTS", "ISOLATED_ATOM_TYPES", "VOIGT", "LazyTrainingSet", "RowMeta", "StructureData", "TrainingSet",
     "assemble", "iter_structures", "load_training_set", "read_pacemaker", "read_structures", "resolve_weights",
     "to_virial",
 ]
@@ -277,9 +277,31 @@ class TrainingSet:
     def has_virials(self) -> bool:
         return any(s.virial is not None for s in self.structures)
 
+    @property
+    def n_atoms_total(self) -> int:
+        return int(sum(s.n_atoms for s in self.structures))
+
     def e0_of(self, atoms) -> float:
         """Σ_i E0[Z_i] of any structure (elements without E0 count 0)."""
         return float(sum(self.eref.get(s, 0.0) for s in atoms.get_chemical_symbols()))
+
+    def data_hash(self) -> str:
+        """SHA-256 over every structure (species, positions, cell, pbc), its config type,
+        targets and row weights, in order, and the reference energies (the same value as
+        :meth:`LazyTrainingSet.data_hash` for the same data)."""
+        h = _new_data_hash()
+        for s in self.structures:
+            _hash_structure(h, s)
+        return _finish_data_hash(h, self.eref, len(self.structures))
+
+    def n_blocks(self, block_size: int) -> int:
+        return -(-len(self.structures) // block_size)
+
+    def iter_blocks(self, block_size: int, start: int = 0) -> Iterable[list[StructureData]]:
+        """Blocks of ``block_size`` structures from block ``start`` on, in order."""
+        s = self.structures
+        for b in range(start, self.n_blocks(block_size)):
+            yield s[b * block_size:(b + 1) * block_size]
 
 
 # ---------------------------------------------------------------------------- extraction
@@ -376,10 +398,10 @@ def _resolve_eref(eref, raw, isolated, elements) -> dict[str, float]:
     if eref == "isolated":
         out: dict[str, float] = {}
         for i in isolated:
-            atoms, energy = raw[i][0], raw[i][1]
+            counts, energy = raw[i]
             if energy is None:
                 raise FitError(f"structure {i}: isolated atom without an energy")
-            el = atoms.get_chemical_symbols()[0]
+            el = next(iter(counts))
             if el in out and abs(out[el] - energy) > 1e-8 * max(1.0, abs(energy)):
                 raise FitError(f"structure {i}: isolated {el} energy {energy} differs from an earlier one "
                                f"({out[el]}); give eref explicitly")
@@ -388,14 +410,187 @@ def _resolve_eref(eref, raw, isolated, elements) -> dict[str, float]:
             raise FitError("eref='isolated' but there is no isolated-atom structure")
         return out
     if eref == "average":
-        rows = [(a, e) for k, (a, e, *_rest) in enumerate(raw) if e is not None and k not in isolated]
+        iso = set(isolated)
+        rows = [(c, e) for k, (c, e) in enumerate(raw) if e is not None and k not in iso]
         if not rows:
             raise FitError("eref='average' needs structures with energies")
-        X = np.array([[a.get_chemical_symbols().count(el) for el in elements] for a, _ in rows], dtype=float)
+        X = np.array([[c.get(el, 0) for el in elements] for c, _ in rows], dtype=float)
         e = np.array([en for _, en in rows])
         sol, *_ = np.linalg.lstsq(X, e, rcond=None)
         return {el: float(v) for el, v in zip(elements, sol)}
     raise FitError(f"eref: expected a mapping element -> energy, 'isolated', 'average' or 'zero', got {eref!r}")
+
+
+def _structure_targets(atoms, k: int, opts: dict):
+    """Validate one input structure: (config type, isolated?, energy, forces, virial)."""
+    if not hasattr(atoms, "get_chemical_symbols"):
+        raise FitError(f"structure {k}: expected an ase.Atoms, got {type(atoms).__name__}")
+    if len(atoms) == 0:
+        raise FitError(f"structure {k}: no atoms")
+    elements = opts["elements"]
+    if elements is not None:
+        bad = [s for s in atoms.get_chemical_symbols() if s not in elements]
+        if bad:
+            raise FitError(f"structure {k}: element {bad[0]} is not one of {list(elements)}")
+    ct = str(atoms.info.get(opts["config_type_key"], "default"))
+    is_iso = len(atoms) == 1 and _normalise_type(ct) in opts["iso_types"]
+    targets = _extract(atoms, k, opts["energy_key"], None if is_iso else opts["force_key"],
+                       None if is_iso else opts["virial_key"], None if is_iso else opts["stress_key"],
+                       opts["missing"])
+    return ct, is_iso, *targets
+
+
+def _row_weights(atoms, k: int, ct: str, opts: dict) -> dict:
+    """The effective row weights (w_E, w_F, w_V) of one fitted structure."""
+    wt = opts["weights"]
+    n = len(atoms)
+    w = wt.get(ct, wt["default"])
+    row_w = {"E": w["E"] / math.sqrt(n), "F": w["F"], "V": w["V"] / math.sqrt(n)}
+    for q, key in opts["weight_keys"].items():
+        f = _data_weight(atoms, k, key, per_atom=q == "F")
+        if f is not None:
+            row_w[q] = row_w[q] * (np.repeat(f, 3) if f.ndim else float(f))
+    return row_w
+
+
+def _hash_structure(h, s: StructureData) -> None:
+    """Feed one fitted structure (species, positions, cell, pbc, config type, targets as
+    read, row weights) into the data hash."""
+    a = s.atoms
+    for arr in (a.numbers, a.positions, np.asarray(a.cell), a.pbc):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(repr((s.config_type, s.energy, s.forces is None, s.virial is None)).encode())
+    for arr in (s.forces, s.virial):
+        if arr is not None:
+            h.update(np.ascontiguousarray(arr, dtype=float).tobytes())
+    for q in ("E", "F", "V"):
+        h.update(np.ascontiguousarray(s.weights[q], dtype=float).tobytes())
+
+
+DATA_HASH_FORMAT = "acegen-training-data-2"
+
+
+def _new_data_hash():
+    import hashlib
+
+    return hashlib.sha256(DATA_HASH_FORMAT.encode())
+
+
+def _finish_data_hash(h, eref: Mapping[str, float], n: int) -> str:
+    h.update(repr((n, sorted((str(k), float(v)) for k, v in eref.items()))).encode())
+    return h.hexdigest()
+
+
+class LazyTrainingSet:
+    """A training set read from structure files and never held in memory.
+
+    :func:`load_training_set` scans the files once, keeping only small per-structure
+    metadata (atom counts, config types, which targets exist, species counts for the
+    reference energies) and the data hash; every pass over the data
+    (:meth:`iter_blocks`) reads the files again, sequentially, and yields blocks of
+    :class:`StructureData` in file order.  Memory: O(one block), whatever the file size.
+    It answers the questions of :class:`TrainingSet` (``len``, ``config_types``,
+    ``has_forces``, ``has_virials``, ``n_atoms_total``, ``e0_of``, ``data_hash``);
+    ``structures`` reads everything into a list (only for in-memory assembly)."""
+
+    def __init__(self, paths: list[Path], opts: dict, eref: dict[str, float], weights, keys, isolated: list[int],
+                 n_atoms: np.ndarray, config_types: list[str], has_forces: bool, has_virials: bool, digest: str):
+        self.paths = paths
+        self._opts = opts
+        self.eref = eref
+        self.weights = weights
+        self.keys = keys
+        self.isolated = isolated
+        self._n_atoms = n_atoms
+        self._config_types = config_types
+        self._has_forces = has_forces
+        self._has_virials = has_virials
+        self._digest = digest
+
+    def __len__(self) -> int:
+        return len(self._n_atoms)
+
+    @property
+    def config_types(self) -> list[str]:
+        return list(self._config_types)
+
+    @property
+    def has_forces(self) -> bool:
+        return self._has_forces
+
+    @property
+    def has_virials(self) -> bool:
+        return self._has_virials
+
+    @property
+    def n_atoms_total(self) -> int:
+        return int(self._n_atoms.sum())
+
+    def data_hash(self) -> str:
+        return self._digest
+
+    def e0_of(self, atoms) -> float:
+        """Σ_i E0[Z_i] of any structure (elements without E0 count 0)."""
+        return float(sum(self.eref.get(s, 0.0) for s in atoms.get_chemical_symbols()))
+
+    def iter_structures(self, start: int = 0) -> Iterable[StructureData]:
+        """The fitted structures from position ``start`` on, read from the files (one
+        sequential read; the skipped structures are parsed, not built)."""
+        iso = set(self.isolated)
+        p = 0
+        k = -1
+        for k, atoms in enumerate(_iter_paths(self.paths)):
+            if k in iso:
+                continue
+            if p >= len(self._n_atoms) or len(atoms) != self._n_atoms[p]:
+                raise FitError(f"{', '.join(map(str, self.paths))}: structure {k} differs from the first read "
+                               f"(the file changed during the fit)")
+            if p >= start:
+                ct, _, energy, forces, virial = _structure_targets(atoms, k, self._opts)
+                yield StructureData(
+                    index=k, atoms=atoms, config_type=ct, energy=energy, forces=forces, virial=virial,
+                    e0=self.e0_of(atoms), weights=_row_weights(atoms, k, ct, self._opts))
+            p += 1
+        if p != len(self._n_atoms):
+            raise FitError(f"{', '.join(map(str, self.paths))}: {p} structures to fit where the first read found "
+                           f"{len(self._n_atoms)} (the file changed during the fit)")
+
+    def n_blocks(self, block_size: int) -> int:
+        return -(-len(self) // block_size)
+
+    def iter_blocks(self, block_size: int, start: int = 0) -> Iterable[list[StructureData]]:
+        """Blocks of ``block_size`` structures from block ``start`` on, in order."""
+        block: list[StructureData] = []
+        for s in self.iter_structures(start * block_size):
+            block.append(s)
+            if len(block) == block_size:
+                yield block
+                block = []
+        if block:
+            yield block
+
+    @property
+    def structures(self) -> list[StructureData]:
+        """Every structure, read into memory."""
+        return list(self.iter_structures())
+
+    def materialise(self) -> TrainingSet:
+        """The same training set held in memory."""
+        return TrainingSet(self.structures, self.eref, self.weights, self.keys, list(self.isolated))
+
+
+def _iter_paths(paths: list[Path]) -> Iterable:
+    for p in paths:
+        yield from iter_structures(p)
+
+
+def _as_paths(structures) -> list[Path] | None:
+    """A path or a non-empty list of paths as a list of paths; None for anything else."""
+    if isinstance(structures, (str, Path)):
+        return [Path(structures)]
+    if isinstance(structures, (list, tuple)) and structures and all(isinstance(p, (str, Path)) for p in structures):
+        return [Path(p) for p in structures]
+    return None
 
 
 def load_training_set(
@@ -412,7 +607,8 @@ def load_training_set(
     isolated_atom_types: Sequence[str] = ISOLATED_ATOM_TYPES,
     missing: str = "error",
     weight_keys: Mapping[str, str] | str | None = None,
-) -> TrainingSet:
+    lazy: bool | None = None,
+) -> TrainingSet | LazyTrainingSet:
     """Extract targets and weights from ASE structures (or an extxyz path / list of paths).
 
     ``energy_key`` / ``force_key`` / ``virial_key`` (or ``stress_key``, converted with
@@ -430,67 +626,79 @@ def load_training_set(
     pacemaker convention for ``w_energy`` / ``w_forces``); E and V keys are per-structure
     ``atoms.info`` values, the F key a per-atom array (``atoms.arrays``) or one info value.
     Structures without the key keep their config-type weights.
+
+    ``lazy``: for file inputs, a :class:`LazyTrainingSet` (the files are scanned once and
+    read again block by block on every pass; memory independent of the data size).  None
+    (default): lazy for extxyz (any ase-readable) files; pacemaker data frames are pickles,
+    loaded whole, so they give an in-memory :class:`TrainingSet`.  False: always in memory.
     """
-    if isinstance(structures, (str, Path)):
-        structures = read_structures(structures)
     if missing not in ("error", "skip"):
         raise FitError(f"missing: expected 'error' or 'skip', got {missing!r}")
     if virial_key is not None and stress_key is not None:
         raise FitError("give virial_key or stress_key, not both")
     if energy_key is None and force_key is None and virial_key is None and stress_key is None:
         raise FitError("no observation selected: energy_key, force_key and virial_key are all None")
+    paths = _as_paths(structures)
+    if lazy is None:
+        lazy = paths is not None and not any(p.name.lower().endswith(PACEMAKER_SUFFIXES) for p in paths)
+    if lazy and paths is None:
+        raise FitError("lazy=True needs structure files (a path or a list of paths)")
+    if not lazy and paths is not None:
+        structures = read_structures(paths)
     wt = resolve_weights(weights)
     wkeys = _weight_keys(weight_keys)
     if elements is not None and isinstance(eref, Mapping):
         extra = sorted(str(k) for k in eref if k not in elements)
         if extra:
             raise FitError(f"eref: {extra[0]!r} is not one of the elements {list(elements)}")
-    iso_types = {_normalise_type(t) for t in isolated_atom_types}
-
-    found: set[str] = set()
-    raw = []
-    isolated = []
-    for k, atoms in enumerate(structures):
-        if not hasattr(atoms, "get_chemical_symbols"):
-            raise FitError(f"structure {k}: expected an ase.Atoms, got {type(atoms).__name__}")
-        if len(atoms) == 0:
-            raise FitError(f"structure {k}: no atoms")
-        syms = atoms.get_chemical_symbols()
-        if elements is not None:
-            bad = [s for s in syms if s not in elements]
-            if bad:
-                raise FitError(f"structure {k}: element {bad[0]} is not one of {list(elements)}")
-        found.update(syms)
-        ct = str(atoms.info.get(config_type_key, "default"))
-        is_iso = len(atoms) == 1 and _normalise_type(ct) in iso_types
-        if is_iso:
-            isolated.append(k)
-        targets = _extract(atoms, k, energy_key, None if is_iso else force_key,
-                           None if is_iso else virial_key, None if is_iso else stress_key, missing)
-        raw.append((atoms, *targets, ct))
-    els = list(elements) if elements is not None else sorted(found)
-    e0 = _resolve_eref(eref, raw, isolated, els)
-
-    items = []
-    for k, (atoms, energy, forces, virial, ct) in enumerate(raw):
-        if k in isolated:
-            continue
-        n = len(atoms)
-        w = wt.get(ct, wt["default"])
-        row_w = {"E": w["E"] / math.sqrt(n), "F": w["F"], "V": w["V"] / math.sqrt(n)}
-        for q, key in wkeys.items():
-            f = _data_weight(atoms, k, key, per_atom=q == "F")
-            if f is not None:
-                row_w[q] = row_w[q] * (np.repeat(f, 3) if f.ndim else float(f))
-        items.append(StructureData(
-            index=k, atoms=atoms, config_type=ct, energy=energy, forces=forces, virial=virial,
-            e0=float(sum(e0.get(s, 0.0) for s in atoms.get_chemical_symbols())), weights=row_w,
-        ))
-    if not items:
-        raise FitError("no structures left to fit (all were isolated atoms or empty input)")
+    opts = {"energy_key": energy_key, "force_key": force_key, "virial_key": virial_key, "stress_key": stress_key,
+            "config_type_key": config_type_key, "missing": missing, "elements": elements,
+            "iso_types": {_normalise_type(t) for t in isolated_atom_types}, "weights": wt, "weight_keys": wkeys}
     keys = {"energy": energy_key, "forces": force_key, "virial": virial_key, "stress": stress_key,
             "config_type": config_type_key}
-    return TrainingSet(items, e0, wt, keys, isolated)
+
+    # one pass: validate every structure; keep the structures (in memory) or only their
+    # metadata and the data hash (lazy)
+    found: set[str] = set()
+    raw = []  # per structure: (species counts, energy) for the reference energies
+    isolated = []
+    kept: list[StructureData] = []
+    n_atoms: list[int] = []
+    cts: set[str] = set()
+    has_f = has_v = False
+    h = _new_data_hash()
+    for k, atoms in enumerate(_iter_paths(paths) if lazy else structures):
+        ct, is_iso, energy, forces, virial = _structure_targets(atoms, k, opts)
+        syms = atoms.get_chemical_symbols()
+        counts: dict[str, int] = {}
+        for el in syms:
+            counts[el] = counts.get(el, 0) + 1
+        found.update(counts)
+        raw.append((counts, energy))
+        if is_iso:
+            isolated.append(k)
+            continue
+        s = StructureData(index=k, atoms=atoms, config_type=ct, energy=energy, forces=forces, virial=virial,
+                          e0=0.0, weights=_row_weights(atoms, k, ct, opts))
+        if lazy:
+            _hash_structure(h, s)
+            n_atoms.append(len(atoms))
+            cts.add(ct)
+            has_f = has_f or forces is not None
+            has_v = has_v or virial is not None
+        else:
+            kept.append(s)
+    els = list(elements) if elements is not None else sorted(found)
+    e0 = _resolve_eref(eref, raw, isolated, els)
+    if (len(n_atoms) if lazy else len(kept)) == 0:
+        raise FitError("no structures left to fit (all were isolated atoms or empty input)")
+    if lazy:
+        digest = _finish_data_hash(h, e0, len(n_atoms))
+        return LazyTrainingSet(paths, opts, e0, wt, keys, isolated, np.asarray(n_atoms, dtype=np.int64),
+                               sorted(cts), has_f, has_v, digest)
+    for s in kept:
+        s.e0 = float(sum(e0.get(el, 0.0) for el in s.atoms.get_chemical_symbols()))
+    return TrainingSet(kept, e0, wt, keys, isolated)
 
 
 # ---------------------------------------------------------------------------- assembly

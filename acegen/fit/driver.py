@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, FitError
-from .data import RowMeta, TrainingSet, assemble, load_training_set, read_structures
+from .data import LazyTrainingSet, RowMeta, TrainingSet, assemble, load_training_set
 from .errors_table import error_table, save_error_table
 from .evaluator import BasisEvaluator, make_basis_evaluator
 from .priors import prior_gamma
@@ -41,15 +41,16 @@ __all__ = ["FitReport", "fit", "fit_from_config", "fit_linear", "make_basis_eval
 @dataclass
 class FitReport:
     """Everything a fit produced: coefficients, the solver's :class:`FitResult`, the training
-    set and row meta, per-row targets ``y`` (E − ΣE0, F, V) and predictions ``A·c``, the
-    training error table, the prior weights, an optional committee and timings (s)."""
+    set and row meta, per-row targets ``y`` (E − ΣE0, F, V) and predictions ``A·c`` (None
+    when the fit ran with ``keep_rows=False``), the training error table, the prior weights,
+    an optional committee and timings (s); ``n_rows``: the number of rows."""
 
     coefficients: np.ndarray
     result: FitResult
-    training_set: TrainingSet
-    meta: RowMeta
-    y: np.ndarray
-    predictions: np.ndarray
+    training_set: TrainingSet | LazyTrainingSet
+    meta: RowMeta | None
+    y: np.ndarray | None
+    predictions: np.ndarray | None
     errors: dict[str, Any]
     gamma: np.ndarray | None
     committee: Committee | None = None
@@ -61,18 +62,20 @@ class FitReport:
     test_y: np.ndarray | None = None
     #: the basis evaluator the fit used (for test sets, dimer curves)
     basis_evaluator: Any = None
+    #: rows of the design matrix (targets of positive or zero weight)
+    n_rows: int = 0
 
     @property
     def n_params(self) -> int:
         return len(self.coefficients)
 
 
-def fit_linear(training_set: TrainingSet, basis_evaluator: BasisEvaluator, *, solver: str = "blr",
+def fit_linear(training_set: TrainingSet | LazyTrainingSet, basis_evaluator: BasisEvaluator, *, solver: str = "blr",
                solver_options: Mapping[str, Any] | None = None, gamma: np.ndarray | None = None,
                committee: Mapping[str, Any] | None = None, progress: bool | None = None,
                streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE, workers: int = 1, client=None,
                resume: bool | str | Path = False, signature: str | None = None,
-               callback: Callable[[int, int], None] | None = None) -> FitReport:
+               callback: Callable[[int, int], None] | None = None, keep_rows: bool = True) -> FitReport:
     """Assemble, solve and score a linear fit (no basis or model object needed).
 
     ``gamma``: prior weights (None: Γ = I); ``committee``: ``{"size": K, "seed": s}`` to
@@ -84,8 +87,11 @@ def fit_linear(training_set: TrainingSet, basis_evaluator: BasisEvaluator, *, so
     error table is a second streamed pass (the basis is evaluated twice).  ``resume``: True
     (the user cache folder) or a folder: checkpoint the fold and resume an interrupted
     assembly; needs ``signature`` (or a ``signature`` attribute of the evaluator) naming the
-    basis.  ``callback(block, n_blocks)`` runs after each folded block.  ``streaming=False``
-    assembles the whole matrix in memory (one QR)."""
+    basis.  ``callback(block, n_blocks)`` runs after each folded block.  ``keep_rows``
+    (streaming only): keep the per-row targets, predictions and row meta in the report (for
+    parity plots); False: the error table is accumulated block by block and nothing per row
+    is kept (memory independent of the data size).  ``streaming=False`` assembles the whole
+    matrix in memory (one QR)."""
     if not streaming:
         t0 = time.perf_counter()
         A, y, w, meta = assemble(basis_evaluator, training_set, progress=progress)
@@ -95,8 +101,8 @@ def fit_linear(training_set: TrainingSet, basis_evaluator: BasisEvaluator, *, so
         pred = A @ result.coefficients
         com = Committee.sample(result, **dict(committee)) if committee else None
         return FitReport(result.coefficients, result, training_set, meta, y, pred, error_table(pred - y, meta),
-                         gamma, com, {"assemble": t1 - t0, "solve": t2 - t1})
-    from .stream import Checkpoint, checkpoint_key, compress_stream, default_checkpoint_dir, predict_stream
+                         gamma, com, {"assemble": t1 - t0, "solve": t2 - t1}, n_rows=len(meta))
+    from .stream import Checkpoint, checkpoint_key, compress_stream, default_checkpoint_dir
 
     ckpt = None
     if resume:
@@ -117,12 +123,13 @@ def fit_linear(training_set: TrainingSet, basis_evaluator: BasisEvaluator, *, so
                                   **dict(solver_options or {}))
     result.info["assembly"] = info
     t2 = time.perf_counter()
-    pred, y, meta = predict_stream(basis_evaluator, training_set, result.coefficients, block_size=block_size,
-                                   workers=workers, client=client, progress=progress)
+    errors, meta, pred, y = score(basis_evaluator, training_set, result.coefficients, progress=progress,
+                                  block_size=block_size, workers=workers, client=client, keep_rows=keep_rows)
     t3 = time.perf_counter()
     com = Committee.sample(result, **dict(committee)) if committee else None
-    return FitReport(result.coefficients, result, training_set, meta, y, pred, error_table(pred - y, meta),
-                     gamma, com, {"assemble": t1 - t0, "solve": t2 - t1, "errors": t3 - t2})
+    n_rows = len(meta) if meta is not None else sum(g["n"] for g in (errors["set"][q] for q in "EFV") if g)
+    return FitReport(result.coefficients, result, training_set, meta, y, pred, errors,
+                     gamma, com, {"assemble": t1 - t0, "solve": t2 - t1, "errors": t3 - t2}, n_rows=n_rows)
 
 
 def _spec_eref(spec) -> dict[str, float] | None:
@@ -131,21 +138,20 @@ def _spec_eref(spec) -> dict[str, float] | None:
     return eref if any(v != 0.0 for v in eref.values()) else None
 
 
-def _read_if_paths(structures):
-    """Structures from a path or a list of paths; anything else unchanged."""
-    if isinstance(structures, (str, Path)) or (
-            isinstance(structures, (list, tuple)) and structures
-            and all(isinstance(p, (str, Path)) for p in structures)):
-        return read_structures(structures)
-    return structures
-
-
-def score(basis_evaluator: BasisEvaluator, training_set: TrainingSet, coefficients: np.ndarray, *,
+def score(basis_evaluator: BasisEvaluator, training_set: TrainingSet | LazyTrainingSet, coefficients: np.ndarray, *,
           progress: bool | None = None, streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE,
-          workers: int = 1, client=None) -> tuple[dict, RowMeta, np.ndarray, np.ndarray]:
+          workers: int = 1, client=None, keep_rows: bool = True) -> tuple[dict, RowMeta, np.ndarray, np.ndarray]:
     """Error table, row meta, predictions ``A·c`` and targets of ``coefficients`` on a data
     set (the test-set scoring of :func:`fit` and ``fit_from_config``); ``streaming``: block by
-    block (:func:`acegen.fit.stream.predict_stream`), else one design matrix in memory."""
+    block (:func:`acegen.fit.stream.predict_stream`), else one design matrix in memory.
+    ``keep_rows=False`` (streaming): only the error table, accumulated block by block
+    (:func:`acegen.fit.stream.error_stream`), and None for the rest."""
+    if streaming and not keep_rows:
+        from .stream import error_stream
+
+        table, _ = error_stream(basis_evaluator, training_set, coefficients, block_size=block_size,
+                                workers=workers, client=client, progress=progress)
+        return table, None, None, None
     if streaming:
         from .stream import predict_stream
 
@@ -166,7 +172,8 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         progress: bool | None = None, name: str | None = None, test: Sequence | str | Path | None = None,
         verbose: bool = False, weight_keys: Mapping[str, str] | str | None = None,
         streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE, workers: int = 1, client=None,
-        resume: bool | str | Path = False, callback: Callable[[int, int], None] | None = None):
+        resume: bool | str | Path = False, callback: Callable[[int, int], None] | None = None,
+        keep_rows: bool = True):
     """Fit a linear ACE model on ``acegen.lower(spec)`` and return an :class:`acegen.Model`.
 
     ``structures``: ASE Atoms, or extxyz path(s).  Keys, ``weights``, ``eref`` and
@@ -180,7 +187,7 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     reference energies and scored with the fitted coefficients.  ``weight_keys``: per-structure
     weights stored with the data (:func:`acegen.fit.data.load_training_set`).  ``streaming``,
     ``block_size``, ``workers``, ``client`` (a ``dask.distributed.Client``), ``resume`` and
-    ``callback``: :func:`fit_linear`.  The returned model carries ``provenance``
+    ``callback`` and ``keep_rows``: :func:`fit_linear`.  The returned model carries ``provenance``
     (:mod:`acegen.fit.provenance`: data files and sha256, settings, solver state, the
     ``errors`` tables ``train`` and ``test``, saved with it) and ``fit_report`` (the
     :class:`FitReport`).  ``verbose``: print the fit log.  ``name``: the model's name; by
@@ -192,8 +199,9 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         raise FitError(f"fit: spec must be an acegen.BasisSpec, got {type(spec).__name__}")
     if eref is None:
         eref = _spec_eref(spec)
-    ts = load_training_set(_read_if_paths(structures), energy_key=energy_key, force_key=force_key,
-                           virial_key=virial_key,
+    # structure files are read lazily when streaming (scanned once, then read block by block)
+    lazy = None if streaming else False
+    ts = load_training_set(structures, energy_key=energy_key, force_key=force_key, virial_key=virial_key, lazy=lazy,
                            stress_key=stress_key, config_type_key=config_type_key, weights=weights, eref=eref,
                            elements=spec.elements, missing=missing, weight_keys=weight_keys)
     e0 = {el: float(ts.eref.get(el, 0.0)) for el in spec.elements}
@@ -214,7 +222,8 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     gamma = prior_gamma(prior, basis, basis.n_params)
     report = fit_linear(ts, basis_evaluator, solver=solver, solver_options=solver_options, gamma=gamma,
                         committee=committee, progress=progress, streaming=streaming, block_size=block_size,
-                        workers=workers, client=client, resume=resume, signature=signature, callback=callback)
+                        workers=workers, client=client, resume=resume, signature=signature, callback=callback,
+                        keep_rows=keep_rows)
     report.basis_evaluator = basis_evaluator
     keys = {"energy_key": energy_key, "force_key": force_key, "virial_key": virial_key, "stress_key": stress_key,
             "config_type_key": config_type_key, "missing": missing}
@@ -222,11 +231,11 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     errors = {"train": report.errors}
     if test is not None:
         t0 = time.perf_counter()
-        test_set = load_training_set(_read_if_paths(test), **keys, weights=weights, eref=ts.eref or "zero",
-                                     elements=spec.elements, weight_keys=weight_keys)
+        test_set = load_training_set(test, **keys, weights=weights, eref=ts.eref or "zero",
+                                     elements=spec.elements, weight_keys=weight_keys, lazy=lazy)
         report.test_errors, report.test_meta, report.test_predictions, report.test_y = score(
             basis_evaluator, test_set, report.coefficients, progress=progress, streaming=streaming,
-            block_size=block_size, workers=workers, client=client)
+            block_size=block_size, workers=workers, client=client, keep_rows=keep_rows)
         errors["test"] = report.test_errors
         report.timings["test"] = time.perf_counter() - t0
     from .provenance import build_provenance, format_fit_log
@@ -234,7 +243,7 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     provenance = build_provenance(
         spec=spec, train=structures, test=test, training_set=ts, test_set=test_set, keys=keys, weights=weights,
         solver=solver, solver_options=solver_options, prior=prior, committee=committee, result=report.result,
-        errors=errors, timings=report.timings, n_rows=len(report.meta))
+        errors=errors, timings=report.timings, n_rows=report.n_rows)
     from ..model import Model
 
     model = Model(spec, report.coefficients, name=name)

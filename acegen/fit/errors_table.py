@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import FitError
 from .data import RowMeta
 
-__all__ = ["QUANTITIES", "UNITS", "error_table", "format_error_table", "save_error_table"]
+__all__ = ["QUANTITIES", "UNITS", "ErrorAccumulator", "error_table", "format_error_table", "save_error_table"]
 
 QUANTITIES = ("E", "F", "V")
 UNITS = {"E": "eV/atom", "F": "eV/A", "V": "eV/atom"}
@@ -59,6 +59,48 @@ def error_table(residuals: np.ndarray, meta: RowMeta) -> dict[str, Any]:
         "config_types": {ct: group(meta.config_type == ct) for ct in cts},
         "set": group(np.ones(len(meta), dtype=bool)),
     }
+
+
+class ErrorAccumulator:
+    """The error table (:func:`error_table`) of rows seen block by block, without keeping
+    them: per config type and quantity, Σ r², Σ |r| and the count (memory O(config types)).
+    A structure's rows must come in one block (as the streamed passes give them)."""
+
+    def __init__(self) -> None:
+        self._sums: dict[tuple[str, str], np.ndarray] = {}
+        self._structures: dict[str, int] = {}
+        self.n_rows = 0
+
+    def add(self, residuals: np.ndarray, meta: RowMeta) -> None:
+        r = np.asarray(residuals, dtype=float)
+        if r.shape != (len(meta),):
+            raise FitError(f"error_table: {r.shape} residuals for {len(meta)} rows")
+        r = np.where(np.isin(meta.kind, ("E", "V")), r / meta.natoms, r)
+        cts = np.array([str(c) for c in meta.config_type], dtype=object)
+        for ct in sorted(set(cts)):
+            m = cts == ct
+            self._structures[ct] = self._structures.get(ct, 0) + int(np.unique(meta.structure[m]).size)
+            for q in QUANTITIES:
+                rq = r[m & (meta.kind == q)]
+                if rq.size:
+                    acc = self._sums.setdefault((ct, q), np.zeros(3))
+                    acc += (float(np.sum(rq**2)), float(np.sum(np.abs(rq))), rq.size)
+        self.n_rows += len(meta)
+
+    def table(self) -> dict[str, Any]:
+        def stats(acc):
+            if acc is None or acc[2] == 0:
+                return None
+            return {"rmse": float(np.sqrt(acc[0] / acc[2])), "mae": float(acc[1] / acc[2]), "n": int(acc[2])}
+
+        cts = sorted(self._structures)
+        groups = {ct: {"n_structures": self._structures[ct],
+                       **{q: stats(self._sums.get((ct, q))) for q in QUANTITIES}} for ct in cts}
+        total: dict[str, Any] = {"n_structures": sum(self._structures.values())}
+        for q in QUANTITIES:
+            parts = [self._sums[(ct, q)] for ct in cts if (ct, q) in self._sums]
+            total[q] = stats(np.sum(parts, axis=0) if parts else None)
+        return {"units": dict(UNITS), "config_types": groups, "set": total}
 
 
 def format_error_table(table: dict[str, Any], title: str = "") -> str:

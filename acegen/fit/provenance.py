@@ -75,7 +75,7 @@ def build_provenance(*, spec, train, test, training_set, test_set, keys: Mapping
     from .data import resolve_weights
 
     def counts(ts):
-        return None if ts is None else {"n_structures": len(ts), "n_atoms": int(sum(s.n_atoms for s in ts.structures)),
+        return None if ts is None else {"n_structures": len(ts), "n_atoms": ts.n_atoms_total,
                                         "n_isolated_atoms": len(ts.isolated)}
 
     info = {k: v for k, v in result.info.items() if k != "history"}

@@ -41,9 +41,9 @@ from ..errors import FitError
 from .data import RowMeta, TrainingSet, _n_rows, assemble
 
 __all__ = ["Compressed", "LazyBasisEvaluator", "block_factor", "compress_stream", "data_hash",
-           "default_checkpoint_dir", "fold", "predict_stream"]
+           "default_checkpoint_dir", "error_stream", "fold", "predict_stream"]
 
-_FORMAT = "acegen-fit-stream-1"
+_FORMAT = "acegen-fit-stream-2"
 
 
 # ---------------------------------------------------------------------------- folding
@@ -241,14 +241,14 @@ class _Runner:
         return _ordered(submit, blocks, self.window)
 
 
-def _blocks(ts: TrainingSet, block_size: int, start: int = 0) -> Iterator[list]:
-    s = ts.structures
-    for b in range(start, _n_blocks(ts, block_size)):
-        yield s[b * block_size:(b + 1) * block_size]
+def _blocks(ts, block_size: int, start: int = 0) -> Iterator[list]:
+    """Blocks of structures in order (an in-memory set slices its list, a
+    :class:`~acegen.fit.data.LazyTrainingSet` reads its files once, sequentially)."""
+    return iter(ts.iter_blocks(block_size, start))
 
 
-def _n_blocks(ts: TrainingSet, block_size: int) -> int:
-    return -(-len(ts.structures) // block_size)
+def _n_blocks(ts, block_size: int) -> int:
+    return ts.n_blocks(block_size)
 
 
 def _check_block_size(block_size) -> int:
@@ -263,21 +263,11 @@ def default_checkpoint_dir() -> Path:
     return cache_root() / "fit"
 
 
-def data_hash(ts: TrainingSet) -> str:
+def data_hash(ts) -> str:
     """SHA-256 over every structure (species, positions, cell, pbc), its targets, row weights
-    and config type, in order."""
-    h = hashlib.sha256(_FORMAT.encode())
-    for s in ts.structures:
-        a = s.atoms
-        for arr in (a.numbers, a.positions, np.asarray(a.cell), a.pbc):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        h.update(repr((s.config_type, s.energy_target, s.forces is None, s.virial is None)).encode())
-        for arr in (s.forces, s.virial):
-            if arr is not None:
-                h.update(np.ascontiguousarray(arr, dtype=float).tobytes())
-        for k in ("E", "F", "V"):
-            h.update(np.ascontiguousarray(s.weights[k], dtype=float).tobytes())
-    return h.hexdigest()
+    and config type, in order, and the reference energies (a lazy training set hashes its
+    files while scanning them: no second read)."""
+    return ts.data_hash()
 
 
 def _arrays_digest(R: np.ndarray, n_obs: int, log_w: float, done: int) -> str:
@@ -406,3 +396,25 @@ def predict_stream(evaluator, ts: TrainingSet, coefficients: np.ndarray, *, bloc
                      for f in ("structure", "kind", "component", "natoms", "config_type")))
     return np.concatenate(preds), np.concatenate(ys), meta
 
+
+def error_stream(evaluator, ts, coefficients: np.ndarray, *, block_size: int = 64, workers: int = 1,
+                 client=None, progress: bool | None = None) -> tuple[dict[str, Any], int]:
+    """The error table of ``coefficients`` on ``ts`` and its number of rows, block by block,
+    without keeping the rows (:class:`acegen.fit.errors_table.ErrorAccumulator`): memory
+    O(one block)."""
+    from .errors_table import ErrorAccumulator
+
+    block_size = _check_block_size(block_size)
+    acc = ErrorAccumulator()
+    bar = _bar(_n_blocks(ts, block_size), 0, "predicting", progress)
+    try:
+        with _Runner(evaluator, ts, workers, client) as runner:
+            for b, (p, y, meta) in enumerate(runner.map("predict", _blocks(ts, block_size), coefficients)):
+                acc.add(p - y, RowMeta(meta.structure + b * block_size, meta.kind, meta.component, meta.natoms,
+                                       meta.config_type))
+                bar.update(1)
+    finally:
+        bar.close()
+    if acc.n_rows == 0:
+        raise FitError("the data set has no observations (every target was skipped)")
+    return acc.table(), acc.n_rows
