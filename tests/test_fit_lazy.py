@@ -244,3 +244,20 @@ def test_keep_rows_false_keeps_nothing_per_row(toy):
     assert bare.n_rows == rows.n_rows == len(rows.meta)
     np.testing.assert_allclose(bare.coefficients, rows.coefficients, rtol=1e-12, atol=0)
     _same_table(bare.errors, rows.errors)
+
+
+def test_large_sets_keep_no_rows_by_default(toy, monkeypatch):
+    """By default a streamed fit keeps per-row arrays only for small sets: above the limit the
+    report holds the error table alone (memory independent of the data size)."""
+    from acegen.fit import driver
+
+    model, path = toy
+    lazy = load_training_set(path, **KW)
+    small = fit_linear(lazy, model, solver="blr", block_size=4, progress=False)
+    assert small.predictions is not None and small.meta is not None
+    monkeypatch.setattr(driver, "KEEP_ROWS_LIMIT", 10)
+    large = fit_linear(lazy, model, solver="blr", block_size=4, progress=False)
+    assert large.predictions is None and large.y is None and large.meta is None
+    assert large.n_rows == small.n_rows
+    np.testing.assert_allclose(large.coefficients, small.coefficients, rtol=1e-12, atol=0)
+    _same_table(large.errors, small.errors)

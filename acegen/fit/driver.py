@@ -75,7 +75,7 @@ def fit_linear(training_set: TrainingSet | LazyTrainingSet, basis_evaluator: Bas
                committee: Mapping[str, Any] | None = None, progress: bool | None = None,
                streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE, workers: int = 1, client=None,
                resume: bool | str | Path = False, signature: str | None = None,
-               callback: Callable[[int, int], None] | None = None, keep_rows: bool = True) -> FitReport:
+               callback: Callable[[int, int], None] | None = None, keep_rows: bool | None = None) -> FitReport:
     """Assemble, solve and score a linear fit (no basis or model object needed).
 
     ``gamma``: prior weights (None: Γ = I); ``committee``: ``{"size": K, "seed": s}`` to
@@ -90,7 +90,8 @@ def fit_linear(training_set: TrainingSet | LazyTrainingSet, basis_evaluator: Bas
     basis.  ``callback(block, n_blocks)`` runs after each folded block.  ``keep_rows``
     (streaming only): keep the per-row targets, predictions and row meta in the report (for
     parity plots); False: the error table is accumulated block by block and nothing per row
-    is kept (memory independent of the data size).  ``streaming=False`` assembles the whole
+    is kept (memory independent of the data size); None (default): keep them only for sets
+    of at most :data:`KEEP_ROWS_LIMIT` rows.  ``streaming=False`` assembles the whole
     matrix in memory (one QR)."""
     if not streaming:
         t0 = time.perf_counter()
@@ -124,12 +125,27 @@ def fit_linear(training_set: TrainingSet | LazyTrainingSet, basis_evaluator: Bas
     result.info["assembly"] = info
     t2 = time.perf_counter()
     errors, meta, pred, y = score(basis_evaluator, training_set, result.coefficients, progress=progress,
-                                  block_size=block_size, workers=workers, client=client, keep_rows=keep_rows)
+                                  block_size=block_size, workers=workers, client=client,
+                                  keep_rows=_keep_rows(keep_rows, training_set))
     t3 = time.perf_counter()
     com = Committee.sample(result, **dict(committee)) if committee else None
     n_rows = len(meta) if meta is not None else sum(g["n"] for g in (errors["set"][q] for q in "EFV") if g)
     return FitReport(result.coefficients, result, training_set, meta, y, pred, errors,
                      gamma, com, {"assemble": t1 - t0, "solve": t2 - t1, "errors": t3 - t2}, n_rows=n_rows)
+
+
+#: Above this many rows (energies + force components + virials; about 50 bytes each) a
+#: streamed fit keeps no per-row arrays unless asked (``keep_rows=True``): memory stays
+#: independent of the data size; the error tables are accumulated block by block.
+KEEP_ROWS_LIMIT = 2_000_000
+
+
+def _keep_rows(keep_rows: bool | None, ts) -> bool:
+    """``keep_rows`` as asked, or (None) whether the set is small enough to keep its rows."""
+    if keep_rows is not None:
+        return bool(keep_rows)
+    n_struct = len(ts)
+    return 3 * int(ts.n_atoms_total) + 7 * n_struct <= KEEP_ROWS_LIMIT
 
 
 def _spec_eref(spec) -> dict[str, float] | None:
@@ -140,13 +156,13 @@ def _spec_eref(spec) -> dict[str, float] | None:
 
 def score(basis_evaluator: BasisEvaluator, training_set: TrainingSet | LazyTrainingSet, coefficients: np.ndarray, *,
           progress: bool | None = None, streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE,
-          workers: int = 1, client=None, keep_rows: bool = True) -> tuple[dict, RowMeta, np.ndarray, np.ndarray]:
+          workers: int = 1, client=None, keep_rows: bool | None = None) -> tuple[dict, RowMeta, np.ndarray, np.ndarray]:
     """Error table, row meta, predictions ``A·c`` and targets of ``coefficients`` on a data
     set (the test-set scoring of :func:`fit` and ``fit_from_config``); ``streaming``: block by
     block (:func:`acegen.fit.stream.predict_stream`), else one design matrix in memory.
     ``keep_rows=False`` (streaming): only the error table, accumulated block by block
     (:func:`acegen.fit.stream.error_stream`), and None for the rest."""
-    if streaming and not keep_rows:
+    if streaming and not _keep_rows(keep_rows, training_set):
         from .stream import error_stream
 
         table, _ = error_stream(basis_evaluator, training_set, coefficients, block_size=block_size,
@@ -173,7 +189,7 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         verbose: bool = False, weight_keys: Mapping[str, str] | str | None = None,
         streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE, workers: int = 1, client=None,
         resume: bool | str | Path = False, callback: Callable[[int, int], None] | None = None,
-        keep_rows: bool = True):
+        keep_rows: bool | None = None):
     """Fit a linear ACE model on ``acegen.lower(spec)`` and return an :class:`acegen.Model`.
 
     ``structures``: ASE Atoms, or extxyz path(s).  Keys, ``weights``, ``eref`` and
@@ -335,8 +351,9 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
     if cfg.plots:
         from .plots import dimer_curves, parity_plot
 
-        parity_plot(report.predictions, report.y, report.meta, cfg.output_dir / "parity_train.png", title="train")
-        if report.test_errors is not None:
+        if report.predictions is not None:
+            parity_plot(report.predictions, report.y, report.meta, cfg.output_dir / "parity_train.png", title="train")
+        if report.test_errors is not None and report.test_predictions is not None:
             parity_plot(report.test_predictions, report.test_y, report.test_meta, cfg.output_dir / "parity_test.png",
                         title="test")
         e0 = report.training_set.e0_of
