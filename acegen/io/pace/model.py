@@ -151,6 +151,7 @@ class PacePotential:
     functions: dict
     source: str = ""
     bfunctions: dict | None = None
+    bbasis: object | None = None
 
     def __eq__(self, other):
         if not isinstance(other, PacePotential):
