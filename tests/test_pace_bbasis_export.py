@@ -204,3 +204,20 @@ def test_pyace_reads_the_yaml(name, yaml_dir, shared_dir, tmp_path):
               f"vs original model {dE0:.1e}, {dF0:.1e}")
         assert dE <= 1e-9 and dF <= 1e-9
         assert dE0 <= 1e-9 and dF0 <= 2e-8  # + the radial fit and PACE's splines (as for .yace)
+
+
+def test_non_invariant_products_are_refused():
+    """A C-tilde group that is no combination of coupling-tree functions (here A_1 A_-1 alone
+    for l = 1, 1, without its A_0 A_0 partner) cannot be written; the error names the multiset."""
+    from acegen.io.pace import PaceFunction
+    from acegen.io.pace_bbasis_export import _bfunctions_of_group
+
+    def group(rows, cs):
+        return PaceFunction(mu0=0, rank=2, mus=(0, 0), ns=(1, 1), ls=(1, 1), ms_combs=np.array(rows, dtype=np.int64),
+                            ctildes=np.array([[c] for c in cs]))
+
+    # the invariant itself (PACE's half basis of nl = [1, 1]) is accepted: one B function
+    ((ns, ls, lint, c),) = _bfunctions_of_group(group([[0, 0], [1, -1]], [-0.5, 1.0]), ("Cu",), "test")
+    assert (ns, ls, lint) == ((1, 1), (1, 1), ())
+    with pytest.raises(AcegenError, match=r"ls=\[1, 1\].*residual"):
+        _bfunctions_of_group(group([[1, -1]], [1.0]), ("Cu",), "test")
