@@ -9,7 +9,7 @@
 * ``Model.random(spec, seed=0)`` — random coefficients damped by the smoothness prior.
 * ``acegen.load(path)`` — acegen JSON (``.json``), PACE ``.yace`` / ``.ace`` / ``.yaml``, or a
   GRACE-FS ``.yaml`` (:class:`GraceFSModel`, recognised by its content).
-* ``model.save(path)`` — ``.json`` (acegen's versioned format) or ``.yace``.
+* ``model.save(path)`` — ``.json`` (acegen's versioned format), ``.yace`` or B-basis ``.yaml``.
 """
 
 from __future__ import annotations
@@ -173,23 +173,34 @@ class Model:
     def _save_yace(self, path: Path) -> None:
         raise NotImplementedError
 
+    def _save_bbasis(self, path: Path) -> None:
+        from .io.pace.bbasis_writer import write_bbasis_yaml
+        from .io.pace_bbasis_export import model_to_bbasis
+
+        write_bbasis_yaml(model_to_bbasis(self), path)
+
     def save(self, path, *, name: str | None = None) -> None:
-        """Write the model to ``path``: ``.json`` (acegen's format, linear models) or ``.yace`` (PACE).
+        """Write the model to ``path``: ``.json`` (acegen's format, linear models), ``.yace`` (PACE)
+        or ``.yaml`` / ``.yml`` (pacemaker's B-basis: linear models and PACE models read from a
+        B-basis ``.yaml``; :mod:`acegen.io.pace_bbasis_export`).
 
         The name stored in a ``.json`` file is ``name`` if given, else the model's own name
         if it was given explicitly, else the file's stem (``fit_cu/Cu.json`` -> ``Cu``), so
         models saved to different files have different names (plugin and symbol names).  A
-        ``.yace`` file stores no name: loaded, the model is named after the file."""
+        ``.yace`` or ``.yaml`` file stores no name: loaded, the model is named after the file."""
         path = Path(path)
         if name is not None:
             _check_name(name)
-            if path.suffix == ".yace":
-                raise AcegenError(f"{path}: a .yace file stores no model name (it is named after its file)")
+            if path.suffix in (".yace", ".yaml", ".yml"):
+                raise AcegenError(f"{path}: a {path.suffix} file stores no model name (it is named after its file)")
         if path.suffix == ".yace":
             self._save_yace(path)
             return
+        if path.suffix in (".yaml", ".yml"):
+            self._save_bbasis(path)
+            return
         if path.suffix != ".json":
-            raise AcegenError(f"{path}: save as .json (acegen) or .yace (PACE)")
+            raise AcegenError(f"{path}: save as .json (acegen), .yace (PACE) or .yaml (pacemaker B-basis)")
         data = self.to_dict()
         if name is not None:
             data["name"] = name

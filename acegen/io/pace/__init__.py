@@ -1,7 +1,8 @@
 """Read, validate and write PACE potential files (Lysogorskiy et al. 2021): ``.yace``, legacy
 ``.ace`` and B-basis ``.yaml``, one module per job: :mod:`.model` (the data model),
 :mod:`.checks` (validation and YAML), :mod:`.yace`, :mod:`.ace`, :mod:`.bbasis` (readers; the
-B-basis conversion uses :mod:`acegen.symbolic.clebsch_gordan`) and :mod:`.writer`.
+B-basis conversion uses :mod:`acegen.symbolic.clebsch_gordan`), :mod:`.writer` (``.yace``) and
+:mod:`.bbasis_writer` (B-basis ``.yaml``).
 
 The three formats are those of python-ace 0.4.0rc1 and ace-evaluator 2024.7.4 (see
 docs/pace.md and docs/pace-formats-support.md).  Everything is converted to one typed, frozen representation, the
@@ -45,6 +46,7 @@ from .model import (
     PaceFunction,
     PacePotential,
 )
+from .bbasis_writer import write_bbasis_yaml
 from .writer import write_yace
 from .yace import read_yace
 
@@ -66,6 +68,7 @@ __all__ = [
     "read_pace",
     "bbasis_to_ctilde",
     "write_yace",
+    "write_bbasis_yaml",
     "clebsch_gordan",
     "coupling_tree",
 ]

@@ -338,7 +338,7 @@ def bbasis_to_ctilde(bb: BBasisPotential) -> PacePotential:
     for mu0 in functions:
         functions[mu0].sort(key=_sort_key)
     pot = _finish(ctx, elements, (0.0,) * nel, bb.delta_spline_bins, embeddings, bonds, functions)
-    return replace(pot, bfunctions=projections)
+    return replace(pot, bfunctions=projections, bbasis=bb)
 
 
 def _check_dual(ctx, own, dual):

@@ -140,7 +140,8 @@ class PacePotential:
     converted from a B-basis ``.yaml``, its B functions (rank-1 first, then in file order),
     each as a :class:`PaceFunction` with one "density" column holding the generalised
     Clebsch–Gordan coefficients (b_f = Σ_M Re(gen_cg_M Π_t A)); None otherwise (not part
-    of equality).
+    of equality).  ``bbasis``: the :class:`BBasisPotential` it was converted from (written
+    back by ``model.save("x.yaml")``), None otherwise (not part of equality).
     """
 
     elements: tuple[str, ...]
@@ -151,6 +152,7 @@ class PacePotential:
     functions: dict
     source: str = ""
     bfunctions: dict | None = None
+    bbasis: object | None = None
 
     def __eq__(self, other):
         if not isinstance(other, PacePotential):
