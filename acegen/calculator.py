@@ -33,7 +33,8 @@ class Calculator(_ASECalculator):
     its shapes) or an :class:`acegen.active.ActiveSet`; then ``gamma`` (the per-atom
     extrapolation grade γ_i = max_k |(b_i · ASI)_k|) is added to the results of every
     calculation, from a separately compiled projection kernel (the energy kernel and the
-    other results do not change).  Needs a model with B-basis projections (PACE ``.yaml``).
+    other results do not change).  Needs a model with projections (PACE B-basis or GRACE-FS
+    ``.yaml``, linear acegen model).
 
     Threads: one calculator may be shared by several threads.  Its state (the current
     structure and results) is guarded by a lock held from the start of a property request

@@ -284,3 +284,126 @@ def test_random_many_element_model_compiled_matches_the_reference():
         assert np.abs(a.get_potential_energies() - ref["energies"]).max() <= 1e-9
         assert np.abs(a.get_forces() - ref["forces"]).max() <= 1e-9
         assert np.abs(a.get_stress() - ref["stress"]).max() <= 1e-10
+
+
+# ------------------------------------------------------------------------ extrapolation grade γ
+def _proj_error(model, atoms, target):
+    """Largest |compiled b_f − oracle b_f| relative to the size of the summed terms."""
+    from acegen.active import atom_projections
+
+    Z, rows = atom_projections(model, atoms, target=target)
+    Z2, ref, mag = GraceFSReference(model.gracefs).projections(atoms)
+    assert np.array_equal(Z, Z2)
+    worst = 0.0
+    for mu, b in enumerate(rows):
+        n_f = len(model.gracefs.functions[mu])
+        assert b.shape == (int(np.sum(Z == mu)), n_f) == ref[mu].shape
+        if len(b):
+            assert np.max(np.abs(ref[mu])) > 0 or len(atoms) < 4
+            worst = max(worst, float(np.max(np.abs(b - ref[mu]) / mag[mu])))
+    return worst
+
+
+@pytest.mark.parametrize("target", ["c", "llvm"])
+@pytest.mark.parametrize("name", [TEST_MODEL, FITTED_MODEL])
+def test_compiled_projections_match_the_oracle(shared_dir, name, target):
+    """b_f = Σ_s gen_cg_{f,s} Π_t A, one per function in file order; the C kernel merges the
+    bonds (shared table) in the projection variant too."""
+    model = _model(shared_dir, name)
+    frames = _frames(shared_dir, name)
+    for k in (0, 3, 4, 5):
+        assert _proj_error(model, frames[k], target) < 1e-13
+
+
+def test_projection_variant_keeps_the_merged_bonds(shared_dir):
+    ir = _model(shared_dir, TEST_MODEL).projection_ir()
+    assert ir.output == "projections"
+    plan = build_plan(ir, merge_shared=True)
+    assert all(len(s.bonds) == 1 and s.bonds[0].members == tuple(range(len(ir.elements))) for s in plan.species)
+    assert plan.project and "merged neighbour species" in plan.to_text()
+
+
+def test_interpreter_projections_sum_every_neighbour(shared_dir):
+    from acegen.ir.interp import evaluate_projections
+    from acegen.runtime.neighbours import build_neighbours, species_indices
+
+    model = _model(shared_dir, TEST_MODEL)
+    atoms = _frames(shared_dir, TEST_MODEL)[0]
+    ir = model.ir()
+    Z = species_indices(atoms, ir.elements)
+    nl = build_neighbours(atoms, float(ir.rcut_max))
+    out = evaluate_projections(ir, Z, nl.offsets, np.ascontiguousarray(Z[nl.j], dtype=np.int32), nl.rij)
+    _, ref, mag = GraceFSReference(model.gracefs).projections(atoms)
+    for mu, sp in enumerate(ir.species):
+        nd = sp.embedding.ndensity
+        b = out[Z == mu, nd:nd + sp.n_projections]
+        assert np.max(np.abs(b - ref[mu]) / mag[mu]) < 1e-13
+
+
+def _gracefs_training(shared_dir):
+    base = _frames(shared_dir, TEST_MODEL)[3]  # 256 atoms, every species
+    out = []
+    for k in range(3):
+        a = base.copy()
+        a.rattle(0.05, seed=k)
+        out.append(a)
+    return out
+
+
+def test_gracefs_active_set_and_gamma(shared_dir, tmp_path):
+    from acegen.active import ActiveSet, atom_projections, build_active_set, select_structures
+
+    model = _model(shared_dir, TEST_MODEL)
+    frames = _frames(shared_dir, TEST_MODEL)
+    train = _gracefs_training(shared_dir)
+    act = build_active_set(model, train)
+    n_f = [len(model.gracefs.functions[mu]) for mu in range(len(model.elements))]
+    assert not act.full and [act.inverse[el].shape for el in model.elements] == [(n, n) for n in n_f]
+    for atoms in train:
+        Z, rows = atom_projections(model, atoms)
+        assert np.max(act.gamma(model, Z, rows)) <= 1.01 * (1 + 1e-6)
+    p = tmp_path / "gfs.asi"
+    act.save(p)
+    # the calculator: γ from the oracle's projections, energies unchanged
+    atoms = frames[8].copy()  # 8 atoms, mostly H: unlike the training set
+    atoms.calc = acegen.Calculator(model, active_set=p)
+    e = atoms.get_potential_energy()
+    g = atoms.calc.results["gamma"]
+    Z, ref, _ = GraceFSReference(model.gracefs).projections(atoms)
+    want = np.zeros(len(atoms))
+    for mu, el in enumerate(model.elements):
+        if len(ref[mu]):
+            want[Z == mu] = np.max(np.abs(ref[mu] @ act.inverse[el]), axis=1)
+    assert np.allclose(g, want, rtol=1e-7, atol=1e-9) and g.max() > 5
+    assert e == pytest.approx(acegen.Calculator(model).get_potential_energy(atoms), rel=1e-14, abs=1e-12)
+    cand = [frames[9], frames[8], frames[7]]
+    order = select_structures(model, ActiveSet.load(p, model), cand, 3)
+    assert sorted(order) == [0, 1, 2] and select_structures(model, act, cand, 1) == order[:1]
+
+
+def test_gracefs_cli_activeset_and_select(shared_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from acegen.active import ActiveSet, atom_projections
+
+    model = _model(shared_dir, TEST_MODEL)
+    train = tmp_path / "train.extxyz"
+    ase.io.write(train, _gracefs_training(shared_dir))
+    asi = tmp_path / "gfs.asi"
+    path = _path(shared_dir, TEST_MODEL)
+    r = subprocess.run([sys.executable, "-m", "acegen.cli", "activeset", str(path), str(train), "-o", str(asi)],
+                       capture_output=True, text=True, check=True)
+    n = len(model.gracefs.functions[0])
+    assert f"{n}x{n}" in r.stdout
+    act = ActiveSet.load(asi, model)
+    for atoms in ase.io.read(train, ":"):
+        Z, rows = atom_projections(model, atoms)
+        assert np.max(act.gamma(model, Z, rows)) <= 1.01 * (1 + 1e-6)
+    cand = tmp_path / "cand.extxyz"
+    frames = _frames(shared_dir, TEST_MODEL)
+    ase.io.write(cand, [frames[k] for k in (8, 3, 1)])
+    sel = tmp_path / "sel.extxyz"
+    subprocess.run([sys.executable, "-m", "acegen.cli", "select", str(path), str(asi), str(cand), "-n", "1",
+                    "-o", str(sel)], capture_output=True, text=True, check=True)
+    assert len(ase.io.read(sel, ":")) == 1

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from ..errors import SpecError
-from ..ir.model import ANY, Channel, Embedding, ModelIR, RadialBlock, SpeciesProgram, SplineTable
+from ..ir.model import ANY, Channel, Embedding, ModelIR, ProjectionRows, RadialBlock, SpeciesProgram, SplineTable
 from .gracefs import GraceFSPotential
 from .pace_radial import PaceSpline, _sbessel
 
@@ -46,6 +46,30 @@ def gracefs_radial_table(pot: GraceFSPotential) -> SplineTable:
 
     spl = PaceSpline(funcs, pot.rcut, pot.delta_spline_bins)
     return SplineTable(rcut=pot.rcut, h=spl.h, coeffs=spl.ir_coeffs())
+
+
+def _expand(funcs, base, nd):
+    """Monomials of A and their coefficients (K, ncol): ``nd`` density columns (each
+    function's gen_cgs · coeff, the energy) or, with ``nd=None``, one column per function
+    (its gen_cgs alone: the projections b_f = Σ_s gen_cg_{f,s} Π_t A_{ns_f, l_t, m_{f,s,t}},
+    in the file order of the functions, as GRACE-FS's active sets index them)."""
+    ncol = len(funcs) if nd is None else nd
+    acc: dict[tuple[int, ...], np.ndarray] = {}
+    for fi, f in enumerate(funcs):
+        b = np.array([base[(f.ns - 1, l)] for l in f.ls], dtype=np.int64)
+        idx = np.sort(b[None, :] + f.ms_combs, axis=1)
+        for row, cg in zip(idx, f.gen_cgs):
+            key = tuple(int(a) for a in row)
+            vec = acc.get(key)
+            if vec is None:
+                vec = acc[key] = np.zeros(ncol)
+            if nd is None:
+                vec[fi] += cg
+            else:
+                vec += cg * f.coeff
+    monos = sorted((k for k, v in acc.items() if np.any(v != 0.0)), key=lambda m: (len(m), m))
+    coeffs = np.array([acc[m] for m in monos], dtype=float).reshape(len(monos), ncol)
+    return tuple(monos), coeffs
 
 
 def gracefs_to_ir(pot: GraceFSPotential, *, name: str = "gracefs") -> ModelIR:
@@ -77,20 +101,12 @@ def gracefs_to_ir(pot: GraceFSPotential, *, name: str = "gracefs") -> ModelIR:
             chans.append(Channel(zj=ANY, radial=n * L1 + l, l=l, offset=off))
             base[(n, l)] = off + l  # A index of m = 0
             off += 2 * l + 1
-        acc: dict[tuple[int, ...], np.ndarray] = {}
-        for f in funcs:
-            b = np.array([base[(f.ns - 1, l)] for l in f.ls], dtype=np.int64)
-            idx = np.sort(b[None, :] + f.ms_combs, axis=1)
-            for row, cg in zip(idx, f.gen_cgs):
-                key = tuple(int(a) for a in row)
-                prev = acc.get(key)
-                acc[key] = cg * f.coeff if prev is None else prev + cg * f.coeff
-        monos = sorted((k for k, v in acc.items() if np.any(v != 0.0)), key=lambda m: (len(m), m))
-        coeffs = np.array([acc[m] for m in monos], dtype=float).reshape(len(monos), nd)
+        monos, coeffs = _expand(funcs, base, nd)
+        pm, pc = _expand(funcs, base, None)
         programs.append(SpeciesProgram(
-            zi=mu0, channels=tuple(chans), monomials=tuple(monos), coeffs=coeffs,
+            zi=mu0, channels=tuple(chans), monomials=monos, coeffs=coeffs,
             embedding=Embedding(pot.embedding, nd, tuple(float(x) for x in params)),
-            E0=float(pot.E0[mu0] + pot.shift),
+            E0=float(pot.E0[mu0] + pot.shift), projections=ProjectionRows(pm, pc),
         ))
     lmax = max([0] + [ch.l for p in programs for ch in p.channels])
     return ModelIR(

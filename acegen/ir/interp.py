@@ -226,7 +226,7 @@ def evaluate_projections(ir: ModelIR, species, offsets, nb_species, rij):
             outs = ir.angular.evaluate(x=u[:, 0], y=u[:, 1], z=u[:, 2])
             Y = np.stack(outs[:nlm], axis=1)
             for ch in sp.channels:
-                if ch.zj == zj:
+                if ch.zj == zj or ch.zj == ANY:
                     A[ch.offset : ch.offset + ch.size] += R[:, ch.radial] @ Y[:, ch.l * ch.l : (ch.l + 1) ** 2]
         nd = sp.embedding.ndensity
         cols = np.hstack([sp.coeffs, sp.projections.coeffs])

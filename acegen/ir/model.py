@@ -363,7 +363,7 @@ class ModelIR:
         Its kernel writes, for each atom i of species zi, row i of an (n, projection_width)
         array: ρ_0 … ρ_{nd−1} (the energy densities) then b_0 … b_{N−1}, zero-padded."""
         if not self.has_projections:
-            raise SpecError(f"model {self.name!r} has no projection functions (PACE B-basis .yaml and linear acegen models have them)")
+            raise SpecError(f"model {self.name!r} has no projection functions (PACE B-basis .yaml, GRACE-FS and linear acegen models have them)")
         if self.output == "projections":
             return self
         progs = []

@@ -115,7 +115,9 @@ class GraceFSReference:
         shp = (len(r), self.N, self.L + 1)
         return v.reshape(shp), d.reshape(shp)
 
-    def compute(self, atoms) -> dict:
+    def _densities(self, atoms, magnitudes: bool = False):
+        """Species, pair data and the A_{i,n,lm} (nat, N·(L+1)²) of ``atoms`` (with
+        ``magnitudes`` also Σ_j |nnorm Z R Y|, the size of the terms summed into A)."""
         pot = self.pot
         nat = len(atoms)
         if nat == 0:
@@ -147,10 +149,43 @@ class GraceFSReference:
         lidx = np.repeat(np.arange(self.L + 1), 2 * np.arange(self.L + 1) + 1)  # l of each lm
         S = sps.csr_matrix((np.ones(P), (ii, np.arange(P))), shape=(nat, P))
         A = np.zeros((nat, self.nA))
+        Amag = np.zeros((nat, self.nA)) if magnitudes else None
         for s0 in range(0, P, self.chunk):
             sl = slice(s0, s0 + self.chunk)
-            contrib = R[sl][:, :, lidx] * Y[sl][:, None, :]
-            A += S[:, sl] @ contrib.reshape(contrib.shape[0], -1)
+            contrib = (R[sl][:, :, lidx] * Y[sl][:, None, :]).reshape(len(r[sl]), -1)
+            A += S[:, sl] @ contrib
+            if magnitudes:
+                Amag += S[:, sl] @ np.abs(contrib)
+        if magnitudes:
+            return spec, A, Amag
+        return spec, (ii, jj, D, r, inv_r, rhat, R, dR, Y, DY, lidx), A
+
+    def projections(self, atoms):
+        """Species indices (nat,) and, per species μ, the (atoms of μ, N_μ) projections
+        b_f = Σ_s gen_cgs[f, s] Π_t A_{ns_f−1, l_t, m_{s,t}} (f in the file order of
+        ``functions[μ]``) and, per species, the size of the summed terms
+        Σ_s |gen_cgs[f, s]| Π_t Σ_j |A-terms| (same shape), the scale of their rounding."""
+        spec, A, Amag = self._densities(atoms, magnitudes=True)
+        rows, scales = [], []
+        for mu in range(self.pot.nelements):
+            At, Mt = A[spec == mu], Amag[spec == mu]
+            funcs = self.pot.functions[mu]
+            b = np.zeros((len(At), len(funcs)))
+            sc = np.zeros_like(b)
+            for k, f in enumerate(funcs):
+                base = np.array([(f.ns - 1) * self.LL + l * l + l for l in f.ls], dtype=np.int64)
+                idx = base[None, :] + f.ms_combs  # (M, rank)
+                b[:, k] = np.prod(At[:, idx], axis=2) @ f.gen_cgs
+                sc[:, k] = np.prod(Mt[:, idx], axis=2) @ np.abs(f.gen_cgs)
+            rows.append(b)
+            scales.append(sc)
+        return spec, rows, scales
+
+    def compute(self, atoms) -> dict:
+        pot = self.pot
+        nat = len(atoms)
+        spec, (ii, jj, D, r, inv_r, rhat, R, dR, Y, DY, lidx), A = self._densities(atoms)
+        P = len(r)
 
         energies = np.zeros(nat)
         W = np.zeros((nat, self.nA))
