@@ -280,6 +280,33 @@ def test_maxvol_batched_bounds_every_row():
         maxvol_batched(lambda: [A[:10]], 15)
 
 
+def _ill_conditioned(n=5000, r=60, cond=1e12, seed=0):
+    """n × r rows with geometrically decaying singular values (condition number ``cond``)."""
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.normal(size=(n, r)))
+    V, _ = np.linalg.qr(rng.normal(size=(r, r)))
+    return (U * np.geomspace(1.0, 1.0 / cond, r)) @ V.T
+
+
+def test_maxvol_batched_converges_on_an_ill_conditioned_set():
+    A = _ill_conditioned()
+    assert np.linalg.cond(A) > 1e11
+    sel, origin = maxvol_batched(lambda: (A[k : k + 250] for k in range(0, len(A), 250)), 60, tol=1.01)
+    for (b, k), row in zip(origin, sel):
+        assert np.array_equal(A[250 * b + k], row)
+    # γ exactly as the active-set inverse computes it, over every row
+    g = np.max(np.abs(A @ np.linalg.pinv(sel)), axis=1)
+    assert g.max() <= 1.01 * (1 + 1e-9)
+
+
+def test_maxvol_batched_warns_when_not_converged():
+    from acegen.active.maxvol import MaxVolWarning
+
+    A = _ill_conditioned()
+    with pytest.warns(MaxVolWarning, match="not converged after 1 pass"):
+        maxvol_batched(lambda: (A[k : k + 250] for k in range(0, len(A), 250)), 60, tol=1.01, max_passes=1)
+
+
 # --------------------------------------------------------------------- building and selecting
 TRAIN = (6, 7, 14, 15, 16)
 
