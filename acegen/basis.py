@@ -94,18 +94,10 @@ def _concat_slps(parts: list[tuple[SLP, int, float]], rcut: float) -> tuple[SLP,
     return SLP(("r",), tuple(assigns), tuple(outs)), n
 
 
-@dataclass(frozen=True, eq=False)
-class CoupledBasis:
-    """The lowered basis of a spec.  ``len(basis)`` counts many-body functions (all central
-    species, ν = 1..order); ``basis.pair`` the pair basis apart."""
-
-    spec: object
-    functions: tuple[BasisFunction, ...]
-    pair: tuple[PairFunction, ...]
-    lmax: int
-    nmax: int
-    npair: int
-    _cache: dict = field(default_factory=dict, repr=False)
+class FunctionSet:
+    """What every lowered basis answers from its ``functions`` (each with ``order`` and
+    ``z0``) and ``pair``: the count of many-body functions, their orders and central species,
+    and the number of parameters."""
 
     def __len__(self) -> int:
         return len(self.functions)
@@ -121,6 +113,20 @@ class CoupledBasis:
     @property
     def n_params(self) -> int:
         return len(self.functions) + len(self.pair)
+
+
+@dataclass(frozen=True, eq=False)
+class CoupledBasis(FunctionSet):
+    """The lowered basis of a spec.  ``len(basis)`` counts many-body functions (all central
+    species, ν = 1..order); ``basis.pair`` the pair basis apart."""
+
+    spec: object
+    functions: tuple[BasisFunction, ...]
+    pair: tuple[PairFunction, ...]
+    lmax: int
+    nmax: int
+    npair: int
+    _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def elements(self) -> tuple[str, ...]:

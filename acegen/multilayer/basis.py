@@ -24,7 +24,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..basis import CoupledBasis, PairFunction
+from ..basis import CoupledBasis, FunctionSet, PairFunction
 from ..basis import lower as lower_basis
 from ..errors import SpecError
 from .spec import MultilayerSpec
@@ -91,7 +91,7 @@ def _split_dense(n_many: int, n_pair: int, P: int, coefficients):
 
 
 @dataclass(frozen=True, eq=False)
-class IndicatorLayerBasis:
+class IndicatorLayerBasis(FunctionSet):
     """The basis of a layer n > 1 (see the module docstring)."""
 
     spec: object  # the layer's BasisSpec
@@ -105,24 +105,9 @@ class IndicatorLayerBasis:
     npair: int
     _cache: dict = field(default_factory=dict, repr=False)
 
-    def __len__(self) -> int:
-        return len(self.functions)
-
-    @property
-    def orders(self) -> np.ndarray:
-        return np.array([f.order for f in self.functions], dtype=np.int64)
-
-    @property
-    def species(self) -> np.ndarray:
-        return np.array([f.z0 for f in self.functions], dtype=np.int64)
-
     @property
     def elements(self) -> tuple[str, ...]:
         return tuple(self.spec.elements)
-
-    @property
-    def n_params(self) -> int:
-        return len(self.functions) + len(self.pair)
 
     def split_params(self, coefficients):
         """A flat vector (many-body then pair) or a dict {'manybody', 'pair'} → (mb, pair)."""
