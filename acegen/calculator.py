@@ -9,7 +9,7 @@ from ase.calculators.calculator import Calculator as _ASECalculator
 from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 
 from .errors import AcegenError, StructureError
-from .runtime.neighbours import build_neighbours, scatter_forces_virial, species_indices
+from .runtime.neighbours import build_neighbours, compute_on, scatter_forces_virial, species_indices
 
 
 class Calculator(_ASECalculator):
@@ -142,14 +142,7 @@ def evaluate(kernel, elements, atoms, rcut: float, nthreads: int = 1, nl=None) -
     Z = species_indices(atoms, elements)
     if nl is None:
         nl = build_neighbours(atoms, rcut)
-    nbs = np.ascontiguousarray(Z[nl.j], dtype=np.int32)
-    try:
-        energies, dEdr = kernel.compute(Z, nl.offsets, nbs, nl.rij, nthreads=nthreads)
-    except StructureError as e:
-        if e.pair is None or not 0 <= e.pair < nl.n_pairs:
-            raise
-        p = e.pair
-        raise StructureError(f"{e} (atoms {int(nl.i[p])} and {int(nl.j[p])})", pair=p) from None
+    energies, dEdr = compute_on(kernel, Z, nl, nthreads)
     F, W = scatter_forces_virial(nl, dEdr)
     out = {"energy": float(np.sum(energies)), "energies": np.asarray(energies), "forces": F}
     vol = abs(np.linalg.det(atoms.cell.array)) if atoms.cell.rank == 3 else 0.0

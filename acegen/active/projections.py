@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import StructureError
 from ..ir.physics import embedding_slp
-from ..runtime.neighbours import build_neighbours, species_indices
+from ..runtime.neighbours import build_neighbours, compute_on, species_indices
 
 
 def projection_sizes(model) -> list[tuple[int, int]]:
@@ -33,14 +33,7 @@ def atom_projections(model, atoms, *, full: bool = False, target: str = "c", nth
         raise StructureError("empty structure")
     if nl is None:
         nl = build_neighbours(atoms, float(np.max(kernel.rcut)))
-    nbs = np.ascontiguousarray(Z[nl.j], dtype=np.int32)
-    try:
-        out, _ = kernel.compute(Z, nl.offsets, nbs, nl.rij, nthreads=nthreads)
-    except StructureError as e:
-        if e.pair is None or not 0 <= e.pair < nl.n_pairs:
-            raise
-        p = e.pair
-        raise StructureError(f"{e} (atoms {int(nl.i[p])} and {int(nl.j[p])})", pair=p) from None
+    out, _ = compute_on(kernel, Z, nl, nthreads)
     out = np.asarray(out).reshape(len(atoms), -1)
     rows = []
     for mu, sp in enumerate(ir.species):

@@ -62,28 +62,39 @@ def _monomial_products(A, monos_by_order):
     return out
 
 
+def _monomial_groups(monomials) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The monomials grouped by order: (indices, factor index array) per order."""
+    groups = []
+    for nu in sorted({len(m) for m in monomials}):
+        ks = np.array([k for k, m in enumerate(monomials) if len(m) == nu], dtype=np.int64)
+        groups.append((ks, np.array([monomials[k] for k in ks], dtype=np.int64)))
+    return groups
+
+
+def _checked_inputs(species, offsets, nb_species, rij):
+    """The neighbour CSR as arrays; a non-finite r_ij is a StructureError naming its pair."""
+    species = np.asarray(species, dtype=np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    nb_species = np.asarray(nb_species, dtype=np.int64)
+    rij = np.asarray(rij, dtype=float).reshape(-1, 3)
+    if not np.all(np.isfinite(rij)):
+        bad = int(np.flatnonzero(~np.isfinite(rij).all(axis=1))[0])
+        raise StructureError(f"non-finite neighbour vector at pair {bad}", pair=bad)
+    return species, offsets, nb_species, rij
+
+
 class _Prepared:
     def __init__(self, sp: SpeciesProgram):
         self.sp = sp
         self.embedding = embedding_slp(sp.embedding.kind, sp.embedding.params, sp.embedding.ndensity)
         self.core = core_slp(sp.core.kind, sp.E0, sp.core.rho_core_cut, sp.core.drho_core_cut)
-        orders = sorted({len(m) for m in sp.monomials})
-        self.groups = []
-        for nu in orders:
-            ks = [k for k, m in enumerate(sp.monomials) if len(m) == nu]
-            self.groups.append((np.array(ks, dtype=np.int64), np.array([sp.monomials[k] for k in ks], dtype=np.int64)))
+        self.groups = _monomial_groups(sp.monomials)
 
 
 def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
     """Energies per centre and dE_i/dr_ij per pair (see module docstring)."""
-    species = np.asarray(species, dtype=np.int64)
-    offsets = np.asarray(offsets, dtype=np.int64)
-    nb_species = np.asarray(nb_species, dtype=np.int64)
-    rij = np.asarray(rij, dtype=float).reshape(-1, 3)
+    species, offsets, nb_species, rij = _checked_inputs(species, offsets, nb_species, rij)
     nsp = len(ir.elements)
-    if not np.all(np.isfinite(rij)):
-        bad = int(np.flatnonzero(~np.isfinite(rij).all(axis=1))[0])
-        raise StructureError(f"non-finite neighbour vector at pair {bad}", pair=bad)
     prepared = [_Prepared(sp) for sp in ir.species]
     n = len(species)
     energies = np.zeros(n)
@@ -182,23 +193,10 @@ def evaluate_projections(ir: ModelIR, species, offsets, nb_species, rij):
     species's :class:`~acegen.ir.model.ProjectionRows`), zero-padded.  A is computed as in
     :func:`evaluate_ir` (same neighbours, radial functions and harmonics)."""
     ir = ir.projection_ir()
-    species = np.asarray(species, dtype=np.int64)
-    offsets = np.asarray(offsets, dtype=np.int64)
-    nb_species = np.asarray(nb_species, dtype=np.int64)
-    rij = np.asarray(rij, dtype=float).reshape(-1, 3)
+    species, offsets, nb_species, rij = _checked_inputs(species, offsets, nb_species, rij)
     nsp = len(ir.elements)
-    if not np.all(np.isfinite(rij)):
-        bad = int(np.flatnonzero(~np.isfinite(rij).all(axis=1))[0])
-        raise StructureError(f"non-finite neighbour vector at pair {bad}", pair=bad)
     nlm = (ir.lmax + 1) ** 2
-    groups = []
-    for sp in ir.species:
-        orders = sorted({len(m) for m in sp.monomials})
-        g = []
-        for nu in orders:
-            ks = np.array([k for k, m in enumerate(sp.monomials) if len(m) == nu], dtype=np.int64)
-            g.append((ks, np.array([sp.monomials[k] for k in ks], dtype=np.int64)))
-        groups.append(g)
+    groups = [_monomial_groups(sp.monomials) for sp in ir.species]
     out = np.zeros((len(species), ir.projection_width))
     for i in range(len(species)):
         zi = int(species[i])

@@ -327,3 +327,18 @@ def scatter_forces_virial(nl: NeighbourList, dEdr: np.ndarray):
         )
     W = dEdr.T @ nl.rij
     return F, W
+
+
+def compute_on(kernel, species: np.ndarray, nl: NeighbourList, nthreads: int = 1):
+    """``kernel.compute`` on the neighbour list ``nl`` of atoms of species indices ``species``;
+    a StructureError naming a pair also names its two atoms."""
+    from ..errors import StructureError
+
+    nbs = np.ascontiguousarray(species[nl.j], dtype=np.int32)
+    try:
+        return kernel.compute(species, nl.offsets, nbs, nl.rij, nthreads=nthreads)
+    except StructureError as e:
+        if e.pair is None or not 0 <= e.pair < nl.n_pairs:
+            raise
+        p = e.pair
+        raise StructureError(f"{e} (atoms {int(nl.i[p])} and {int(nl.j[p])})", pair=p) from None
