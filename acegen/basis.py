@@ -94,6 +94,25 @@ def _concat_slps(parts: list[tuple[SLP, int, float]], rcut: float) -> tuple[SLP,
     return SLP(("r",), tuple(assigns), tuple(outs)), n
 
 
+def spec_radial_blocks(spec, nmax: int) -> dict:
+    """One RadialBlock per ordered species pair of ``spec``: outputs R_1..R_nmax then
+    P_1..P_npair (the many-body then the pair radial functions of the spec)."""
+    from .symbolic import radial
+
+    blocks = {}
+    nel = len(spec.elements)
+    for zi in range(nel):
+        for zj in range(nel):
+            mb, nmb = radial.manybody_radial_slp(spec, zi, zj, nfunc=nmax)
+            pr, npr = radial.pair_radial_slp(spec, zi, zj)
+            rc_mb = spec.rcut_pair(zi, zj)
+            rc_pr = spec.pair_rcut_pair(zi, zj)
+            rc = max(rc_mb, rc_pr)
+            slp, nf = _concat_slps([(mb, nmb, rc_mb), (pr, npr, rc_pr)], rc)
+            blocks[(zi, zj)] = RadialBlock(zi, zj, rc, nf, slp=slp)
+    return blocks
+
+
 class FunctionSet:
     """What every lowered basis answers from its ``functions`` (each with ``order`` and
     ``z0``) and ``pair``: the count of many-body functions, their orders and central species,
@@ -185,21 +204,9 @@ class CoupledBasis(FunctionSet):
     # ------------------------------------------------------------------ radial
     def radial_blocks(self) -> dict:
         """One RadialBlock per ordered species pair: outputs R_1..R_nmax then P_1..P_npair."""
-        from .symbolic import radial
-
         blocks = self._cache.get("radial")
         if blocks is None:
-            blocks = {}
-            nel = len(self.elements)
-            for zi in range(nel):
-                for zj in range(nel):
-                    mb, nmb = radial.manybody_radial_slp(self.spec, zi, zj, nfunc=self.nmax)
-                    pr, npr = radial.pair_radial_slp(self.spec, zi, zj)
-                    rc_mb = self.spec.rcut_pair(zi, zj)
-                    rc_pr = self.spec.pair_rcut_pair(zi, zj)
-                    rc = max(rc_mb, rc_pr)
-                    slp, nf = _concat_slps([(mb, nmb, rc_mb), (pr, npr, rc_pr)], rc)
-                    blocks[(zi, zj)] = RadialBlock(zi, zj, rc, nf, slp=slp)
+            blocks = spec_radial_blocks(self.spec, self.nmax)
             self._cache["radial"] = blocks
         return blocks
 

@@ -36,6 +36,10 @@ class Calculator(_ASECalculator):
     other results do not change).  Needs a model with projections (PACE B-basis or GRACE-FS
     ``.yaml``, linear acegen model).
 
+    A multilayer model (docs/multilayer.md) runs one kernel per layer with forces by reverse
+    mode across the layers, and adds ``indicators``: the per-atom indicators θ^(2..n_layers),
+    shape (n_atoms, n_layers − 1).
+
     Threads: one calculator may be shared by several threads.  Its state (the current
     structure and results) is guarded by a lock held from the start of a property request
     to its return, so each thread gets the results of its own structure; requests on one
@@ -44,7 +48,7 @@ class Calculator(_ASECalculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "energy_std",
-                              "energy_committee", "forces_std", "stress_std", "gamma"]
+                              "energy_committee", "forces_std", "stress_std", "gamma", "indicators"]
     nolabel = True
 
     def __init__(self, model_or_path, target: str = "c", nthreads: int = 1, committee: bool = False,
@@ -57,6 +61,9 @@ class Calculator(_ASECalculator):
         self.nthreads = int(nthreads)
         self.kernel = self.model.compile(target)
         self._rcut = float(np.max(self.kernel.rcut))
+        self._multilayer = getattr(self.model, "kind", "") == "multilayer"
+        if self._multilayer and (committee or active_set is not None):
+            raise AcegenError("a multilayer model has no committee or active set (extrapolation grade) yet")
         self._lock = threading.RLock()
         self._committee = None
         if committee:
@@ -96,6 +103,18 @@ class Calculator(_ASECalculator):
 
     def _calculate(self, atoms, properties, system_changes):
         super().calculate(atoms, properties, system_changes)
+        if self._multilayer:
+            from .runtime.multilayer import evaluate_multilayer
+
+            res = evaluate_multilayer(self.kernel, self.model.elements, self.atoms, self.nthreads)
+            for key in ("energy", "energies", "forces", "indicators"):
+                self.results[key] = res[key]
+            self.results["free_energy"] = res["energy"]
+            if "stress" in res:
+                self.results["stress"] = res["stress"]
+            elif "stress" in properties:
+                raise PropertyNotImplementedError("stress needs a cell with a non-zero volume")
+            return
         nl = build_neighbours(self.atoms, self._rcut) if self.active_set is not None else None
         res = evaluate(self.kernel, self.model.elements, self.atoms, self._rcut, self.nthreads, nl=nl)
         self.results["energy"] = res["energy"]

@@ -462,8 +462,9 @@ class PaceModel(Model):
 class MultilayerModel(Model):
     """A multilayer ACE model (docs/multilayer.md): a MultilayerSpec and one coefficient vector
     per layer (many-body functions, then the pair basis; the last layer an (n, P) array when
-    the embedding has P > 1 densities).  Compiled kernels of multilayer
-    models do not exist yet: :meth:`compile` (hence ``Calculator``) raises."""
+    the embedding has P > 1 densities).  :meth:`ir` gives one ModelIR per layer and
+    :meth:`compile` one kernel per layer (:class:`acegen.runtime.multilayer.MultilayerKernel`),
+    which ``acegen.Calculator`` drives (docs/multilayer.md)."""
 
     kind = "multilayer"
 
@@ -540,15 +541,34 @@ class MultilayerModel(Model):
     def elements(self) -> tuple[str, ...]:
         return tuple(self.spec.elements)
 
-    def _unavailable(self):
-        return AcegenError("compiled multilayer kernels are not available yet: a multilayer model has no "
-                           "ModelIR, compiled kernel or Calculator in this version of acegen")
-
     def _lower(self):
-        raise self._unavailable()
+        """One ModelIR per layer (:func:`acegen.multilayer.ir.layer_irs`), named <name>_l<n>."""
+        from .multilayer.ir import layer_irs
+
+        return layer_irs(self.basis, self.coefficients, self.name)
+
+    def ir(self):
+        """The tuple of the layers' ModelIRs (cached): layer 1 plain, the others with indicator
+        inputs (``ModelIR.theta``)."""
+        return super().ir()
 
     def compile(self, target: str = "c", **options):
-        raise self._unavailable()
+        """The :class:`acegen.runtime.multilayer.MultilayerKernel` of every layer's kernel for
+        ``target`` ('c' or 'llvm'), cached per model object and in the kernel cache."""
+        from .runtime.kernels import compile_ir
+        from .runtime.multilayer import MultilayerKernel
+
+        if target not in ("c", "llvm"):
+            raise AcegenError(f"multilayer models compile for the targets 'c' and 'llvm', not {target!r} "
+                              "(no CUDA or NumPy-interpreter kernel with indicator inputs yet)")
+        key = (target, tuple(sorted(options.items())))
+        if key not in self._kernels:
+            kernels = [compile_ir(ir, target, **options) for ir in self.ir()]
+            self._kernels[key] = MultilayerKernel(kernels, self.elements)
+        return self._kernels[key]
+
+    def projection_ir(self):
+        raise AcegenError("a multilayer model has no projection functions (extrapolation grade) yet")
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, {self.basis!r})"

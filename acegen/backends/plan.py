@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import CompileError
 from ..ir.dag import GroupedSchedule, ProductDAG, build_dag, group_schedule
 from ..ir.model import ANY, ModelIR, RadialBlock
-from ..ir.physics import core_slp, embedding_slp
+from ..ir.physics import core_slp, embedding_slp, theta_embedding_slp
 from ..ir.slp import SLP
 from ..abi import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, Status
 
@@ -124,6 +124,19 @@ class BondPlan:
     # and the weights (n_species, nslot) of its slots per neighbour species; () and None otherwise
     zjs: tuple[int, ...] = ()
     weight_table: np.ndarray | None = None
+    #: the radial functions also depend on the neighbour's indicator θ_j: a third row per
+    #: slot holds ∂R/∂θ_j (after R and dR/dr)
+    theta: bool = False
+
+    @property
+    def rad_rows(self) -> int:
+        """Rows of radial data per slot in the C record: R, dR/dr (and ∂R/∂θ_j)."""
+        return (3 if self.theta else 2) * len(self.slots)
+
+    @property
+    def y_row(self) -> int:
+        """First row of Y (then the gradients of P) in the C record."""
+        return 4 + self.rad_rows
 
     @property
     def members(self) -> tuple[int, ...]:
@@ -237,6 +250,12 @@ class KernelPlan:
         return self.ir.output == "projections"
 
     @property
+    def theta(self) -> bool:
+        """The kernel takes indicator inputs (``ModelIR.theta``, a multilayer layer n > 1) and
+        exports ``acegen_<name>_compute_theta`` besides ``acegen_<name>_compute``."""
+        return self.ir.theta
+
+    @property
     def out_width(self) -> int:
         """Doubles written per centre: 1 (the energy) or the projection row width."""
         return self.ir.projection_width if self.project else 1
@@ -345,6 +364,7 @@ class KernelPlan:
             "radials": self.radials,
             "project": self.project,
             "out_width": self.out_width,
+            "theta": self.theta,
         }
 
     # -- text and identity --------------------------------------------------------------
@@ -372,6 +392,9 @@ class KernelPlan:
         ]
         if self.project:
             out.append(f"output projections, width {self.out_width}")
+        if self.theta:
+            out.append("indicator inputs: theta_i per centre, theta_j per pair; on-site degrees "
+                       + " ".join(str(sp.onsite) for sp in self.ir.species))
         for rp in self.radials:
             if rp.kind == "slp":
                 out.append(f"radial ({rp.zi}, {rp.zj}): slp, {rp.nfunc} functions, rcut {rp.rcut!r}, "
@@ -441,8 +464,8 @@ def _bond(ir: ModelIR, zi: int, zj: int, rows_in: list[tuple[int, int, int]], ha
         rows=np.asarray(rows, dtype=np.int32).reshape(-1, 2),
         groups=tuple(Group(*g) for g in groups),
         lmax=max((g[0] for g in groups), default=0),
-        rec=4 + 2 * len(slots) + (4 * n_y if n_chan else 0),
-        slot_offset=slot_offset, radial=radial,
+        rec=4 + (3 if blk.theta else 2) * len(slots) + (4 * n_y if n_chan else 0),
+        slot_offset=slot_offset, radial=radial, theta=blk.theta,
     )
 
 
@@ -508,8 +531,9 @@ def build_plan(ir: ModelIR, *, merge_shared: bool = False) -> KernelPlan:
     for zi, zj in sorted({(prog.zi, zj) for prog, per in zip(ir.species, visits) for zj, _ in per}):
         blk = ir.radial[(zi, zj)]
         if blk.slp is not None:
-            if len(blk.slp.inputs) != 1:
-                raise CompileError(f"radial SLP of bond ({zi}, {zj}) must have the single input r")
+            if blk.slp.inputs != (("r", "theta") if blk.theta else ("r",)):
+                raise CompileError(f"radial SLP of bond ({zi}, {zj}) must have the single input r "
+                                   "(and theta, for a kernel with indicator inputs)")
             radials[(zi, zj)] = RadialPlan(zi, zj, "slp", int(blk.nfunc), float(blk.rcut), blk.slp, 0, 0.0, -1, blk)
         else:
             spl = blk.spline
@@ -556,7 +580,8 @@ def build_plan(ir: ModelIR, *, merge_shared: bool = False) -> KernelPlan:
         species.append(SpeciesPlan(
             zi=prog.zi, n_A=prog.n_A, dag=dag, schedule=sched, coef=coef, ndensity=ndensity,
             embedding_kind=emb.kind, embedding_params=tuple(zip(params[0::2], params[1::2])),
-            embedding=embedding_slp(emb.kind, params, emb.ndensity), E0=float(prog.E0),
+            embedding=(embedding_slp(emb.kind, params, emb.ndensity) if prog.onsite is None
+                       else theta_embedding_slp(emb.kind, params, emb.ndensity, prog.onsite)), E0=float(prog.E0),
             core_kind=prog.core.kind, rho_core_cut=float(prog.core.rho_core_cut),
             drho_core_cut=float(prog.core.drho_core_cut),
             core=core_slp(prog.core.kind, float(prog.E0), float(prog.core.rho_core_cut), float(prog.core.drho_core_cut)),

@@ -93,6 +93,11 @@ class _Prepared:
 
 def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
     """Energies per centre and dE_i/dr_ij per pair (see module docstring)."""
+    if ir.theta:
+        from ..errors import AcegenError
+
+        raise AcegenError(f"model {ir.name!r} takes indicator inputs (a multilayer layer): the interpreter does not "
+                          "evaluate it; use target 'c' or 'llvm'")
     species, offsets, nb_species, rij = _checked_inputs(species, offsets, nb_species, rij)
     nsp = len(ir.elements)
     prepared = [_Prepared(sp) for sp in ir.species]

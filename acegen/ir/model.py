@@ -113,7 +113,9 @@ class RadialBlock:
     """The radial functions of one bond (central species zi, neighbour species zj).
 
     Exactly one of ``slp`` (inputs ``('r',)``, outputs R_0..R_{n-1} then dR_0..dR_{n-1})
-    or ``spline`` is given.  ``nfunc`` functions; all vanish for r >= rcut (the kernel also
+    or ``spline`` is given.  A radial block of a multilayer layer n > 1 (:attr:`theta`) has
+    an SLP of the inputs ``('r', 'theta')`` -- the bond length and the neighbour's indicator
+    θ_j -- with outputs R_c(r, θ_j), then ∂R_c/∂r, then ∂R_c/∂θ_j (R_c = R_n(r) T_k(θ_j)).  ``nfunc`` functions; all vanish for r >= rcut (the kernel also
     skips neighbours beyond rcut).  ``core`` is the index of the core-repulsion function
     φ_core among them, or None.  ``weights`` (optional, ``(nfunc,)``, spline blocks only):
     the bond's functions are weights[c] · table_c(r), so bonds that differ only by a factor
@@ -146,15 +148,25 @@ class RadialBlock:
             raise InternalError("RadialBlock: give exactly one of slp or spline")
         if not (np.isfinite(self.rcut) and self.rcut > 0):
             raise SpecError(f"RadialBlock({self.zi},{self.zj}): cutoff must be positive, got {self.rcut}")
-        if self.slp is not None and len(self.slp.outputs) != 2 * self.nfunc:
-            raise InternalError("RadialBlock: slp must output nfunc values and nfunc derivatives")
+        if self.slp is not None and self.slp.inputs not in (("r",), ("r", "theta")):
+            raise InternalError(f"RadialBlock: slp inputs must be ('r',) or ('r', 'theta'), got {self.slp.inputs}")
+        if self.slp is not None and len(self.slp.outputs) != (3 if self.theta else 2) * self.nfunc:
+            raise InternalError("RadialBlock: slp must output nfunc values and nfunc derivatives"
+                                + (" per input" if self.theta else ""))
         if self.spline is not None and self.spline.nfunc != self.nfunc:
             raise InternalError("RadialBlock: spline table has the wrong number of functions")
         if self.core is not None and not (0 <= self.core < self.nfunc):
             raise InternalError("RadialBlock: core index out of range")
 
+    @property
+    def theta(self) -> bool:
+        """True when the functions also depend on the neighbour's indicator θ_j."""
+        return self.slp is not None and len(self.slp.inputs) == 2
+
     def evaluate(self, r):
         """Values and derivatives, each of shape r.shape + (nfunc,)."""
+        if self.theta:
+            raise InternalError(f"RadialBlock({self.zi},{self.zj}) depends on θ_j: evaluate it with its slp")
         r = np.asarray(r, dtype=float)
         if self.spline is not None:
             v, d = self.spline.evaluate(r)
@@ -174,6 +186,8 @@ class RadialBlock:
             s += f" h={self.spline.h!r} nbins={self.spline.nbins}"
         if self.core is not None:
             s += f" core={self.core}"
+        if self.theta:
+            s += " theta"
         if self.r_in or self.delta_in:
             s += f" r_in={self.r_in!r} delta_in={self.delta_in!r}"
         if self.weights is not None:
@@ -269,14 +283,24 @@ class SpeciesProgram:
     E0: float = 0.0
     core: CoreRepulsion = field(default_factory=CoreRepulsion)
     projections: ProjectionRows | None = None
+    #: the largest degree k0 of the on-site factor T_k0(θ_i) of a multilayer layer n > 1, or
+    #: None: then ``coeffs`` has one column ψ_{p,k0} per density p and degree k0 (column
+    #: p (onsite + 1) + k0) and the density is ρ_p = Σ_k0 T_k0(θ_i) ψ_{p,k0}
+    onsite: int | None = None
+
+    @property
+    def n_columns(self) -> int:
+        """Columns of ``coeffs``: ndensity, times onsite + 1 with an on-site factor."""
+        return self.embedding.ndensity * (1 if self.onsite is None else self.onsite + 1)
 
     def __post_init__(self):
         c = _finite(self.coeffs, f"species {self.zi}: coefficients")
-        if c.size != len(self.monomials) * self.embedding.ndensity:
-            raise InternalError(f"species {self.zi}: coefficients must have shape (monomials, ndensity)")
-        c = c.reshape(len(self.monomials), self.embedding.ndensity)
-        if c.shape[1] != self.embedding.ndensity:
-            raise InternalError(f"species {self.zi}: coefficients have {c.shape[1]} densities, embedding {self.embedding.ndensity}")
+        if self.onsite is not None and (isinstance(self.onsite, bool) or not isinstance(self.onsite, int)
+                                        or self.onsite < 0):
+            raise InternalError(f"species {self.zi}: onsite must be a non-negative integer or None")
+        if c.size != len(self.monomials) * self.n_columns:
+            raise InternalError(f"species {self.zi}: coefficients must have shape (monomials, columns)")
+        c = c.reshape(len(self.monomials), self.n_columns)
         object.__setattr__(self, "coeffs", np.ascontiguousarray(c))
         off = 0
         for ch in self.channels:
@@ -321,6 +345,13 @@ class ModelIR:
     def __post_init__(self):
         if self.output not in ("energy", "projections"):
             raise InternalError(f"unknown ModelIR output {self.output!r}")
+        if self.theta:
+            if self.output != "energy":
+                raise InternalError("a ModelIR with indicator inputs has no projection variant")
+            if not all(sp_.onsite is not None for sp_ in self.species):
+                raise InternalError("a ModelIR with indicator inputs needs an on-site degree for every species")
+            if any(b.spline is not None for b in self.radial.values()):
+                raise InternalError("a ModelIR with indicator inputs needs analytic (SLP) radial blocks")
         for e in self.elements:
             if not isinstance(e, str) or not ELEMENT_RE.match(e):
                 raise SpecError(f"invalid element symbol {e!r}")
@@ -347,6 +378,13 @@ class ModelIR:
                     raise InternalError(f"species {zi}: channel {ch} refers to a missing radial function")
                 if ch.l > self.lmax:
                     raise InternalError(f"channel l={ch.l} exceeds lmax={self.lmax}")
+
+    @property
+    def theta(self) -> bool:
+        """True for a multilayer layer n > 1: the kernel takes the indicator θ_i of every centre
+        and θ_j of every neighbour (radial blocks of (r, θ_j), on-site factors T_k0(θ_i)) and
+        also returns dE_i/dθ_i and dE_i/dθ_j (``acegen_<name>_compute_theta``)."""
+        return any(b.theta for b in self.radial.values()) or any(sp_.onsite is not None for sp_ in self.species)
 
     @property
     def has_projections(self) -> bool:
@@ -406,6 +444,9 @@ class ModelIR:
             )
         if self.output != "energy":
             lines.append(f"  output={self.output} width={self.projection_width}")
+        if self.theta:
+            lines.append("  indicator inputs: on-site degrees "
+                         + " ".join(str(s.onsite) for s in self.species))
         return "\n".join(lines)
 
     def signature(self) -> str:

@@ -132,6 +132,51 @@ def embedding_slp(kind: str, params, ndensity: int) -> SLP:
     return prog.build([("E", total)] + outs)
 
 
+def theta_embedding_slp(kind: str, params, ndensity: int, k0max: int) -> SLP:
+    """The embedding of a multilayer layer n > 1, with the on-site factor of the centre's
+    indicator θ_i (docs/multilayer.md).  Inputs ``rho_c`` for the columns c = p (k0max + 1) + k0
+    (the partial densities ψ_{p,k0}) and ``theta``; with ρ_p = Σ_k0 T_k0(θ_i) ψ_{p,k0}
+    (Chebyshev polynomials of the first kind) and E = Σ_p w_p F(ρ_p; m_p) as in
+    :func:`embedding_slp`, the outputs are ``(E, dE_0, .., dE_{C-1}, dE_theta)``:
+    dE/dψ_{p,k0} = w_p F'(ρ_p) T_k0(θ_i) and dE/dθ_i = Σ_p w_p F'(ρ_p) Σ_k0 T'_k0(θ_i) ψ_{p,k0}."""
+    nk = k0max + 1
+    inputs = tuple(f"rho_{c}" for c in range(ndensity * nk)) + ("theta",)
+    prog = _Program(inputs)
+    psi = [_sym(n) for n in inputs[:-1]]
+    th = _sym("theta")
+    T: list = [sp.Float(1.0), th]
+    dT: list = [sp.Float(0.0), sp.Float(1.0)]
+    for k in range(2, nk):
+        T.append(prog.let(f"T_{k}", 2 * th * T[k - 1] - T[k - 2]))
+        dT.append(prog.let(f"dT_{k}", 2 * T[k - 1] + 2 * th * dT[k - 1] - dT[k - 2]))
+    rho, drho = [], []
+    for p in range(ndensity):
+        cols = psi[p * nk:(p + 1) * nk]
+        rho.append(prog.let(f"phi_{p}", sp.Add(*[T[k] * cols[k] for k in range(nk)])))
+        drho.append(prog.let(f"dphi_{p}", sp.Add(*[dT[k] * cols[k] for k in range(1, nk)])))
+    if kind == "linear":
+        if ndensity != 1:
+            raise ValueError("the linear embedding has one density")
+        total, dFs = rho[0], [sp.Float(1.0)]
+    elif kind in ("FinnisSinclair", "FinnisSinclairShiftedScaled"):
+        term = _fs_term if kind == "FinnisSinclair" else _fss_term
+        params = [float(x) for x in params]
+        total, dFs = sp.Float(0.0), []
+        for p in range(ndensity):
+            w, m = params[2 * p], params[2 * p + 1]
+            F, dF = term(prog, p, rho[p], m)
+            wf = prog.let(f"wF_{p}", sp.Float(w) * F)
+            total = wf if p == 0 else prog.let(f"E_{p}", total + wf)
+            dFs.append(prog.let(f"wdF_{p}", sp.Float(w) * dF))
+    else:
+        raise ValueError(f"unknown embedding kind {kind!r}")
+    outs: list[tuple[str, object]] = [("E", total)]
+    for p in range(ndensity):
+        outs += [(f"dE_{p * nk + k}", dFs[p] * T[k]) for k in range(nk)]
+    outs.append(("dE_theta", sp.Add(*[dFs[p] * drho[p] for p in range(ndensity)])))
+    return prog.build(outs)
+
+
 def _switch(prog: _Program, tag: str, x: sp.Expr, xc, dx) -> tuple[sp.Expr, sp.Expr]:
     """PACE's cutoff_func_poly (f, df/dx) at x, every intermediate named."""
     t = prog.let(f"t_{tag}", 1 - 2 * prog.let(f"s_{tag}", 1 + prog.let(f"q_{tag}", (x - xc) / dx)))
@@ -186,4 +231,4 @@ def core_slp(kind: str, E0: float, rho_core_cut: float = 0.0, drho_core_cut: flo
     raise ValueError(f"unknown core kind {kind!r}")
 
 
-__all__ = ["CORE_INPUTS", "CORE_OUTPUTS", "FS_W", "core_slp", "embedding_slp"]
+__all__ = ["CORE_INPUTS", "CORE_OUTPUTS", "FS_W", "core_slp", "embedding_slp", "theta_embedding_slp"]

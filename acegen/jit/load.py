@@ -102,6 +102,26 @@ def raise_for_status(
     raise AcegenError(f"kernel {name} rejected its arguments (status {status.name})")
 
 
+def check_theta(theta_c: object, theta_nb: object, n: int, n_pairs: int, offsets: np.ndarray):
+    """The indicator inputs of ``compute_theta`` as contiguous float64 arrays of n and n_pairs
+    values; StructureError for a wrong shape or a non-finite value (naming the atom or pair)."""
+    tc = np.ascontiguousarray(np.asarray(theta_c, dtype=np.float64).reshape(-1))
+    tn = np.ascontiguousarray(np.asarray(theta_nb, dtype=np.float64).reshape(-1))
+    if tc.shape != (n,):
+        raise StructureError(f"theta_c must have n_centres = {n} values, got {tc.shape[0]}")
+    if tn.shape != (n_pairs,):
+        raise StructureError(f"theta_nb must have n_pairs = {n_pairs} values, got {tn.shape[0]}")
+    bad = np.flatnonzero(~np.isfinite(tc))
+    if bad.size:
+        raise StructureError(f"atom {int(bad[0])}: non-finite indicator theta = {tc[bad[0]]}")
+    bad = np.flatnonzero(~np.isfinite(tn))
+    if bad.size:
+        k = int(bad[0])
+        atom = int(np.searchsorted(offsets, k, side="right") - 1)
+        raise StructureError(f"atom {atom}, pair {k}: non-finite neighbour indicator theta = {tn[k]}", pair=k)
+    return tc, tn
+
+
 def verify_kernel_info(ffi, info, what: str, *, n_species: int, rcut, signature: str):
     """Call a kernel's ``acegen_<name>_info`` and check it describes the expected model
     (ABI version, species count, cutoffs, ModelIR signature).  Returns (rcut, signature,
@@ -169,6 +189,9 @@ class CompiledKernel:
             self.ffi, info, str(self.path), n_species=n_species, rcut=rcut, signature=signature
         )
         self.n_species = n_species
+        #: the library exports ``acegen_<name>_compute_theta`` (a kernel with indicator inputs)
+        self.theta = f"acegen_{name}_compute_theta" in cdef
+        self._compute_theta = getattr(self.lib, f"acegen_{name}_compute_theta") if self.theta else None
 
     @property
     def library_path(self) -> Path:
@@ -217,6 +240,35 @@ class CompiledKernel:
         if rc != Status.OK:
             self._raise(rc, int(err[0]), species, offsets, nb_species, rij)
         return energies, dEdr
+
+    def compute_theta(self, species, offsets, nb_species, rij, theta_c, theta_nb, nthreads: int = 1):
+        """A kernel with indicator inputs (a multilayer layer n > 1): per-atom energies
+        (n_centres,), dE_i/dr_ij (n_pairs, 3), dE_i/dθ_i (n_centres,) and dE_i/dθ_j (n_pairs,)
+        given the centres' indicators ``theta_c`` (n_centres,) and the neighbours' ``theta_nb``
+        (n_pairs,), which must be finite (StructureError naming the atom or pair)."""
+        if not self.theta:
+            raise AcegenError(f"kernel {self.name} takes no indicator inputs (it has no compute_theta)")
+        species, offsets, nb_species, rij = validate_inputs(species, offsets, nb_species, rij, nthreads)
+        theta_c, theta_nb = check_theta(theta_c, theta_nb, species.shape[0], nb_species.shape[0], offsets)
+        n, n_pairs = species.shape[0], nb_species.shape[0]
+        energies = np.empty(n, dtype=np.float64)
+        dEdr = np.empty((n_pairs, 3), dtype=np.float64)
+        dc = np.empty(n, dtype=np.float64)
+        dn = np.empty(n_pairs, dtype=np.float64)
+        err = self.ffi.new("int64_t *")
+        ffi = self.ffi
+        rc = self._compute_theta(
+            n, ffi.from_buffer("int32_t[]", species), ffi.from_buffer("int64_t[]", offsets),
+            ffi.from_buffer("int32_t[]", nb_species), ffi.from_buffer("double[]", rij),
+            ffi.from_buffer("double[]", theta_c), ffi.from_buffer("double[]", theta_nb),
+            ffi.from_buffer("double[]", energies, require_writable=True),
+            ffi.from_buffer("double[]", dEdr, require_writable=True),
+            ffi.from_buffer("double[]", dc, require_writable=True),
+            ffi.from_buffer("double[]", dn, require_writable=True), int(nthreads), err,
+        )
+        if rc != Status.OK:
+            self._raise(rc, int(err[0]), species, offsets, nb_species, rij)
+        return energies, dEdr, dc, dn
 
     def _raise(
         self, rc: int, index: int, species: np.ndarray, offsets: np.ndarray, nb_species: np.ndarray, rij: np.ndarray

@@ -64,9 +64,10 @@ def emit_c(ir: ModelIR) -> dict[str, str | bytes]:
     return files
 
 
-def cdef(name: str) -> str:
-    """cffi declarations of the two exported functions of model ``name``."""
-    return render("c/cdef.j2", name=name)
+def cdef(name: str, theta: bool = False) -> str:
+    """cffi declarations of the exported functions of model ``name`` (``theta``: also
+    ``acegen_<name>_compute_theta``, kernels with indicator inputs)."""
+    return render("c/cdef.j2", name=name, theta=theta)
 
 
 def compile_c(ir: ModelIR, *, openmp: bool = True, march_native: bool = True) -> CompiledKernel:
@@ -86,7 +87,7 @@ def compile_c(ir: ModelIR, *, openmp: bool = True, march_native: bool = True) ->
     meta = kernel_meta(ir)
     if ir.output == "projections":
         meta["out_width"] = ir.projection_width
-    decl = cdef(ir.name)
+    decl = cdef(ir.name, theta=ir.theta)
     path = build_library(sources, toolchain, flags)
     try:
         return CompiledKernel(path, ir.name, decl, **meta)
