@@ -28,10 +28,10 @@ from typing import Any
 import cffi
 import numpy as np
 
-from ...errors import CompileError
+from ...errors import AcegenError, CompileError
 from ...ir.model import ModelIR
 from ...jit.llvm_cache import ObjectCache, llvm_cache_key
-from ...jit.load import raise_for_status, validate_inputs, verify_kernel_info
+from ...jit.load import check_theta, raise_for_status, validate_inputs, verify_kernel_info
 from ...progress import status
 from ..common import STATUS_INDEX_KIND, Status, kernel_meta, render
 from ..plan import build_plan
@@ -50,6 +50,10 @@ MIN_CENTRES_PER_THREAD = 16
 _COMPUTE_TYPE = (
     "int (*)(int64_t, const int32_t *, const int64_t *, const int32_t *, const double *, double *, double *,"
     " int, int64_t *)"
+)
+_COMPUTE_THETA_TYPE = (
+    "int (*)(int64_t, const int32_t *, const int64_t *, const int32_t *, const double *, const double *, "
+    "const double *, double *, double *, double *, double *, int, int64_t *)"
 )
 _INFO_TYPE = "int (*)(int32_t *, int32_t *, int32_t *, const double **, const char **)"
 
@@ -99,7 +103,8 @@ def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
     for s in plan.species:
         md[s.zi] = 3 * k
         k += 1 if s.n_groups else 0
-    row_y = 4 + 2 * plan.nfunc_max  # record rows: u (3), r, R and dR (nfunc each), Y and grad P (NY each)
+    # record rows: u (3), r, R and dR (and dR/dtheta_j with indicator inputs; nfunc each), Y and grad P (NY each)
+    row_y = 4 + (3 if plan.theta else 2) * plan.nfunc_max
     ctx = {
         **plan.context(),
         "status": {s.name: int(s) for s in Status},  # the LLVM templates look codes up by name
@@ -293,10 +298,14 @@ class LLVMKernel:
         self.from_cache = from_cache
         self.ffi = cffi.FFI()
         compute_addr = engine.get_function_address(f"acegen_{name}_compute")
+        theta_addr = 0 if compute_addr else engine.get_function_address(f"acegen_{name}_compute_theta")
         info_addr = engine.get_function_address(f"acegen_{name}_info")
-        if not compute_addr or not info_addr:
+        if not (compute_addr or theta_addr) or not info_addr:
             raise CompileError(f"JIT-compiled kernel {name} does not export acegen_{name}_compute/_info")
-        self._compute = self.ffi.cast(_COMPUTE_TYPE, compute_addr)
+        #: a kernel with indicator inputs (a multilayer layer n > 1): only ``compute_theta``
+        self.theta = bool(theta_addr)
+        self._compute = self.ffi.cast(_COMPUTE_TYPE, compute_addr) if compute_addr else None
+        self._compute_theta = self.ffi.cast(_COMPUTE_THETA_TYPE, theta_addr) if theta_addr else None
         info = self.ffi.cast(_INFO_TYPE, info_addr)
         self.rcut, self.signature, _ = verify_kernel_info(
             self.ffi, info, f"JIT kernel {name}", n_species=n_species, rcut=rcut, signature=signature
@@ -316,6 +325,10 @@ class LLVMKernel:
         """Per-atom energies (n_centres,) and dE_i/dr_ij (n_pairs, 3); arguments and errors as
         :meth:`acegen.jit.load.CompiledKernel.compute`.  nthreads: 1 serial, > 1 that many
         Python threads, <= 0 ``os.cpu_count()``; results do not depend on it (bit for bit)."""
+        if self.theta:  # the layer at θ = 0
+            n, n_pairs = np.asarray(species).shape[0], np.asarray(nb_species).shape[0]
+            return self.compute_theta(species, offsets, nb_species, rij, np.zeros(n), np.zeros(n_pairs),
+                                      nthreads=nthreads)[:2]
         species, offsets, nb_species, rij = validate_inputs(species, offsets, nb_species, rij, nthreads)
         n = species.shape[0]
         w = self.out_width
@@ -343,6 +356,45 @@ class LLVMKernel:
                     index += begin  # atom indices are relative to the chunk, pair indices are not
                 raise_for_status(self.name, self.n_species, rc, index, species, offsets, nb_species, rij)
         return energies, dEdr
+
+    def compute_theta(self, species, offsets, nb_species, rij, theta_c, theta_nb, nthreads: int = 1):
+        """A kernel with indicator inputs: energies, dE_i/dr_ij, dE_i/dθ_i and dE_i/dθ_j, as
+        :meth:`acegen.jit.load.CompiledKernel.compute_theta`."""
+        if not self.theta:
+            raise AcegenError(f"kernel {self.name} takes no indicator inputs (it has no compute_theta)")
+        species, offsets, nb_species, rij = validate_inputs(species, offsets, nb_species, rij, nthreads)
+        n, n_pairs = species.shape[0], nb_species.shape[0]
+        theta_c, theta_nb = check_theta(theta_c, theta_nb, n, n_pairs, offsets)
+        energies = np.empty(n, dtype=np.float64)
+        dEdr = np.empty((n_pairs, 3), dtype=np.float64)
+        dc = np.empty(n, dtype=np.float64)
+        dn = np.empty(n_pairs, dtype=np.float64)
+        ffi = self.ffi
+        ptrs = tuple(ffi.from_buffer(t, a, require_writable=wr) for t, a, wr in (
+            ("int32_t[]", species, False), ("int64_t[]", offsets, False), ("int32_t[]", nb_species, False),
+            ("double[]", rij, False), ("double[]", theta_c, False), ("double[]", theta_nb, False),
+            ("double[]", energies, True), ("double[]", dEdr, True), ("double[]", dc, True), ("double[]", dn, True)))
+
+        def run(begin: int, end: int) -> tuple[int, int]:
+            sp_, of, nb, rj, tc, tn, en, de, dcp, dnp = ptrs
+            err = ffi.new("int64_t *")
+            rc = self._compute_theta(end - begin, sp_ + begin, of + begin, nb, rj, tc + begin, tn, en + begin, de,
+                                     dcp + begin, dnp, 1, err)
+            return int(rc), int(err[0])
+
+        nt = int(nthreads) if int(nthreads) > 0 else (os.cpu_count() or 1)
+        chunks = self._chunks(offsets, nt)
+        if len(chunks) == 1:
+            results = [run(0, n)]
+        else:
+            with ThreadPoolExecutor(max_workers=min(nt, len(chunks))) as pool:
+                results = list(pool.map(lambda c: run(*c), chunks))
+        for (begin, _), (rc, index) in zip(chunks, results):
+            if rc != Status.OK:
+                if rc in {int(s) for s, kind in STATUS_INDEX_KIND.items() if kind == "atom"}:
+                    index += begin
+                raise_for_status(self.name, self.n_species, rc, index, species, offsets, nb_species, rij)
+        return energies, dEdr, dc, dn
 
     @staticmethod
     def _chunks(offsets: np.ndarray, nthreads: int) -> list[tuple[int, int]]:
