@@ -20,6 +20,14 @@ def _load(path):
     return load(path)
 
 
+def _one_kernel(model, what: str) -> None:
+    """A multilayer model has one kernel per layer, driven by acegen.Calculator: refuse the
+    commands that write one library or one source folder."""
+    if getattr(model, "kind", "") == "multilayer":
+        raise AcegenError(f"acegen {what}: a multilayer model compiles to one kernel per layer; use "
+                          "acegen.Calculator(model) or Model.compile (the command line has no multilayer form yet)")
+
+
 def output_file(arg: str | None, default: str) -> Path:
     """The file ``-o`` names (``default`` in the current folder without it), checked before any
     work: its folder must exist and be writable; an existing folder (``.`` included) is an
@@ -52,6 +60,7 @@ def publish_copy(src: Path, out: Path) -> None:
 def cmd_compile(args) -> int:
     out = output_file(args.output, "") if args.output else None  # checked before the (long) compile
     model = _load(args.model)
+    _one_kernel(model, "compile")
     if out is None:
         out = output_file(None, f"lib{model.name}.so")
     if args.target == "c":
@@ -76,6 +85,7 @@ def cmd_compile(args) -> int:
 
 def cmd_emit(args) -> int:
     model = _load(args.model)
+    _one_kernel(model, "emit")
     from .backends import emit
 
     out = Path(args.output or f"{model.name}_{args.target}")
@@ -169,6 +179,12 @@ def describe(model) -> str:
 
 def cmd_info(args) -> int:
     model = _load(args.model)
+    if getattr(model, "kind", "") == "multilayer":
+        print(f"model: {model.name}")
+        print(repr(model.basis))
+        for ir in model.ir():
+            print(f"layer {ir.name}: signature {ir.signature()}")
+        return 0
     print(describe(model))
     print(f"signature: {model.ir().signature()}")
     members = getattr(model, "committee", None)

@@ -68,6 +68,9 @@ def fortran_module_name(name: str) -> str:
 def emit_embed(ir: ModelIR) -> dict[str, str | bytes]:
     """All files of the embeddable library folder of ``ir`` (file name -> text, or bytes for
     the spline tables)."""
+    from .common import refuse_indicator_inputs
+
+    refuse_indicator_inputs(ir, "embeddable-library")
     from .c import emit_c, source_names
 
     if ir.output != "energy":

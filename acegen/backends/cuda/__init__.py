@@ -99,6 +99,9 @@ def _tidy(text: str) -> str:
 
 def emit_cuda(ir: ModelIR) -> dict[str, str | bytes]:
     """The generated CUDA folder of ``ir``: file name -> text (bytes for the spline tables)."""
+    from ..common import refuse_indicator_inputs
+
+    refuse_indicator_inputs(ir, "CUDA")
     plan = build_plan(ir)
     data = plan.tables(TABLE_LAYOUT).tobytes()
     names = source_names(ir.name)

@@ -144,6 +144,9 @@ class KernelSource:
 def kernel_source(ir_or_model) -> KernelSource:
     """The C kernel of an :class:`acegen.Model` or a ModelIR (via the C backend)."""
     ir = ir_or_model.ir() if hasattr(ir_or_model, "ir") else ir_or_model
+    from ..common import refuse_indicator_inputs
+
+    refuse_indicator_inputs(ir, "LAMMPS")
     if ir.output != "energy":
         raise CompileError("the LAMMPS plugin has no projection variant (extrapolation grade) yet")
     from ..c import emit_c
