@@ -365,12 +365,11 @@ def test_model_file_errors(model2, tmp_path):
         acegen.load(p)
 
 
-def test_compile_and_calculator_are_not_available_yet(model2, tmp_path):
-    with pytest.raises(AcegenError, match="compiled multilayer kernels are not available yet"):
-        model2.compile("c")
-    with pytest.raises(AcegenError, match="compiled multilayer kernels are not available yet"):
-        model2.ir()
-    with pytest.raises(AcegenError, match="compiled multilayer kernels are not available yet"):
-        acegen.Calculator(model2)
+def test_ir_per_layer_and_no_pace_form(model2, tmp_path):
+    # compiled kernels: tests/test_multilayer_kernels.py
+    irs = model2.ir()
+    assert len(irs) == 2 and not irs[0].theta and irs[1].theta
+    with pytest.raises(AcegenError, match="targets 'c' and 'llvm'"):
+        model2.compile("cuda")
     with pytest.raises(AcegenError, match=r"\.yace"):
         model2.save(tmp_path / "x.yace")

@@ -147,7 +147,7 @@ def layer_irs(basis, coefficients, name: str = "model") -> tuple[ModelIR, ...]:
             eref = dict(spec.Eref)
         else:
             emb, eref = Embedding("linear", 1, (1.0, 1.0)), {}
-        lname = f"{name[:59]}_l{n + 1}"
+        lname = f"{name}_l{n + 1}"  # model names have at most 48 characters
         build = _first_layer if n == 0 else _indicator_layer
         out.append(build(lb, mb, pr, emb, eref, lname))
     return tuple(out)
