@@ -23,6 +23,13 @@ class Kernel(Protocol):
     lives only in memory; ``cdef``: the C declarations of that library's exported functions
     (None without a library), what :class:`acegen.jit.load.CompiledKernel` needs to load it
     again.  :meth:`compute` is the kernel contract (docs/architecture.md).
+
+    A kernel with indicator inputs (a multilayer layer n > 1, ``ModelIR.theta``) has
+    ``theta = True`` and also ``compute_theta(species, offsets, nb_species, rij, theta_c,
+    theta_nb, nthreads=1) -> (energies, dEdr, dEdtheta_c, dEdtheta_nb)``: the centres'
+    indicators θ_i (n_centres,) and the neighbours' θ_j per pair (n_pairs,) in, ∂E_i/∂θ_i and
+    ∂E_i/∂θ_j per pair out besides the energies and dE_i/dr_ij (the C symbol
+    ``acegen_<name>_compute_theta``, docs/multilayer.md); its ``compute`` evaluates at θ = 0.
     """
 
     target: str
