@@ -554,13 +554,15 @@ class MultilayerModel(Model):
 
     def compile(self, target: str = "c", **options):
         """The :class:`acegen.runtime.multilayer.MultilayerKernel` of every layer's kernel for
-        ``target`` ('c' or 'llvm'), cached per model object and in the kernel cache."""
+        ``target`` ('c', 'llvm' or 'cuda'; options as :func:`acegen.runtime.kernels.compile_ir`,
+        e.g. ``emulate=True`` for the CUDA source on the CPU), cached per model object and in
+        the kernel cache."""
         from .runtime.kernels import compile_ir
         from .runtime.multilayer import MultilayerKernel
 
-        if target not in ("c", "llvm"):
-            raise AcegenError(f"multilayer models compile for the targets 'c' and 'llvm', not {target!r} "
-                              "(no CUDA or NumPy-interpreter kernel with indicator inputs yet)")
+        if target not in ("c", "llvm", "cuda"):
+            raise AcegenError(f"multilayer models compile for the targets 'c', 'llvm' and 'cuda', not {target!r} "
+                              "(the NumPy interpreter has no indicator inputs)")
         key = (target, tuple(sorted(options.items())))
         if key not in self._kernels:
             kernels = [compile_ir(ir, target, **options) for ir in self.ir()]

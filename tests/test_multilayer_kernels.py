@@ -19,7 +19,7 @@ from acegen.jit.toolchain import find_c_compiler
 from acegen.model import LinearModel
 from acegen.multilayer import MultilayerSpec
 from acegen.reference.multilayer_numpy import MultilayerReference
-from acegen.runtime.neighbours import build_neighbours
+from acegen.runtime.neighbours import build_neighbours, species_indices
 
 RC = 4.0
 S1 = acegen.BasisSpec(["Cu", "Ni"], 2, 5, rcut=RC, r0=2.5)
@@ -297,15 +297,13 @@ def test_one_kernel_per_layer_and_the_theta_entry_point():
 
 def test_unsupported_targets_and_uses_are_clear_errors():
     model = _model("2layer-2el")
-    for target in ("cuda", "numpy"):
-        with pytest.raises(AcegenError, match="targets 'c' and 'llvm'"):
-            model.compile(target)
+    with pytest.raises(AcegenError, match="targets 'c', 'llvm' and 'cuda'"):
+        model.compile("numpy")
     from acegen.backends import emit
     from acegen.backends.embed import emit_embed
 
-    for target in ("cuda", "lammps"):
-        with pytest.raises(CompileError, match="indicator inputs"):
-            emit(model.ir()[1], target)
+    with pytest.raises(CompileError, match="indicator inputs"):
+        emit(model.ir()[1], "lammps")
     with pytest.raises(CompileError, match="indicator inputs"):
         emit_embed(model.ir()[1])
     with pytest.raises(AcegenError, match="no committee or active set"):
@@ -314,3 +312,37 @@ def test_unsupported_targets_and_uses_are_clear_errors():
         a = Atoms("CuFe", positions=[[0, 0, 0], [2, 0, 0]])
         a.calc = acegen.Calculator(model)
         a.get_potential_energy()
+
+
+# ----------------------------------------------------------------------------- CUDA
+def test_cuda_source_emulated_on_the_cpu_equals_c():
+    """The CUDA source of every layer, built for the CPU (acegen_cuda_emulate.h), gives the C
+    kernels' per-atom energies, indicators and pair gradients."""
+    from acegen.backends.cuda import find_cxx
+
+    if find_cxx(required=False) is None or "c" not in TARGETS:
+        pytest.skip("needs a C and a C++ compiler")
+    model = _model("2layer-2el")
+    emulated = model.compile("cuda", emulate=True)
+    assert emulated.kernels[1].theta and emulated.kernels[1].emulated
+    atoms = _crystal()
+    nl = build_neighbours(atoms, float(np.max(emulated.rcut)))
+    Z = species_indices(atoms, model.elements)
+    for got, exp in zip(emulated.compute_layers(Z, nl), model.compile("c").compute_layers(Z, nl)):
+        _close(got, exp)
+
+
+def test_cuda_source_with_indicator_inputs_compiles_with_nvcc(tmp_path):
+    from acegen.backends import emit
+    from acegen.backends.cuda import build_cuda, find_nvcc
+
+    if find_nvcc(required=False) is None:
+        pytest.skip("nvcc (CUDA toolkit) not found")
+    ir = _model("2layer-1el-fs").ir()[1]
+    folder = tmp_path / "cuda"
+    folder.mkdir()
+    for name, text in emit(ir, "cuda").items():
+        (folder / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    header = (folder / f"acegen_{ir.name}.h").read_text()
+    assert f"acegen_{ir.name}_compute_theta(" in header and f"acegen_{ir.name}_cuda_compute_theta(" in header
+    assert build_cuda(folder, archs=("sm_90",)).is_file()

@@ -99,9 +99,6 @@ def _tidy(text: str) -> str:
 
 def emit_cuda(ir: ModelIR) -> dict[str, str | bytes]:
     """The generated CUDA folder of ``ir``: file name -> text (bytes for the spline tables)."""
-    from ..common import refuse_indicator_inputs
-
-    refuse_indicator_inputs(ir, "CUDA")
     plan = build_plan(ir)
     data = plan.tables(TABLE_LAYOUT).tobytes()
     names = source_names(ir.name)
@@ -121,9 +118,10 @@ def emit_cuda(ir: ModelIR) -> dict[str, str | bytes]:
     return files
 
 
-def cdef(name: str) -> str:
-    """cffi declarations of the CUDA library of model ``name`` (C ABI + handle functions)."""
-    return render("cuda/cdef.j2", name=name)
+def cdef(name: str, theta: bool = False) -> str:
+    """cffi declarations of the CUDA library of model ``name`` (C ABI + handle functions;
+    ``theta``: the entry points with indicator inputs, docs/multilayer.md)."""
+    return render("cuda/cdef.j2", name=name, theta=theta)
 
 
 # -- the CUDA driver -------------------------------------------------------------------------
@@ -318,13 +316,13 @@ class CudaKernel(CompiledKernel):
 
     target = "cuda"
 
-    def __init__(self, path: Path, name: str, *, emulated: bool, **meta: Any) -> None:
-        super().__init__(path, name, cdef(name), **meta)
+    def __init__(self, path: Path, name: str, *, emulated: bool, theta: bool = False, **meta: Any) -> None:
+        super().__init__(path, name, cdef(name, theta), **meta)
         self.emulated = emulated
         self._lock = threading.Lock()
         create = getattr(self.lib, f"acegen_{name}_cuda_create")
         destroy = getattr(self.lib, f"acegen_{name}_cuda_destroy")
-        compute_host = getattr(self.lib, f"acegen_{name}_cuda_compute_host")
+        compute_host = getattr(self.lib, f"acegen_{name}_cuda_compute_{'theta_' if theta else ''}host")
         handle_ptr = self.ffi.new(f"acegen_{name}_cuda **")
         rc = create(handle_ptr)
         if rc != Status.OK:
@@ -333,11 +331,28 @@ class CudaKernel(CompiledKernel):
         self._handle = handle
         lock = self._lock
 
-        def compute(n, species, offsets, nb_species, rij, energies, dEdr, nthreads, err):  # noqa: ANN001
-            with lock:
-                return compute_host(handle, n, species, offsets, nb_species, rij, energies, dEdr, err)
+        if theta:
+            def compute_theta(n, species, offsets, nb_species, rij, tc, tn, energies, dEdr, dc, dn, nthreads,
+                              err):  # noqa: ANN001
+                with lock:
+                    return compute_host(handle, n, species, offsets, nb_species, rij, tc, tn, energies, dEdr, dc, dn,
+                                        err)
 
-        self._compute = compute
+            self._compute_theta = compute_theta
+            self._compute = None
+        else:
+            def compute(n, species, offsets, nb_species, rij, energies, dEdr, nthreads, err):  # noqa: ANN001
+                with lock:
+                    return compute_host(handle, n, species, offsets, nb_species, rij, energies, dEdr, err)
+
+            self._compute = compute
+
+    def compute(self, species, offsets, nb_species, rij, nthreads: int = 1):
+        if self.theta:  # the layer at θ = 0
+            n, n_pairs = np.asarray(species).shape[0], np.asarray(nb_species).shape[0]
+            return self.compute_theta(species, offsets, nb_species, rij, np.zeros(n), np.zeros(n_pairs),
+                                      nthreads=nthreads)[:2]
+        return super().compute(species, offsets, nb_species, rij, nthreads)
 
     def __repr__(self) -> str:
         kind = "emulated on the CPU" if self.emulated else "GPU"
@@ -369,7 +384,7 @@ def compile_cuda(ir: ModelIR, *, arch: str | None = None, fmad: bool = False, em
     compiler, flags = _toolchain(emulate, (arch,) if arch else None, fmad)
     launcher = source_names(ir.name)["launcher"]
     path = _cached_library(files, launcher, compiler, flags)
-    return CudaKernel(path, ir.name, emulated=emulate, **kernel_meta(ir))
+    return CudaKernel(path, ir.name, emulated=emulate, theta=ir.theta, **kernel_meta(ir))
 
 
 def build_cuda(
