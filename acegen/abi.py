@@ -1,7 +1,7 @@
 """The kernel ABI shared by the code generators (:mod:`acegen.backends`) and the loaders
 (:mod:`acegen.jit`): the interface version, the minimum pair distance and the status codes.
 
-Kernels with indicator inputs (multilayer ACE, layers n > 1) also export
+Kernels with indicator inputs (multilayer ACE, layers n > 1; C, LLVM and CUDA) also export
 ``acegen_<name>_compute_theta`` (the arguments of ``compute`` plus ``theta_c``, ``theta_nb``
 in and ``dEdtheta_c``, ``dEdtheta_nb`` out; docs/multilayer.md) with the same status codes: a
 non-finite θ_j is ``NONFINITE`` (pair index), a non-finite θ_i ``BAD_ARGUMENT`` (atom index).
