@@ -402,8 +402,8 @@ def lower_basis(basis) -> BasisTables:
 
 def refuse_indicator_inputs(ir, target: str) -> None:
     """CompileError for a ModelIR with indicator inputs (a multilayer layer n > 1) on a target
-    that has no ``compute_theta`` entry point yet (only the C and LLVM kernels have it)."""
+    that has no ``compute_theta`` entry point yet (the C, LLVM and CUDA kernels have it)."""
     if isinstance(ir, tuple) or getattr(ir, "theta", False):
         raise CompileError(f"the {target} target has no kernel with indicator inputs (multilayer ACE) yet; "
-                           "multilayer models compile for the targets 'c' and 'llvm'")
+                           "multilayer models compile for the targets 'c', 'llvm' and 'cuda'")
 
