@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     med = {}
     for key, (wall, cpu) in times.items():
         med[key] = statistics.median(cpu)
-        print(f"  {key:14s} {1e6 * med[key] / n:8.2f} µs/atom CPU   {1e6 * statistics.median(wall) / n:8.2f} µs/atom wall")
+        print(f"  {key:14s} {1e6 * med[key] / n:8.2f} µs/atom CPU   "
+              f"{1e6 * statistics.median(wall) / n:8.2f} µs/atom wall")
     print(f"ratio (CPU): {med['2 layers'] / med['layer 1 alone']:.2f}")
     return 0
 
