@@ -115,7 +115,8 @@ class RadialBlock:
     Exactly one of ``slp`` (inputs ``('r',)``, outputs R_0..R_{n-1} then dR_0..dR_{n-1})
     or ``spline`` is given.  A radial block of a multilayer layer n > 1 (:attr:`theta`) has
     an SLP of the inputs ``('r', 'theta')`` -- the bond length and the neighbour's indicator
-    θ_j -- with outputs R_c(r, θ_j), then ∂R_c/∂r, then ∂R_c/∂θ_j (R_c = R_n(r) T_k(θ_j)).  ``nfunc`` functions; all vanish for r >= rcut (the kernel also
+    θ_j -- with outputs R_c(r, θ_j), then ∂R_c/∂r, then ∂R_c/∂θ_j (R_c = R_n(r) T_k(θ_j)).
+    ``nfunc`` functions; all vanish for r >= rcut (the kernel also
     skips neighbours beyond rcut).  ``core`` is the index of the core-repulsion function
     φ_core among them, or None.  ``weights`` (optional, ``(nfunc,)``, spline blocks only):
     the bond's functions are weights[c] · table_c(r), so bonds that differ only by a factor
@@ -283,9 +284,9 @@ class SpeciesProgram:
     E0: float = 0.0
     core: CoreRepulsion = field(default_factory=CoreRepulsion)
     projections: ProjectionRows | None = None
-    #: the largest degree k0 of the on-site factor T_k0(θ_i) of a multilayer layer n > 1, or
-    #: None: then ``coeffs`` has one column ψ_{p,k0} per density p and degree k0 (column
-    #: p (onsite + 1) + k0) and the density is ρ_p = Σ_k0 T_k0(θ_i) ψ_{p,k0}
+    #: None (no on-site factor), or the largest degree k0 of the on-site factor T_k0(θ_i) of a
+    #: multilayer layer n > 1: then ``coeffs`` has one column ψ_{p,k0} per density p and degree
+    #: k0 (column p (onsite + 1) + k0) and the density is ρ_p = Σ_k0 T_k0(θ_i) ψ_{p,k0}
     onsite: int | None = None
 
     @property
