@@ -21,6 +21,10 @@ from the neighbour environment, in four typed pieces:
    the same A.  They do not enter the energy nor the signature of the energy model;
    :meth:`ModelIR.projection_ir` makes the separate variant whose kernel outputs, per atom,
    (ρ_0 … ρ_{nd−1}, b_0 … b_{N−1}) instead of the energy (``output == "projections"``).
+6. indicator inputs (:attr:`ModelIR.theta`, a multilayer layer n > 1, docs/multilayer.md):
+   radial blocks whose SLPs also take the neighbour's indicator θ_j, and species programs
+   with an on-site degree (``onsite``) whose coefficient columns are combined with T_k0(θ_i)
+   inside the embedding; the kernel also returns dE_i/dθ_i and dE_i/dθ_j.
 
 Everything is plain data (numbers, tuples, numpy arrays, SLPs): validated on construction,
 printable with :meth:`ModelIR.to_text` and hashable with :meth:`ModelIR.signature`.
