@@ -432,8 +432,13 @@ def _lower_cartesian(spec, progress: bool | None, cache: bool = True) -> Cartesi
     pair = tuple(
         PairFunction(z0, zj, n) for z0 in range(nel) for zj in range(nel) for n in range(1, npair + 1)
     )
-    return CartesianBasis(spec=spec, functions=tuple(functions), pair=pair, lmax=lmax, nmax=nmax, npair=npair,
-                          angular=spec.angular)
+    basis = CartesianBasis(spec=spec, functions=tuple(functions), pair=pair, lmax=lmax, nmax=nmax, npair=npair,
+                           angular=spec.angular)
+    if spec.purification != "none":
+        from .symbolic import purify
+
+        basis = purify.purify_cartesian(basis, spec.purification)
+    return basis
 
 
 #: Part of the whole-basis cache key; bump when lowering's output changes.

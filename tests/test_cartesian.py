@@ -57,11 +57,13 @@ def test_bad_angular_is_a_spec_error_naming_the_field(value):
         BasisSpec(("Si",), 2, 6, purification="none", angular=value)
 
 
-def test_cartesian_needs_purification_none():
-    with pytest.raises(SpecError, match=r"BasisSpec\.angular.*purification='none'"):
-        BasisSpec(("Si",), 2, 6, angular="cartesian")  # default purification 'pair'
+def test_cartesian_purification_pair_or_none():
+    with pytest.raises(SpecError, match=r"BasisSpec\.angular.*purification='none' or 'pair', not 'canonical'"):
+        BasisSpec(("Si",), 2, 6, angular="cartesian", purification="canonical")
     with pytest.raises(SpecError, match="BasisSpec.angular"):
-        BasisSpec.from_dict({"elements": ["Si"], "order": 2, "totaldegree": 6, "angular": "cace"})
+        BasisSpec.from_dict({"elements": ["Si"], "order": 2, "totaldegree": 6, "angular": "cace",
+                             "purification": "canonical"})
+    assert BasisSpec(("Si",), 2, 6, angular="cartesian").purification == "pair"  # the default
 
 
 # ------------------------------------------------------------------------------- monomials
