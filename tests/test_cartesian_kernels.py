@@ -202,8 +202,16 @@ def test_spherical_plan_has_no_cartesian_line():
     cart = build_plan(acegen.Model.random(_spec("cartesian"), seed=3).ir())
     assert not sph.cartesian and "angular kind" not in sph.to_text()
     assert cart.cartesian and "angular kind cartesian" in cart.to_text()
-    assert cart.n_y == cartesian.n_cartesian(3) and sph.n_y == 16
-    assert cart.ang_off == (0, 1, 4, 10, 20) and cart.ang_width == (1, 3, 6, 10)
+    assert cart.n_y == cartesian.n_cartesian(3) and sph.n_y == (3 + 1) ** 2
+    assert cart.ang_off == tuple(cartesian.block_offset(l) for l in range(5))
+    assert cart.ang_width == tuple(cartesian.n_alpha(l) for l in range(4))
+    assert sph.ang_off == tuple(l * l for l in range(5)) and sph.ang_width == tuple(2 * l + 1 for l in range(4))
+    # the C kernel prints the Cartesian widths: degree-3 accumulation over 10 monomials
+    from acegen.backends.c import emit_c
+
+    src = "".join(t for t in emit_c(cart.ir).values() if isinstance(t, str))
+    assert "Cartesian monomials of one block" in src and "accumulate_A_l3" in src
+    assert "for (int mm = 0; mm < 10; ++mm)" in src
 
 
 # ---------------------------------------------------------------------------- fitting
