@@ -302,10 +302,10 @@ class CoupledBasis(FunctionSet):
             ch = lookup[("pair", p.zj, p.n, 0)]
             yield "pair", k, (ch.offset,), self._pair_coeff
 
-    @staticmethod
-    def _packed_terms(k: int, corr: PackedTerms, lookup: dict):  # spherical (purified) bases only
+    def _packed_terms(self, k: int, corr: PackedTerms, lookup: dict):
         """function_terms of packed corrections: (A index rows sorted) per entry, vectorised."""
-        fo = np.array([lookup[("mb", z, n, l)].offset + l for z, n, l in corr.factors.tolist()], dtype=np.int64)
+        fo = np.array([lookup[("mb", z, n, l)].offset + self._m_base(l) for z, n, l in corr.factors.tolist()],
+                      dtype=np.int64)
         fptr, mptr, rptr = corr.fptr.tolist(), corr.mptr.tolist(), corr.rptr.tolist()
         coeffs = corr.coeffs.tolist()
         for e in range(len(fptr) - 1):
