@@ -214,6 +214,22 @@ def test_spherical_plan_has_no_cartesian_line():
     assert "for (int mm = 0; mm < 10; ++mm)" in src
 
 
+def test_projection_kernel_gives_the_basis_values(model):
+    """The projection variant (extrapolation grade): per atom ρ, then every basis function."""
+    atoms = _structure(model.elements, seed=10)
+    kernel = model.projection_kernel("c")
+    ir = model.projection_ir()
+    Z = species_indices(atoms, ir.elements)
+    nl = build_neighbours(atoms, ir.rcut_max)
+    rows, _ = kernel.compute(Z, nl.offsets, Z[nl.j], nl.rij)
+    rows = np.asarray(rows).reshape(len(atoms), -1)
+    B, P = BasisEvaluator(model.basis).basis_values(atoms)
+    for i, z in enumerate(Z):
+        cols = model.basis.projection_params(int(z))
+        want = np.concatenate([B[i], P[i]])[cols]
+        _close(rows[i, 1 : 1 + len(cols)], want)
+
+
 # ---------------------------------------------------------------------------- fitting
 @pytest.mark.parametrize("kind", ["cartesian", "cace"])
 def test_basis_kernel_rows_match_numpy(kind):
