@@ -211,6 +211,18 @@ class CoupledBasis(FunctionSet):
         return blocks
 
     # ------------------------------------------------------------------ channels
+    #: the angular functions of the folded model (:data:`acegen.ir.model.ANGULAR_KINDS`)
+    ir_angular = "spherical"
+
+    def _m_base(self, l: int) -> int:
+        """Position in its channel of the entry an ``mtuples`` value 0 indexes: l (m = -l..l)."""
+        return l
+
+    @property
+    def _pair_coeff(self) -> float:
+        """P_n = coefficient · A[pair channel]: √(4π) since Y_00 = 1/√(4π)."""
+        return SQRT4PI
+
     def channels(self, z0: int) -> tuple[tuple[Channel, ...], dict]:
         """Channels of central species z0 and the map (kind, zj, n, l) → Channel."""
         key = ("channels", z0)
@@ -238,7 +250,7 @@ class CoupledBasis(FunctionSet):
             for lab in sorted(labels, key=lambda t: (t[1], t[0] != "mb", t[2], t[3])):
                 kind, z, n, l = lab
                 rad = (n - 1) if kind == "mb" else self.nmax + n - 1
-                ch = Channel(zj=z, radial=rad, l=l, offset=off)
+                ch = Channel(zj=z, radial=rad, l=l, offset=off, angular=self.ir_angular)
                 chans.append(ch)
                 lookup[lab] = ch
                 off += ch.size
@@ -280,7 +292,7 @@ class CoupledBasis(FunctionSet):
         for k, f in enumerate(self.functions):
             if f.z0 != z0:
                 continue
-            offs = [lookup[("mb", z, n, l)].offset + l for z, n, l in f.factors]
+            offs = [lookup[("mb", z, n, l)].offset + self._m_base(l) for z, n, l in f.factors]
             for mt, c in zip(f.mtuples, f.coeffs):
                 yield "mb", k, tuple(sorted(o + int(m) for o, m in zip(offs, mt))), float(c)
             corr = getattr(f, "corrections", ()) or ()
@@ -288,19 +300,19 @@ class CoupledBasis(FunctionSet):
                 yield from self._packed_terms(k, corr, lookup)
                 continue
             for factors, mtuples, coeffs in corr:
-                offs2 = [lookup[("mb", z, n, l)].offset + l for z, n, l in factors]
+                offs2 = [lookup[("mb", z, n, l)].offset + self._m_base(l) for z, n, l in factors]
                 for mt, c in zip(mtuples, coeffs):
                     yield "mb", k, tuple(sorted(o + int(m) for o, m in zip(offs2, mt))), float(c)
         for k, p in enumerate(self.pair):
             if p.z0 != z0:
                 continue
             ch = lookup[("pair", p.zj, p.n, 0)]
-            yield "pair", k, (ch.offset,), SQRT4PI
+            yield "pair", k, (ch.offset,), self._pair_coeff
 
-    @staticmethod
-    def _packed_terms(k: int, corr: PackedTerms, lookup: dict):
+    def _packed_terms(self, k: int, corr: PackedTerms, lookup: dict):
         """function_terms of packed corrections: (A index rows sorted) per entry, vectorised."""
-        fo = np.array([lookup[("mb", z, n, l)].offset + l for z, n, l in corr.factors.tolist()], dtype=np.int64)
+        fo = np.array([lookup[("mb", z, n, l)].offset + self._m_base(l) for z, n, l in corr.factors.tolist()],
+                      dtype=np.int64)
         fptr, mptr, rptr = corr.fptr.tolist(), corr.mptr.tolist(), corr.rptr.tolist()
         coeffs = corr.coeffs.tolist()
         for e in range(len(fptr) - 1):
@@ -323,8 +335,6 @@ class CoupledBasis(FunctionSet):
         ``projections``: also attach every basis function of each species (many-body, then
         pair, in parameter order) as :class:`~acegen.ir.model.ProjectionRows`, for the
         extrapolation grade (they do not change the energy model or its signature)."""
-        from .symbolic.ylm import ylm_slp
-
         mb, pr = self.split_params(coefficients)
         programs = []
         for z0 in range(len(self.elements)):
@@ -362,11 +372,18 @@ class CoupledBasis(FunctionSet):
         return ModelIR(
             elements=self.elements,
             lmax=self.lmax,
-            angular=ylm_slp(self.lmax),
+            angular=self.angular_slp(),
             radial=self.radial_blocks(),
             species=tuple(programs),
             name=name,
+            angular_kind=self.ir_angular,
         )
+
+    def angular_slp(self):
+        """The angular SLP of the folded model: real Y_lm, l <= lmax, and their gradients."""
+        from .symbolic.ylm import ylm_slp
+
+        return ylm_slp(self.lmax)
 
 
 @dataclass(frozen=True, eq=False)
@@ -374,28 +391,30 @@ class CartesianBasis(CoupledBasis):
     """The lowered basis of a spec with ``angular`` 'cartesian' or 'cace'
     (:mod:`acegen.symbolic.cartesian`): the same :class:`BasisFunction` records, with
     ``mtuples`` indexing the Cartesian monomials ``alphas(l)`` of each factor instead of m,
-    and exact integer coefficients.  ``len``, ``orders``, ``evaluate`` (NumPy),
-    ``basis_derivatives`` and ``signature`` work; compiled kernels do not exist yet."""
+    and exact integer coefficients.  It folds into a ModelIR of ``angular_kind``
+    'cartesian': channels of width (l+1)(l+2)/2 (A[offset + q] for the q-th monomial of
+    degree l) and the angular SLP :func:`~acegen.symbolic.cartesian.monomial_slp`, so every
+    backend, the basis (fitting) kernel and the calculator take it as they take a spherical
+    basis."""
 
     angular: str = "cartesian"
+    ir_angular = "cartesian"
 
     def __repr__(self) -> str:
         return super().__repr__().replace("CoupledBasis(", f"CartesianBasis(angular {self.angular!r}, ", 1)
 
-    def _no_kernels(self):
-        from .errors import AcegenError
+    def _m_base(self, l: int) -> int:
+        return 0  # mtuples hold the position of α in alphas(l)
 
-        return AcegenError(f"compiled kernels for angular={self.angular!r} are not available yet "
-                           "(lower() and evaluate() work; use angular='spherical' to compile or fit)")
+    @property
+    def _pair_coeff(self) -> float:
+        return 1.0  # r̂^(000) = 1
 
-    def channels(self, z0: int):
-        raise self._no_kernels()
+    def angular_slp(self):
+        """The monomials r̂^α, |α| <= lmax, and their gradients (:func:`~acegen.symbolic.cartesian.monomial_slp`)."""
+        from .symbolic.cartesian import monomial_slp
 
-    def function_terms(self, z0: int):
-        raise self._no_kernels()
-
-    def fold(self, coefficients, *, name: str = "model") -> ModelIR:
-        raise self._no_kernels()
+        return monomial_slp(self.lmax)
 
 
 def _lower_cartesian(spec, progress: bool | None, cache: bool = True) -> CartesianBasis:
@@ -420,8 +439,13 @@ def _lower_cartesian(spec, progress: bool | None, cache: bool = True) -> Cartesi
     pair = tuple(
         PairFunction(z0, zj, n) for z0 in range(nel) for zj in range(nel) for n in range(1, npair + 1)
     )
-    return CartesianBasis(spec=spec, functions=tuple(functions), pair=pair, lmax=lmax, nmax=nmax, npair=npair,
-                          angular=spec.angular)
+    basis = CartesianBasis(spec=spec, functions=tuple(functions), pair=pair, lmax=lmax, nmax=nmax, npair=npair,
+                           angular=spec.angular)
+    if spec.purification != "none":
+        from .symbolic import purify
+
+        basis = purify.purify_cartesian(basis, spec.purification)
+    return basis
 
 
 #: Part of the whole-basis cache key; bump when lowering's output changes.

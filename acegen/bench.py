@@ -83,11 +83,13 @@ def kernel_flops(ir, species: np.ndarray, nl) -> dict[str, float]:
     Per pair inside its bond cutoff: ``radial`` 12 per radial slot for splines (cubic value and
     derivative) or the radial SLP's operation count; ``angular`` the angular SLP's operation
     count (Y and the Cartesian gradient, for bonds with channels); ``A`` 2 per (channel, m)
-    entry; ``force`` 4 per (channel, m) entry (Z and Zd), 8 per (l, m) of the bond and 20 for the
+    entry; ``force`` 4 per (channel, m) entry (Z and Zd), 8 per angular function (l, m) of the
+    bond (Cartesian models: per monomial α and "m" is α) and 20 for the
     projection and the sum.  Per atom: ``dag`` the product DAG's forward and reverse counts
     (:meth:`acegen.ir.dag.ProductDAG.flops`).
     """
     from .backends.plan import build_plan
+    from .ir.model import angular_width, n_angular
 
     t = build_plan(ir)
     ang = float(ir.angular.count_ops())
@@ -104,11 +106,11 @@ def kernel_flops(ir, species: np.ndarray, nl) -> dict[str, float]:
             used = {int(c) for c in b.channels[:, 1]} | ({blk.core} if blk.core is not None else set())
             out["radial"] += npairs * (12.0 * len(used) if blk.spline is not None else float(blk.slp.count_ops()))
             if b.n_chan:
-                entries = float(np.sum(2 * b.channels[:, 2] + 1))
+                entries = float(sum(angular_width(t.angular_kind, int(l)) for l in b.channels[:, 2]))
                 lmax_b = int(b.channels[:, 2].max())
                 out["angular"] += npairs * ang
                 out["A"] += npairs * 2.0 * entries
-                out["force"] += npairs * (4.0 * entries + 8.0 * (lmax_b + 1) ** 2 + 20.0)
+                out["force"] += npairs * (4.0 * entries + 8.0 * n_angular(t.angular_kind, lmax_b) + 20.0)
     out["total"] = sum(out.values())
     return out
 

@@ -241,7 +241,7 @@ class BasisSpec:
     angular: 'spherical' (default: Y_lm and Clebsch-Gordan couplings), 'cartesian' (Cartesian
         monomials and full tensor contractions, the same span) or 'cace' (Cheng 2024's
         same-n contraction family, a subspace); see docs/cartesian.md.  The Cartesian kinds
-        need purification='none' and have no compiled kernels yet.
+        take purification 'pair' or 'none' (not 'canonical').
     """
 
     elements: tuple[str, ...]
@@ -331,10 +331,12 @@ class BasisSpec:
             raise _err("radial", self.radial, f"must be one of {list(RADIAL_KINDS)}")
         if not isinstance(self.angular, str) or self.angular not in ANGULAR_KINDS:
             raise _err("angular", self.angular, f"must be one of {list(ANGULAR_KINDS)}")
-        if self.angular != "spherical" and self.purification != "none":
+        if self.angular != "spherical" and self.purification not in ("none", "pair"):
             raise _err("angular", self.angular,
-                       f"Cartesian bases support only purification='none' for now "
-                       f"(purification={self.purification!r})")
+                       f"Cartesian bases support purification='none' or 'pair', not {self.purification!r}: the "
+                       "canonical correlations need the radial and monomial products of every set partition of "
+                       "every contraction, which are not implemented (use angular='spherical' for a canonical "
+                       "purified basis)")
 
         set_("Eref", self._eref(self.Eref, els))
 

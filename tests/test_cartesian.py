@@ -1,7 +1,7 @@
 """Cartesian angular bases (``BasisSpec.angular`` 'cartesian' / 'cace', acegen.symbolic.cartesian):
 the spec option, the contraction formulas of Cheng (2024), a symbolic proof that CACE's ν=2
 invariants are combinations of the spherical ones, rank (span) tests against the spherical
-basis, O(3) invariance, analytic derivatives, and the not-yet-compilable model."""
+basis, O(3) invariance, analytic derivatives, and the model (its kernels: test_cartesian_kernels.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import acegen
 from acegen.basis import CartesianBasis
 from acegen.basis_eval import BasisEvaluator
-from acegen.errors import AcegenError, SpecError
+from acegen.errors import SpecError
 from acegen.spec import BasisSpec
 from acegen.symbolic import cartesian, coupling, selection
 from acegen.symbolic.ylm import X, Y, Z, real_ylm_polynomials
@@ -57,11 +57,13 @@ def test_bad_angular_is_a_spec_error_naming_the_field(value):
         BasisSpec(("Si",), 2, 6, purification="none", angular=value)
 
 
-def test_cartesian_needs_purification_none():
-    with pytest.raises(SpecError, match=r"BasisSpec\.angular.*purification='none'"):
-        BasisSpec(("Si",), 2, 6, angular="cartesian")  # default purification 'pair'
+def test_cartesian_purification_pair_or_none():
+    with pytest.raises(SpecError, match=r"BasisSpec\.angular.*purification='none' or 'pair', not 'canonical'"):
+        BasisSpec(("Si",), 2, 6, angular="cartesian", purification="canonical")
     with pytest.raises(SpecError, match="BasisSpec.angular"):
-        BasisSpec.from_dict({"elements": ["Si"], "order": 2, "totaldegree": 6, "angular": "cace"})
+        BasisSpec.from_dict({"elements": ["Si"], "order": 2, "totaldegree": 6, "angular": "cace",
+                             "purification": "canonical"})
+    assert BasisSpec(("Si",), 2, 6, angular="cartesian").purification == "pair"  # the default
 
 
 # ------------------------------------------------------------------------------- monomials
@@ -349,14 +351,13 @@ def test_cartesian_derivatives_match_finite_differences():
 
 # ------------------------------------------------------------------------------ model
 @pytest.mark.parametrize("kind", ["cartesian", "cace"])
-def test_model_random_works_but_compiling_is_a_clear_error(kind, tmp_path):
+def test_model_random_save_load_and_fold(kind, tmp_path):
     spec = _spec(("Si",), 3, 7, angular=kind)
     model = acegen.Model.random(spec, seed=1)
     assert model.basis.angular == kind and len(model.coefficients) == model.basis.n_params
     assert np.isfinite(model.basis.evaluate(_clusters(("Si",), 6, 2, natoms=6)[0])).all()
-    for call in (lambda: model.compile("c"), lambda: acegen.Calculator(model), model.ir):
-        with pytest.raises(AcegenError, match=f"compiled kernels for angular='{kind}' are not available yet"):
-            call()
+    ir = model.ir()  # compiled kernels: tests/test_cartesian_kernels.py
+    assert ir.angular_kind == "cartesian" and all(ch.angular == "cartesian" for ch in ir.species[0].channels)
     model.save(tmp_path / "m.json")
     back = acegen.load(tmp_path / "m.json")
     assert back.spec == spec and np.array_equal(back.coefficients, model.coefficients)

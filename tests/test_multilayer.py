@@ -63,6 +63,7 @@ def test_spec_round_trip_and_signature():
     (dict(layers=[S1, "x"]), "layers[1]"),
     (dict(layers=[S1, acegen.BasisSpec(["Cu"], 2, 5, purification="none")]), "layers[1].elements"),
     (dict(layers=[S1, S1]), "layers[1].purification"),
+    (dict(layers=[acegen.BasisSpec(["Cu", "Ni"], 2, 5, angular="cartesian"), S2]), "layers[0].angular"),
     (dict(layers=[acegen.BasisSpec(["Cu", "Ni"], 2, 5, Eref={"Cu": 1.0}), S2]), "layers[0].Eref"),
     (dict(layers=[S1], kmax=-1), "kmax"),
     (dict(layers=[S1], kmax=99), "kmax"),

@@ -30,6 +30,7 @@ import numpy as np
 from .._fs import template_root
 from ..abi import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, Status  # noqa: F401  (re-exported)
 from ..errors import CompileError
+from ..ir.model import angular_width, n_angular
 
 if TYPE_CHECKING:  # the IR pulls in sympy; the ABI constants must load without it
     from ..ir.model import ModelIR, RadialBlock
@@ -288,6 +289,7 @@ class BasisTables:
     nfunc_max: int
     species: tuple[BasisSpeciesTable, ...]
     signature: str
+    angular_kind: str = "spherical"  # acegen.ir.model.ANGULAR_KINDS
 
     @property
     def n_A_max(self) -> int:
@@ -355,7 +357,7 @@ def _basis_species_table(basis, z0: int, radial: dict) -> BasisSpeciesTable:
             continue
         blk = radial[(z0, zj)]
         a_begin = min(o for o, _, _ in rows_ch)
-        a_end = max(o + 2 * l + 1 for o, _, l in rows_ch)
+        a_end = max(o + angular_width(basis.ir_angular, l) for o, _, l in rows_ch)
         lo = next((s for s, t in enumerate(pattern) if t[0] == zj), len(pattern))
         hi = next((s for s, t in enumerate(pattern) if t[0] > zj), len(pattern))
         seg_rows = np.array([pattern[s][1] for s in range(lo, hi)], dtype=np.int64)
@@ -376,8 +378,6 @@ def lower_basis(basis) -> BasisTables:
     B_row = Σ_m coef[m, row] Π_t A[m_t], and the sparsity pattern of the Jacobian
     ∂B_row/∂A.  Only analytic (SLP) radial blocks, as ``CoupledBasis.radial_blocks`` gives.
     """
-    from ..symbolic.ylm import ylm_slp
-
     n = len(basis.elements)
     radial = basis.radial_blocks()
     rcut = np.zeros((n, n))
@@ -389,14 +389,15 @@ def lower_basis(basis) -> BasisTables:
     return BasisTables(
         n_species=n,
         n_params=int(basis.n_params),
-        n_y=(basis.lmax + 1) ** 2,
+        n_y=n_angular(basis.ir_angular, basis.lmax),
         lmax=int(basis.lmax),
-        angular=ylm_slp(basis.lmax),
+        angular=basis.angular_slp(),
         radial=radial,
         rcut=rcut,
         nfunc_max=max((b.nfunc for b in radial.values()), default=1),
         species=species,
         signature=basis.signature(),
+        angular_kind=basis.ir_angular,
     )
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..ir.dag import GroupedSchedule, ProductDAG, build_dag, group_schedule
-from ..ir.model import ANY, ModelIR, RadialBlock
+from ..ir.model import ANY, ModelIR, RadialBlock, angular_offset, angular_width, n_angular
 from ..ir.physics import core_slp, embedding_slp, theta_embedding_slp
 from ..ir.slp import SLP
 from ..abi import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, Status
@@ -137,6 +137,7 @@ class BondPlan:
     def y_row(self) -> int:
         """First row of Y (then the gradients of P) in the C record."""
         return 4 + self.rad_rows
+    angular_kind: str = "spherical"
 
     @property
     def members(self) -> tuple[int, ...]:
@@ -157,7 +158,8 @@ class BondPlan:
 
     @property
     def ny(self) -> int:
-        return (self.lmax + 1) ** 2
+        """Angular functions of degree <= the bond's lmax."""
+        return n_angular(self.angular_kind, self.lmax)
 
     @property
     def slot_weights(self) -> np.ndarray | None:
@@ -240,6 +242,23 @@ class KernelPlan:
     radials: tuple[RadialPlan, ...]  # the radial blocks some bond uses, (zi, zj) ascending
     slot_doubles: int  # size of the "slots" table buffer
     function_doubles: int  # size of the "functions" table buffer
+    #: "spherical" (Y_lm: 2l+1 per degree at l²) or "cartesian" (monomials: (l+1)(l+2)/2 at
+    #: l(l+1)(l+2)/6); ``ang_off[l]`` / ``ang_width[l]`` are what the templates print
+    angular_kind: str = "spherical"
+
+    @property
+    def cartesian(self) -> bool:
+        return self.angular_kind == "cartesian"
+
+    @cached_property
+    def ang_off(self) -> tuple[int, ...]:
+        """Index of the first angular function of degree l, l = 0..lmax+1."""
+        return tuple(angular_offset(self.angular_kind, l) for l in range(self.lmax + 2))
+
+    @cached_property
+    def ang_width(self) -> tuple[int, ...]:
+        """Angular functions of degree l, l = 0..lmax."""
+        return tuple(angular_width(self.angular_kind, l) for l in range(self.lmax + 1))
 
     # -- what the kernel outputs -------------------------------------------------------------
     @property
@@ -390,6 +409,8 @@ class KernelPlan:
             f"rcut {floats(self.rcut)}",
             f"angular: {len(self.angular)} assignments, signature {self.angular.signature()}",
         ]
+        if self.cartesian:
+            out.append("angular kind cartesian: degree l at l(l+1)(l+2)/6, (l+1)(l+2)/2 monomials")
         if self.project:
             out.append(f"output projections, width {self.out_width}")
         if self.theta:
@@ -436,6 +457,7 @@ class KernelPlan:
 
 def _bond(ir: ModelIR, zi: int, zj: int, rows_in: list[tuple[int, int, int]], has_core: bool, n_y: int,
           radial: RadialPlan, slot_offset: int) -> BondPlan:
+    """``n_y``: angular functions per neighbour record (every degree <= ``ir.lmax``)."""
     blk = ir.radial[(zi, zj)]
     channels = np.asarray(rows_in, dtype=np.int32).reshape(-1, 3)
     order = sorted(range(channels.shape[0]), key=lambda c: (int(channels[c, 2]), c))
@@ -465,7 +487,7 @@ def _bond(ir: ModelIR, zi: int, zj: int, rows_in: list[tuple[int, int, int]], ha
         groups=tuple(Group(*g) for g in groups),
         lmax=max((g[0] for g in groups), default=0),
         rec=4 + (3 if blk.theta else 2) * len(slots) + (4 * n_y if n_chan else 0),
-        slot_offset=slot_offset, radial=radial, theta=blk.theta,
+        slot_offset=slot_offset, radial=radial, theta=blk.theta, angular_kind=ir.angular_kind,
     )
 
 
@@ -512,7 +534,7 @@ def build_plan(ir: ModelIR, *, merge_shared: bool = False) -> KernelPlan:
         if not (0 <= zi < n and 0 <= zj < n) or (blk.zi, blk.zj) != (zi, zj):
             raise CompileError(f"radial block key {(zi, zj)} does not match the model's species")
         rcut[zi, zj] = blk.rcut
-    n_y = (ir.lmax + 1) ** 2
+    n_y = n_angular(ir.angular_kind, ir.lmax)
     if len(ir.angular.inputs) != 3 or len(ir.angular.outputs) != 4 * n_y:
         raise CompileError(f"angular SLP must map (x, y, z) to {4 * n_y} outputs (Y, dY/dx, dY/dy, dY/dz)")
     # the bonds every species visits: a radial block, and channels or a core repulsion
@@ -590,6 +612,7 @@ def build_plan(ir: ModelIR, *, merge_shared: bool = False) -> KernelPlan:
     return KernelPlan(
         ir=ir, name=ir.name, n_species=n, lmax=int(ir.lmax), n_y=n_y, rcut=rcut, angular=ir.angular,
         species=tuple(species), radials=tuple(radials.values()), slot_doubles=sdoubles, function_doubles=fdoubles,
+        angular_kind=ir.angular_kind,
     )
 
 

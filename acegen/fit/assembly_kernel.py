@@ -85,6 +85,7 @@ def _context(t: BasisTables, name: str) -> dict:
         "n_slots_max": t.n_slots_max,
         "rcut": t.rcut,
         "angular_body": slp_body(t.angular, ["x", "y", "z"], "out"),
+        "cartesian": t.angular_kind == "cartesian",
         "radials": radials,
         "species": species,
     }

@@ -372,6 +372,9 @@ def model_to_pace(model, *, tol: float = DEFAULT_TOL, r_min: float | None = None
     ir = model.ir()
     elements = tuple(ir.elements)
     nel = len(elements)
+    if ir.angular_kind != "spherical":
+        raise AcegenError(f"model {model.name!r}: PACE files hold spherical-harmonic models; this one has "
+                          f"angular={model.spec.angular!r} (Cartesian monomials), which PACE cannot evaluate")
     for prog in ir.species:
         if prog.embedding.kind != "linear" or prog.core.kind != "none":
             raise AcegenError(f"species {elements[prog.zi]}: only linear models without core repulsion are exported")

@@ -8,7 +8,8 @@ Per central atom i of species zi, over neighbours j with r_ij < rcut(zi, zj):
 
     A[ch.offset + l + m] = Σ_j R_ch(r_ij) Y_lm(r̂_ij)          (channels of neighbour species zj;
                                                                  zj == ANY: every neighbour, with
-                                                                 its own bond's (weighted) R)
+                                                                 its own bond's (weighted) R;
+                                                                 Cartesian models: r̂_ij^α)
     ρ_p  = Σ_k coeffs[k, p] Π_{a ∈ monomial k} A[a]
     E_i  = E0 + Σ_p F_p(ρ_p)                                     (core kind "none")
     E_i  = E0 + fcut(ρ_core) Σ_p F_p(ρ_p) + ρ_core               (core kind "density")
@@ -26,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import StructureError
-from .model import ANY, ModelIR, SpeciesProgram
+from .model import ANY, ModelIR, SpeciesProgram, angular_offset, angular_width, n_angular
 from .physics import core_slp, embedding_slp
 
 def _run(slp, **inputs) -> list[float]:
@@ -105,7 +106,10 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
     energies = np.zeros(n)
     dEdr = np.zeros_like(rij)
     lmax = ir.lmax
-    nlm = (lmax + 1) ** 2
+    kind = ir.angular_kind
+    nlm = n_angular(kind, lmax)
+    # the degree of every angular function (its polynomial is homogeneous of that degree)
+    ls = np.array([l for l in range(lmax + 1) for _ in range(angular_width(kind, l))])
     for i in range(n):
         zi = int(species[i])
         if not 0 <= zi < nsp:
@@ -138,12 +142,11 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
             G = np.stack(
                 [np.stack(outs[nlm * (1 + c) : nlm * (2 + c)], axis=1) for c in range(3)], axis=2
             )  # (npair, nlm, 3)
-            ls = np.array([l for l in range(lmax + 1) for _ in range(2 * l + 1)])
             gradY = (G - ls[None, :, None] * Y[:, :, None] * u[:, None, :]) / r[:, None, None]
             for ch in sp.channels:
                 if ch.zj != zj and ch.zj != ANY:
                     continue
-                s = slice(ch.l * ch.l, (ch.l + 1) ** 2)
+                s = slice(angular_offset(kind, ch.l), angular_offset(kind, ch.l + 1))
                 A[ch.offset : ch.offset + ch.size] += R[:, ch.radial] @ Y[:, s]
             if blk.core is not None and sp.core.kind != "none":
                 rho_core += float(np.sum(R[:, blk.core]))
@@ -180,7 +183,7 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
             for ch in sp.channels:
                 if ch.zj != zj and ch.zj != ANY:
                     continue
-                s = slice(ch.l * ch.l, (ch.l + 1) ** 2)
+                s = slice(angular_offset(kind, ch.l), angular_offset(kind, ch.l + 1))
                 wc = w[ch.offset : ch.offset + ch.size]
                 f += (dR[:, ch.radial] * (Y[:, s] @ wc))[:, None] * u
                 f += R[:, ch.radial][:, None] * np.einsum("pmx,m->px", gradY[:, s, :], wc)
@@ -200,7 +203,8 @@ def evaluate_projections(ir: ModelIR, species, offsets, nb_species, rij):
     ir = ir.projection_ir()
     species, offsets, nb_species, rij = _checked_inputs(species, offsets, nb_species, rij)
     nsp = len(ir.elements)
-    nlm = (ir.lmax + 1) ** 2
+    kind = ir.angular_kind
+    nlm = n_angular(kind, ir.lmax)
     groups = [_monomial_groups(sp.monomials) for sp in ir.species]
     out = np.zeros((len(species), ir.projection_width))
     for i in range(len(species)):
@@ -230,7 +234,8 @@ def evaluate_projections(ir: ModelIR, species, offsets, nb_species, rij):
             Y = np.stack(outs[:nlm], axis=1)
             for ch in sp.channels:
                 if ch.zj == zj or ch.zj == ANY:
-                    A[ch.offset : ch.offset + ch.size] += R[:, ch.radial] @ Y[:, ch.l * ch.l : (ch.l + 1) ** 2]
+                    s = slice(angular_offset(kind, ch.l), angular_offset(kind, ch.l + 1))
+                    A[ch.offset : ch.offset + ch.size] += R[:, ch.radial] @ Y[:, s]
         nd = sp.embedding.ndensity
         cols = np.hstack([sp.coeffs, sp.projections.coeffs])
         vals = np.zeros(cols.shape[1])

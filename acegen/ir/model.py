@@ -6,10 +6,13 @@ from the neighbour environment, in four typed pieces:
 1. ``radial[(zi, zj)]`` — a :class:`RadialBlock`: the radial functions R_c(r) of a bond
    (an analytic :class:`~acegen.ir.slp.SLP` or a cubic :class:`SplineTable`), with cutoff.
 2. ``angular`` — the real spherical harmonics Y_lm(r̂) up to ``lmax`` (an SLP over the unit
-   vector, outputs and gradients), one documented convention (docs/conventions.md).
+   vector, outputs and gradients), one documented convention (docs/conventions.md); with
+   ``angular_kind == "cartesian"`` the Cartesian monomials r̂^α, |α| <= lmax, instead
+   (docs/cartesian.md; :func:`angular_offset` and :func:`angular_width` give the layout).
 3. ``species[zi].channels`` — the one-particle basis: each :class:`Channel` is
    (neighbour species zj, radial function c, l) and owns the 2l+1 entries
-   A[offset + l + m] = Σ_j R_c(r_ij) Y_lm(r̂_ij) δ(z_j, zj).  A channel of ``zj ==``
+   A[offset + l + m] = Σ_j R_c(r_ij) Y_lm(r̂_ij) δ(z_j, zj) (a Cartesian channel the
+   (l+1)(l+2)/2 entries A[offset + q] = Σ_j R_c(r_ij) r̂_ij^α, α the q-th monomial of degree l).  A channel of ``zj ==``
    :data:`ANY` sums over the neighbours of every species, each with the radial function c of
    its own bond (zi, z_j): with an element embedding (GRACE-FS) the bonds share one spline
    table and differ only by per-function ``weights`` (:class:`RadialBlock`).
@@ -49,6 +52,26 @@ CORE_KINDS = ("none", "density", "distance", "zbl")
 
 #: ``Channel.zj`` of a channel that accumulates over the neighbours of every species.
 ANY = -1
+
+#: The angular one-particle functions of a model: real spherical harmonics Y_lm (2l+1 per l)
+#: or Cartesian monomials r̂^α (|α| = l, (l+1)(l+2)/2 per l).
+ANGULAR_KINDS = ("spherical", "cartesian")
+
+
+def angular_width(kind: str, l: int) -> int:
+    """Angular functions of degree l: 2l+1 harmonics or (l+1)(l+2)/2 monomials."""
+    return 2 * l + 1 if kind == "spherical" else (l + 1) * (l + 2) // 2
+
+
+def angular_offset(kind: str, l: int) -> int:
+    """Index of the first angular function of degree l among the angular SLP's outputs:
+    l² (Y_lm at l² + l + m) or l(l+1)(l+2)/6 (monomials, acegen.symbolic.cartesian order)."""
+    return l * l if kind == "spherical" else l * (l + 1) * (l + 2) // 6
+
+
+def n_angular(kind: str, lmax: int) -> int:
+    """Angular functions of degree <= lmax: (lmax+1)² or (lmax+1)(lmax+2)(lmax+3)/6."""
+    return angular_offset(kind, lmax + 1)
 
 
 def _finite(x, what):
@@ -209,16 +232,20 @@ class RadialBlock:
 @dataclass(frozen=True)
 class Channel:
     """One-particle channel: A[offset + l + m] = Σ_j R_radial(r_ij) Y_lm(r̂_ij) over j of species zj
-    (over every neighbour, with the radial function of its own bond, when ``zj == ANY``)."""
+    (over every neighbour, with the radial function of its own bond, when ``zj == ANY``).
+    ``angular == "cartesian"``: A[offset + q] = Σ_j R_radial(r_ij) r̂_ij^α, α the q-th
+    monomial of degree l (``acegen.symbolic.cartesian.alphas(l)``)."""
 
     zj: int
     radial: int
     l: int
     offset: int
+    angular: str = "spherical"
 
     @property
     def size(self) -> int:
-        return 2 * self.l + 1
+        """The channel's width: 2l+1 (spherical) or (l+1)(l+2)/2 (Cartesian)."""
+        return angular_width(self.angular, self.l)
 
 
 @dataclass(frozen=True)
@@ -340,12 +367,14 @@ class SpeciesProgram:
 class ModelIR:
     elements: tuple[str, ...]
     lmax: int
-    angular: SLP  # inputs (x, y, z); outputs Y (lmax+1)^2 then d/dx, d/dy, d/dz of each
+    angular: SLP  # inputs (x, y, z); outputs Y (n_angular(angular_kind, lmax)) then d/dx, d/dy, d/dz of each
     radial: dict  # (zi, zj) -> RadialBlock
     species: tuple[SpeciesProgram, ...]
     name: str = "model"
     #: "energy" (E_i and dE_i/dr_ij) or "projections" (per atom ρ then b, see projection_ir)
     output: str = "energy"
+    #: the angular functions ``angular`` computes and every channel uses (:data:`ANGULAR_KINDS`)
+    angular_kind: str = "spherical"
 
     def __post_init__(self):
         if self.output not in ("energy", "projections"):
@@ -357,6 +386,12 @@ class ModelIR:
                 raise InternalError("a ModelIR with indicator inputs needs an on-site degree for every species")
             if any(b.spline is not None for b in self.radial.values()):
                 raise InternalError("a ModelIR with indicator inputs needs analytic (SLP) radial blocks")
+        if self.angular_kind not in ANGULAR_KINDS:
+            raise InternalError(f"unknown ModelIR angular kind {self.angular_kind!r}")
+        for sp_ in self.species:
+            for ch in sp_.channels:
+                if ch.angular != self.angular_kind:
+                    raise InternalError(f"species {sp_.zi}: channel {ch} is {ch.angular}, the model {self.angular_kind}")
         for e in self.elements:
             if not isinstance(e, str) or not ELEMENT_RE.match(e):
                 raise SpecError(f"invalid element symbol {e!r}")
@@ -425,7 +460,8 @@ class ModelIR:
                 E0=sp.E0, core=sp.core, projections=ProjectionRows(tuple(union), cp),
             ))
         return ModelIR(elements=self.elements, lmax=self.lmax, angular=self.angular, radial=self.radial,
-                       species=tuple(progs), name=f"{self.name}_proj"[:64], output="projections")
+                       species=tuple(progs), name=f"{self.name}_proj"[:64], output="projections",
+                       angular_kind=self.angular_kind)
 
     @property
     def rcut_max(self) -> float:
@@ -436,7 +472,8 @@ class ModelIR:
         return 0.0 if b is None else b.rcut
 
     def to_text(self) -> str:
-        lines = [f"model {self.name}: elements={list(self.elements)} lmax={self.lmax}"]
+        lines = [f"model {self.name}: elements={list(self.elements)} lmax={self.lmax}"
+                 + ("" if self.angular_kind == "spherical" else f" angular={self.angular_kind}")]
         for k in sorted(self.radial):
             lines.append("  " + self.radial[k].to_text())
         for s in self.species:

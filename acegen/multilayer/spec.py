@@ -83,6 +83,10 @@ class MultilayerSpec:
         for n, s in enumerate(layers):
             if not isinstance(s, BasisSpec):
                 raise _err(f"layers[{n}]", type(s).__name__, "must be an acegen.BasisSpec")
+        for n, s in enumerate(layers):
+            if s.angular != "spherical":
+                raise _err(f"layers[{n}].angular", s.angular,
+                           "multilayer layers use the spherical angular basis (Cartesian layers are not supported)")
         els = layers[0].elements
         for n, s in enumerate(layers[1:], start=1):
             if s.elements != els:

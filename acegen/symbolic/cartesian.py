@@ -65,6 +65,7 @@ from . import coupling
 __all__ = [
     "KINDS", "VERSION", "alphas", "alpha_index", "n_alpha", "n_cartesian", "block_offset",
     "multinomial", "contractions", "contraction_terms", "chain_contractions", "CartesianFunction", "cartesian_functions",
+    "monomial_slp",
 ]
 
 VERSION = "acegen-cartesian-1"
@@ -108,6 +109,48 @@ def n_cartesian(lmax: int) -> int:
 def multinomial(alpha) -> int:
     """m(α) = |α|! / (α_x! α_y! α_z!)."""
     return math.factorial(sum(alpha)) // math.prod(math.factorial(a) for a in alpha)
+
+
+@lru_cache(maxsize=None)
+def monomial_slp(lmax: int, prefix: str = "cart"):
+    """The angular SLP of a Cartesian model: inputs ``("x", "y", "z")``, outputs every
+    monomial ``x^a y^b z^c`` (a + b + c <= lmax, flat index ``block_offset(l) +
+    alpha_index(α)``), then its ``∂/∂x``, ``∂/∂y``, ``∂/∂z`` (``4 n_cartesian(lmax)`` outputs
+    named ``{prefix}_Y{i}``, ``{prefix}_dx{i}``, ...), the layout of
+    :func:`acegen.symbolic.ylm.ylm_slp`.  The monomials are homogeneous polynomials of the
+    unit vector (like Y_lm's P_lm), so a kernel turns their Euclidean gradients into the
+    gradient of ``(r/|r|)^α`` by the same projection ``(I - r̂ r̂ᵀ) ∇P / |r|``.
+
+    Each monomial of degree l is one multiplication of a degree l-1 monomial (by x when
+    α_x > 0, else by y, else z); each derivative ``α_b u^(α - e_b)`` is an integer times a
+    lower monomial, so there are no derivative intermediates."""
+    import sympy as sp
+
+    from ..ir.slp import SLPBuilder
+
+    if not isinstance(lmax, int) or lmax < 0:
+        raise SpecError(f"lmax must be a non-negative integer, got {lmax!r}")
+    b = SLPBuilder(inputs=("x", "y", "z"), prefix=f"{prefix}_t")
+    var = [b.input("x"), b.input("y"), b.input("z")]
+    mono: dict[tuple[int, int, int], sp.Expr] = {(0, 0, 0): sp.Integer(1)}
+    for l in range(1, lmax + 1):
+        for a in alphas(l):
+            c = next(k for k in range(3) if a[k] > 0)
+            parent = tuple(a[k] - (k == c) for k in range(3))
+            mono[a] = b.assign(mono[parent] * var[c], derivs=False)
+    order = [a for l in range(lmax + 1) for a in alphas(l)]
+    n = len(order)
+    b.output([mono[a] for a in order], [f"{prefix}_Y{i}" for i in range(n)])
+    for k, w in enumerate("xyz"):
+        ders = []
+        for a in order:
+            if a[k] == 0:
+                ders.append(sp.Integer(0))
+                continue
+            lower = tuple(a[q] - (q == k) for q in range(3))
+            ders.append(sp.Integer(a[k]) * mono[lower])
+        b.output(ders, [f"{prefix}_d{w}{i}" for i in range(n)])
+    return b.build()
 
 
 # ---------------------------------------------------------------------------- contractions

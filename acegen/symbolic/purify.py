@@ -78,6 +78,7 @@ from .terms import PackedTerms
 
 __all__ = [
     "purify",
+    "purify_cartesian",
     "KINDS",
     "VERSION",
     "radial_product",
@@ -772,3 +773,61 @@ def purify(basis, kind: str, *, progress: bool | None = None):
                 lmax = max(lmax, int(corr.factors[:, 2].max()))
         new.append(dataclasses.replace(f, corrections=corr))
     return dataclasses.replace(basis, functions=tuple(new), lmax=lmax, nmax=nmax, _cache={})
+
+
+# ---------------------------------------------------------------------------------------
+# Cartesian bases (acegen.symbolic.cartesian)
+# ---------------------------------------------------------------------------------------
+
+
+def _cartesian_pair_corrections(spec, f):
+    """−const_B Σ_q ρ_q A_{z q (000)} for a same-species Cartesian function of order >= 2.
+
+    On one neighbour at r (direction u) every factor is R_{n_t}(r) u^{⊗l_t}, so
+    B = const_B Π_t R_{n_t}(r) with const_B = Σ_M c_M Π_t u^{α_t} the contraction evaluated
+    on ν copies of u: a rotation invariant, read off at u = ẑ (only α_t = (0, 0, l_t) is
+    nonzero there, with value 1).  A loopless full contraction gives (u·u)^e per edge, so
+    const_B = 1; it is computed, not assumed.  The angular function of degree 0 is 1 (not
+    Y_00 = 1/√(4π)), so no √(4π) appears."""
+    from .cartesian import n_alpha
+
+    ms = f.factors
+    nu = len(ms)
+    if nu < 2 or len({z for z, _, _ in ms}) != 1:
+        return ()
+    top = np.array([n_alpha(l) - 1 for _, _, l in ms], dtype=np.int64)  # α = (0, 0, l)
+    const = float(np.asarray(f.coeffs)[np.all(np.asarray(f.mtuples) == top[None, :], axis=1)].sum())
+    if const == 0.0:
+        return ()
+    q, rho = radial_product(spec, tuple(n for _, n, _ in ms))
+    ne = len(q)
+    fac = np.stack([np.full(ne, ms[0][0]), q, np.zeros(ne, dtype=np.int64)], axis=1)
+    ones = np.ones(ne, dtype=np.int64)
+    return _pack([fac], [np.zeros(ne, dtype=np.int64)], [-const * rho], [ones], [ones])
+
+
+def purify_cartesian(basis, kind: str):
+    """The pair purification of a Cartesian basis (:class:`acegen.basis.CartesianBasis`):
+    every function of order ν >= 2 on one species minus its value on a single neighbour,
+    re-expanded in the extended radial basis (:func:`_cartesian_pair_corrections`), so it
+    vanishes on any environment with one neighbour.  The map B ↦ B − B|one neighbour is
+    linear, and each Cartesian function is a fixed linear combination of spherical functions,
+    so the purified Cartesian basis spans the pair-purified spherical one.
+
+    ``kind="canonical"`` is refused: the canonical correlations would need the products of
+    several factors of one block, r̂^{α_1} ⋯ r̂^{α_k} = r̂^{α_1+…+α_k}, with their radial
+    products, for every term of every contraction and every set partition; not implemented."""
+    if kind != "pair":
+        raise SpecError(f"purification={kind!r} is not available for Cartesian bases; use 'pair' or 'none'")
+    _check_envelope(basis.spec)
+    new, cache = [], {}
+    nmax = basis.nmax
+    for f in basis.functions:
+        key = (f.factors, f.index)
+        corr = cache.get(key)
+        if corr is None:
+            corr = cache[key] = _cartesian_pair_corrections(basis.spec, f)
+            if len(corr):
+                nmax = max(nmax, int(corr.factors[:, 1].max()))
+        new.append(dataclasses.replace(f, corrections=corr))
+    return dataclasses.replace(basis, functions=tuple(new), nmax=nmax, _cache={})
