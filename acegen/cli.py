@@ -86,7 +86,7 @@ def cmd_emit(args) -> int:
     if args.target == "lammps":  # pair_coeff accepts the model file's path as typed here
         from .backends.lammps import emit_lammps
 
-        files = emit_lammps(model.ir(), model_file=args.model)
+        files = emit_lammps(model, model_file=args.model)
     else:
         files = emit(model.ir(), args.target, model=model)
     out.mkdir(exist_ok=True)
