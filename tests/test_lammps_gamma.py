@@ -128,9 +128,14 @@ def run_blocks(workdir: Path, blocks: list[dict], *, nprocs: int = 1, timeout: f
 
 
 def setup_commands(workdir: Path, plugin: Path, atoms: Atoms, asi: str | Path | None, *, newton: str = "on",
-                   model: str = "Cu-I.yaml") -> list[str]:
+                   model: str = "Cu-I.yaml", types=None, type_elements=("Cu",)) -> list[str]:
+    """Read ``atoms`` (atom types ``types``, default all 1; element of each type
+    ``type_elements``), load the plugin, ``pair_coeff * * model [asi] elements``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    write_data(workdir / "structure.data", atoms, np.ones(len(atoms), dtype=int), 1, [MASSES["Cu"]])
+    types = np.ones(len(atoms), dtype=int) if types is None else types
+    write_data(workdir / "structure.data", atoms, types, len(type_elements),
+               [MASSES.get(e, 1.0) for e in type_elements])
+    elements = " ".join(type_elements)
     return [
         "units metal",
         "atom_style atomic",
@@ -140,22 +145,52 @@ def setup_commands(workdir: Path, plugin: Path, atoms: Atoms, asi: str | Path | 
         f"read_data {workdir / 'structure.data'}",
         f"plugin load {plugin}",
         "pair_style acegen",
-        f"pair_coeff * * {model} {asi} Cu" if asi is not None else f"pair_coeff * * {model} Cu",
+        f"pair_coeff * * {model} {asi} {elements}" if asi is not None else f"pair_coeff * * {model} {elements}",
         "neighbor 1.0 bin",
         "compute pe all pe/atom",
         "thermo_style custom step pe",
     ]
 
 
-def gamma_run(workdir: Path, plugin: Path, atoms: Atoms, asi, *, nprocs: int = 1, newton: str = "on") -> dict:
+def gamma_run(workdir: Path, plugin: Path, atoms: Atoms, asi, *, nprocs: int = 1, newton: str = "on",
+              **setup) -> dict:
     """One ``run 0`` with ``fix pair 1 acegen gamma 1``: γ, forces, per-atom and total energy."""
-    blocks = [{"commands": setup_commands(workdir, plugin, atoms, asi, newton=newton)
+    blocks = [{"commands": setup_commands(workdir, plugin, atoms, asi, newton=newton, **setup)
                + ["fix gamma all pair 1 acegen gamma 1", "run 0"],
                "gather": ["f_gamma", "f", "c_pe"], "thermo": ["pe"], "pair": ["gamma_evaluations"]}]
     res = run_blocks(workdir, blocks, nprocs=nprocs)
     assert "0_error" not in res, res["0_error"]
     return {"gamma": res["0_f_gamma"], "forces": res["0_f"], "energies": res["0_c_pe"], "energy": float(res["0_pe"]),
             "evaluations": float(res["0_gamma_evaluations"])}
+
+
+def random_active_set(model, path: Path, seed: int = 0) -> Path:
+    """A well-conditioned random "active set" (I + noise, per element): γ compared without
+    the ill-conditioning of a real one."""
+    rng = np.random.default_rng(seed)
+    sizes = [sp.n_projections for sp in model.projection_ir().species]
+    _savez(path, **{el: np.eye(n) + 0.3 * rng.standard_normal((n, n)) for el, n in zip(model.elements, sizes)})
+    return path
+
+
+def assert_gamma_matches_calculator(model, plugin, atoms, type_elements, workdir: Path, *, model_name=None,
+                                    nprocs: int = 1, rtol: float = 1e-9) -> np.ndarray:
+    """LAMMPS γ (atom types mapped by ``type_elements``) = the ASE calculator's with a random
+    active set, and the energy and forces with γ on = the calculator's."""
+    asi = random_active_set(model, workdir.parent / f"{workdir.name}.asi")
+    types = np.array([list(type_elements).index(s) + 1 for s in atoms.get_chemical_symbols()])
+    res = gamma_run(workdir, plugin, atoms, asi, nprocs=nprocs, types=types, type_elements=type_elements,
+                    model=model_name or model.name)
+    calc = acegen.Calculator(model, active_set=asi)
+    a = atoms.copy()
+    a.calc = calc
+    e = a.get_potential_energy()
+    g = calc.results["gamma"]
+    assert (g > 0.1).all()
+    assert np.abs(res["gamma"] - g).max() <= rtol * g.max(), np.abs(res["gamma"] - g).max() / g.max()
+    assert abs(res["energy"] - e) <= 1e-10 * abs(e)
+    assert np.abs(res["forces"] - a.get_forces()).max() <= 1e-10 * np.abs(a.get_forces()).max()
+    return res["gamma"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -374,6 +409,23 @@ def test_gamma_without_active_set_or_projections_is_an_error(cu, cu_plugin, tmp_
     wd = tmp_path / "toyrun"
     res = run_blocks(wd, [{"commands": setup_commands(wd, toy, atoms, cu["asi"], model="toy")}])
     assert "model 'toy' has no projection functions, so it takes no active set" in res["0_error"]
+
+
+@needs_lammps
+def test_two_element_linear_model_gamma_matches_calculator(tmp_path, tmp_path_factory):
+    """A two-element linear acegen model (its own projection functions, one active set per
+    element), atom types in another order than the model's elements, 1 and 2 ranks."""
+    from .test_lammps import build_model_plugin, two_element_triclinic
+
+    spec = acegen.BasisSpec(elements=["Cu", "Ag"], order=3, totaldegree=6, rcut=4.6)
+    model = acegen.Model.random(spec, seed=4)
+    plugin = build_model_plugin(model, tmp_path_factory)
+    atoms, _ = two_element_triclinic()
+    assert {"Cu", "Ag"} == set(atoms.get_chemical_symbols())
+    one = assert_gamma_matches_calculator(model, plugin, atoms, ["Ag", "Cu"], tmp_path / "np1")
+    if _mpirun_works():
+        two = assert_gamma_matches_calculator(model, plugin, atoms, ["Ag", "Cu"], tmp_path / "np2", nprocs=2)
+        assert np.abs(two - one).max() <= 1e-10 * one.max()
 
 
 # ------------------------------------------------------------------------------------------
