@@ -343,6 +343,14 @@ def test_gamma_mpi_two_ranks_equals_serial(cu, cu_plugin, tmp_path):
             assert _close(two["gamma"], atoms.arrays["ref_gamma"]), name
             assert np.abs(two["forces"] - one["forces"]).max() <= 1e-10 * np.abs(one["forces"]).max()
     print(f"largest relative difference of gamma, 2 ranks vs 1: {worst:.2e}")
+    # a malformed file: the same error on both ranks (read on rank 0, broadcast), no hang
+    bad = np.load(cu["asi"])["Cu"].copy()
+    bad[0, 0] = np.inf
+    _savez(tmp_path / "inf.asi", Cu=bad)
+    wd = tmp_path / "bad"
+    res = run_blocks(wd, [{"commands": setup_commands(wd, cu_plugin, frames["fcc_rattled_0.002"], tmp_path / "inf.asi")}],
+                     nprocs=2, timeout=120)
+    assert f"active set '{tmp_path / 'inf.asi'}': element Cu: non-finite entry inf at (0, 0)" in res["0_error"]
 
 
 @needs_lammps
@@ -373,6 +381,8 @@ def test_active_set_files_are_validated(cu, cu_plugin, tmp_path):
     raw[2000] ^= 0xFF
     (tmp_path / "damaged.asi").write_bytes(bytes(raw))
     cases["damaged.asi"] = (None, r"CRC mismatch")
+    (tmp_path / "truncated.asi").write_bytes(bytes(raw[: len(raw) // 2]))
+    cases["truncated.asi"] = (None, r"not a \.npz \(zip\) file")
     cases["absent.asi"] = (None, r"cannot open the file")
     _savez(tmp_path / "fortran.asi", Cu=np.asfortranarray(good))
     _savez(tmp_path / "new.asi", Cu=good)
