@@ -473,6 +473,7 @@ def test_documented_lammps_loop_runs(cu, tmp_path):
     proc = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "extrapolation grade: an active set after the model in pair_coeff (MODEL pot.asi ELEMENTS)" in proc.stdout
     log = (tmp_path / "log.lammps").read_text()
     assert "Fix halt condition for fix-id halt met on step" in log, log[-2000:]
     halt_step = int(re.search(r"met on step (\d+)", log).group(1))
