@@ -501,3 +501,19 @@ def test_documented_lammps_loop_runs(cu, tmp_path):
         assert _close(g_dump.ravel(), calc.results["gamma"], rel=1e-4)  # dump positions carry ~1e-6 Å rounding
         assert abs(np.max(g_dump) - thermo[step]) <= 1e-5 * thermo[step]
     assert (tmp_path / "selected.extxyz").is_file()
+
+
+@needs_lammps
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_cmake_build_with_projection_kernel(cu, tmp_path):
+    """The CMake build of a plugin with two kernels (two .incbin tables) gives the same γ."""
+    src = write_lammps(cu["model"], tmp_path / "src", model_file=cu["yaml"])
+    build = tmp_path / "build"
+    for cmd in (["cmake", "-S", str(src), "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}"],
+                ["cmake", "--build", str(build), "-j2"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    plugin = build / json.loads((src / MANIFEST).read_text())["plugin"]
+    atoms = {a.info["config_type"]: a for a in _frames(cu)}["fcc_rattled_0.002"]
+    res = gamma_run(tmp_path / "run", plugin, atoms, cu["asi"])
+    assert _close(res["gamma"], atoms.arrays["ref_gamma"])
