@@ -8,6 +8,12 @@ links the kernel source), so a run needs exactly one file::
     pair_style   acegen                       # or acegen/<name>
     pair_coeff   * * <name or model file> Cu Cu Ni ...   # element of each atom type, or NULL
 
+A model with projection functions (PACE B-basis and GRACE-FS ``.yaml``, linear acegen models)
+also gets its projection kernel (the C backend on ``projection_ir()``) compiled into the
+plugin: ``pair_coeff * * <model> pot.asi <elements>`` reads an active set (checked in the
+plugin) and ``fix pair N acegen gamma 1`` then gets the per-atom extrapolation grade γ on the
+steps it asks for (docs/active-learning.md).
+
 The model's element list and the cutoff of every (centre, neighbour) species pair are written
 into the plugin source as constants when it is emitted (from the ModelIR), so nothing is read
 at run time.  The emitted folder also holds ``acegen-lammps.json`` (model name, elements,
