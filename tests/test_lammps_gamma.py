@@ -517,3 +517,18 @@ def test_cmake_build_with_projection_kernel(cu, tmp_path):
     atoms = {a.info["config_type"]: a for a in _frames(cu)}["fcc_rattled_0.002"]
     res = gamma_run(tmp_path / "run", plugin, atoms, cu["asi"])
     assert _close(res["gamma"], atoms.arrays["ref_gamma"])
+
+
+@needs_lammps
+def test_gamma_under_pair_style_hybrid(cu, cu_plugin, tmp_path):
+    """Under ``pair_style hybrid/overlay`` fix pair names the sub-style ``acegen/<model>``;
+    γ is that of the plain style."""
+    atoms = {a.info["config_type"]: a for a in _frames(cu)}["vacancy_107_unrelaxed"]
+    cmds = setup_commands(tmp_path, cu_plugin, atoms, None)
+    at = cmds.index("pair_style acegen")
+    cmds[at: at + 2] = ["pair_style hybrid/overlay acegen/Cu_I zero 3.0",
+                        f"pair_coeff * * acegen/Cu_I Cu-I.yaml {cu['asi']} Cu", "pair_coeff * * zero"]
+    res = run_blocks(tmp_path, [{"commands": cmds + ["fix g all pair 1 acegen/Cu_I gamma 1", "run 0"],
+                                 "gather": ["f_g"]}])
+    assert "0_error" not in res, res["0_error"]
+    assert _close(res["0_f_g"], atoms.arrays["ref_gamma"])
