@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -96,7 +97,7 @@ def cmd_emit(args) -> int:
     if args.target == "lammps":  # pair_coeff accepts the model file's path as typed here
         from .backends.lammps import emit_lammps
 
-        files = emit_lammps(model.ir(), model_file=args.model)
+        files = emit_lammps(model, model_file=args.model)
     else:
         files = emit(model.ir(), args.target, model=model)
     out.mkdir(exist_ok=True)
@@ -115,8 +116,11 @@ def cmd_emit(args) -> int:
         if args.target == "lammps":
             from .backends.lammps import lammps_input_lines
 
+            gamma = ("; extrapolation grade: an active set after the model in pair_coeff (MODEL pot.asi ELEMENTS), "
+                     "then 'fix gamma all pair 10 acegen gamma 1'"
+                     if json.loads((out / "acegen-lammps.json").read_text()).get("gamma") else "")
             print("LAMMPS input (units metal; one element per atom type in pair_coeff; "
-                  f"under pair_style hybrid the style is acegen/{model.ir().name}):")
+                  f"under pair_style hybrid the style is acegen/{model.ir().name}{gamma}):")
             for line in lammps_input_lines(out, lib):
                 print(f"  {line}")
         print(lib)  # the built library's path is always the last line

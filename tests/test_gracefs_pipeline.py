@@ -225,6 +225,17 @@ def test_lammps_plugin_matches_calculator(gracefs_plugin, tmp_path, nprocs):
     assert_matches(res, calculator_reference(calc, atoms))
 
 
+def test_lammps_plugin_gamma_matches_calculator(gracefs_plugin, tmp_path):
+    """The GRACE-FS plugin holds the projection variant: with an active set in pair_coeff,
+    ``fix pair … gamma 1`` gives the ASE calculator's γ for every atom of a three-element cell."""
+    from .test_lammps import lammps_cell
+    from .test_lammps_gamma import assert_gamma_matches_calculator
+
+    model, _, plugin = gracefs_plugin
+    assert_gamma_matches_calculator(model, plugin, lammps_cell(_three_element_cell()), list(model.elements),
+                                    tmp_path / "run")
+
+
 def test_source_index_finds_the_kernel_without_parsing(shared_dir, tmp_path):
     """Loaded again after a C kernel of exactly this file was compiled, the model is not parsed:
     the kernel cache's source index gives the kernel and the elements; changing the file's

@@ -43,7 +43,8 @@ def emit(ir: ModelIR, target: str = "c", *, model: object | None = None) -> dict
     if target == "lammps":
         from .lammps import emit_lammps
 
-        return emit_lammps(ir)
+        # the model (when given) also has the projection variant of a linear acegen model
+        return emit_lammps(model if model is not None else ir)
     if target == "llvm":
         from .llvm import emit_llvm
 

@@ -8,6 +8,12 @@ links the kernel source), so a run needs exactly one file::
     pair_style   acegen                       # or acegen/<name>
     pair_coeff   * * <name or model file> Cu Cu Ni ...   # element of each atom type, or NULL
 
+A model with projection functions (PACE B-basis and GRACE-FS ``.yaml``, linear acegen models)
+also gets its projection kernel (the C backend on ``projection_ir()``) compiled into the
+plugin: ``pair_coeff * * <model> pot.asi <elements>`` reads an active set (checked in the
+plugin) and ``fix pair N acegen gamma 1`` then gets the per-atom extrapolation grade γ on the
+steps it asks for (docs/active-learning.md).
+
 The model's element list and the cutoff of every (centre, neighbour) species pair are written
 into the plugin source as constants when it is emitted (from the ModelIR), so nothing is read
 at run time.  The emitted folder also holds ``acegen-lammps.json`` (model name, elements,
@@ -88,6 +94,46 @@ def plugin_filename(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class ProjectionKernel:
+    """The projection variant of a kernel (``ModelIR.projection_ir``), compiled into the same
+    plugin for the extrapolation grade γ.
+
+    name: its model name (it exports ``acegen_<name>_compute``, writing per centre ``width``
+    doubles: ρ_0 … ρ_{nd−1} then b_0 … b_{N−1}, zero-padded);
+    sizes: per species (N_μ, ndensity_μ);
+    files: its source files (header ``acegen_<name>.h``, at least one ``.c``, data).
+    """
+
+    name: str
+    sizes: tuple[tuple[int, int], ...]
+    files: Mapping[str, str | bytes] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        c_identifier(self.name)
+        sizes = tuple((int(n), int(nd)) for n, nd in self.sizes)
+        if not sizes or any(n < 1 or nd < 1 for n, nd in sizes):
+            raise CompileError(f"projection sizes must be (N >= 1, ndensity >= 1) per species, not {self.sizes!r}")
+        for fname in self.files:
+            if not _FILE_RE.match(fname) or fname in PLUGIN_TEMPLATES or fname == MANIFEST:
+                raise CompileError(f"kernel file name {fname!r} is not allowed")
+        if self.header not in self.files:
+            raise CompileError(f"projection kernel files must include the header {self.header!r}")
+        if not any(f.endswith(".c") for f in self.files):
+            raise CompileError("projection kernel files must include at least one .c source")
+        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "files", dict(self.files))
+
+    @property
+    def header(self) -> str:
+        return f"acegen_{self.name}.h"
+
+    @property
+    def width(self) -> int:
+        """Doubles per centre in the kernel's output."""
+        return max(n + nd for n, nd in self.sizes)
+
+
+@dataclass(frozen=True)
 class KernelSource:
     """A C kernel with the acegen ABI, ready to be compiled into a plugin.
 
@@ -98,12 +144,15 @@ class KernelSource:
     files: file name -> text (or bytes, for data the sources include, such as the C backend's
     ``.incbin`` spline tables); must contain the header ``acegen_<name>.h`` declaring the
     compute function and at least one ``.c`` file.  All files are placed side by side.
+    projections: the projection variant (:class:`ProjectionKernel`), or None; with it the
+    plugin reads an active set named in ``pair_coeff`` and provides the per-atom γ.
     """
 
     name: str
     elements: tuple[str, ...]
     rcut: np.ndarray
     files: Mapping[str, str | bytes] = field(repr=False)
+    projections: ProjectionKernel | None = None
 
     def __post_init__(self) -> None:
         c_identifier(self.name)
@@ -123,6 +172,15 @@ class KernelSource:
             raise CompileError(f"kernel files must include the header {self.header!r}")
         if not self.c_sources:
             raise CompileError("kernel files must include at least one .c source")
+        proj = self.projections
+        if proj is not None:
+            if proj.name == self.name:
+                raise CompileError(f"the projection kernel needs a name other than the model's ({self.name!r})")
+            if len(proj.sizes) != n:
+                raise CompileError(f"projection sizes for {len(proj.sizes)} species, the model has {n}")
+            clash = sorted(set(proj.files) & set(self.files))
+            if clash:
+                raise CompileError(f"energy and projection kernels both have the file(s) {clash}")
         object.__setattr__(self, "elements", elements)
         object.__setattr__(self, "rcut", rcut)
         object.__setattr__(self, "files", dict(self.files))
@@ -132,28 +190,61 @@ class KernelSource:
         return f"acegen_{self.name}.h"
 
     @property
+    def all_files(self) -> dict[str, str | bytes]:
+        """The energy kernel's files and, if any, the projection kernel's."""
+        files = dict(self.files)
+        if self.projections is not None:
+            files.update(self.projections.files)
+        return files
+
+    @property
     def c_sources(self) -> list[str]:
-        return sorted(f for f in self.files if f.endswith(".c"))
+        return sorted(f for f in self.all_files if f.endswith(".c"))
 
     @property
     def dependencies(self) -> list[str]:
         """Files the kernel objects depend on besides their own ``.c`` (headers, data)."""
-        return sorted(f for f in self.files if not f.endswith(".c"))
+        return sorted(f for f in self.all_files if not f.endswith(".c"))
 
 
-def kernel_source(ir_or_model) -> KernelSource:
-    """The C kernel of an :class:`acegen.Model` or a ModelIR (via the C backend)."""
+def _projection_ir(ir_or_model):
+    """The projection variant of a Model or ModelIR, or None when it has none."""
+    from ...errors import SpecError
+
+    if hasattr(ir_or_model, "projection_ir"):
+        if hasattr(ir_or_model, "ir"):  # a Model: its own rule (a linear model folds its basis)
+            try:
+                return ir_or_model.projection_ir()
+            except SpecError:
+                return None
+        return ir_or_model.projection_ir() if ir_or_model.has_projections else None
+    return None
+
+
+def kernel_source(ir_or_model, projections: bool = True) -> KernelSource:
+    """The C kernel of an :class:`acegen.Model` or a ModelIR (via the C backend) and, when the
+    model has projection functions (PACE B-basis and GRACE-FS ``.yaml``, linear acegen
+    models) and ``projections`` is true, its projection variant for the extrapolation grade
+    (the same C backend on ``projection_ir()``: one definition of the math)."""
     ir = ir_or_model.ir() if hasattr(ir_or_model, "ir") else ir_or_model
     from ..common import refuse_indicator_inputs
 
     refuse_indicator_inputs(ir, "LAMMPS")
     if ir.output != "energy":
-        raise CompileError("the LAMMPS plugin has no projection variant (extrapolation grade) yet")
+        raise CompileError("the LAMMPS plugin wraps an energy kernel, not a projection variant")
     from ..c import emit_c
 
     n = len(ir.elements)
     rcut = np.array([[ir.rcut(zi, zj) for zj in range(n)] for zi in range(n)], dtype=float)
-    return KernelSource(ir.name, tuple(ir.elements), rcut, emit_c(ir))
+    proj = None
+    pir = _projection_ir(ir_or_model) if projections else None
+    if pir is not None:
+        prcut = np.array([[pir.rcut(zi, zj) for zj in range(n)] for zi in range(n)], dtype=float)
+        if tuple(pir.elements) != tuple(ir.elements) or (prcut > rcut).any():
+            raise CompileError("the projection variant has other elements or a larger cutoff than the energy kernel")
+        sizes = tuple((sp.n_projections, sp.embedding.ndensity) for sp in pir.species)
+        proj = ProjectionKernel(pir.name, sizes, emit_c(pir))
+    return KernelSource(ir.name, tuple(ir.elements), rcut, emit_c(ir), proj)
 
 
 def render_plugin(kernel: KernelSource, model_file=None) -> dict[str, str | bytes]:
@@ -177,8 +268,12 @@ def render_plugin(kernel: KernelSource, model_file=None) -> dict[str, str | byte
         "model_dependencies": kernel.dependencies,
         "acegen_version": version,
         "model_file_name": model_file_name,
+        "proj": kernel.projections,
+        "proj_header": None if kernel.projections is None else kernel.projections.header,
+        "proj_sizes": [] if kernel.projections is None else [n for n, _ in kernel.projections.sizes],
+        "proj_ndensity": [] if kernel.projections is None else [nd for _, nd in kernel.projections.sizes],
     }
-    files = dict(kernel.files)
+    files = kernel.all_files
     for out, template in PLUGIN_TEMPLATES.items():
         files[out] = render(template, **ctx)
     files[MANIFEST] = json.dumps(
@@ -191,24 +286,32 @@ def render_plugin(kernel: KernelSource, model_file=None) -> dict[str, str | byte
             "pair_coeff": f"* * {kernel.name} " + " ".join(kernel.elements),
             "model_file": None if model_file is None else str(model_file),
             "acegen_version": version,
+            "gamma": None if kernel.projections is None else {
+                "projection_kernel": kernel.projections.name,
+                "projections": {e: n for e, (n, _) in zip(kernel.elements, kernel.projections.sizes)},
+                "pair_coeff": f"* * {kernel.name} {kernel.name}.asi " + " ".join(kernel.elements),
+                "fix_pair": "fix gamma all pair 10 acegen gamma 1",
+            },
         },
         indent=1,
     ) + "\n"
     return files
 
 
-def emit_lammps(ir_or_model, model_file=None) -> dict[str, str | bytes]:
+def emit_lammps(ir_or_model, model_file=None, projections: bool = True) -> dict[str, str | bytes]:
     """The plugin folder's files (name -> text) for an acegen Model, a ModelIR or a
-    :class:`KernelSource`; ``model_file`` as in :func:`render_plugin`."""
-    kernel = ir_or_model if isinstance(ir_or_model, KernelSource) else kernel_source(ir_or_model)
+    :class:`KernelSource`; ``model_file`` as in :func:`render_plugin`; ``projections``: also
+    compile the projection variant (extrapolation grade γ) when the model has one."""
+    kernel = (ir_or_model if isinstance(ir_or_model, KernelSource)
+              else kernel_source(ir_or_model, projections=projections))
     return render_plugin(kernel, model_file)
 
 
-def write_lammps(ir_or_model, outdir, model_file=None) -> Path:
+def write_lammps(ir_or_model, outdir, model_file=None, projections: bool = True) -> Path:
     """Write the plugin folder (sources, Makefile, CMakeLists.txt, manifest) to ``outdir``."""
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, content in emit_lammps(ir_or_model, model_file).items():
+    for name, content in emit_lammps(ir_or_model, model_file, projections).items():
         tmp = out / f".{name}.tmp{os.getpid()}"
         if isinstance(content, bytes):
             tmp.write_bytes(content)
@@ -356,6 +459,7 @@ __all__ = [
     "PLUGIN_TEMPLATES",
     "KernelSource",
     "LammpsInstall",
+    "ProjectionKernel",
     "build_lammps",
     "emit_lammps",
     "write_lammps",
