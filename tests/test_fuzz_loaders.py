@@ -238,3 +238,11 @@ def test_fuzz_json_extremes(tmp_path, edits):
     text = json.dumps({"spec": d["spec"], **{k: v for k, v in d.items() if k != "spec"}})
     p.write_bytes(with_extremes(text.encode(), edits))
     load_and_lower_strict(p)
+
+
+def test_bbasis_function_whose_coupling_vanishes(tmp_path, shared_dir):
+    """A found example: an edit of a B-basis .yaml that leaves a B function without any
+    m-combination (its coupling vanishes) loads; such a function contributes nothing."""
+    p = tmp_path / "extreme.yaml"
+    p.write_bytes(with_extremes((shared_dir / "potentials" / "Cu-III.yaml").read_bytes(), [(0.72265625, "0", False)]))
+    load_and_lower_strict(p)

@@ -346,3 +346,18 @@ def test_cuda_source_with_indicator_inputs_compiles_with_nvcc(tmp_path):
     header = (folder / f"acegen_{ir.name}.h").read_text()
     assert f"acegen_{ir.name}_compute_theta(" in header and f"acegen_{ir.name}_cuda_compute_theta(" in header
     assert build_cuda(folder, archs=("sm_90",)).is_file()
+
+
+def test_cli_info_and_the_one_kernel_commands(tmp_path, capsys):
+    from acegen.cli import main
+
+    model = _model("2layer-1el-fs")
+    path = tmp_path / "ml.json"
+    model.save(path)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    for ir in model.ir():
+        assert f"layer {ir.name}: signature {ir.signature()}" in out
+    for cmd in (["compile", str(path), "-o", str(tmp_path / "lib.so")], ["emit", str(path), "--target", "c"]):
+        assert main(cmd) != 0
+        assert "a multilayer model compiles to one kernel per layer" in capsys.readouterr().err

@@ -107,7 +107,11 @@ class PaceFunction:
 
     def __post_init__(self):
         ms = np.array(self.ms_combs, dtype=np.int64).reshape(-1, self.rank)
-        ct = np.array(self.ctildes, dtype=float).reshape(ms.shape[0], -1)
+        ct = np.array(self.ctildes, dtype=float)
+        if ct.size == 0:  # no m-combination (the coupling vanished): nothing to infer the densities from
+            ct = ct.reshape(ms.shape[0], ct.shape[1] if ct.ndim == 2 else 1)
+        else:
+            ct = ct.reshape(ms.shape[0], -1)
         ms.setflags(write=False)
         ct.setflags(write=False)
         object.__setattr__(self, "ms_combs", ms)
