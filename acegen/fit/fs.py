@@ -136,6 +136,11 @@ class FSResidualModel:
         """θ → (n_basis, P) coefficients."""
         return np.asarray(theta, dtype=float).reshape(self.ndensity, self.n_basis).T.copy()
 
+    def energy(self, atoms, theta: np.ndarray) -> float:
+        """E − Σ E0 of ``atoms`` for parameters θ (dimer curves)."""
+        ab = atom_basis(self.kernel, self.elements, atoms)
+        return float(self.embedding(ab.B @ self.coefficients_of(theta))[0].sum())
+
     # -------------------------------------------------------------- protocol
     @property
     def n_batches(self) -> int:
@@ -156,26 +161,27 @@ class FSResidualModel:
 
     def evaluate(self, theta: np.ndarray, batch: int, *, jacobian: bool = False) -> Residuals:
         C = self.coefficients_of(theta)
-        structs = self.blocks[batch]
+        structs = [(k, s) for k, s in enumerate(self.blocks[batch]) if _n_rows(s)]
         nrow = self._rows[batch]
-        npar = self.n_params
         pred = np.empty(nrow)
         y = np.empty(nrow)
         w = np.empty(nrow)
-        J = np.empty((nrow, npar)) if jacobian else None
+        J = np.empty((nrow, self.n_params)) if jacobian else None
         st = np.empty(nrow, dtype=np.int64)
         kind = np.empty(nrow, dtype="<U1")
         comp = np.empty(nrow, dtype=np.int64)
         nat = np.empty(nrow, dtype=np.int64)
         ctype = np.empty(nrow, dtype=object)
+        abs_ = [self._atom_basis(batch, k, s) for k, s in structs]
+        # the embedding of every atom of the batch at once
+        rho = [ab.B @ C for ab in abs_]
+        E_at, d1, d2 = self.embedding(np.concatenate(rho) if rho else np.zeros((0, self.ndensity)))
+        split = np.cumsum([len(r) for r in rho])[:-1]
         row = 0
-        for k, s in enumerate(structs):
-            if _n_rows(s) == 0:
-                continue
-            ab = self._atom_basis(batch, k, s)
+        for (k, s), ab, e, a1, a2 in zip(structs, abs_, np.split(E_at, split), np.split(d1, split),
+                                         np.split(d2, split)):
             r0 = row
-            rows = self._structure_rows(ab, s, C, jacobian)
-            for target, (p, jac, tgt, wt, kd) in rows.items():
+            for p, jac, tgt, wt, kd in self._structure_rows(ab, s, C, e, a1, a2, jacobian):
                 m = p.size
                 pred[row:row + m] = p
                 y[row:row + m] = tgt
@@ -191,19 +197,18 @@ class FSResidualModel:
             J *= w[:, None]
         if not np.isfinite(r).all():
             bad = int(st[np.flatnonzero(~np.isfinite(r))[0]])
-            raise FitError(f"structure {structs[bad].index}: non-finite prediction of the Finnis-Sinclair model "
-                           "(the densities left the embedding's domain)")
+            raise FitError(f"structure {self.blocks[batch][bad].index}: non-finite prediction of the Finnis-Sinclair "
+                           "model (the densities left the embedding's domain)")
         return Residuals(r, pred, y, w, RowMeta(st, kind, comp, nat, ctype), J)
 
-    def _structure_rows(self, ab: AtomBasis, s, C: np.ndarray, jacobian: bool) -> dict:
-        """{"E"|"F"|"V": (pred, jacobian rows or None, targets, weight, kind)} of one structure."""
+    def _structure_rows(self, ab: AtomBasis, s, C, E_at, d1, d2, jacobian: bool) -> list:
+        """[(pred, jacobian rows or None, targets, weight, kind)] of one structure (E, F, V);
+        ``E_at``, ``d1``, ``d2``: the embedding and its weighted derivatives per atom."""
         P, D = self.n_basis, self.ndensity
-        rho = ab.B @ C                                    # (n, D)
-        E_at, d1, d2 = self.embedding(rho)                # (n,), (n, D), (n, D)
-        out = {}
+        out = []
         if s.energy is not None:
             jac = (d1.T @ ab.B).reshape(1, D * P) if jacobian else None
-            out["E"] = (np.array([E_at.sum()]), jac, np.array([s.energy_target]), s.weights["E"], "E")
+            out.append((np.array([E_at.sum()]), jac, np.array([s.energy_target]), s.weights["E"], "E"))
         if s.forces is not None:
             n = s.n_atoms
             S = len(ab.atom)
@@ -212,13 +217,18 @@ class FSResidualModel:
             f = ab.scatter @ np.einsum("sxd,sd->sx", g, d1s)        # (n, 3)
             jac = None
             if jacobian:
-                jac = np.empty((n, 3, D, P))
-                Bs = ab.B[ab.centre]                                # (S, P)
+                jac = np.empty((3 * n, D, P))
+                slots = np.arange(S)
+                rows3 = (3 * ab.atom[:, None] + np.arange(3)[None, :]).ravel()
+                cols3 = np.repeat(ab.centre, 3)
+                G2 = ab.G.reshape(S, 3 * P)
                 for d in range(D):
-                    t = (d2s[:, d, None] * g[:, :, d])[:, :, None] * Bs[:, None, :] + d1s[:, d, None, None] * ab.G
-                    jac[:, :, d, :] = (ab.scatter @ t.reshape(S, 3 * P)).reshape(n, 3, P)
+                    # Σ_{s→a} F'_p(i_s) G(s)  and  Σ_{s→a} F''_p(i_s) g_p(s) B(i_s), as sparse products
+                    t2 = sps.csr_matrix((d1s[:, d], (ab.atom, slots)), shape=(n, S)) @ G2
+                    K = sps.csr_matrix(((d2s[:, d, None] * g[:, :, d]).ravel(), (rows3, cols3)), shape=(3 * n, n))
+                    jac[:, d, :] = t2.reshape(3 * n, P) + K @ ab.B
                 jac = jac.reshape(3 * n, D * P)
-            out["F"] = (f.ravel(), jac, s.forces.ravel(), s.weights["F"], "F")
+            out.append((f.ravel(), jac, s.forces.ravel(), s.weights["F"], "F"))
         if s.virial is not None:
             gv = np.einsum("ixyv,vd->ixyd", ab.V, C)                # (n, 3, 3, D)
             v = np.einsum("ixyd,id->xy", gv, d1)
@@ -226,5 +236,132 @@ class FSResidualModel:
             if jacobian:
                 jv = (np.einsum("ixyd,id,iv->xydv", gv, d2, ab.B) + np.einsum("ixyv,id->xydv", ab.V, d1))
                 jac = voigt(jv.reshape(3, 3, D * P))
-            out["V"] = (voigt(v), jac, voigt(s.virial), s.weights["V"], "V")
+            out.append((voigt(v), jac, voigt(s.virial), s.weights["V"], "V"))
         return out
+
+
+# ---------------------------------------------------------------------------- the fit
+#: ``solver_options`` of a non-linear fit (``acegen.fit(..., solver="lm" | "lbfgs")``).
+NONLINEAR_OPTIONS = ("max_iter", "tol", "lam", "init_solver", "init_options", "max_jacobian_gib", "cache_gib")
+
+
+def resolve_embedding(embedding: str, ndensity: int | None, embedding_params) -> tuple[str, tuple[float, ...]]:
+    """Validated (kind, params) of a Finnis–Sinclair fit: ``embedding_params`` given, or the
+    defaults of ``ndensity`` (:func:`default_embedding_params`; ndensity 2 when neither)."""
+    from ..model import FS_EMBEDDINGS
+
+    if embedding not in FS_EMBEDDINGS:
+        raise FitError(f"embedding must be one of {list(FS_EMBEDDINGS)} (or None / 'linear' for a linear fit), "
+                       f"got {embedding!r}")
+    if embedding_params is None:
+        return embedding, default_embedding_params(2 if ndensity is None else ndensity)
+    try:
+        params = tuple(float(x) for x in embedding_params)
+    except (TypeError, ValueError):
+        raise FitError(f"embedding_params must be numbers (w_0, m_0, w_1, m_1, ...), got {embedding_params!r}") from None
+    if not params or len(params) % 2 or not all(np.isfinite(params)) or min(params[1::2]) <= 0 \
+            or any(w == 0 for w in params[0::2]):
+        raise FitError(f"embedding_params must be (w_0, m_0, w_1, m_1, ...) with finite values, w_p != 0 and "
+                       f"m_p > 0, got {embedding_params!r}")
+    if ndensity is not None and ndensity != len(params) // 2:
+        raise FitError(f"ndensity = {ndensity!r} but embedding_params has {len(params) // 2} (w, m) pairs")
+    return embedding, params
+
+
+def initial_coefficients(theta_lin: np.ndarray, params: tuple[float, ...]) -> np.ndarray:
+    """The start of a Finnis–Sinclair fit: c_0 = θ_lin / w_0 (the linear fit; exactly the linear
+    model when m_0 = 1, since F(ρ; 1) = ρ), c_p = 0 for p > 0 (ρ_p = 0, F(0) = 0: those
+    densities add nothing at the start, and their Jacobian columns w_p F'(0) B are not zero)."""
+    C = np.zeros((len(theta_lin), len(params) // 2))
+    C[:, 0] = np.asarray(theta_lin, dtype=float) / params[0]
+    return C
+
+
+def _options(solver_options) -> dict:
+    opts = dict(solver_options or {})
+    bad = sorted(k for k in opts if k not in NONLINEAR_OPTIONS)
+    if bad:
+        raise FitError(f"non-linear fit: unknown solver option {bad[0]!r} (allowed: {list(NONLINEAR_OPTIONS)})")
+    cache = opts.get("cache_gib", 2.0)
+    if isinstance(cache, bool) or not isinstance(cache, (int, float)) or not cache >= 0:
+        raise FitError(f"non-linear fit: cache_gib must be a number >= 0, got {cache!r}")
+    return opts
+
+
+def predictions(model: FSResidualModel, theta: np.ndarray, block_size: int):
+    """(pred, y, row meta) over every batch of ``model`` (structure indices of the whole set)."""
+    preds, ys, metas = [], [], []
+    for b in range(model.n_batches):
+        res = model.evaluate(theta, b)
+        preds.append(res.pred)
+        ys.append(res.y)
+        m = res.meta
+        metas.append(RowMeta(m.structure + b * block_size, m.kind, m.component, m.natoms, m.config_type))
+    meta = RowMeta(*(np.concatenate([getattr(m, f) for m in metas])
+                     for f in ("structure", "kind", "component", "natoms", "config_type")))
+    return np.concatenate(preds), np.concatenate(ys), meta
+
+
+def fit_fs(spec, basis, ts, basis_evaluator, *, embedding: str, ndensity: int | None, embedding_params,
+           solver: str, solver_options, gamma, progress, block_size: int, streaming: bool, workers: int, client,
+           resume, signature):
+    """The non-linear Finnis–Sinclair fit of :func:`acegen.fit` (docs/fitting.md): a linear fit
+    (``init_solver``, default BLR, through :func:`acegen.fit.driver.fit_linear`) gives c_0 and λ,
+    then :func:`acegen.fit.nonlinear.fit_nonlinear` fits every c_p jointly.  Returns
+    (coefficients (n_params, P), :class:`FitReport`, (kind, params), the linear report)."""
+    import time
+
+    from ..progress import status
+    from .assembly_kernel import compile_basis
+    from .driver import FitReport, fit_linear
+    from .errors_table import error_table
+    from .nonlinear import NONLINEAR_SOLVERS, fit_nonlinear
+    from .solvers import FitResult
+
+    if solver not in NONLINEAR_SOLVERS:
+        raise FitError(f"a Finnis-Sinclair fit (embedding {embedding!r}) needs solver 'lm' or 'lbfgs', got {solver!r} "
+                       "(the linear fit it starts from is solver_options['init_solver'])")
+    kind, params = resolve_embedding(embedding, ndensity, embedding_params)
+    opts = _options(solver_options)
+    t0 = time.perf_counter()
+    lin = fit_linear(ts, basis_evaluator, solver=opts.get("init_solver", "blr"),
+                     solver_options=opts.get("init_options"), gamma=gamma, progress=progress, streaming=streaming,
+                     block_size=block_size, workers=workers, client=client, resume=resume, signature=signature,
+                     keep_rows=False)
+    t1 = time.perf_counter()
+    lam = opts.get("lam", lin.result.hyperparameters.get("lam", 0.0))
+    if isinstance(lam, bool) or not isinstance(lam, (int, float, np.floating)) or not np.isfinite(lam) or lam < 0:
+        raise FitError(f"non-linear fit: lam must be a finite number >= 0, got {lam!r}")
+    with status("compiling the basis kernel", quiet=None if progress is None else not progress):
+        kernel = compile_basis(basis)
+    blocks = list(ts.iter_blocks(block_size, 0))
+    emb = Embedding(kind, params)
+    model = FSResidualModel(blocks, kernel, spec.elements, emb, cache_gib=float(opts.get("cache_gib", 2.0)))
+    C0 = initial_coefficients(lin.coefficients, params)
+    g = None if gamma is None else np.tile(np.asarray(gamma, dtype=float), emb.ndensity)
+    res = fit_nonlinear(model, model.theta_of(C0), solver=solver, gamma=g, lam=float(lam),
+                        max_iter=opts.get("max_iter", 100), tol=opts.get("tol", 1e-10),
+                        max_jacobian_gib=opts.get("max_jacobian_gib", 4.0), progress=progress)
+    t2 = time.perf_counter()
+    pred, y, meta = predictions(model, res.theta, block_size)
+    C = model.coefficients_of(res.theta)
+    info = {**res.info(), "solver": solver, "embedding": kind, "embedding_params": list(params),
+            "linear_start": {"solver": opts.get("init_solver", "blr"),
+                             "hyperparameters": lin.result.hyperparameters,
+                             "info": {k: v for k, v in lin.result.info.items() if k not in ("history", "assembly")}}}
+    result = FitResult(res.theta, None, {"lam": float(lam)}, info)
+    report = FitReport(C, result, ts, meta, y, pred, error_table(pred - y, meta), gamma, None,
+                       {"assemble": t1 - t0, "solve": t2 - t1, "errors": time.perf_counter() - t2}, n_rows=len(meta))
+    report.basis_evaluator = model
+    report.linear_errors = lin.errors
+    return C, report, (kind, params)
+
+
+def score_fs(model: FSResidualModel, test_set, theta: np.ndarray, block_size: int):
+    """(error table, row meta, predictions, targets) of the fitted θ on a test set."""
+    from .errors_table import error_table
+
+    tm = FSResidualModel(list(test_set.iter_blocks(block_size, 0)), model.kernel, model.elements, model.embedding,
+                         cache_gib=0.0)
+    pred, y, meta = predictions(tm, theta, block_size)
+    return error_table(pred - y, meta), meta, pred, y

@@ -24,8 +24,10 @@ fitted: :class:`acegen.fit.fs.FSResidualModel` does for Finnis–Sinclair models
   doubles): above ``max_jacobian_gib`` (default 4 GiB) it refuses with a
   :class:`~acegen.errors.FitError` naming the size and suggesting ``lbfgs``.
 * ``lbfgs`` — scipy's L-BFGS-B on L(θ) / L(θ₀) with the gradient 2 Σ_batches J_bᵀ r_b +
-  2λ Γ²θ accumulated batch by batch (memory: n_params plus one batch's Jacobian), on
-  variables scaled by the Jacobian's column norms at θ₀.
+  2λ Γ²θ accumulated batch by batch, in the variables u = Rθ with R the triangular factor of
+  the Jacobian at θ₀ (folded batch by batch, as the streaming linear fit folds its design
+  matrix), so that the Gauss–Newton Hessian at the start is the identity.  Memory: n_params²
+  plus one batch's Jacobian.
 
 Both descend from θ₀ (their loss never increases), so a fit started from a model's linear
 fit ends with a loss no larger than that fit's.
@@ -46,6 +48,8 @@ __all__ = ["NONLINEAR_SOLVERS", "NonlinearResult", "ResidualModel", "Residuals",
 
 NONLINEAR_SOLVERS = ("lm", "lbfgs")
 GIB = float(1 << 30)
+#: μ of the L-BFGS preconditioner R = qr([J; √λΓ; √μ diag‖J_k‖]) at the start
+LBFGS_RIDGE = 1e-4
 
 
 @dataclass
@@ -206,7 +210,7 @@ def _lm(model, theta0, sg, max_iter, tol, max_gib, progress) -> NonlinearResult:
 
     try:
         sol = least_squares(fun, theta0, jac=jac, method="lm", x_scale="jac", ftol=max(tol, 2.3e-16),
-                            xtol=max(tol, 2.3e-16), gtol=0.0 if tol > 0 else 2.3e-16, max_nfev=10 * max_iter)
+                            xtol=max(tol, 2.3e-16), gtol=1e-15, max_nfev=10 * max_iter)
     finally:
         bar.close()
     loss = float(sol.fun @ sol.fun)
@@ -215,17 +219,26 @@ def _lm(model, theta0, sg, max_iter, tol, max_gib, progress) -> NonlinearResult:
 
 
 def _lbfgs(model, theta0, sg, max_iter, tol, progress) -> NonlinearResult:
+    import scipy.linalg as sla
     from scipy.optimize import minimize
 
     n = theta0.size
-    # column norms of the Jacobian at θ0 (data and prior rows) scale the variables
+    # Gauss–Newton preconditioner: R from the QR of the Jacobian at θ0 (data and prior rows),
+    # folded batch by batch (memory O(n²)); in u = Rθ the Hessian of L at θ0 is ≈ 2I.
+    R = np.diag(sg)
     col2 = sg**2
     loss0 = float(np.sum((sg * theta0) ** 2))
     for b in range(model.n_batches):
         res = model.evaluate(theta0, b, jacobian=True)
+        R = np.linalg.qr(np.vstack([R, res.J]), mode="r")
         col2 = col2 + np.einsum("ij,ij->j", res.J, res.J)
         loss0 += float(res.r @ res.r)
-    scale = np.where(col2 > 0, 1.0 / np.sqrt(np.where(col2 > 0, col2, 1.0)), 1.0)
+    if not col2.max() > 0:
+        raise FitError("non-linear fit (lbfgs): the Jacobian at the start is zero")
+    # Marquardt's ridge μ diag(JᵀJ): the Jacobian of a Finnis–Sinclair start is singular
+    # (every density is linear to first order), the ridge keeps the scaled steps finite
+    R = np.linalg.qr(np.vstack([R, np.diag(np.sqrt(LBFGS_RIDGE * np.where(col2 > 0, col2, col2.max())))]),
+                     mode="r")
     if not loss0 > 0:
         return NonlinearResult(theta0.copy(), loss0, loss0, 0, 1, True, "zero loss at the start", "lbfgs", 0.0,
                                [loss0])
@@ -233,8 +246,11 @@ def _lbfgs(model, theta0, sg, max_iter, tol, progress) -> NonlinearResult:
     n_eval = [0]
     bar = _Progress(max_iter, "non-linear fit (lbfgs)", progress)
 
+    def theta_of(u):
+        return sla.solve_triangular(R, u, check_finite=False)
+
     def fun(u):
-        th = u * scale
+        th = theta_of(u)
         L = float(np.sum((sg * th) ** 2))
         g = 2.0 * sg**2 * th
         for b in range(model.n_batches):
@@ -244,15 +260,15 @@ def _lbfgs(model, theta0, sg, max_iter, tol, progress) -> NonlinearResult:
         n_eval[0] += 1
         history.append(L)
         bar.update(L, loss0)
-        return L / loss0, g * scale / loss0
+        return L / loss0, sla.solve_triangular(R, g, trans="T", check_finite=False) / loss0
 
     try:
-        sol = minimize(fun, theta0 / scale, jac=True, method="L-BFGS-B",
+        sol = minimize(fun, R @ theta0, jac=True, method="L-BFGS-B",
                        options={"maxiter": max_iter, "maxfun": 2 * max_iter, "ftol": max(tol, 2.3e-16),
                                 "gtol": 1e-12, "maxcor": 20})
     finally:
         bar.close()
-    theta = np.asarray(sol.x, dtype=float) * scale
+    theta = theta_of(np.asarray(sol.x, dtype=float))
     loss = float(sol.fun) * loss0
     return NonlinearResult(theta, loss, loss0, int(sol.nit), n_eval[0], bool(sol.success), str(sol.message),
                            "lbfgs", 0.0, history)
