@@ -82,7 +82,7 @@ class ResidualModel(Protocol):
 @dataclass
 class NonlinearResult:
     """``theta`` (the minimiser), ``loss`` and ``loss_initial`` (L at θ and θ₀),
-    ``iterations`` (Jacobian evaluations), ``n_evaluations`` (residual evaluations),
+    ``iterations`` (lm: Jacobian evaluations; lbfgs: its iterations), ``n_evaluations`` (residual evaluations),
     ``converged`` and the solver's ``message``; ``history``: L after every evaluation."""
 
     theta: np.ndarray
@@ -154,7 +154,7 @@ def fit_nonlinear(model: ResidualModel, theta0: np.ndarray, *, solver: str = "lm
                   progress: bool | None = None) -> NonlinearResult:
     """Minimise L(θ) = ‖r(θ)‖² + λ‖Γθ‖² from ``theta0`` with ``solver`` ``"lm"`` or
     ``"lbfgs"`` (module docstring).  ``gamma``: Γ's diagonal (n_params,), None for I;
-    ``max_iter``: the most Jacobian evaluations (lm: residual evaluations ``10 max_iter``);
+    ``max_iter``: the most iterations (lm: residual evaluations, at least one per iteration);
     ``tol``: relative tolerance on the loss (lm: ``ftol`` and ``xtol``; lbfgs: ``ftol``)."""
     if solver not in NONLINEAR_SOLVERS:
         raise FitError(f"non-linear fit: solver must be one of {list(NONLINEAR_SOLVERS)}, got {solver!r}")
@@ -194,7 +194,7 @@ def _lm(model, theta0, sg, max_iter, tol, max_gib, progress) -> NonlinearResult:
                        "max_jacobian_gib")
     history: list[float] = []
     n_jac = [0]
-    bar = _Progress(10 * max_iter, "non-linear fit (lm)", progress)
+    bar = _Progress(max_iter, "non-linear fit (lm)", progress)
 
     def fun(th):
         r, _ = _all_residuals(model, th, False)
@@ -210,7 +210,7 @@ def _lm(model, theta0, sg, max_iter, tol, max_gib, progress) -> NonlinearResult:
 
     try:
         sol = least_squares(fun, theta0, jac=jac, method="lm", x_scale="jac", ftol=max(tol, 2.3e-16),
-                            xtol=max(tol, 2.3e-16), gtol=1e-15, max_nfev=10 * max_iter)
+                            xtol=max(tol, 2.3e-16), gtol=1e-15, max_nfev=max_iter)
     finally:
         bar.close()
     loss = float(sol.fun @ sol.fun)
