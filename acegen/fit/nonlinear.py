@@ -205,8 +205,16 @@ def _lm(model, theta0, sg, max_iter, tol, max_gib, progress) -> NonlinearResult:
 
     def jac(th):
         n_jac[0] += 1
-        _, J = _all_residuals(model, th, True)
-        return np.vstack([J, np.diag(sg)])
+        J = np.empty((rows, n))  # filled batch by batch: one Jacobian in memory, not two
+        row = 0
+        for b in range(model.n_batches):
+            Jb = model.evaluate(th, b, jacobian=True).J
+            J[row:row + Jb.shape[0]] = Jb
+            row += Jb.shape[0]
+        if row != rows - n:
+            raise FitError(f"non-linear fit: the model gave {row} rows, announced {rows - n} (n_rows)")
+        J[row:] = np.diag(sg)
+        return J
 
     try:
         sol = least_squares(fun, theta0, jac=jac, method="lm", x_scale="jac", ftol=max(tol, 2.3e-16),
