@@ -262,9 +262,7 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     gamma = prior_gamma(prior, basis, basis.n_params)
     fs = None
     if nonlinear:
-        from .fs import fit_fs
-
-        coefficients, report, fs = fit_fs(
+        coefficients, report, fs = _fit_fs(
             spec, basis, ts, basis_evaluator, embedding=embedding, ndensity=ndensity,
             embedding_params=embedding_params, solver=solver, solver_options=solver_options, gamma=gamma,
             progress=progress, block_size=block_size, streaming=streaming, workers=workers, client=client,
@@ -315,6 +313,57 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     if verbose:
         print(format_fit_log(provenance))
     return model
+
+
+def _fit_fs(spec, basis, ts, basis_evaluator, *, embedding: str, ndensity: int | None, embedding_params,
+           solver: str, solver_options, gamma, progress, block_size: int, streaming: bool, workers: int, client,
+           resume, signature):
+    """The non-linear Finnis–Sinclair fit of :func:`fit` (docs/fitting.md): a linear fit
+    (``init_solver``, default BLR, through :func:`fit_linear`) gives c_0 and λ,
+    then :func:`acegen.fit.nonlinear.fit_nonlinear` fits every c_p jointly.  Returns
+    (coefficients (n_params, P), :class:`FitReport`, (kind, params))."""
+    from ..progress import status
+    from .assembly_kernel import compile_basis
+    from .fs import Embedding, FSResidualModel, check_options, initial_coefficients, predictions, resolve_embedding
+    from .nonlinear import NONLINEAR_SOLVERS, fit_nonlinear
+
+    if solver not in NONLINEAR_SOLVERS:
+        raise FitError(f"a Finnis-Sinclair fit (embedding {embedding!r}) needs solver 'lm' or 'lbfgs', got {solver!r} "
+                       "(the linear fit it starts from is solver_options['init_solver'])")
+    kind, params = resolve_embedding(embedding, ndensity, embedding_params)
+    opts = check_options(solver_options)
+    t0 = time.perf_counter()
+    lin = fit_linear(ts, basis_evaluator, solver=opts.get("init_solver", "blr"),
+                     solver_options=opts.get("init_options"), gamma=gamma, progress=progress, streaming=streaming,
+                     block_size=block_size, workers=workers, client=client, resume=resume, signature=signature,
+                     keep_rows=False)
+    t1 = time.perf_counter()
+    lam = opts.get("lam", lin.result.hyperparameters.get("lam", 0.0))
+    if isinstance(lam, bool) or not isinstance(lam, (int, float, np.floating)) or not np.isfinite(lam) or lam < 0:
+        raise FitError(f"non-linear fit: lam must be a finite number >= 0, got {lam!r}")
+    with status("compiling the basis kernel", quiet=None if progress is None else not progress):
+        kernel = compile_basis(basis)
+    blocks = list(ts.iter_blocks(block_size, 0))
+    emb = Embedding(kind, params)
+    model = FSResidualModel(blocks, kernel, spec.elements, emb, cache_gib=float(opts.get("cache_gib", 2.0)))
+    C0 = initial_coefficients(lin.coefficients, params)
+    g = None if gamma is None else np.tile(np.asarray(gamma, dtype=float), emb.ndensity)
+    res = fit_nonlinear(model, model.theta_of(C0), solver=solver, gamma=g, lam=float(lam),
+                        max_iter=opts.get("max_iter", 100), tol=opts.get("tol", 1e-10),
+                        max_jacobian_gib=opts.get("max_jacobian_gib", 4.0), progress=progress)
+    t2 = time.perf_counter()
+    pred, y, meta = predictions(model, res.theta, block_size)
+    C = model.coefficients_of(res.theta)
+    info = {**res.info(), "solver": solver, "embedding": kind, "embedding_params": list(params),
+            "linear_start": {"solver": opts.get("init_solver", "blr"),
+                             "hyperparameters": lin.result.hyperparameters,
+                             "info": {k: v for k, v in lin.result.info.items() if k not in ("history", "assembly")}}}
+    result = FitResult(res.theta, None, {"lam": float(lam)}, info)
+    report = FitReport(C, result, ts, meta, y, pred, error_table(pred - y, meta), gamma, None,
+                       {"assemble": t1 - t0, "solve": t2 - t1, "errors": time.perf_counter() - t2}, n_rows=len(meta))
+    report.basis_evaluator = model
+    report.linear_errors = lin.errors
+    return C, report, (kind, params)
 
 
 def _model_name(cfg) -> str | None:
