@@ -230,7 +230,6 @@ def _lbfgs(model, theta0, sg, max_iter, tol, progress) -> NonlinearResult:
     import scipy.linalg as sla
     from scipy.optimize import minimize
 
-    n = theta0.size
     # Gauss–Newton preconditioner: R from the QR of the Jacobian at θ0 (data and prior rows),
     # folded batch by batch (memory O(n²)); in u = Rθ the Hessian of L at θ0 is ≈ 2I.
     R = np.diag(sg)
