@@ -157,6 +157,15 @@ def test_fs_model_compiles_saves_and_loads(tmp_path):
     assert lin.ir().signature() == m.basis.fold(C[:, 0], name="model").signature()
 
 
+def test_cli_info_describes_an_fs_model(tmp_path):
+    from acegen.cli import describe
+
+    m = acegen.FSModel(SPEC, _coefficients(SPEC), embedding_params=(1.0, 1.0, 0.7, 0.5), name="cu_fs")
+    text = describe(m)
+    assert "embedding: FinnisSinclairShiftedScaled, 2 densities, parameters [1.0, 1.0, 0.7, 0.5]" in text
+    assert "pair" in text and "elements: Cu" in text
+
+
 def test_fs_model_rejects_bad_input(tmp_path):
     C = _coefficients(SPEC)
     with pytest.raises(SpecError, match="shape"):
