@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import ase
 import ase.io
 import numpy as np
 import pytest
@@ -223,6 +224,24 @@ def test_atom_basis_adds_up_to_the_basis_kernel_and_matches_numpy(kernel):
     G = np.zeros((len(at), len(at), 3, ab.B.shape[1]))
     np.add.at(G, (ab.centre, ab.atom), ab.G)
     np.testing.assert_allclose(-G[:, a, 1, :], dB, rtol=1e-6, atol=1e-6)
+
+
+def test_atom_basis_names_the_centre_of_a_failing_kernel_call(kernel):
+    from acegen.errors import StructureError
+    from acegen.fit.fs import atom_basis
+
+    class Failing:
+        rcut, n_params = kernel.rcut, kernel.n_params
+
+        def compute(self, species, offsets, nb_species, nb_index, rij, n_atoms, **kw):
+            d = np.linalg.norm(rij, axis=1)
+            if d.min() < 2.0 and d.max() > 3.0:  # centre 2's call
+                raise StructureError("pair 0: atoms overlap")
+            return kernel.compute(species, offsets, nb_species, nb_index, rij, n_atoms, **kw)
+
+    at = ase.Atoms("Cu3", positions=[[0, 0, 0], [0, 0, 2.5], [0, 1.8, 2.5]], cell=[20, 20, 20], pbc=False)
+    with pytest.raises(StructureError, match=r"centre atom 2 \(neighbours \[[01], [01]\].*pair 0: atoms overlap"):
+        atom_basis(Failing(), ("Cu",), at)
 
 
 @pytest.mark.parametrize("kind,params", [("FinnisSinclairShiftedScaled", (1.0, 1.0, 0.7, 0.5)),

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sps
 
-from ..errors import FitError
+from ..errors import FitError, StructureError
 from .data import RowMeta, _n_rows, voigt
 from .embedding import Embedding
 from .nonlinear import Residuals
@@ -92,8 +92,12 @@ def atom_basis(kernel, elements, atoms, *, virial: bool = False) -> AtomBasis:
         uniq, inv = np.unique(js[others], return_inverse=True)
         local = np.zeros(hi - lo, dtype=np.int64)
         local[others] = 1 + inv
-        e, f, v = kernel.compute(Z[i:i + 1], np.array([0, hi - lo], dtype=np.int64), Z[js], local, nl.rij[lo:hi],
-                                 1 + len(uniq), forces=True, virial=virial, nthreads=1)
+        try:
+            e, f, v = kernel.compute(Z[i:i + 1], np.array([0, hi - lo], dtype=np.int64), Z[js], local,
+                                     nl.rij[lo:hi], 1 + len(uniq), forces=True, virial=virial, nthreads=1)
+        except StructureError as err:  # the call numbers the centre 0 and its pairs from 0
+            raise StructureError(f"centre atom {i} (neighbours {js.tolist()[:12]}"
+                                 f"{' ...' if len(js) > 12 else ''}; pair k below is its k-th): {err}") from None
         B[i] = e
         Gs.append(f)
         centres.append(np.full(1 + len(uniq), i, dtype=np.int64))
