@@ -353,8 +353,8 @@ class FSModel(Model):
     the pair basis) and ``coefficients`` the (n_params, P) array [c_0 … c_{P−1}].
     ``embedding``: ``"FinnisSinclairShiftedScaled"`` (default) or ``"FinnisSinclair"``;
     ``embedding_params``: (w_0, m_0, w_1, m_1, …).  Fitted by ``acegen.fit(...,
-    embedding=...)`` (docs/fitting.md); compiled, saved (``.json``) and loaded like a linear
-    model."""
+    embedding=...)`` (docs/fitting.md); compiled, saved (``.json``, or PACE ``.yace``) and
+    loaded like a linear model."""
 
     kind = "fs"
 
@@ -447,7 +447,10 @@ class FSModel(Model):
         return d
 
     def _save_yace(self, path: Path) -> None:
-        raise AcegenError(f"{path}: a Finnis-Sinclair acegen model has no PACE (.yace) writer yet; save it as .json")
+        from .io.pace import write_yace
+        from .io.pace_export import model_to_pace
+
+        write_yace(model_to_pace(self), path)
 
 
 class PaceModel(Model):

@@ -327,8 +327,6 @@ def parse_config(raw: Any, path: str | Path | None = None, *, data_dir: str | Pa
     cfg.output_dir = base if od is None else _out_path(path, base, "output.directory", od)
     cfg.model_path = _out_path(path, cfg.output_dir, "output.model", out.get("model", "model.json"))
     cfg.yace_path = _out_path(path, cfg.output_dir, "output.yace", out.get("yace"))
-    if cfg.yace_path is not None and cfg.embedding is not None:
-        raise ConfigError(path, "output.yace", "a Finnis-Sinclair acegen model is saved as .json (output.model) only")
     errs = out.get("errors", ["errors.json", "errors.csv"])
     errs = [errs] if isinstance(errs, str) else errs
     if not isinstance(errs, list):
