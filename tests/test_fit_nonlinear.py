@@ -332,7 +332,7 @@ def test_fs_fit_of_zuo_cu_from_config(shared_dir, tmp_path):
         "embedding: FinnisSinclairShiftedScaled\n"
         "ndensity: 2\n"
         "solver: {name: lm, max_iter: 60}\n"
-        "output: {directory: out}\n"
+        "output: {directory: out, yace: model.yace}\n"
         "progress: false\n")
     m = fit_from_config(tmp_path / "fit.yaml", verbose=False)
     assert isinstance(m, acegen.FSModel) and m.embedding.params == (1.0, 1.0, 1.0, 0.5)
@@ -361,6 +361,10 @@ def test_fs_fit_of_zuo_cu_from_config(shared_dir, tmp_path):
         assert at.get_potential_energy() == pytest.approx(rep.predictions[row] + structs[k].e0, rel=1e-11)
     assert rep.test_errors["set"]["n_structures"] == len(ase.io.read(test, index=":"))
     assert rep.test_errors["set"]["F"]["rmse"] < 0.5
+    yace = acegen.load(tmp_path / "out" / "model.yace")  # PACE's form of the same model
+    at = structs[3].atoms.copy()
+    at.calc = acegen.Calculator(yace)
+    assert at.get_potential_energy() == pytest.approx(rep.predictions[e_rows[3]] + structs[3].e0, abs=1e-7)
     log = (tmp_path / "out" / "model.log").read_text()
     assert "embedding: FinnisSinclairShiftedScaled" in log and "train (linear start) errors" in log
 
