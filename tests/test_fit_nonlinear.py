@@ -331,20 +331,20 @@ def test_fs_fit_of_zuo_cu_from_config(shared_dir, tmp_path):
         f"data: {{train: {train.name}, test: {test.name}, energy_key: energy, force_key: force, eref: average}}\n"
         "embedding: FinnisSinclairShiftedScaled\n"
         "ndensity: 2\n"
-        "solver: {name: lm, max_iter: 60}\n"
+        "solver: {name: lm, max_iter: 300}\n"
         "output: {directory: out, yace: model.yace}\n"
         "progress: false\n")
     m = fit_from_config(tmp_path / "fit.yaml", verbose=False)
     assert isinstance(m, acegen.FSModel) and m.embedding.params == (1.0, 1.0, 1.0, 0.5)
     rep = m.fit_report
     info = m.provenance["solver_state"]["info"]
-    assert info["solver"] == "lm" and info["iterations"] >= 1
+    assert info["solver"] == "lm" and info["iterations"] >= 1 and info["converged"], info["message"]
     assert info["loss"] < 0.99 * info["loss_initial"]
     assert m.provenance["settings"]["embedding"] == {"kind": "FinnisSinclairShiftedScaled",
                                                      "params": [1.0, 1.0, 1.0, 0.5]}
     lin, nl = rep.linear_errors["set"], rep.errors["set"]
     assert nl["F"]["rmse"] <= lin["F"]["rmse"]
-    assert nl["E"]["rmse"] <= 1.05 * lin["E"]["rmse"]
+    assert nl["E"]["rmse"] <= lin["E"]["rmse"]
     assert np.abs(m.coefficients[:, 1]).max() > 0
     # the saved model is a normal model: its compiled energies are the fit's predictions
     saved = acegen.load(tmp_path / "out" / "model.json")
