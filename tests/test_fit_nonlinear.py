@@ -83,6 +83,16 @@ def test_fit_nonlinear_tikhonov_block_is_the_ridge():
                                          for b in range(2)) + 0.05 * float(np.sum((gamma * res.theta) ** 2)))
 
 
+@pytest.mark.parametrize("solver", ["lm", "lbfgs"])
+def test_fit_nonlinear_progress_bar_on_request(solver, capsys):
+    model = ExpCurve(np.array([0.7, -1.3, 0.25]))
+    fit_nonlinear(model, np.array([1.0, -0.5, 0.0]), solver=solver, max_iter=20, progress=True)
+    err = capsys.readouterr().err
+    assert f"non-linear fit ({solver})" in err and "loss/initial" in err
+    fit_nonlinear(model, np.array([1.0, -0.5, 0.0]), solver=solver, max_iter=20, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_fit_nonlinear_refuses_bad_arguments_and_too_large_jacobians():
     model = ExpCurve(np.array([0.7, -1.3, 0.25]))
     with pytest.raises(FitError, match="solver"):
