@@ -377,6 +377,7 @@ def test_fs_fit_of_zuo_cu_from_config(shared_dir, tmp_path):
     assert at.get_potential_energy() == pytest.approx(rep.predictions[e_rows[3]] + structs[3].e0, abs=1e-7)
     log = (tmp_path / "out" / "model.log").read_text()
     assert "embedding: FinnisSinclairShiftedScaled" in log and "train (linear start) errors" in log
+    assert "loss_initial" in log and "linear_start" in log and "nonlinear" in log
 
 
 def test_fs_fit_lbfgs_and_argument_errors(shared_dir, tmp_path):

@@ -360,7 +360,8 @@ def _fit_fs(spec, basis, ts, basis_evaluator, *, embedding: str, ndensity: int |
                              "info": {k: v for k, v in lin.result.info.items() if k not in ("history", "assembly")}}}
     result = FitResult(res.theta, None, {"lam": float(lam)}, info)
     report = FitReport(C, result, ts, meta, y, pred, error_table(pred - y, meta), gamma, None,
-                       {"assemble": t1 - t0, "solve": t2 - t1, "errors": time.perf_counter() - t2}, n_rows=len(meta))
+                       {"linear_start": t1 - t0, "nonlinear": t2 - t1, "errors": time.perf_counter() - t2},
+                       n_rows=len(meta))
     report.basis_evaluator = model
     report.linear_errors = lin.errors
     return C, report, (kind, params)
