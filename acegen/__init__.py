@@ -1,7 +1,7 @@
 """acegen: a symbolic code-generation compiler for Atomic Cluster Expansion potentials.
 
 Public API: :class:`BasisSpec`, :class:`MultilayerSpec`, :func:`lower`, :class:`Model`, :func:`load`,
-:class:`Calculator`, :func:`fit`, :class:`AcegenError`.
+:class:`FSModel` (Finnis–Sinclair embeddings), :class:`Calculator`, :func:`fit`, :class:`AcegenError`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from .errors import AcegenError, CompileError, ModelFileError, SpecError, Struct
 from ._version import __version__
 
 __all__ = [
-    "AcegenError", "BasisSpec", "Calculator", "CompileError", "Model", "ModelFileError", "MultilayerSpec",
+    "AcegenError", "BasisSpec", "Calculator", "CompileError", "FSModel", "Model", "ModelFileError", "MultilayerSpec",
     "SpecError", "StructureError", "fit", "load", "lower", "__version__",
 ]
 
@@ -29,7 +29,7 @@ def __getattr__(name):  # lazy imports keep `import acegen` fast
         from .multilayer.basis import lower
 
         return lower
-    if name in ("Model", "load"):
+    if name in ("Model", "FSModel", "load"):
         from . import model
 
         return getattr(model, name)

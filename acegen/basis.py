@@ -330,12 +330,30 @@ class CoupledBasis(FunctionSet):
             seen.setdefault((kind, k), None)
         return np.array([k if kind == "mb" else len(self) + k for kind, k in seen], dtype=np.int64)
 
-    def fold(self, coefficients, *, name: str = "model", projections: bool = False) -> ModelIR:
+    def fold(self, coefficients, *, name: str = "model", projections: bool = False,
+             embedding: Embedding | None = None) -> ModelIR:
         """c̃ = Cᵀθ: fold coefficients onto the product basis, giving the ModelIR.
         ``projections``: also attach every basis function of each species (many-body, then
         pair, in parameter order) as :class:`~acegen.ir.model.ProjectionRows`, for the
-        extrapolation grade (they do not change the energy model or its signature)."""
-        mb, pr = self.split_params(coefficients)
+        extrapolation grade (they do not change the energy model or its signature).
+        ``embedding`` (default linear): with P densities (Finnis–Sinclair, ``ndensity`` P),
+        ``coefficients`` is an (n_params, P) array, one column c_p per density
+        ρ_p(i) = c_p · B(i)."""
+        if embedding is None:
+            embedding = Embedding("linear", 1, (1.0, 1.0))
+        if not isinstance(coefficients, dict) and np.ndim(coefficients) == 2:
+            c2 = np.asarray(coefficients, dtype=float)
+            if c2.shape[1] != embedding.ndensity:
+                raise SpecError(f"coefficients: {c2.shape[1]} columns for an embedding of {embedding.ndensity} "
+                                f"densities")
+            cols = [self.split_params(c2[:, p]) for p in range(c2.shape[1])]
+            mb = np.stack([c[0] for c in cols], axis=1)
+            pr = np.stack([c[1] for c in cols], axis=1)
+        else:
+            if embedding.ndensity != 1:
+                raise SpecError(f"coefficients: an embedding of {embedding.ndensity} densities needs an "
+                                f"(n_params, {embedding.ndensity}) array")
+            mb, pr = self.split_params(coefficients)
         programs = []
         for z0 in range(len(self.elements)):
             chans, _ = self.channels(z0)
@@ -348,10 +366,11 @@ class CoupledBasis(FunctionSet):
                     row = pacc.setdefault(mono, {})
                     row[col] = row.get(col, 0.0) + c
                 th = mb[k] if kind == "mb" else pr[k]
-                if th != 0.0:
+                if np.any(th != 0.0):
                     acc[mono] = acc.get(mono, 0.0) + th * c
             monos = sorted(acc, key=lambda m: (len(m), m))
-            coeffs = np.array([[acc[m]] for m in monos], dtype=float).reshape(len(monos), 1)
+            nd = embedding.ndensity
+            coeffs = np.array([np.broadcast_to(acc[m], (nd,)) for m in monos], dtype=float).reshape(len(monos), nd)
             eref = 0.0
             if getattr(self.spec, "Eref", None):
                 eref = float(dict(self.spec.Eref).get(self.elements[z0], 0.0))
@@ -366,7 +385,7 @@ class CoupledBasis(FunctionSet):
             programs.append(
                 SpeciesProgram(
                     zi=z0, channels=chans, monomials=tuple(monos), coeffs=coeffs,
-                    embedding=Embedding("linear", 1, (1.0, 1.0)), E0=eref, projections=rows,
+                    embedding=embedding, E0=eref, projections=rows,
                 )
             )
         return ModelIR(

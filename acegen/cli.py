@@ -132,7 +132,7 @@ def describe(model) -> str:
 
     ir = model.ir()
     lines = [f"model: {model.name}", f"elements: {', '.join(ir.elements)}", f"lmax: {ir.lmax}"]
-    if model.kind == "linear":
+    if model.kind in ("linear", "fs"):
         b = model.basis
         orders, counts = np.unique(b.orders, return_counts=True)
         lines.append(
@@ -142,6 +142,9 @@ def describe(model) -> str:
             + f"), {len(b.pair)} pair"
         )
         lines.append(f"purification: {model.spec.purification}")
+        if model.kind == "fs":
+            lines.append(f"embedding: {model.embedding.kind}, {model.ndensity} densities, parameters "
+                         f"{list(model.embedding.params)}")
     else:
         from collections import Counter
 

@@ -339,6 +339,120 @@ class LinearModel(Model):
         write_yace(model_to_pace(self), path)
 
 
+#: The Finnis–Sinclair embeddings of :class:`FSModel` (PACE's, ``acegen.ir.physics``).
+FS_EMBEDDINGS = ("FinnisSinclair", "FinnisSinclairShiftedScaled")
+
+
+class FSModel(Model):
+    """A single-layer ACE model with a non-linear Finnis–Sinclair embedding of P densities
+    (Lysogorskiy et al. 2021; PACE's ``npoti`` and ``FS_parameters``)::
+
+        E_i = Eref(Z_i) + Σ_p w_p F(ρ_p(i); m_p),    ρ_p(i) = c_p · B(i)
+
+    with B(i) the basis values of atom i on ``acegen.lower(spec)`` (many-body functions, then
+    the pair basis) and ``coefficients`` the (n_params, P) array [c_0 … c_{P−1}].
+    ``embedding``: ``"FinnisSinclairShiftedScaled"`` (default) or ``"FinnisSinclair"``;
+    ``embedding_params``: (w_0, m_0, w_1, m_1, …).  Fitted by ``acegen.fit(...,
+    embedding=...)`` (docs/fitting.md); compiled, saved (``.json``, or PACE ``.yace``) and
+    loaded like a linear model."""
+
+    kind = "fs"
+
+    def __init__(self, spec, coefficients, *, embedding: str = "FinnisSinclairShiftedScaled",
+                 embedding_params=(1.0, 1.0, 1.0, 0.5), name: str | None = None):
+        from .ir.model import Embedding
+        from .spec import BasisSpec
+
+        if not isinstance(spec, BasisSpec):
+            raise SpecError("FSModel(spec, coefficients): spec must be an acegen.BasisSpec")
+        if embedding not in FS_EMBEDDINGS:
+            raise SpecError(f"FSModel: embedding must be one of {list(FS_EMBEDDINGS)}, got {embedding!r}")
+        try:
+            params = tuple(float(x) for x in embedding_params)
+        except (TypeError, ValueError):
+            raise SpecError(f"FSModel: embedding_params must be numbers (w_0, m_0, w_1, m_1, ...), got "
+                            f"{embedding_params!r}") from None
+        if len(params) < 2 or len(params) % 2 or not all(np.isfinite(params)) or min(params[1::2]) <= 0:
+            raise SpecError(f"FSModel: embedding_params must be (w_0, m_0, w_1, m_1, ...) with finite values and "
+                            f"every m_p > 0, got {embedding_params!r}")
+        self._init_common(_check_name("model" if name is None else name))
+        self._default_name = name is None
+        self.spec = spec
+        self._basis = None
+        self.embedding = Embedding(embedding, len(params) // 2, params)
+        if isinstance(coefficients, dict):
+            mb = np.asarray(coefficients.get("manybody"), dtype=float)
+            pr = np.asarray(coefficients.get("pair"), dtype=float)
+            if mb.ndim != 2 or pr.ndim != 2:
+                raise SpecError("FSModel: coefficients 'manybody' and 'pair' must be (n, ndensity) arrays")
+            c = np.concatenate([mb, pr])
+        else:
+            c = np.asarray(coefficients, dtype=float)
+        P = self.embedding.ndensity
+        if c.shape != (self.basis.n_params, P):
+            raise SpecError(f"FSModel: coefficients must have shape ({self.basis.n_params}, {P}) "
+                            f"(parameters x densities), got {c.shape}")
+        if not np.isfinite(c).all():
+            raise SpecError("FSModel: non-finite coefficient")
+        self.coefficients = c.copy()
+
+    @property
+    def ndensity(self) -> int:
+        return self.embedding.ndensity
+
+    @property
+    def embedding_params(self) -> tuple[float, ...]:
+        return self.embedding.params
+
+    @property
+    def basis(self):
+        if self._basis is None:
+            from .basis import lower
+
+            self._basis = lower(self.spec)
+        return self._basis
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return tuple(self.spec.elements)
+
+    def _lower(self):
+        return self.basis.fold(self.coefficients, name=self.name, embedding=self.embedding)
+
+    def _projection_ir(self):
+        return self.basis.fold(self.coefficients, name=self.name, projections=True,
+                               embedding=self.embedding).projection_ir()
+
+    def __repr__(self) -> str:
+        return (f"Model({self.name!r}, {self.basis!r}, embedding {self.embedding.kind} "
+                f"{list(self.embedding.params)})")
+
+    def to_dict(self) -> dict:
+        K = len(self.basis)
+        d = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "minor_version": FORMAT_MINOR_VERSION,
+            "kind": "fs-ace",
+            "name": self.name,
+            "spec": self.spec.to_dict(),
+            "embedding": {"kind": self.embedding.kind, "params": [float(x) for x in self.embedding.params]},
+            "coefficients": {
+                "manybody": self.coefficients[:K].tolist(),
+                "pair": self.coefficients[K:].tolist(),
+            },
+        }
+        if self.provenance is not None:
+            d["provenance"] = self.provenance
+        return d
+
+    def _save_yace(self, path: Path) -> None:
+        from .io.pace import write_yace
+        from .io.pace_export import model_to_pace
+
+        write_yace(model_to_pace(self), path)
+
+
 class PaceModel(Model):
     """An imported PACE potential (Lysogorskiy et al. 2021), lowered to the IR on demand.
 
@@ -691,6 +805,8 @@ def model_from_dict(data, path=None) -> Model:
         raise ModelFileError(path, "version", f"unsupported version {ver!r} (this acegen reads 1..{FORMAT_VERSION})")
     if data.get("kind") == "multilayer-ace":
         return _multilayer_from_dict(data, path)
+    if data.get("kind") == "fs-ace":
+        return _fs_from_dict(data, path)
     if data.get("kind") != "linear-ace":
         raise ModelFileError(path, "kind", f"unknown model kind {data.get('kind')!r}")
     try:
@@ -789,3 +905,32 @@ def _multilayer_from_dict(data: dict, path) -> MultilayerModel:
         return MultilayerModel(spec, vals, name=name)
     except SpecError as e:
         raise ModelFileError(path, "coefficients", str(e)) from None
+
+
+def _fs_from_dict(data: dict, path) -> FSModel:
+    from .spec import BasisSpec
+
+    try:
+        spec = BasisSpec.from_dict(data.get("spec"))
+    except SpecError as e:
+        raise ModelFileError(path, "spec", str(e)) from None
+    except (TypeError, KeyError, ValueError, AttributeError, OverflowError) as e:
+        raise ModelFileError(path, "spec", f"invalid specification: {str(e)[:200]}") from None
+    emb = data.get("embedding")
+    if not (isinstance(emb, dict) and emb.get("kind") in FS_EMBEDDINGS and isinstance(emb.get("params"), list)
+            and emb["params"] and len(emb["params"]) % 2 == 0 and all(_is_number(x) for x in emb["params"])):
+        raise ModelFileError(path, "embedding", f"expected {{kind: one of {list(FS_EMBEDDINGS)}, params: "
+                                                "[w_0, m_0, ...]}")
+    vals = _coefficient_lists(data.get("coefficients"), path, "coefficients", len(emb["params"]) // 2)
+    name = data.get("name", "model")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ModelFileError(path, "name", f"expected letters, digits or underscores, got {str(name)[:40]!r}")
+    prov = data.get("provenance")
+    if prov is not None and not isinstance(prov, dict):
+        raise ModelFileError(path, "provenance", "expected an object")
+    try:
+        model = FSModel(spec, vals, embedding=emb["kind"], embedding_params=emb["params"], name=name)
+    except SpecError as e:
+        raise ModelFileError(path, "embedding/coefficients", str(e)) from None
+    model.provenance = prov
+    return model

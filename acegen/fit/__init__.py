@@ -16,6 +16,9 @@ Layers, each usable on its own:
   or on Dask, with resumable checkpoints.
 * :mod:`acegen.fit.config`, :mod:`acegen.fit.driver` — the YAML config and
   :func:`fit` / :func:`fit_from_config`.
+* :mod:`acegen.fit.nonlinear` — non-linear least squares over a :class:`ResidualModel`
+  (Levenberg–Marquardt, L-BFGS); :mod:`acegen.fit.fs` — Finnis–Sinclair fits
+  (``acegen.fit(..., embedding=..., ndensity=..., solver="lm")`` → :class:`acegen.FSModel`).
 
 ``acegen.fit`` is both this package and the function :func:`acegen.fit.driver.fit`:
 calling the module, ``acegen.fit(spec, structures, ...)``, calls the function (the module's
@@ -42,13 +45,14 @@ from .data import (
 )
 from .driver import FitReport, fit, fit_from_config, fit_linear, make_basis_evaluator
 from .errors_table import error_table, format_error_table, save_error_table
+from .nonlinear import ResidualModel, Residuals, fit_nonlinear
 from .priors import smoothness_prior
 from .solvers import Committee, FitResult, solve, solve_compressed
 
 __all__ = [
     "Committee", "ConfigError", "FitError", "FitReport", "FitResult", "LazyTrainingSet", "RowMeta", "StructureData",
-    "TargetError", "TrainingSet", "assemble", "error_table", "fit", "fit_from_config",
-    "fit_linear", "format_error_table", "load_training_set", "make_basis_evaluator",
+    "ResidualModel", "Residuals", "TargetError", "TrainingSet", "assemble", "error_table", "fit", "fit_from_config",
+    "fit_linear", "fit_nonlinear", "format_error_table", "load_training_set", "make_basis_evaluator",
     "read_pacemaker", "read_structures", "resolve_weights", "save_error_table", "smoothness_prior", "solve",
     "solve_compressed",
 ]

@@ -23,6 +23,9 @@ are looked up in the data folder, then in the config file's folder)::
       default: {E: 30, F: 1, V: 1}
       TiAl_T5000: {E: 5}
     solver: blr                 # or {name: blr, tol: 1e-6} / {name: qr, lam: 1e-3} ...
+    embedding: FinnisSinclairShiftedScaled   # optional: a non-linear Finnis–Sinclair fit
+    ndensity: 2                 #   with 2 densities (embedding_params: [1, 1, 1, 0.5] by default)
+                                #   and solver: lm (or {name: lm, max_iter: 100, init_solver: blr}, lbfgs)
     prior: {kind: algebraic, p: 4, wL: 1.0}   # or a kind name, or none
     committee: {size: 32, seed: 0}            # optional (blr / ard only)
     output:
@@ -59,7 +62,8 @@ from ..errors import ConfigError
 
 __all__ = ["FitConfig", "load_config", "parse_config"]
 
-_TOP = {"basis", "data", "weights", "solver", "prior", "committee", "output", "progress", "assembly"}
+_TOP = {"basis", "data", "weights", "solver", "prior", "committee", "output", "progress", "assembly", "embedding",
+        "ndensity", "embedding_params"}
 DATA_ENV = "ACEGEN_DATA"
 
 _DATA = {"directory", "train", "test", "energy_key", "force_key", "virial_key", "stress_key", "config_type_key", "eref",
@@ -101,6 +105,9 @@ class FitConfig:
     workers: int = 1
     scheduler: str | None = None
     resume: bool | Path = False
+    embedding: str | None = None
+    ndensity: int | None = None
+    embedding_params: tuple[float, ...] | None = None
 
 
 def load_config(path: str | Path, *, data_dir: str | Path | None = None) -> FitConfig:
@@ -164,6 +171,42 @@ def _out_path(path, base: Path, name: str, v: Any) -> Path | None:
         raise ConfigError(path, name, f"expected a path or null, got {v!r}")
     q = Path(v).expanduser()
     return q if q.is_absolute() else base / q
+
+
+def _embedding(cfg: FitConfig, top: Mapping, path, solver_is_name: bool) -> None:
+    """``embedding``, ``ndensity``, ``embedding_params`` (a non-linear Finnis–Sinclair fit,
+    which needs ``solver`` lm or lbfgs)."""
+    from ..model import FS_EMBEDDINGS
+    from .nonlinear import NONLINEAR_SOLVERS
+
+    emb = top.get("embedding")
+    if emb is not None and emb != "linear" and emb not in FS_EMBEDDINGS:
+        raise ConfigError(path, "embedding", f"expected linear or one of {list(FS_EMBEDDINGS)}, got {emb!r}")
+    nonlinear = emb not in (None, "linear")
+    nd = top.get("ndensity")
+    if nd is not None and (isinstance(nd, bool) or not isinstance(nd, int) or not 1 <= nd <= 8):
+        raise ConfigError(path, "ndensity", f"expected an integer in 1..8, got {nd!r}")
+    ep = top.get("embedding_params")
+    if ep is not None:
+        if not (isinstance(ep, list) and ep and len(ep) % 2 == 0
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ep)):
+            raise ConfigError(path, "embedding_params", f"expected a list [w_0, m_0, w_1, m_1, ...], got {ep!r}")
+        if nd is not None and nd != len(ep) // 2:
+            raise ConfigError(path, "embedding_params", f"{len(ep) // 2} (w, m) pairs but ndensity is {nd}")
+        ep = tuple(float(x) for x in ep)
+    if not nonlinear and ((nd is not None and nd != 1) or ep is not None):
+        raise ConfigError(path, "ndensity" if ep is None else "embedding_params",
+                          "needs a non-linear embedding (embedding: FinnisSinclairShiftedScaled or FinnisSinclair)")
+    sfield = "solver" if solver_is_name else "solver.name"
+    if nonlinear and cfg.solver not in NONLINEAR_SOLVERS:
+        raise ConfigError(path, sfield, f"a Finnis-Sinclair fit (embedding {emb}) needs solver lm or lbfgs, "
+                                        f"got {cfg.solver!r}")
+    if not nonlinear and cfg.solver in NONLINEAR_SOLVERS:
+        raise ConfigError(path, sfield, f"solver {cfg.solver} fits non-linear models: set embedding "
+                                        "(FinnisSinclairShiftedScaled or FinnisSinclair) and ndensity")
+    cfg.embedding = emb if nonlinear else None
+    cfg.ndensity = nd
+    cfg.embedding_params = ep
 
 
 def parse_config(raw: Any, path: str | Path | None = None, *, data_dir: str | Path | None = None) -> FitConfig:
@@ -240,11 +283,13 @@ def parse_config(raw: Any, path: str | Path | None = None, *, data_dir: str | Pa
         if not isinstance(name, str):
             raise ConfigError(path, "solver.name", f"missing or not a string: {name!r}")
         cfg.solver, cfg.solver_options = name, s
+    from .nonlinear import NONLINEAR_SOLVERS
     from .solvers import SOLVERS
 
-    if cfg.solver not in SOLVERS:
+    if cfg.solver not in SOLVERS and cfg.solver not in NONLINEAR_SOLVERS:
         raise ConfigError(path, "solver" if isinstance(solver, str) else "solver.name",
-                          f"unknown solver {cfg.solver!r} (one of {sorted(SOLVERS)})")
+                          f"unknown solver {cfg.solver!r} (one of {sorted(SOLVERS) + list(NONLINEAR_SOLVERS)})")
+    _embedding(cfg, top, path, isinstance(solver, str))
 
     prior = top.get("prior", "algebraic")
     from .priors import PRIOR_KINDS, PRIOR_PARAMS

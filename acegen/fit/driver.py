@@ -64,6 +64,8 @@ class FitReport:
     basis_evaluator: Any = None
     #: rows of the design matrix (targets of positive or zero weight)
     n_rows: int = 0
+    #: non-linear fits: the training error table of the linear fit they started from
+    linear_errors: dict[str, Any] | None = None
 
     @property
     def n_params(self) -> int:
@@ -189,8 +191,10 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         verbose: bool = False, weight_keys: Mapping[str, str] | str | None = None,
         streaming: bool = True, block_size: int = DEFAULT_BLOCK_SIZE, workers: int = 1, client=None,
         resume: bool | str | Path = False, callback: Callable[[int, int], None] | None = None,
-        keep_rows: bool | None = None):
-    """Fit a linear ACE model on ``acegen.lower(spec)`` and return an :class:`acegen.Model`.
+        keep_rows: bool | None = None, embedding: str | None = None, ndensity: int | None = None,
+        embedding_params: Sequence[float] | None = None):
+    """Fit a linear ACE model on ``acegen.lower(spec)`` and return an :class:`acegen.Model`
+    (with ``embedding``: a Finnis–Sinclair :class:`acegen.FSModel`, see below).
 
     ``structures``: ASE Atoms, or extxyz path(s).  Keys, ``weights``, ``eref`` and
     ``missing``: :func:`acegen.fit.data.load_training_set`.  ``solver`` / ``solver_options``:
@@ -208,11 +212,31 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     ``errors`` tables ``train`` and ``test``, saved with it) and ``fit_report`` (the
     :class:`FitReport`).  ``verbose``: print the fit log.  ``name``: the model's name; by
     default the model is named after the file it is saved to.
+
+    Non-linear (Finnis–Sinclair) fits: ``embedding`` ``"FinnisSinclairShiftedScaled"`` or
+    ``"FinnisSinclair"`` with ``ndensity`` P densities and ``embedding_params`` (w_0, m_0, …)
+    (default: :func:`acegen.fit.fs.default_embedding_params`), ``solver`` ``"lm"``
+    (Levenberg–Marquardt) or ``"lbfgs"``; ``solver_options``: ``max_iter``, ``tol``, ``lam``
+    (default: the λ of the linear start), ``init_solver`` / ``init_options`` (the linear fit
+    that gives the start, default BLR), ``max_jacobian_gib``, ``cache_gib``
+    (:mod:`acegen.fit.fs`, :mod:`acegen.fit.nonlinear`).  Returns an :class:`acegen.FSModel`;
+    the training errors of the linear start are in ``fit_report.linear_errors`` and in the
+    provenance's ``errors``.  No committee.
     """
     from ..spec import BasisSpec
+    from .nonlinear import NONLINEAR_SOLVERS
 
     if not isinstance(spec, BasisSpec):
         raise FitError(f"fit: spec must be an acegen.BasisSpec, got {type(spec).__name__}")
+    nonlinear = embedding not in (None, "linear")
+    if not nonlinear and (ndensity not in (None, 1) or embedding_params is not None):
+        raise FitError("ndensity > 1 and embedding_params need a non-linear embedding "
+                       "(embedding='FinnisSinclairShiftedScaled' or 'FinnisSinclair')")
+    if not nonlinear and solver in NONLINEAR_SOLVERS:
+        raise FitError(f"solver {solver!r} fits non-linear models: pass embedding='FinnisSinclairShiftedScaled' "
+                       "(or 'FinnisSinclair') and ndensity; a linear fit takes qr, lsqr, rrqr, blr or ard")
+    if nonlinear and committee:
+        raise FitError("a non-linear (Finnis-Sinclair) fit has no committee")
     if eref is None:
         eref = _spec_eref(spec)
     # structure files are read lazily when streaming (scanned once, then read block by block)
@@ -236,11 +260,19 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     elif not isinstance(signature, str) and callable(getattr(basis, "signature", None)):
         signature = f"{basis.signature()}|{type(basis_evaluator).__qualname__}"
     gamma = prior_gamma(prior, basis, basis.n_params)
-    report = fit_linear(ts, basis_evaluator, solver=solver, solver_options=solver_options, gamma=gamma,
-                        committee=committee, progress=progress, streaming=streaming, block_size=block_size,
-                        workers=workers, client=client, resume=resume, signature=signature, callback=callback,
-                        keep_rows=keep_rows)
-    report.basis_evaluator = basis_evaluator
+    fs = None
+    if nonlinear:
+        coefficients, report, fs = _fit_fs(
+            spec, basis, ts, basis_evaluator, embedding=embedding, ndensity=ndensity,
+            embedding_params=embedding_params, solver=solver, solver_options=solver_options, gamma=gamma,
+            progress=progress, block_size=block_size, streaming=streaming, workers=workers, client=client,
+            resume=resume, signature=signature)
+    else:
+        report = fit_linear(ts, basis_evaluator, solver=solver, solver_options=solver_options, gamma=gamma,
+                            committee=committee, progress=progress, streaming=streaming, block_size=block_size,
+                            workers=workers, client=client, resume=resume, signature=signature, callback=callback,
+                            keep_rows=keep_rows)
+        report.basis_evaluator = basis_evaluator
     keys = {"energy_key": energy_key, "force_key": force_key, "virial_key": virial_key, "stress_key": stress_key,
             "config_type_key": config_type_key, "missing": missing}
     test_set = None
@@ -249,20 +281,31 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
         t0 = time.perf_counter()
         test_set = load_training_set(test, **keys, weights=weights, eref=ts.eref or "zero",
                                      elements=spec.elements, weight_keys=weight_keys, lazy=lazy)
-        report.test_errors, report.test_meta, report.test_predictions, report.test_y = score(
-            basis_evaluator, test_set, report.coefficients, progress=progress, streaming=streaming,
-            block_size=block_size, workers=workers, client=client, keep_rows=keep_rows)
+        if fs is not None:
+            from .fs import score_fs
+
+            scored = score_fs(report.basis_evaluator, test_set, report.result.coefficients, block_size)
+        else:
+            scored = score(basis_evaluator, test_set, report.coefficients, progress=progress, streaming=streaming,
+                           block_size=block_size, workers=workers, client=client, keep_rows=keep_rows)
+        report.test_errors, report.test_meta, report.test_predictions, report.test_y = scored
         errors["test"] = report.test_errors
         report.timings["test"] = time.perf_counter() - t0
+    if report.linear_errors is not None:
+        errors["train (linear start)"] = report.linear_errors
     from .provenance import build_provenance, format_fit_log
 
     provenance = build_provenance(
         spec=spec, train=structures, test=test, training_set=ts, test_set=test_set, keys=keys, weights=weights,
         solver=solver, solver_options=solver_options, prior=prior, committee=committee, result=report.result,
         errors=errors, timings=report.timings, n_rows=report.n_rows)
-    from ..model import Model
+    from ..model import FSModel, Model
 
-    model = Model(spec, report.coefficients, name=name)
+    if fs is not None:
+        provenance["settings"]["embedding"] = {"kind": fs[0], "params": list(fs[1])}
+        model = FSModel(spec, report.coefficients, embedding=fs[0], embedding_params=fs[1], name=name)
+    else:
+        model = Model(spec, report.coefficients, name=name)
     model.fit_report = report
     model.provenance = provenance
     if report.committee is not None:
@@ -270,6 +313,58 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     if verbose:
         print(format_fit_log(provenance))
     return model
+
+
+def _fit_fs(spec, basis, ts, basis_evaluator, *, embedding: str, ndensity: int | None, embedding_params,
+           solver: str, solver_options, gamma, progress, block_size: int, streaming: bool, workers: int, client,
+           resume, signature):
+    """The non-linear Finnis–Sinclair fit of :func:`fit` (docs/fitting.md): a linear fit
+    (``init_solver``, default BLR, through :func:`fit_linear`) gives c_0 and λ,
+    then :func:`acegen.fit.nonlinear.fit_nonlinear` fits every c_p jointly.  Returns
+    (coefficients (n_params, P), :class:`FitReport`, (kind, params))."""
+    from ..progress import status
+    from .assembly_kernel import compile_basis
+    from .fs import Embedding, FSResidualModel, check_options, initial_coefficients, predictions, resolve_embedding
+    from .nonlinear import NONLINEAR_SOLVERS, fit_nonlinear
+
+    if solver not in NONLINEAR_SOLVERS:
+        raise FitError(f"a Finnis-Sinclair fit (embedding {embedding!r}) needs solver 'lm' or 'lbfgs', got {solver!r} "
+                       "(the linear fit it starts from is solver_options['init_solver'])")
+    kind, params = resolve_embedding(embedding, ndensity, embedding_params)
+    opts = check_options(solver_options)
+    t0 = time.perf_counter()
+    lin = fit_linear(ts, basis_evaluator, solver=opts.get("init_solver", "blr"),
+                     solver_options=opts.get("init_options"), gamma=gamma, progress=progress, streaming=streaming,
+                     block_size=block_size, workers=workers, client=client, resume=resume, signature=signature,
+                     keep_rows=False)
+    t1 = time.perf_counter()
+    lam = opts.get("lam", lin.result.hyperparameters.get("lam", 0.0))
+    if isinstance(lam, bool) or not isinstance(lam, (int, float, np.floating)) or not np.isfinite(lam) or lam < 0:
+        raise FitError(f"non-linear fit: lam must be a finite number >= 0, got {lam!r}")
+    with status("compiling the basis kernel", quiet=None if progress is None else not progress):
+        kernel = compile_basis(basis)
+    blocks = list(ts.iter_blocks(block_size, 0))
+    emb = Embedding(kind, params)
+    model = FSResidualModel(blocks, kernel, spec.elements, emb, cache_gib=float(opts.get("cache_gib", 2.0)))
+    C0 = initial_coefficients(lin.coefficients, params)
+    g = None if gamma is None else np.tile(np.asarray(gamma, dtype=float), emb.ndensity)
+    res = fit_nonlinear(model, model.theta_of(C0), solver=solver, gamma=g, lam=float(lam),
+                        max_iter=opts.get("max_iter", 100), tol=opts.get("tol", 1e-10),
+                        max_jacobian_gib=opts.get("max_jacobian_gib", 4.0), progress=progress)
+    t2 = time.perf_counter()
+    pred, y, meta = predictions(model, res.theta, block_size)
+    C = model.coefficients_of(res.theta)
+    info = {**res.info(), "solver": solver, "embedding": kind, "embedding_params": list(params),
+            "linear_start": {"solver": opts.get("init_solver", "blr"),
+                             "hyperparameters": lin.result.hyperparameters,
+                             "info": {k: v for k, v in lin.result.info.items() if k not in ("history", "assembly")}}}
+    result = FitResult(res.theta, None, {"lam": float(lam)}, info)
+    report = FitReport(C, result, ts, meta, y, pred, error_table(pred - y, meta), gamma, None,
+                       {"linear_start": t1 - t0, "nonlinear": t2 - t1, "errors": time.perf_counter() - t2},
+                       n_rows=len(meta))
+    report.basis_evaluator = model
+    report.linear_errors = lin.errors
+    return C, report, (kind, params)
 
 
 def _model_name(cfg) -> str | None:
@@ -322,7 +417,8 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
                     eref=cfg.eref, missing=cfg.missing, committee=cfg.committee, basis=basis,
                     basis_evaluator=basis_evaluator, progress=cfg.progress, name=_model_name(cfg),
                     test=cfg.test or None, weight_keys=cfg.weight_keys, streaming=cfg.streaming,
-                    block_size=cfg.block_size, workers=cfg.workers, client=client, resume=cfg.resume)
+                    block_size=cfg.block_size, workers=cfg.workers, client=client, resume=cfg.resume,
+                    embedding=cfg.embedding, ndensity=cfg.ndensity, embedding_params=cfg.embedding_params)
     finally:
         if client is not None:
             client.close()
@@ -358,6 +454,11 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
                         title="test")
         e0 = report.training_set.e0_of
         c = report.coefficients
-        dimer_curves(lambda atoms: float(np.asarray(evaluator(atoms)["energy"]) @ c) + e0(atoms), spec.elements,
-                     cfg.output_dir / "dimers.png")
+        if cfg.embedding is not None:  # evaluator: the Finnis–Sinclair residual model
+            theta = report.result.coefficients
+            dimer_curves(lambda atoms: evaluator.energy(atoms, theta) + e0(atoms), spec.elements,
+                         cfg.output_dir / "dimers.png")
+        else:
+            dimer_curves(lambda atoms: float(np.asarray(evaluator(atoms)["energy"]) @ c) + e0(atoms), spec.elements,
+                         cfg.output_dir / "dimers.png")
     return model

@@ -134,11 +134,14 @@ def format_fit_log(prov: Mapping[str, Any], *, signature: str | None = None) -> 
     opts = s.get("solver_options") or {}
     lines.append(f"solver: {s.get('solver')}" + (f" {opts}" if opts else "") + f"; prior: {_fmt(s.get('prior'))}"
                  + (f"; committee: {s['committee']}" if s.get("committee") else ""))
+    if s.get("embedding"):
+        lines.append(f"embedding: {s['embedding'].get('kind')} {s['embedding'].get('params')}")
     hyper = st.get("hyperparameters") or {}
     if hyper:
         lines.append("solver state: " + ", ".join(f"{k} {_fmt(v)}" for k, v in hyper.items()))
     info = st.get("info") or {}
-    keep = [k for k in ("log_evidence", "iterations", "converged", "n_active", "rank") if k in info]
+    keep = [k for k in ("log_evidence", "iterations", "n_evaluations", "loss_initial", "loss", "converged",
+                        "n_active", "rank") if k in info]
     if keep:
         lines.append("  " + ", ".join(f"{k} {_fmt(info[k])}" for k in keep))
     t = prov.get("timings") or {}

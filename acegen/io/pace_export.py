@@ -54,7 +54,10 @@ sorted by (μ, n, l) and equal factors by decreasing m.
 
 **Embedding, E0.**  ``FinnisSinclairShiftedScaled`` with ndensity 1 and FS_parameters [1, 1]
 is exactly F(ρ) = ρ; E0 = the model's Eref; no core repulsion (inner cutoff type "density",
-prehc = 0).
+prehc = 0).  A Finnis–Sinclair :class:`acegen.FSModel` keeps its embedding (``npoti``,
+``FS_parameters``, ``ndensity`` P): every c̃ is then a row of P values, one per density, and
+the order-1/pair functions of each density are fitted as P functions of the same ChebPow
+basis.
 """
 
 from __future__ import annotations
@@ -166,11 +169,11 @@ def _fit_group(fun, grid: _Grid, tol: float):
 
 
 def _order1_terms(prog, z_neighbour: int):
-    """(radial index, coefficient of R_c Y_00) of the order-1 monomials of ``prog`` on
-    neighbours of species ``z_neighbour``."""
+    """{radial index: coefficients (one per density) of R_c Y_00} of the order-1 monomials of
+    ``prog`` on neighbours of species ``z_neighbour``."""
     by_offset = {ch.offset: ch for ch in prog.channels}
-    out: dict[int, float] = {}
-    for mono, c in zip(prog.monomials, prog.coeffs[:, 0]):
+    out: dict[int, np.ndarray] = {}
+    for mono, c in zip(prog.monomials, np.asarray(prog.coeffs, dtype=float)):
         if len(mono) != 1:
             continue
         a = mono[0]
@@ -178,7 +181,7 @@ def _order1_terms(prog, z_neighbour: int):
         if ch is None or ch.l != 0:
             raise AcegenError(f"species {prog.zi}: order-1 monomial A[{a}] has l > 0 (not rotation invariant)")
         if ch.zj == z_neighbour:
-            out[ch.radial] = out.get(ch.radial, 0.0) + float(c) / SQRT4PI
+            out[ch.radial] = out.get(ch.radial, 0.0) + c / SQRT4PI
     return out
 
 
@@ -214,7 +217,7 @@ def fit_radials(model, *, tol: float = DEFAULT_TOL, r_min: float | None = None) 
             used = sorted({ch.radial for ch in prog.channels
                            if ch.zj == zj and any(ch.offset + i in in_products for i in range(ch.size))})
             v_terms = _order1_terms(prog, zj)
-            v_terms = {c: w for c, w in v_terms.items() if w != 0.0}
+            v_terms = {c: w for c, w in v_terms.items() if np.any(w != 0.0)}
             has_v = bool(v_terms)
             singular = [c for c in used if _is_singular_at_zero(model, c)]
             if singular:
@@ -226,7 +229,7 @@ def fit_radials(model, *, tol: float = DEFAULT_TOL, r_min: float | None = None) 
                     raise AcegenError(f"r_min={lo_v} must lie in (0, rcut={rc}) for bond {zi},{zj}")
             cols = np.array(used, dtype=np.int64)
             vcols = np.array(sorted(v_terms), dtype=np.int64)
-            vw = np.array([v_terms[c] for c in sorted(v_terms)])
+            vw = np.array([v_terms[c] for c in sorted(v_terms)]).reshape(len(vcols), -1)  # (functions, densities)
 
             def f_many(r, cols=cols, blk=blk):
                 v, d = blk.evaluate(r)
@@ -234,7 +237,7 @@ def fit_radials(model, *, tol: float = DEFAULT_TOL, r_min: float | None = None) 
 
             def f_v(r, vcols=vcols, vw=vw, blk=blk):
                 v, d = blk.evaluate(r)
-                return (v[:, vcols] @ vw)[:, None], (d[:, vcols] @ vw)[:, None]
+                return v[:, vcols] @ vw, d[:, vcols] @ vw
 
             parts = []
             if len(cols):
@@ -256,7 +259,7 @@ def fit_radials(model, *, tol: float = DEFAULT_TOL, r_min: float | None = None) 
             bad = (fit.err > tol) | (fit.derr > _DERIV_FACTOR * tol)
             if np.any(bad):
                 f = int(np.nonzero(bad)[0][0])
-                what = "the order-1/pair function" if (has_v and f == len(cols)) else f"R_{cols[f] + 1}"
+                what = "the order-1/pair function" if (has_v and f >= len(cols)) else f"R_{cols[f] + 1}"
                 raise AcegenError(
                     f"cannot export to .yace: {what} of bond {ir.elements[zi]}-{ir.elements[zj]} is not "
                     f"represented by {K} ChebPow functions to tol={tol:g} (value error {fit.err[f]:.1e}, "
@@ -305,11 +308,11 @@ def _complex_products(prog, chan_key):
         for m in range(-ch.l, ch.l + 1):
             lookup[ch.offset + ch.l + m] = (chan_key.get(ch.offset), m)
     acc: dict = {}
-    for mono, c in zip(prog.monomials, prog.coeffs[:, 0]):
-        if len(mono) < 2 or c == 0.0:
+    for mono, c in zip(prog.monomials, np.asarray(prog.coeffs, dtype=float)):
+        if len(mono) < 2 or not np.any(c != 0.0):
             continue
         facs = [lookup[a] for a in mono]
-        pref = complex(float(c) / SQRT4PI ** len(mono))
+        pref = c.astype(complex) / SQRT4PI ** len(mono)  # one coefficient per density
         terms = [(pref, ())]
         for ck, m in facs:
             terms = [(w * cw, key + ((ck, mc),)) for w, key in terms for cw, mc in _real_to_complex(m)]
@@ -322,22 +325,22 @@ def _complex_products(prog, chan_key):
 def _pace_functions(prog, chan_key, elements):
     """Rank ≥ 2 PaceFunctions of one central species (half basis, real c̃)."""
     acc = _complex_products(prog, chan_key)
-    scale = max((abs(v) for v in acc.values()), default=0.0)
+    scale = max((float(np.abs(v).max()) for v in acc.values()), default=0.0)
     half: dict = {}
     for key, d in acc.items():
         if sum(m for _, m in key) != 0:
-            if abs(d) > _IMAG_TOL * scale:
+            if np.abs(d).max() > _IMAG_TOL * scale:
                 raise AcegenError(f"species {elements[prog.zi]}: model is not rotation invariant "
-                                  f"(coefficient {abs(d):.2e} on a product with Σm ≠ 0)")
+                                  f"(coefficient {np.abs(d).max():.2e} on a product with Σm ≠ 0)")
             continue
         rep, flipped = _representative(key)
         half[rep] = half.get(rep, 0.0) + (d.conjugate() if flipped else d)
     groups: dict = {}
     for key, d in half.items():
-        if abs(d.imag) > _IMAG_TOL * scale:
-            raise AcegenError(f"species {elements[prog.zi]}: complex c̃ {d:.3e} (the model is not real and "
-                              "reflection invariant)")
-        if abs(d.real) <= _DROP * scale:
+        if np.abs(d.imag).max() > _IMAG_TOL * scale:
+            raise AcegenError(f"species {elements[prog.zi]}: complex c̃ {d[np.argmax(np.abs(d.imag))]:.3e} (the "
+                              "model is not real and reflection invariant)")
+        if np.abs(d.real).max() <= _DROP * scale:
             continue
         chans = tuple(ck for ck, _ in key)
         groups.setdefault(chans, []).append(([m for _, m in key], d.real))
@@ -347,7 +350,7 @@ def _pace_functions(prog, chan_key, elements):
         funcs.append(PaceFunction(
             mu0=prog.zi, rank=len(chans), mus=tuple(int(c[0]) for c in chans), ns=tuple(int(c[1]) + 1 for c in chans),
             ls=tuple(int(c[2]) for c in chans), ms_combs=np.array([r for r, _ in rows], dtype=np.int64),
-            ctildes=np.array([[c] for _, c in rows]),
+            ctildes=np.array([c for _, c in rows]),
         ))
     return funcs
 
@@ -367,7 +370,7 @@ def model_to_pace(model, *, tol: float = DEFAULT_TOL, r_min: float | None = None
     PACE's spline knot spacing written to the file."""
     if getattr(model, "kind", None) == "pace":
         return model.pace
-    if getattr(model, "kind", None) != "linear":
+    if getattr(model, "kind", None) not in ("linear", "fs"):
         raise AcegenError("model_to_pace: expected an acegen.Model")
     ir = model.ir()
     elements = tuple(ir.elements)
@@ -376,8 +379,11 @@ def model_to_pace(model, *, tol: float = DEFAULT_TOL, r_min: float | None = None
         raise AcegenError(f"model {model.name!r}: PACE files hold spherical-harmonic models; this one has "
                           f"angular={model.spec.angular!r} (Cartesian monomials), which PACE cannot evaluate")
     for prog in ir.species:
-        if prog.embedding.kind != "linear" or prog.core.kind != "none":
-            raise AcegenError(f"species {elements[prog.zi]}: only linear models without core repulsion are exported")
+        if prog.embedding != ir.species[0].embedding or prog.core.kind != "none":
+            raise AcegenError(f"species {elements[prog.zi]}: only models with one embedding for all species and "
+                              "without core repulsion are exported")
+    emb = ir.species[0].embedding
+    nd = emb.ndensity
     fits = fit_radials(model, tol=tol, r_min=r_min)
 
     bonds = {}
@@ -400,10 +406,11 @@ def model_to_pace(model, *, tol: float = DEFAULT_TOL, r_min: float | None = None
         for zj in range(nel):
             fit = fits[(zi, zj)]
             if fit.has_v:
-                for k, c in enumerate(fit.coeffs[-1]):
-                    if c != 0.0:
+                for k, c in enumerate(fit.coeffs[len(fit.radial):].T):  # one row per density
+                    if np.any(c != 0.0):
                         funcs.append(PaceFunction(mu0=zi, rank=1, mus=(zj,), ns=(k + 1,), ls=(0,),
-                                                  ms_combs=np.zeros((1, 1), dtype=np.int64), ctildes=np.array([[c]])))
+                                                  ms_combs=np.zeros((1, 1), dtype=np.int64),
+                                                  ctildes=np.array([c], dtype=float)))
         chan_key = {}
         for ch in prog.channels:
             fit = fits[(zi, ch.zj)]
@@ -413,8 +420,10 @@ def model_to_pace(model, *, tol: float = DEFAULT_TOL, r_min: float | None = None
         funcs.sort(key=_sort_key)
         functions[zi] = funcs
 
+    # linear: FinnisSinclairShiftedScaled with (1, 1) is F(ρ) = ρ
+    kind, params = ("FinnisSinclairShiftedScaled", (1.0, 1.0)) if emb.kind == "linear" else (emb.kind, emb.params)
     embeddings = {
-        zi: PaceEmbedding(ndensity=1, fs_parameters=(1.0, 1.0), npoti="FinnisSinclairShiftedScaled",
+        zi: PaceEmbedding(ndensity=nd, fs_parameters=tuple(float(x) for x in params), npoti=kind,
                           rho_core_cut=100000.0, drho_core_cut=250.0)
         for zi in range(nel)
     }
