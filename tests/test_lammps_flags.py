@@ -1,0 +1,38 @@
+"""The LAMMPS plugin's kernel is built with the target flags of the cached C kernel
+(-march=native when the compiler accepts it); PORTABLE=1 builds for the default target."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+import acegen
+from acegen.backends.lammps import write_lammps
+from acegen.jit.toolchain import detect
+
+
+def _dry_run(folder, *args) -> list[str]:
+    out = subprocess.run(["make", "-n", "-B", "-C", str(folder), "LAMMPS_INCLUDE=/nonexistent", "MPI_INCLUDE=",
+                          *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return [line for line in out.stdout.splitlines() if " -c -o " in line]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_plugin_kernel_flags_match_the_cached_kernel(tmp_path):
+    toolchain = detect()
+    if not toolchain.march_native:
+        pytest.skip("the C compiler does not accept -march=native")
+    spec = acegen.BasisSpec(elements=["Cu"], order=2, totaldegree=5, rcut=4.5)
+    folder = write_lammps(acegen.Model.random(spec, seed=0, name="flags"), tmp_path / "plugin")
+    kernel_flags = toolchain.flags(openmp=False, march_native=True)
+    native = _dry_run(folder)
+    kernel = [line for line in native if "acegen_flags.c" in line]
+    assert kernel and all(f in kernel[0].split() for f in kernel_flags if f not in ("-shared",))
+    assert all("-march=native" in line.split() for line in native)  # the pair style too
+    portable = _dry_run(folder, "PORTABLE=1")
+    assert portable and not any("-march=native" in line for line in portable)
+    chosen = _dry_run(folder, "MARCH=-march=x86-64")
+    assert all("-march=x86-64" in line.split() and "-march=native" not in line for line in chosen)
