@@ -98,8 +98,9 @@ def pace_to_ir(pot, *, name: str = "pace", radial: str = "spline") -> ModelIR:
 
     nel = len(pot.elements)
     blocks = {}
+    tables: dict = {}  # bonds with equal parameters share one spline table
     for (mi, mj), bond in pot.bonds.items():
-        blocks[(mi, mj)] = pace_radial_block(pot, mi, mj, mode=radial)
+        blocks[(mi, mj)] = pace_radial_block(pot, mi, mj, mode=radial, tables=tables)
     lmax = max(b.lmax for b in pot.bonds.values())
     programs = []
     for mu0 in range(nel):
