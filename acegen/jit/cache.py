@@ -122,11 +122,31 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+#: sha256 of libraries this process hashed itself (built or verified), by path, with the size
+#: and modification time they had: :func:`record_source` reuses them instead of reading a
+#: library of up to ~100 MB once more right after building or verifying it.
+_hashed: dict[str, tuple[int, int, str]] = {}
+
+
+def _remember_digest(lib: Path, digest: str) -> None:
+    try:
+        st = os.stat(lib)
+    except OSError:
+        return
+    _hashed[str(lib)] = (st.st_size, st.st_mtime_ns, digest)
+
+
 def _valid(lib: Path, sidecar: Path) -> bool:
     try:
-        return lib.is_file() and sidecar.read_text().strip() == file_sha256(lib)
+        if not lib.is_file():
+            return False
+        digest = file_sha256(lib)
+        ok = sidecar.read_text().strip() == digest
     except OSError:
         return False
+    if ok:
+        _remember_digest(lib, digest)
+    return ok
 
 
 def remove_stale_builds(folder: Path, max_age_s: float = STALE_BUILD_S) -> int:
@@ -173,13 +193,15 @@ def _build_and_publish(
         c_files = sorted(src_dir / f for f in sources if f.endswith(".c"))
         toolchain.compile_shared(c_files, lib_tmp, flags)
         events["c_build"] += 1
-        (tmp / "lib.so.sha256").write_text(file_sha256(lib_tmp) + "\n")
+        digest = file_sha256(lib_tmp)
+        (tmp / "lib.so.sha256").write_text(digest + "\n")
         src_final = folder / f"{key}.src"
         if src_final.exists():
             shutil.rmtree(src_final)
         os.replace(src_dir, src_final)
         os.replace(lib_tmp, folder / f"{key}.so")
         os.replace(tmp / "lib.so.sha256", folder / f"{key}.so.sha256")
+        _remember_digest(folder / f"{key}.so", digest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -297,10 +319,14 @@ def _index_path(key: str) -> Path:
     return folder / f"{key}.json"
 
 
-def _file_record(path: Path, digest: str | None = None) -> dict:
+def _file_record(path: Path) -> dict:
     st = os.stat(path)
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "sha256": file_sha256(path) if digest is None else digest}
+    known = _hashed.get(str(path))
+    if known is not None and known[:2] == (st.st_size, st.st_mtime_ns):
+        digest = known[2]
+    else:
+        digest = file_sha256(path)
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
 
 
 def _file_matches(record: dict, verify: bool) -> bool:
