@@ -36,3 +36,32 @@ def test_plugin_kernel_flags_match_the_cached_kernel(tmp_path):
     assert portable and not any("-march=native" in line for line in portable)
     chosen = _dry_run(folder, "MARCH=-march=x86-64")
     assert all("-march=x86-64" in line.split() and "-march=native" not in line for line in chosen)
+
+
+def test_build_lammps_rebuilds_when_the_target_changes(tmp_path, monkeypatch):
+    """A folder built natively and then portably (ACEGEN_PORTABLE, or portable=True) is
+    rebuilt from scratch: make alone would keep the native objects."""
+    from acegen.backends.lammps import build_lammps, find_lammps
+    from acegen.errors import CompileError
+
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    try:
+        find_lammps()
+    except CompileError as exc:
+        pytest.skip(str(exc))
+    spec = acegen.BasisSpec(elements=["Cu"], order=2, totaldegree=4, rcut=4.0)
+    folder = write_lammps(acegen.Model.random(spec, seed=0, name="tgt"), tmp_path / "plugin")
+    build_lammps(folder)
+    obj = folder / "acegen_tgt.o"
+    native = obj.read_bytes()
+    assert (folder / ".acegen-build-target").read_text().strip() == "native"
+    monkeypatch.setenv("ACEGEN_PORTABLE", "1")
+    build_lammps(folder)
+    assert (folder / ".acegen-build-target").read_text().strip() == "portable"
+    portable = obj.read_bytes()
+    monkeypatch.delenv("ACEGEN_PORTABLE")
+    build_lammps(folder, portable=False)
+    assert obj.read_bytes() == native
+    if detect().march_native:
+        assert native != portable  # the portable build did not reuse the native object
