@@ -382,6 +382,7 @@ class LinearModel(Model):
             _record_basis_sizes(spec, self.basis)
         else:
             mb, pr = split_coefficients(coefficients, *sizes)
+            self._checked_sizes = sizes  # compared with the basis when it is lowered
         self._coefficients = np.concatenate([mb, pr])
 
     @classmethod
@@ -442,7 +443,18 @@ class LinearModel(Model):
         if self._basis is None:
             from .basis import lower
 
-            self._basis = lower(self.spec)
+            basis = lower(self.spec)
+            checked = self.__dict__.pop("_checked_sizes", None)
+            if checked is not None and checked != (len(basis), len(basis.pair)):
+                # the coefficients were validated against a recorded size that is wrong (a
+                # damaged record): never fold them onto another split
+                _record_basis_sizes(self.spec, basis)
+                raise SpecError(
+                    f"coefficients: validated against a stale record of the basis sizes {checked}; the basis has "
+                    f"{len(basis)} many-body and {len(basis.pair)} pair functions (the record is rewritten: load "
+                    "the model again)"
+                )
+            self._basis = basis
         return self._basis
 
     @property

@@ -195,3 +195,24 @@ def test_random_coefficients_are_drawn_on_demand_and_unchanged(cache_env):
     m = acegen.Model.random(spec, seed=8, scale=0.5)
     assert m._coefficients is None
     np.testing.assert_array_equal(m.coefficients, _random_coefficients(spec, acegen.lower(spec), 8, 0.5))
+
+
+def test_damaged_basis_size_record_is_caught(cache_env):
+    """A record of the basis sizes that was changed (total kept) lets a split through at
+    construction, but the model refuses to fold its coefficients once the basis is lowered,
+    and the record is rewritten."""
+    from acegen.jit.cache import write_record
+    from acegen.model import _basis_record_name, _recorded_basis_sizes
+
+    spec = acegen.BasisSpec(**SPEC)
+    basis = acegen.lower(spec)
+    n_mb, n_pair = len(basis), len(basis.pair)
+    acegen.Model(spec, np.zeros(n_mb + n_pair))  # records the sizes
+    assert _recorded_basis_sizes(spec) == (n_mb, n_pair)
+    write_record(_basis_record_name(spec), {"manybody": n_mb - 1, "pair": n_pair + 1})
+    m = acegen.Model(spec, {"manybody": np.zeros(n_mb - 1), "pair": np.zeros(n_pair + 1)}, name="stale")
+    with pytest.raises(acegen.errors.SpecError, match="stale record"):
+        m.compile("c")
+    assert _recorded_basis_sizes(spec) == (n_mb, n_pair)
+    with pytest.raises(acegen.errors.SpecError, match="expected"):
+        acegen.Model(spec, {"manybody": np.zeros(n_mb - 1), "pair": np.zeros(n_pair + 1)})
