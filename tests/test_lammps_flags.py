@@ -65,3 +65,32 @@ def test_build_lammps_rebuilds_when_the_target_changes(tmp_path, monkeypatch):
     assert obj.read_bytes() == native
     if detect().march_native:
         assert native != portable  # the portable build did not reuse the native object
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_cmake_kernel_flags(tmp_path):
+    """The CMake build adds -march=native like the Makefile; -DACEGEN_PORTABLE=ON does not."""
+    import json
+    import sys
+
+    from acegen.backends.lammps import find_lammps
+    from acegen.errors import CompileError
+
+    try:
+        find_lammps()
+    except CompileError as exc:
+        pytest.skip(str(exc))
+    if not detect().march_native:
+        pytest.skip("the C compiler does not accept -march=native")
+    spec = acegen.BasisSpec(elements=["Cu"], order=2, totaldegree=4, rcut=4.0)
+    folder = write_lammps(acegen.Model.random(spec, seed=0, name="cm"), tmp_path / "plugin")
+    for portable in ("OFF", "ON"):
+        build = tmp_path / f"build-{portable}"
+        out = subprocess.run(["cmake", "-S", str(folder), "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}",
+                              f"-DACEGEN_PORTABLE={portable}", "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        commands = json.loads((build / "compile_commands.json").read_text())
+        kernel = [c["command"] for c in commands if c["file"].endswith("acegen_cm.c")]
+        assert kernel, commands
+        assert ("-march=native" in kernel[0].split()) == (portable == "OFF"), kernel[0]
