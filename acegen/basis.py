@@ -27,6 +27,7 @@ import sympy as sp
 from ._fs import write_atomic
 from .progress import progress_bar
 from .errors import SpecError
+from .spec import split_coefficients
 from .ir.model import Channel, Embedding, ModelIR, ProjectionRows, RadialBlock, SpeciesProgram
 from .ir.slp import SLP
 from .symbolic.terms import PackedTerms
@@ -260,25 +261,7 @@ class CoupledBasis(FunctionSet):
     # ------------------------------------------------------------------ folding
     def split_params(self, coefficients):
         """Accept a flat vector (many-body then pair) or a dict {'manybody', 'pair'}."""
-        if isinstance(coefficients, dict):
-            mb = np.asarray(coefficients.get("manybody", np.zeros(len(self))), dtype=float)
-            pr = np.asarray(coefficients.get("pair", np.zeros(len(self.pair))), dtype=float)
-        else:
-            c = np.asarray(coefficients, dtype=float).ravel()
-            if c.shape[0] != self.n_params:
-                raise SpecError(
-                    f"coefficients: expected {self.n_params} values ({len(self)} many-body + "
-                    f"{len(self.pair)} pair), got {c.shape[0]}"
-                )
-            mb, pr = c[: len(self)], c[len(self) :]
-        if mb.shape != (len(self),) or pr.shape != (len(self.pair),):
-            raise SpecError(
-                f"coefficients: expected {len(self)} many-body and {len(self.pair)} pair values, "
-                f"got {mb.shape} and {pr.shape}"
-            )
-        if not (np.isfinite(mb).all() and np.isfinite(pr).all()):
-            raise SpecError("coefficients: non-finite value")
-        return mb, pr
+        return split_coefficients(coefficients, len(self), len(self.pair))
 
     def function_terms(self, z0: int):
         """The product-basis expansion of every function centred on species z0.

@@ -112,7 +112,7 @@ def cmd_emit(args) -> int:
     if getattr(args, "build", False):
         from .backends import build_emitted
 
-        lib = build_emitted(out, args.target)
+        lib = build_emitted(out, args.target, portable=True if getattr(args, "portable", False) else None)
         if args.target == "lammps":
             from .backends.lammps import lammps_input_lines
 
@@ -364,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", metavar="FOLDER",
                    help="folder to write the files into (created; default: <model name>_<target>)")
     e.add_argument("--build", action="store_true", help="also build the emitted folder")
+    e.add_argument("--portable", action="store_true",
+                   help="with --target lammps --build: build the plugin for the compiler's default target "
+                        "instead of this CPU (-march=native; also ACEGEN_PORTABLE=1)")
     e.set_defaults(func=cmd_emit)
     i = sub.add_parser("info", help="describe a model file", parents=[common])
     i.add_argument("model", help=MODEL_HELP)

@@ -52,6 +52,15 @@ def _safe_name(stem: str) -> str:
     return name
 
 
+def _is_multilayer_spec(spec) -> bool:
+    """Whether ``spec`` is an ``acegen.MultilayerSpec``, without importing the multilayer
+    package (and SymPy with it) when it is not loaded: then no MultilayerSpec exists."""
+    import sys
+
+    module = sys.modules.get("acegen.multilayer.spec")
+    return module is not None and isinstance(spec, module.MultilayerSpec)
+
+
 class Model:
     """An ACE model, compiled on demand: the public type of every kind of model.
 
@@ -77,10 +86,8 @@ class Model:
 
     def __new__(cls, *args, **kwargs):
         if cls is Model:
-            from .multilayer.spec import MultilayerSpec
-
             spec = args[0] if args else kwargs.get("spec")
-            cls = MultilayerModel if isinstance(spec, MultilayerSpec) else LinearModel
+            cls = MultilayerModel if _is_multilayer_spec(spec) else LinearModel
         return object.__new__(cls)
 
     def _init_common(self, name: str) -> None:
@@ -93,9 +100,7 @@ class Model:
     def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str | None = None) -> Model:
         """Random coefficients, damped by the smoothness prior (see :meth:`LinearModel.random`;
         a MultilayerSpec gives a :class:`MultilayerModel`, see :meth:`MultilayerModel.random`)."""
-        from .multilayer.spec import MultilayerSpec
-
-        if isinstance(spec, MultilayerSpec):
+        if _is_multilayer_spec(spec):
             return MultilayerModel.random(spec, seed, scale=scale, name=name)
         return LinearModel.random(spec, seed, scale=scale, name=name)
 
@@ -119,20 +124,27 @@ class Model:
     def ir(self):
         """The lowered ModelIR (cached)."""
         if self._ir is None:
+            from .jit.cache import events
+
+            events["lower"] += 1
             self._ir = self._lower()
         return self._ir
 
     def compile(self, target: str = "c", **options):
         """The kernel (:class:`acegen.jit.kernel.Kernel`) for ``target``, cached per model
-        object and in the kernel cache."""
+        object and in the kernel cache.  A kernel compiled before from the same content (see
+        :meth:`_content_digest`), target and options is loaded through the kernel cache's
+        source index without lowering the model or generating code."""
         key = (target, tuple(sorted(options.items())))
         if key not in self._kernels:
-            kernel = self._indexed_kernel(target, options)
+            # the index key is taken before lowering (which may draw random coefficients)
+            index_key = self._source_index_key(target, options)
+            kernel = self._indexed_kernel(index_key)
             if kernel is None:
                 from .runtime.kernels import compile_ir
 
                 kernel = compile_ir(self.ir(), target, **options)
-                self._record_kernel(target, options, kernel)
+                self._record_kernel(index_key, kernel)
             self._kernels[key] = kernel
         return self._kernels[key]
 
@@ -151,20 +163,91 @@ class Model:
 
     def projection_kernel(self, target: str = "c", **options):
         """The kernel of :meth:`projection_ir`, compiled separately from the energy kernel
-        (which it leaves unchanged) and cached like it."""
+        (which it leaves unchanged) and cached like it (source index included)."""
         key = ("projections", target, tuple(sorted(options.items())))
         if key not in self._kernels:
-            from .runtime.kernels import compile_ir
+            index_key = self._source_index_key(target, options, "projections")
+            kernel = self._indexed_kernel(index_key)
+            if kernel is None:
+                from .runtime.kernels import compile_ir
 
-            self._kernels[key] = compile_ir(self.projection_ir(), target, **options)
+                kernel = compile_ir(self.projection_ir(), target, **options)
+                self._record_kernel(index_key, kernel)
+            self._kernels[key] = kernel
         return self._kernels[key]
 
-    def _indexed_kernel(self, target: str, options: dict):
-        """A kernel found without lowering the model, or None (see :class:`PaceModel`)."""
+    # ------------------------------------------------------- the kernel cache's source index
+    def _content_digest(self) -> str | None:
+        """sha256 of everything that determines this model's kernels apart from its name and
+        acegen's own code (both are part of the index key): a model file's bytes, or a
+        specification and its coefficients.  None: no source-index shortcut."""
         return None
 
-    def _record_kernel(self, target: str, options: dict, kernel) -> None:
-        """Remember a freshly compiled kernel (see :class:`PaceModel`)."""
+    def _index_extra(self) -> str:
+        return self.kind
+
+    def _source_index_key(self, target: str, options: dict, variant: str = "energy") -> str | None:
+        if target not in ("c", "llvm") or options.get("cache", True) is False:
+            return None
+        digest = self._content_digest()
+        if digest is None:
+            return None
+        from .jit.cache import source_key
+
+        return source_key(digest, target, options, self.name, f"{self._index_extra()}|{variant}")
+
+    def _indexed_kernel(self, key: str | None):
+        """The kernel recorded in the source index under ``key`` (:meth:`_source_index_key`),
+        loaded and verified (every file's sha256, then the loader's ABI/species/cutoff/
+        signature checks), or None."""
+        if key is None:
+            return None
+        from .errors import CompileError
+        from .jit.cache import lookup_source
+
+        # an LLVM entry is verified by its loader, which hashes the bytes it reads
+        entry = lookup_source(key, verify=False)
+        if entry is None:
+            return None
+        try:
+            if entry.get("kind", "c") == "llvm":
+                from .backends.llvm import kernel_from_index
+
+                return kernel_from_index(entry)
+            if lookup_source(key) is None:
+                return None
+            from .jit.load import CompiledKernel
+
+            return CompiledKernel(
+                Path(entry["library"]), entry["name"], entry["cdef"], n_species=int(entry["n_species"]),
+                rcut=np.asarray(entry["rcut"], dtype=float), signature=entry["signature"],
+                elements=tuple(entry["elements"]), out_width=int(entry.get("out_width", 1)),
+            )
+        except (CompileError, KeyError, TypeError, ValueError):
+            return None
+
+    def _record_kernel(self, key: str | None, kernel) -> None:
+        """Record a freshly compiled kernel in the source index under ``key`` (None: the model
+        has no content digest; nothing is recorded without a cached artefact)."""
+        if key is None:
+            return
+        from .jit.cache import record_source
+
+        if getattr(kernel, "target", None) == "llvm":
+            from .backends.llvm import index_record
+
+            rec = index_record(kernel)
+            if rec is not None:
+                obj, files, meta = rec
+                record_source(key, obj, files=files, kind="llvm", **meta)
+            return
+        if getattr(kernel, "library_path", None) is None or getattr(kernel, "cdef", None) is None:
+            return
+        record_source(
+            key, Path(kernel.library_path), kind="c", name=kernel.name, cdef=kernel.cdef,
+            n_species=int(kernel.n_species), rcut=np.asarray(kernel.rcut, dtype=float).tolist(),
+            signature=kernel.signature, elements=list(kernel.elements), out_width=int(kernel.out_width),
+        )
 
     # ---------------------------------------------------------------- save
     def to_dict(self) -> dict:
@@ -233,6 +316,46 @@ def _rms_on_crystal(spec, basis, rng, seed: int):
     return np.where(bk > 1e-12, bk, 1.0), np.where(pk > 1e-12, pk, 1.0)
 
 
+def _random_coefficients(spec, basis, seed: int, scale: float) -> np.ndarray:
+    """The coefficients of :meth:`LinearModel.random` (see there)."""
+    from .symbolic.selection import smoothness_prior
+
+    rng = np.random.default_rng(seed)
+    gam = np.asarray(smoothness_prior(spec, [f.factors for f in basis.functions], kind="algebraic", p=4,
+                                      constant=1.0))
+    gp = np.asarray(smoothness_prior(spec, [((p.zj, p.n, 0),) for p in basis.pair], kind="algebraic", p=4,
+                                     constant=1.0))
+    bk, pk = _rms_on_crystal(spec, basis, rng, seed)
+    theta = rng.standard_normal(len(basis)) * scale / (gam * bk)
+    theta_p = rng.standard_normal(len(basis.pair)) * scale / (gp * pk)
+    return np.concatenate([theta, theta_p])
+
+
+def _basis_record_name(spec) -> str:
+    import hashlib
+
+    return "basis-" + hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _recorded_basis_sizes(spec) -> tuple[int, int] | None:
+    """(many-body functions, pair functions) of ``acegen.lower(spec)`` as recorded by this
+    version of acegen's code, or None."""
+    from .jit.cache import read_record
+
+    rec = read_record(_basis_record_name(spec))
+    try:
+        n_mb, n_pair = int(rec["manybody"]), int(rec["pair"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    return (n_mb, n_pair) if n_mb >= 0 and n_pair >= 0 else None
+
+
+def _record_basis_sizes(spec, basis) -> None:
+    from .jit.cache import write_record
+
+    write_record(_basis_record_name(spec), {"manybody": len(basis), "pair": len(basis.pair)})
+
+
 class LinearModel(Model):
     """A linear ACE model: coefficients θ on the basis ``acegen.lower(spec)``."""
 
@@ -247,9 +370,20 @@ class LinearModel(Model):
         self._default_name = name is None
         self.spec = spec
         self._basis = None
-        # validate the coefficient shape now (lowers the basis)
-        mb, pr = self.basis.split_params(coefficients)
-        self.coefficients = np.concatenate([mb, pr])
+        self._random_args = None
+        # validate the coefficient shape now: against the basis sizes recorded for this
+        # specification if it was lowered before (acegen.jit.cache.read_record), else against
+        # the lowered basis
+        from .spec import split_coefficients
+
+        sizes = _recorded_basis_sizes(spec)
+        if sizes is None:
+            mb, pr = self.basis.split_params(coefficients)
+            _record_basis_sizes(spec, self.basis)
+        else:
+            mb, pr = split_coefficients(coefficients, *sizes)
+            self._checked_sizes = sizes  # compared with the basis when it is lowered
+        self._coefficients = np.concatenate([mb, pr])
 
     @classmethod
     def random(cls, spec, seed: int = 0, *, scale: float = 1.0, name: str | None = None) -> LinearModel:
@@ -259,31 +393,68 @@ class LinearModel(Model):
         (p = 4, ``constant=1``; Witt et al. 2023) and b_k the root-mean-square value of basis
         function k over the atoms of a reference crystal (rattled fcc with nearest-neighbour
         distance r0, species assigned at random), so every function contributes O(scale) eV.
-        """
-        from .basis import lower
-        from .symbolic.selection import smoothness_prior
 
-        basis = lower(spec)
-        rng = np.random.default_rng(seed)
-        gam = np.asarray(smoothness_prior(spec, [f.factors for f in basis.functions], kind="algebraic", p=4,
-                                          constant=1.0))
-        gp = np.asarray(smoothness_prior(spec, [((p.zj, p.n, 0),) for p in basis.pair], kind="algebraic", p=4,
-                                         constant=1.0))
-        bk, pk = _rms_on_crystal(spec, basis, rng, seed)
-        theta = rng.standard_normal(len(basis)) * scale / (gam * bk)
-        theta_p = rng.standard_normal(len(basis.pair)) * scale / (gp * pk)
+        The coefficients are drawn on first use (:attr:`coefficients`, lowering, compiling a
+        kernel that is not in the kernel cache), so a model whose kernel was compiled before
+        is ready without lowering the basis.
+        """
+        from .spec import BasisSpec
+
+        if not isinstance(spec, BasisSpec):
+            raise SpecError("Model.random(spec): spec must be an acegen.BasisSpec")
         m = object.__new__(cls)
         m._init_common(_check_name("random" if name is None else name))
         m._default_name = name is None
-        m.spec, m._basis, m.coefficients = spec, basis, np.concatenate([theta, theta_p])
+        m.spec, m._basis, m._coefficients = spec, None, None
+        m._random_args = (int(seed), float(scale))
         return m
+
+    @property
+    def coefficients(self) -> np.ndarray:
+        """The coefficient vector (many-body functions, then the pair basis)."""
+        if self._coefficients is None:
+            self._coefficients = _random_coefficients(self.spec, self.basis, *self._random_args)
+        return self._coefficients
+
+    @coefficients.setter
+    def coefficients(self, value) -> None:
+        self._coefficients = np.asarray(value, dtype=float)
+        self._random_args = None
+
+    def _content_digest(self) -> str | None:
+        import hashlib
+
+        h = hashlib.sha256(b"linear-ace\0")
+        h.update(json.dumps(self.spec.to_dict(), sort_keys=True).encode())
+        if self._coefficients is None:
+            # not drawn yet: the draw is determined by the specification, seed and scale (and
+            # the random generators of numpy and ASE, whose versions are part of the digest)
+            import ase
+
+            seed, scale = self._random_args
+            h.update(f"\0random\0{seed!r}\0{scale!r}\0numpy {np.__version__}\0ase {ase.__version__}".encode())
+        else:
+            h.update(b"\0coefficients\0")
+            h.update(np.ascontiguousarray(self._coefficients, dtype="<f8").tobytes())
+        return h.hexdigest()
 
     @property
     def basis(self):
         if self._basis is None:
             from .basis import lower
 
-            self._basis = lower(self.spec)
+            basis = lower(self.spec)
+            checked = self.__dict__.pop("_checked_sizes", None)
+            if checked is not None and checked != (len(basis), len(basis.pair)):
+                # the coefficients were validated against a recorded size that is wrong (a
+                # damaged record): never fold them onto another split
+                _record_basis_sizes(self.spec, basis)
+                raise SpecError(
+                    f"coefficients: validated against a stale record of the basis sizes {checked}; the basis has "
+                    f"{len(basis)} many-body and {len(basis.pair)} pair functions (the record is rewritten: load "
+                    "the model again)"
+                )
+            self._basis = basis
         return self._basis
 
     @property
@@ -474,15 +645,23 @@ class PaceModel(Model):
 
     @classmethod
     def from_file(cls, path: Path, *, name: str, radial: str = "spline") -> PaceModel:
-        """A PACE model for ``path``: parsed now, unless a kernel of this exact file for the
-        default target is in the kernel cache's source index (then parsed on first need)."""
+        """A PACE model for ``path``: parsed now, unless a kernel of this exact file (the C or
+        LLVM target, default options) is in the kernel cache's source index (then parsed on
+        first need)."""
         import hashlib
 
-        from .jit.cache import lookup_source, source_key
+        from .jit.cache import events, lookup_source, source_key
 
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        entry = lookup_source(source_key(digest, "c", {}, _safe_name(name), cls._index_tag(radial)))
+        entry = None
+        for target in ("c", "llvm"):
+            # size and mtime only: compile() verifies the artefact it loads
+            entry = lookup_source(source_key(digest, target, {}, _safe_name(name),
+                                             f"{cls._index_tag(radial)}|energy"), verify=False)
+            if entry is not None:
+                break
         if entry is None:
+            events["parse"] += 1
             m = cls(cls._read_source(path), name=name, radial=radial)
         else:
             m = cls(None, name=name, radial=radial)
@@ -507,6 +686,9 @@ class PaceModel(Model):
         if self._pace is None and self._pace_path is not None:
             import hashlib
 
+            from .jit.cache import events
+
+            events["parse"] += 1
             pot = self._read_source(self._pace_path)
             if hashlib.sha256(self._pace_path.read_bytes()).hexdigest() != self._source_sha256:
                 raise ModelFileError(self._pace_path, None, "the file changed after it was loaded; load it again")
@@ -533,44 +715,11 @@ class PaceModel(Model):
         write_yace(self.pace, path)
 
     # ------------------------------------------------------- the kernel cache's source index
-    def _source_index_key(self, target: str, options: dict) -> str | None:
-        if self._source_sha256 is None or target != "c":
-            return None
-        from .jit.cache import source_key
+    def _content_digest(self) -> str | None:
+        return self._source_sha256
 
-        return source_key(self._source_sha256, target, options, self.name, self._index_tag(self.pace_radial))
-
-    def _indexed_kernel(self, target: str, options: dict):
-        key = self._source_index_key(target, options)
-        if key is None:
-            return None
-        from .errors import CompileError
-        from .jit.cache import lookup_source
-        from .jit.load import CompiledKernel
-
-        entry = lookup_source(key)
-        if entry is None:
-            return None
-        try:
-            return CompiledKernel(
-                Path(entry["library"]), entry["name"], entry["cdef"], n_species=int(entry["n_species"]),
-                rcut=np.asarray(entry["rcut"], dtype=float), signature=entry["signature"],
-                elements=tuple(entry["elements"]),
-            )
-        except (CompileError, KeyError, TypeError, ValueError):
-            return None
-
-    def _record_kernel(self, target: str, options: dict, kernel) -> None:
-        key = self._source_index_key(target, options)
-        if key is None or kernel.library_path is None:
-            return
-        from .jit.cache import record_source
-
-        record_source(
-            key, Path(kernel.library_path), name=kernel.name, cdef=kernel.cdef, n_species=int(kernel.n_species),
-            rcut=np.asarray(kernel.rcut, dtype=float).tolist(), signature=kernel.signature,
-            elements=list(self.elements),
-        )
+    def _index_extra(self) -> str:
+        return self._index_tag(self.pace_radial)
 
 
 class MultilayerModel(Model):

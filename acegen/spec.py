@@ -35,6 +35,7 @@ from dataclasses import KW_ONLY, dataclass
 from fractions import Fraction
 from typing import Any, Union
 
+import numpy as np
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii, reference_states
 
 from .errors import SpecError
@@ -500,3 +501,28 @@ class BasisSpec:
         if any(v for _, v in self.Eref):
             parts.append(f"Eref={d['Eref']!r}")
         return f"BasisSpec({', '.join(parts)})"
+
+
+def split_coefficients(coefficients, n_manybody: int, n_pair: int):
+    """(many-body, pair) coefficient arrays of a basis with ``n_manybody`` many-body and
+    ``n_pair`` pair functions, from a flat vector (many-body then pair) or a dict
+    {'manybody', 'pair'}; SpecError on a wrong length or a non-finite value."""
+    if isinstance(coefficients, dict):
+        mb = np.asarray(coefficients.get("manybody", np.zeros(n_manybody)), dtype=float)
+        pr = np.asarray(coefficients.get("pair", np.zeros(n_pair)), dtype=float)
+    else:
+        c = np.asarray(coefficients, dtype=float).ravel()
+        if c.shape[0] != n_manybody + n_pair:
+            raise SpecError(
+                f"coefficients: expected {n_manybody + n_pair} values ({n_manybody} many-body + "
+                f"{n_pair} pair), got {c.shape[0]}"
+            )
+        mb, pr = c[:n_manybody], c[n_manybody:]
+    if mb.shape != (n_manybody,) or pr.shape != (n_pair,):
+        raise SpecError(
+            f"coefficients: expected {n_manybody} many-body and {n_pair} pair values, "
+            f"got {mb.shape} and {pr.shape}"
+        )
+    if not (np.isfinite(mb).all() and np.isfinite(pr).all()):
+        raise SpecError("coefficients: non-finite value")
+    return mb, pr

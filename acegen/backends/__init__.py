@@ -52,8 +52,10 @@ def emit(ir: ModelIR, target: str = "c", *, model: object | None = None) -> dict
     raise AcegenError(f"target {target!r} cannot emit sources; choose one of {', '.join(EMIT_TARGETS)}")
 
 
-def build_emitted(folder: Path, target: str = "c") -> Path:
-    """Build the shared library of an emitted folder; returns its path."""
+def build_emitted(folder: Path, target: str = "c", *, portable: bool | None = None) -> Path:
+    """Build the shared library of an emitted folder; returns its path.  ``portable``: the
+    LAMMPS plugin is built for the compiler's default target instead of this CPU
+    (:func:`acegen.backends.lammps.build_lammps`)."""
     if target == "c":
         from .embed import build_embed
 
@@ -65,5 +67,5 @@ def build_emitted(folder: Path, target: str = "c") -> Path:
     if target == "lammps":
         from .lammps import build_lammps
 
-        return build_lammps(Path(folder))
+        return build_lammps(Path(folder), portable=portable)
     raise AcegenError(f"target {target!r} cannot build emitted sources; choose one of {', '.join(EMIT_TARGETS)}")

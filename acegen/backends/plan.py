@@ -456,7 +456,7 @@ class KernelPlan:
 
 
 def _bond(ir: ModelIR, zi: int, zj: int, rows_in: list[tuple[int, int, int]], has_core: bool, n_y: int,
-          radial: RadialPlan, slot_offset: int) -> BondPlan:
+          radial: RadialPlan, slot_offset: int, shared_slots: tuple[int, ...] | None = None) -> BondPlan:
     """``n_y``: angular functions per neighbour record (every degree <= ``ir.lmax``)."""
     blk = ir.radial[(zi, zj)]
     channels = np.asarray(rows_in, dtype=np.int32).reshape(-1, 3)
@@ -464,6 +464,8 @@ def _bond(ir: ModelIR, zi: int, zj: int, rows_in: list[tuple[int, int, int]], ha
     slot_of: dict[int, int] = {}
     if blk.weights is not None:  # a shared table: every function is a slot, so all bonds share one copy
         slot_of = {f: f for f in range(blk.nfunc)}
+    elif shared_slots is not None:  # a table several bonds use: the functions any of them uses
+        slot_of = {f: k for k, f in enumerate(shared_slots)}
     rows: list[tuple[int, int]] = []
     groups: list[list[int]] = []
     for c in order:
@@ -549,7 +551,9 @@ def build_plan(ir: ModelIR, *, merge_shared: bool = False) -> KernelPlan:
     # radial blocks in use, with their "functions" table offsets
     radials: dict[tuple[int, int], RadialPlan] = {}
     fdoubles = 0
-    shared_f: dict[int, int] = {}  # id(shared SplineTable) -> its "functions" offset
+    # one copy of a SplineTable that several bonds use (a shared table weighted per
+    # neighbour species, or equal bonds of a PACE file: acegen.io.pace_radial)
+    shared_f: dict[int, int] = {}  # id(SplineTable) -> its "functions" offset
     for zi, zj in sorted({(prog.zi, zj) for prog, per in zip(ir.species, visits) for zj, _ in per}):
         blk = ir.radial[(zi, zj)]
         if blk.slp is not None:
@@ -559,30 +563,43 @@ def build_plan(ir: ModelIR, *, merge_shared: bool = False) -> KernelPlan:
             radials[(zi, zj)] = RadialPlan(zi, zj, "slp", int(blk.nfunc), float(blk.rcut), blk.slp, 0, 0.0, -1, blk)
         else:
             spl = blk.spline
-            off = shared_f.get(id(spl)) if blk.weights is not None else None
+            off = shared_f.get(id(spl))
             if off is None:
                 off = fdoubles
                 fdoubles += _aligned(int(np.asarray(spl.coeffs).size))
-                if blk.weights is not None:
-                    shared_f[id(spl)] = off
+                shared_f[id(spl)] = off
             radials[(zi, zj)] = RadialPlan(zi, zj, "spline", int(blk.nfunc), float(spl.rcut), None, int(spl.nbins),
                                            float(spl.h), off, blk)
+    # spline tables that several bonds use (equal bonds of a PACE file): one "slots" copy over
+    # the union of the functions those bonds evaluate
+    users: dict[int, list[tuple[int, int]]] = {}
+    union: dict[int, set[int]] = {}
+    for prog, per in zip(ir.species, visits):
+        for zj, rows in per:
+            blk = ir.radial[(prog.zi, zj)]
+            if blk.slp is None and blk.weights is None:
+                users.setdefault(id(blk.spline), []).append((prog.zi, zj))
+                used = union.setdefault(id(blk.spline), set())
+                used.update(rad for _, rad, _ in rows)
+                if prog.core.kind != "none":
+                    used.add(int(blk.core))
+    shared_slots = {k: tuple(sorted(union[k])) for k, v in users.items() if len(v) > 1}
     species = []
     sdoubles = 0
-    shared_s: dict[tuple, int] = {}  # (id(shared SplineTable), slots) -> its "slots" offset
+    shared_s: dict[tuple, int] = {}  # (id(SplineTable), slots) -> its "slots" offset
     for prog, per in zip(ir.species, visits):
         bonds = []
         for zj, rows in per:
             rp = radials[(prog.zi, zj)]
-            bond = _bond(ir, prog.zi, zj, rows, prog.core.kind != "none", n_y, rp, -1)
+            spl_id = id(rp.block.spline) if rp.kind == "spline" else None
+            bond = _bond(ir, prog.zi, zj, rows, prog.core.kind != "none", n_y, rp, -1, shared_slots.get(spl_id))
             if rp.kind == "spline":
-                key = (id(rp.block.spline), bond.slots) if rp.weights is not None else None
-                off = shared_s.get(key) if key is not None else None
+                key = (id(rp.block.spline), bond.slots, bond.nslot_pad)
+                off = shared_s.get(key)
                 if off is None:
                     off = sdoubles
                     sdoubles += _aligned(rp.nbins * 4 * bond.nslot_pad)
-                    if key is not None:
-                        shared_s[key] = off
+                    shared_s[key] = off
                 bond = replace(bond, slot_offset=off)
             bonds.append(bond)
         if merge_shared:

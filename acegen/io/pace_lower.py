@@ -64,6 +64,7 @@ def _expand(funcs, lookup, nd):
     one column per function (its one ``ctildes`` column, e.g. the B-basis projections)."""
     ncol = len(funcs) if nd is None else nd
     acc: dict[tuple[int, ...], np.ndarray] = {}
+    expansions: dict[tuple[int, ...], tuple] = {}
 
     def add(key, col, vec):
         row = acc.get(key)
@@ -83,8 +84,11 @@ def _expand(funcs, lookup, nd):
             continue
         bases = [lookup[("R", int(mu), int(n) - 1, int(l))].offset + int(l) for mu, n, l in zip(f.mus, f.ns, f.ls)]
         pref = SQRT4PI ** f.rank
-        for ms, c in zip(np.asarray(f.ms_combs).reshape(-1, f.rank), ct):
-            for mr, coef in expand_product(ms).items():
+        for ms, c in zip(np.asarray(f.ms_combs).reshape(-1, f.rank).tolist(), ct):
+            terms = expansions.get(tuple(ms))
+            if terms is None:  # the same m-combination recurs in many functions
+                terms = expansions[tuple(ms)] = tuple(expand_product(ms).items())
+            for mr, coef in terms:
                 key = tuple(sorted(b + m for b, m in zip(bases, mr)))
                 add(key, col, (pref * coef) * c)
     monos = sorted((k for k in acc if np.any(acc[k] != 0.0)), key=lambda m: (len(m), m))
@@ -98,8 +102,9 @@ def pace_to_ir(pot, *, name: str = "pace", radial: str = "spline") -> ModelIR:
 
     nel = len(pot.elements)
     blocks = {}
+    tables: dict = {}  # bonds with equal parameters share one spline table
     for (mi, mj), bond in pot.bonds.items():
-        blocks[(mi, mj)] = pace_radial_block(pot, mi, mj, mode=radial)
+        blocks[(mi, mj)] = pace_radial_block(pot, mi, mj, mode=radial, tables=tables)
     lmax = max(b.lmax for b in pot.bonds.values())
     programs = []
     for mu0 in range(nel):

@@ -419,14 +419,34 @@ def pace_spline_tables(pot: PacePotential, mu_i: int, mu_j: int, *, _spline: Pac
     return table, meta
 
 
-def pace_radial_block(pot: PacePotential, mu_i: int, mu_j: int, mode: str = "spline") -> RadialBlock:
-    """The bond's radial functions as an IR :class:`RadialBlock` (PACE's spline tables)."""
+def _bond_table_key(pot: PacePotential, mu_i: int, mu_j: int) -> tuple:
+    """What a bond's spline table depends on: the bond's parameters, the spline step and, for
+    a ZBL core, the two atomic numbers."""
+    bond = pot.bonds[(mu_i, mu_j)]
+    z = ((_atomic_number(pot.elements[mu_i]), _atomic_number(pot.elements[mu_j]))
+         if bond.inner_cutoff_type == "zbl" else None)
+    return (bond._scalars(), bond.crad.tobytes(), float(pot.delta_spline_bins), z)
+
+
+def pace_radial_block(pot: PacePotential, mu_i: int, mu_j: int, mode: str = "spline", *,
+                      tables: dict | None = None) -> RadialBlock:
+    """The bond's radial functions as an IR :class:`RadialBlock` (PACE's spline tables).
+
+    ``tables``: a dict shared by the bonds of one potential; bonds with equal parameters (the
+    two orders of a pair, or many pairs of a many-element file) then get the same
+    :class:`SplineTable` object, computed once (the kernels also store it once)."""
     if mode != "spline":
         raise SpecError(
             f"pace_radial_block: mode {mode!r} is not available; PACE's radial functions are piecewise "
             "(cos tapers, inner-cutoff switches) and PACE itself evaluates them from splines - use mode='spline'"
         )
-    table, meta = pace_spline_tables(pot, mu_i, mu_j)
+    if tables is None:
+        table, meta = pace_spline_tables(pot, mu_i, mu_j)
+    else:
+        key = _bond_table_key(pot, mu_i, mu_j)
+        if key not in tables:
+            tables[key] = pace_spline_tables(pot, mu_i, mu_j)
+        table, meta = tables[key]
     return RadialBlock(
         zi=mu_i, zj=mu_j, rcut=meta.rcut, nfunc=table.nfunc, spline=table, core=meta.core,
         r_in=meta.rcut_in, delta_in=meta.dcut_in,

@@ -25,6 +25,7 @@ folder behind; the next build removes such folders once they are older than
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import hashlib
 import importlib.metadata
@@ -48,6 +49,12 @@ LOCK_TIMEOUT_S = 1800.0
 STALE_BUILD_S = 600.0
 
 _private_dir: Path | None = None
+
+#: What this process did, counted (for tests and ``benchmarks/startup.py``): ``"c_build"``
+#: (a C compiler run publishing a library), ``"llvm_compile"`` (an LLVM module optimised and
+#: compiled), ``"lower"`` (a model lowered to its ModelIR), ``"parse"`` (a model file parsed),
+#: ``"index_hit"`` / ``"index_miss"`` (source-index lookups).
+events: collections.Counter = collections.Counter()
 
 
 def acegen_version() -> str:
@@ -115,11 +122,31 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+#: sha256 of libraries this process hashed itself (built or verified), by path, with the size
+#: and modification time they had: :func:`record_source` reuses them instead of reading a
+#: library of up to ~100 MB once more right after building or verifying it.
+_hashed: dict[str, tuple[int, int, str]] = {}
+
+
+def _remember_digest(lib: Path, digest: str) -> None:
+    try:
+        st = os.stat(lib)
+    except OSError:
+        return
+    _hashed[str(lib)] = (st.st_size, st.st_mtime_ns, digest)
+
+
 def _valid(lib: Path, sidecar: Path) -> bool:
     try:
-        return lib.is_file() and sidecar.read_text().strip() == file_sha256(lib)
+        if not lib.is_file():
+            return False
+        digest = file_sha256(lib)
+        ok = sidecar.read_text().strip() == digest
     except OSError:
         return False
+    if ok:
+        _remember_digest(lib, digest)
+    return ok
 
 
 def remove_stale_builds(folder: Path, max_age_s: float = STALE_BUILD_S) -> int:
@@ -165,13 +192,16 @@ def _build_and_publish(
         lib_tmp = tmp / "lib.so"
         c_files = sorted(src_dir / f for f in sources if f.endswith(".c"))
         toolchain.compile_shared(c_files, lib_tmp, flags)
-        (tmp / "lib.so.sha256").write_text(file_sha256(lib_tmp) + "\n")
+        events["c_build"] += 1
+        digest = file_sha256(lib_tmp)
+        (tmp / "lib.so.sha256").write_text(digest + "\n")
         src_final = folder / f"{key}.src"
         if src_final.exists():
             shutil.rmtree(src_final)
         os.replace(src_dir, src_final)
         os.replace(lib_tmp, folder / f"{key}.so")
         os.replace(tmp / "lib.so.sha256", folder / f"{key}.so.sha256")
+        _remember_digest(folder / f"{key}.so", digest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -202,19 +232,21 @@ def build_library(
     return lib
 
 
-# -- model-file index: skip parsing and lowering when a model file was compiled before ------
+# -- source index: skip parsing, lowering and code generation for a model compiled before ------
 #
-# ``<kernels>/index/<key>.json`` maps a model *file* (its sha256), the compile target and
-# options, the model name, acegen's code (a fingerprint of its sources and templates), the
-# acegen and ABI versions, the compiler (the ``$CC`` setting, the
-# resolved executable, its size and modification time) and the CPU (for -march=native) to the
-# cached library and what its loader checks (n_species, cutoffs, signature, elements, cffi
-# declarations).  A hit loads the library without reading the model, lowering it or rendering
-# code; the entry is trusted only while the library file has the recorded size, modification
-# time *and* sha256 (bytes can change with size and mtime kept: bit rot, zero-filled blocks
-# after a crash, a restored backup), and the loader still checks ABI, species, cutoffs and
-# signature.  A mismatch is a miss: the caller compiles, and the build step, which verifies
-# the library against its sidecar digest, rebuilds it.
+# ``<kernels>/index/<key>.json`` maps the *content* of a model (the sha256 of a model file, or
+# of a specification with its coefficients: ``acegen.model.Model._content_digest``), the
+# compile target and options, the model name, acegen's code (a fingerprint of its sources and
+# templates), the acegen and ABI versions, the compiler (the ``$CC`` setting, the resolved
+# executable, its size and modification time) and the CPU (for -march=native) to the cached
+# artefact (a C library, or an LLVM object and its spline tables) and what its loader checks
+# (n_species, cutoffs, signature, elements, cffi declarations).  A hit loads the artefact
+# without reading the model, lowering it or rendering code; the entry is trusted only while
+# every recorded file has the recorded size, modification time *and* sha256 (bytes can change
+# with size and mtime kept: bit rot, zero-filled blocks after a crash, a restored backup), and
+# the loader still checks ABI, species, cutoffs and signature.  A mismatch is a miss: the
+# caller compiles, and the build step, which verifies the artefact against its sidecar
+# digest, rebuilds it.
 def _cpu_identity() -> str:
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -287,33 +319,82 @@ def _index_path(key: str) -> Path:
     return folder / f"{key}.json"
 
 
-def lookup_source(key: str) -> dict | None:
-    """The recorded entry of ``key`` if its library is still the one recorded, else None."""
+def _file_record(path: Path) -> dict:
+    st = os.stat(path)
+    known = _hashed.get(str(path))
+    if known is not None and known[:2] == (st.st_size, st.st_mtime_ns):
+        digest = known[2]
+    else:
+        digest = file_sha256(path)
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+
+
+def _file_matches(record: dict, verify: bool) -> bool:
+    try:
+        st = os.stat(record["path"])
+        if record.get("size") != st.st_size or record.get("mtime_ns") != st.st_mtime_ns:
+            return False
+        digest = record.get("sha256")
+        return isinstance(digest, str) and (not verify or file_sha256(Path(record["path"])) == digest)
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+def lookup_source(key: str, *, verify: bool = True) -> dict | None:
+    """The recorded entry of ``key`` if its files (``library`` and any ``files``) are still the
+    ones recorded (size, modification time and, with ``verify``, sha256), else None.
+    ``verify=False`` is for loaders that hash the bytes they read themselves."""
     try:
         entry = json.loads(_index_path(key).read_text())
-        st = os.stat(entry["library"])
-    except (OSError, ValueError, KeyError, TypeError):
+        main = {"path": entry["library"], "size": entry.get("size"), "mtime_ns": entry.get("mtime_ns"),
+                "sha256": entry.get("sha256")}
+        records = [main, *entry.get("files", [])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        events["index_miss"] += 1
         return None
-    if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+    if not all(isinstance(r, dict) and _file_matches(r, verify) for r in records):
+        events["index_miss"] += 1
         return None
-    digest = entry.get("sha256")
-    try:
-        if not isinstance(digest, str) or file_sha256(Path(entry["library"])) != digest:
-            return None
-    except OSError:
-        return None
+    events["index_hit"] += 1
     return entry
 
 
-def record_source(key: str, library: Path, **meta: object) -> None:
-    """Record that ``key`` compiles to ``library`` (atomic write; failures are ignored)."""
+def record_source(key: str, library: Path, *, files: tuple[Path, ...] = (), **meta: object) -> None:
+    """Record that ``key`` compiles to ``library`` (and needs ``files`` besides it: their
+    size, modification time and sha256 are recorded and checked on lookup); atomic write,
+    failures are ignored."""
     try:
-        st = os.stat(library)
-        digest = file_sha256(library)
+        main = _file_record(Path(library))
         sidecar = library.with_name(library.name + ".sha256")
-        if sidecar.is_file() and sidecar.read_text().strip() != digest:
+        if sidecar.is_file() and sidecar.read_text().strip() != main["sha256"]:
             return  # the library no longer matches what was built: never index it
-        entry = {"library": str(library), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest, **meta}
+        entry = {"library": str(library), "size": main["size"], "mtime_ns": main["mtime_ns"],
+                 "sha256": main["sha256"], "files": [_file_record(Path(f)) for f in files], **meta}
         write_atomic(_index_path(key), lambda fh: fh.write(json.dumps(entry)), suffix=".json")
+    except OSError:
+        pass
+
+
+def _record_path(name: str) -> Path:
+    tag = hashlib.sha256(f"{name}\0{generator_fingerprint()}\0{acegen_version()}".encode()).hexdigest()
+    return _index_path(f"record-{tag}")
+
+
+def read_record(name: str) -> dict | None:
+    """A small JSON record written by :func:`write_record` with this version of acegen's code
+    (the generator fingerprint is part of its file name), or None."""
+    try:
+        data = json.loads(_record_path(name).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_record(name: str, data: dict) -> None:
+    """Store ``data`` under ``name`` for this version of acegen's code (atomic; failures are
+    ignored)."""
+    try:
+        text = json.dumps(data)
+        write_atomic(_record_path(name), lambda fh: fh.write(text), suffix=".json")
     except OSError:
         pass

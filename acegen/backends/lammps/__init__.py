@@ -419,10 +419,16 @@ def lammps_input_lines(outdir, plugin=None) -> list[str]:
     return [f"plugin load {plugin}", "pair_style acegen", f"pair_coeff * * {model} {' '.join(elements)}"]
 
 
-def build_lammps(outdir, *, jobs: int = 2, verbose: bool = False) -> Path:
+def build_lammps(outdir, *, jobs: int = 2, verbose: bool = False, portable: bool | None = None) -> Path:
     """Compile an emitted plugin folder with its Makefile against the LAMMPS of
     :func:`find_lammps`; return the plugin's path.  ``CC``/``CXX`` from the environment are
-    honoured.  CompileError with the compiler output on failure."""
+    honoured.  CompileError with the compiler output on failure.
+
+    The kernel is built for this machine's CPU (``-march=native``, as the kernels of
+    ``model.compile("c")``); ``portable=True`` (default: the environment variable
+    ``ACEGEN_PORTABLE`` set to a non-empty value other than ``0``) builds for the compiler's
+    default target, for a plugin that runs on other CPUs.  The folder is rebuilt from scratch
+    when the setting differs from its last build."""
     out = Path(outdir).resolve()
     try:
         manifest = json.loads((out / MANIFEST).read_text())
@@ -433,6 +439,8 @@ def build_lammps(outdir, *, jobs: int = 2, verbose: bool = False) -> Path:
     if make is None:
         raise CompileError("building the LAMMPS plugin needs `make` (or build it with CMake, see docs/lammps.md)")
     inst = find_lammps()
+    if portable is None:
+        portable = os.environ.get("ACEGEN_PORTABLE", "") not in ("", "0")
     cmd = [
         make,
         "-C",
@@ -441,7 +449,16 @@ def build_lammps(outdir, *, jobs: int = 2, verbose: bool = False) -> Path:
         f"PYTHON={sys.executable}",
         f"LAMMPS_INCLUDE={inst.include_dir}",
         f"MPI_INCLUDE={inst.mpi_include_dir or ''}",
+        f"PORTABLE={'1' if portable else ''}",
     ]
+    stamp = out / ".acegen-build-target"
+    wanted = "portable" if portable else "native"
+    try:
+        previous = stamp.read_text().strip()
+    except OSError:
+        previous = None
+    if previous != wanted:  # objects built for another target: make would keep them
+        subprocess.run([make, "-C", str(out), "clean"], capture_output=True, text=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not plugin.exists():
@@ -449,8 +466,12 @@ def build_lammps(outdir, *, jobs: int = 2, verbose: bool = False) -> Path:
             f"building the LAMMPS plugin failed (exit {proc.returncode}): {' '.join(cmd)}\n"
             f"{proc.stdout.strip()}\n{proc.stderr.strip()}"
         )
+    try:
+        stamp.write_text(wanted + "\n")
+    except OSError:
+        pass
     if verbose:
-        print(f"built {plugin.name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        print(f"built {plugin.name} ({wanted}) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return plugin
 
 

@@ -20,22 +20,28 @@ and the interpreter to round-off.  Design, flags, cache, numbers and limitations
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cffi
 import numpy as np
 
+from ..._fs import write_atomic
 from ...errors import AcegenError, CompileError
-from ...ir.model import ModelIR
+from ...jit.cache import events, kernels_dir
 from ...jit.llvm_cache import ObjectCache, llvm_cache_key
 from ...jit.load import check_theta, raise_for_status, validate_inputs, verify_kernel_info
 from ...progress import status
-from ..common import STATUS_INDEX_KIND, Status, kernel_meta, render
-from ..plan import build_plan
-from .printer import ALLOWED_FLAGS, slp_function, slp_instructions
+from ..common import STATUS_INDEX_KIND, Status, render
+
+# The code generator (plan, printer, and through them the IR and SymPy) is imported where it
+# is used, so that loading a cached kernel (kernel_from_index) imports none of it.
+if TYPE_CHECKING:
+    from ...ir.model import ModelIR
 
 
 #: Neighbours evaluated together (the width of the explicit ``<LANES x double>`` vectors of the
@@ -79,6 +85,8 @@ def tables_symbol(name: str) -> str:
 def _fastmath(flags: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
     if flags is None:
         return ()
+    from .printer import ALLOWED_FLAGS
+
     if isinstance(flags, str):
         flags = tuple(f for f in flags.replace(",", " ").split() if f)
     out = tuple(sorted(set(flags)))
@@ -97,6 +105,9 @@ TABLE_LAYOUT = "functions"
 def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
     """The LLVM IR text of ``ir`` (from its :class:`~acegen.backends.plan.KernelPlan`) and the
     spline-table buffer (empty if the model has no spline)."""
+    from ..plan import build_plan
+    from .printer import slp_function, slp_instructions
+
     plan = build_plan(ir)
     tables = plan.tables(TABLE_LAYOUT)
     md, k = {}, 0  # loop metadata ids: three per species with product runs
@@ -436,6 +447,8 @@ def compile_llvm(
     :func:`acegen.backends.c.compile_c` (so ``compile_ir(ir, "c", ...)`` can fall back here)
     and have no effect: the code always targets the host CPU, and threads are Python threads.
     """
+    from ..common import kernel_meta
+
     del openmp, march_native  # see docstring
     if opt_level not in (0, 1, 2, 3):
         raise CompileError(f"opt_level must be 0..3, got {opt_level!r}")
@@ -449,6 +462,7 @@ def compile_llvm(
     if not cache:
         with _LLVM_LOCK:
             engine, _ = _jit(text, ir.name, tables, opt_level, None)
+        events["llvm_compile"] += 1
         return LLVMKernel(engine, tables, ir.name, cache_key=key, **meta)
     entry = ObjectCache(key)
     with entry.locked():
@@ -462,13 +476,77 @@ def compile_llvm(
                 entry.invalidate()
         with _LLVM_LOCK, status(f"compiling acegen_{ir.name} (LLVM -O{opt_level})"):
             engine, obj = _jit(text, ir.name, tables, opt_level, None)
+        events["llvm_compile"] += 1
         if obj is not None:
             entry.store(obj, text)
         return LLVMKernel(engine, tables, ir.name, cache_key=key, **meta)
 
 
+# -- the kernel cache's source index (acegen.jit.cache.lookup_source) ------------------------
+def index_record(kernel: LLVMKernel) -> tuple[Path, tuple[Path, ...], dict] | None:
+    """What the source index records for ``kernel`` (compiled through the object cache):
+    the object file, the files it needs besides (its spline tables, written here to
+    ``tables-<sha256>.bin`` in the kernel cache folder) and the loader's metadata; None when
+    the kernel has no cached object."""
+    obj = ObjectCache(kernel.cache_key)
+    if not kernel.cache_key or not obj.object_path.is_file():
+        return None
+    files: tuple[Path, ...] = ()
+    if kernel._tables.size:
+        data = np.ascontiguousarray(kernel._tables, dtype="<f8").tobytes()
+        path = kernels_dir() / f"tables-{hashlib.sha256(data).hexdigest()}.bin"
+        try:
+            intact = path.read_bytes() == data  # a damaged file of this name is replaced
+        except OSError:
+            intact = False
+        if not intact and not write_atomic(path, lambda fh: fh.write(data), binary=True):
+            return None
+        files = (path,)
+    meta = {"name": kernel.name, "n_species": int(kernel.n_species), "rcut": np.asarray(kernel.rcut).tolist(),
+            "signature": kernel.signature, "elements": list(kernel.elements), "out_width": kernel.out_width,
+            "object_key": kernel.cache_key, "tables_doubles": int(kernel._tables.size)}
+    return obj.object_path, files, meta
+
+
+def kernel_from_index(entry: dict) -> LLVMKernel | None:
+    """The kernel of a source-index entry written from :func:`index_record`, loaded from the
+    cached object without the IR (an engine over a stub module that only declares the tables
+    global, mapped to the tables read back); None when a file does not match its recorded
+    sha256 or the object does not load."""
+    import llvmlite.binding as llvm
+
+    try:
+        data = Path(entry["library"]).read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            return None
+        name, n_doubles = entry["name"], int(entry["tables_doubles"])
+        tables = np.empty(0)
+        if n_doubles:
+            (rec,) = entry["files"]
+            raw = Path(rec["path"]).read_bytes()
+            if hashlib.sha256(raw).hexdigest() != rec["sha256"] or len(raw) != 8 * n_doubles:
+                return None
+            tables = _aligned_copy(np.frombuffer(raw, dtype="<f8"))
+        meta = dict(n_species=int(entry["n_species"]), rcut=np.asarray(entry["rcut"], dtype=float),
+                    signature=entry["signature"], elements=tuple(entry["elements"]), out_width=int(entry["out_width"]))
+        with _LLVM_LOCK:
+            tm = _target_machine(3)
+            decl = f"@{tables_symbol(name)} = external constant [{n_doubles} x double], align 64\n" if n_doubles else ""
+            stub = _parse(decl, tm)
+            engine = llvm.create_mcjit_compiler(stub, tm)
+            if n_doubles:
+                engine.add_global_mapping(stub.get_global_variable(tables_symbol(name)), tables.ctypes.data)
+            engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+            engine.finalize_object()
+        return LLVMKernel(engine, tables, name, cache_key=entry["object_key"], from_cache=True, **meta)
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, CompileError):
+        return None
+
+
 __all__ = [
     "LLVMKernel",
+    "index_record",
+    "kernel_from_index",
     "blob_name",
     "compile_llvm",
     "emit_llvm",
@@ -476,3 +554,11 @@ __all__ = [
     "object_file",
     "tables_symbol",
 ]
+
+
+def __getattr__(name: str):
+    if name == "ALLOWED_FLAGS":  # re-exported from the printer, imported on demand
+        from .printer import ALLOWED_FLAGS
+
+        return ALLOWED_FLAGS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

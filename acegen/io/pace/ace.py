@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .checks import (
@@ -23,6 +25,12 @@ from .checks import (
 from .model import EMBEDDINGS, PaceBond, PaceEmbedding, PaceFunction, PacePotential
 
 
+# whitespace as str.isspace() sees it (the regular expression module uses the same Unicode
+# whitespace test for str patterns)
+_WS = re.compile(r"\s*")
+_TOKEN = re.compile(r"\s*(\S+)")
+
+
 class _Scanner:
     """Whitespace-driven token reader mimicking the fscanf format of ``ACECTildeBasisSet::load``."""
 
@@ -32,8 +40,7 @@ class _Scanner:
         self.i = 0
 
     def _ws(self):
-        while self.i < len(self.s) and self.s[self.i].isspace():
-            self.i += 1
+        self.i = _WS.match(self.s, self.i).end()
 
     def peek_literal(self, lit: str) -> bool:
         """Is ``lit`` next (after whitespace)?  ``peek_literal("")`` asks whether anything is left."""
@@ -50,14 +57,12 @@ class _Scanner:
             self.i += len(part)
 
     def token(self, fld: str) -> str:
-        self._ws()
-        j = self.i
-        while j < len(self.s) and not self.s[j].isspace():
-            j += 1
-        if j == self.i:
+        m = _TOKEN.match(self.s, self.i)
+        if m is None:
+            self.i = len(self.s)
             self.ctx.fail(fld, "unexpected end of file (truncated)")
-        tok, self.i = self.s[self.i : j], j
-        return tok
+        self.i = m.end()
+        return m.group(1)
 
     def real(self, fld: str, **kw) -> float:
         return self.ctx.real(self.token(fld), fld, **kw)
