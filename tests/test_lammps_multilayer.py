@@ -129,19 +129,31 @@ def test_multilayer_kernel_source_is_validated():
 
 
 def test_cli_emits_a_multilayer_plugin(tmp_path):
+    """``acegen emit M.json --target lammps [--build]`` on a multilayer model: the plugin folder
+    with a kernel per layer; with --build (when LAMMPS is installed) the printed input lines,
+    pasted as printed, run and equal the calculator."""
     model = _model("cu2")
     path = tmp_path / "ml.json"
     model.save(path)
     out = tmp_path / "plugin"
-    r = subprocess.run([sys.executable, "-m", "acegen.cli", "emit", str(path), "--target", "lammps", "-o", str(out)],
-                       capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "acegen.cli", "emit", str(path), "--target", "lammps", "-o", str(out)]
+    r = subprocess.run(cmd + (["--build"] if HAVE_LAMMPS else []), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["layers"] == ["ml_cu2_l1", "ml_cu2_l2"] and (out / "acegen_ml_cu2_l2.h").is_file()
     # the single-library targets still refuse a multilayer model, saying what works
-    r = subprocess.run([sys.executable, "-m", "acegen.cli", "emit", str(path), "--target", "c", "-o",
-                        str(tmp_path / "c")], capture_output=True, text=True)
-    assert r.returncode != 0 and "--target lammps" in r.stderr
+    r2 = subprocess.run([sys.executable, "-m", "acegen.cli", "emit", str(path), "--target", "c", "-o",
+                         str(tmp_path / "c")], capture_output=True, text=True)
+    assert r2.returncode != 0 and "--target lammps" in r2.stderr
+    if not HAVE_LAMMPS:
+        return
+    lines = r.stdout.strip().splitlines()
+    assert Path(lines[-1]).is_file() and "fix theta all pair 10 acegen theta2 0" in r.stdout
+    pair_lines = [ln.strip() for ln in lines if ln.strip().startswith(("plugin load", "pair_style", "pair_coeff"))]
+    assert len(pair_lines) == 3 and pair_lines[2] == f"pair_coeff * * {path} Cu"
+    atoms = fcc_cu(2, rattle=0.1, seed=6)
+    res = run_lammps(tmp_path / "run", None, atoms, pair_lines=pair_lines, type_elements=["Cu"], timeout=300)
+    assert_matches(res, calculator_reference(acegen.Calculator(model), atoms))
 
 
 # ------------------------------------------------------------------------------------------
