@@ -26,7 +26,7 @@ def _one_kernel(model, what: str) -> None:
     commands that write one library or one source folder."""
     if getattr(model, "kind", "") == "multilayer":
         raise AcegenError(f"acegen {what}: a multilayer model compiles to one kernel per layer; use "
-                          "acegen.Calculator(model) or Model.compile (the command line has no multilayer form yet)")
+                          "acegen.Calculator(model) or Model.compile, or emit a LAMMPS plugin (emit --target lammps)")
 
 
 def output_file(arg: str | None, default: str) -> Path:
@@ -86,7 +86,8 @@ def cmd_compile(args) -> int:
 
 def cmd_emit(args) -> int:
     model = _load(args.model)
-    _one_kernel(model, "emit")
+    if args.target != "lammps":  # a LAMMPS plugin holds one kernel per layer of a multilayer model
+        _one_kernel(model, "emit")
     from .backends import emit
 
     out = Path(args.output or f"{model.name}_{args.target}")
@@ -116,11 +117,14 @@ def cmd_emit(args) -> int:
         if args.target == "lammps":
             from .backends.lammps import lammps_input_lines
 
+            manifest = json.loads((out / "acegen-lammps.json").read_text())
             gamma = ("; extrapolation grade: an active set after the model in pair_coeff (MODEL pot.asi ELEMENTS), "
-                     "then 'fix gamma all pair 10 acegen gamma 1'"
-                     if json.loads((out / "acegen-lammps.json").read_text()).get("gamma") else "")
+                     "then 'fix gamma all pair 10 acegen gamma 1'" if manifest.get("gamma") else "")
+            if manifest.get("layers"):
+                gamma += ("; indicators per atom: 'fix theta all pair 10 acegen "
+                          + " 0 ".join(f"theta{n}" for n in range(2, len(manifest["layers"]) + 1)) + " 0'")
             print("LAMMPS input (units metal; one element per atom type in pair_coeff; "
-                  f"under pair_style hybrid the style is acegen/{model.ir().name}{gamma}):")
+                  f"under pair_style hybrid the style is acegen/{manifest['model']}{gamma}):")
             for line in lammps_input_lines(out, lib):
                 print(f"  {line}")
         print(lib)  # the built library's path is always the last line

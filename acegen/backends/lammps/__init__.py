@@ -37,6 +37,13 @@ Python side:
 Any C kernel with the acegen ABI (``acegen_<name>_compute``, see ``templates/c/kernel.h.j2``)
 can be wrapped: :class:`KernelSource` describes one, :func:`kernel_source` makes it from a
 model.
+
+A multilayer model (docs/multilayer.md) becomes one plugin with one C kernel per layer (each
+rendered by the C backend from that layer's ModelIR, symbol prefix ``acegen_<name>_l<n>``):
+layer 1 through its ``compute`` entry point, layers n > 1 through ``compute_theta``.  The
+plugin drives them as the Python runtime does (``acegen.runtime.multilayer``), with forward
+communication of θ after every inner layer and reverse communication of its adjoint before
+every backward step (docs/lammps.md).
 """
 
 from __future__ import annotations
@@ -146,6 +153,11 @@ class KernelSource:
     compute function and at least one ``.c`` file.  All files are placed side by side.
     projections: the projection variant (:class:`ProjectionKernel`), or None; with it the
     plugin reads an active set named in ``pair_coeff`` and provides the per-atom γ.
+    layers: for a multilayer model, the kernel name of every layer (layer 1
+    exports ``acegen_<layers[0]>_compute``, the others ``acegen_<layers[n]>_compute_theta``,
+    headers ``acegen_<layer>.h`` in ``files``); ``name`` is then the model's name and
+    ``rcut`` the elementwise largest cutoff of the layers (each kernel skips the pairs beyond
+    its own cutoffs).  Empty for a single-layer kernel.
     """
 
     name: str
@@ -153,6 +165,7 @@ class KernelSource:
     rcut: np.ndarray
     files: Mapping[str, str | bytes] = field(repr=False)
     projections: ProjectionKernel | None = None
+    layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         c_identifier(self.name)
@@ -168,8 +181,19 @@ class KernelSource:
         for fname in self.files:
             if not _FILE_RE.match(fname) or fname in PLUGIN_TEMPLATES or fname == MANIFEST:
                 raise CompileError(f"kernel file name {fname!r} is not allowed")
-        if self.header not in self.files:
-            raise CompileError(f"kernel files must include the header {self.header!r}")
+        layers = tuple(self.layers)
+        if layers:
+            for layer in layers:
+                c_identifier(layer)
+            if len(set(layers)) != len(layers) or self.name in layers:
+                raise CompileError(f"the layers' kernel names must differ from each other and from the model's "
+                                   f"({self.name!r}), not {layers!r}")
+            if self.projections is not None:
+                raise CompileError("a multilayer kernel has no projection variant")
+        object.__setattr__(self, "layers", layers)
+        for header in self.headers:
+            if header not in self.files:
+                raise CompileError(f"kernel files must include the header {header!r}")
         if not self.c_sources:
             raise CompileError("kernel files must include at least one .c source")
         proj = self.projections
@@ -188,6 +212,11 @@ class KernelSource:
     @property
     def header(self) -> str:
         return f"acegen_{self.name}.h"
+
+    @property
+    def headers(self) -> list[str]:
+        """The kernel headers the plugin includes: one per layer of a multilayer kernel."""
+        return [f"acegen_{layer}.h" for layer in self.layers] if self.layers else [self.header]
 
     @property
     def all_files(self) -> dict[str, str | bytes]:
@@ -221,12 +250,44 @@ def _projection_ir(ir_or_model):
     return None
 
 
+def multilayer_kernel_source(irs, name: str) -> KernelSource:
+    """The C kernels of the layers of a multilayer model (its ModelIRs, layer 1 plain, the
+    others with indicator inputs), each rendered by the C backend, as one
+    :class:`KernelSource` named ``name`` (the model's name)."""
+    from ..c import emit_c
+
+    irs = tuple(irs)
+    if not irs:
+        raise CompileError("a multilayer LAMMPS plugin needs at least one layer")
+    if irs[0].theta or not all(ir.theta for ir in irs[1:]):
+        raise CompileError("a multilayer model's layer 1 is plain and its layers n > 1 take indicator inputs")
+    elements = tuple(irs[0].elements)
+    n = len(elements)
+    files: dict[str, str | bytes] = {}
+    rcut = np.zeros((n, n))
+    for k, ir in enumerate(irs, start=1):
+        if ir.output != "energy":
+            raise CompileError(f"layer {k}: the LAMMPS plugin wraps energy kernels, not a projection variant")
+        if tuple(ir.elements) != elements:
+            raise CompileError(f"layer {k} has the elements {list(ir.elements)}, layer 1 {list(elements)}")
+        rcut = np.maximum(rcut, [[ir.rcut(zi, zj) for zj in range(n)] for zi in range(n)])
+        layer_files = emit_c(ir)
+        clash = sorted(set(layer_files) & set(files))
+        if clash:
+            raise CompileError(f"layer {k}: the file(s) {clash} of another layer")
+        files.update(layer_files)
+    return KernelSource(name, elements, rcut, files, None, tuple(ir.name for ir in irs))
+
+
 def kernel_source(ir_or_model, projections: bool = True) -> KernelSource:
     """The C kernel of an :class:`acegen.Model` or a ModelIR (via the C backend) and, when the
     model has projection functions (PACE B-basis and GRACE-FS ``.yaml``, linear acegen
     models) and ``projections`` is true, its projection variant for the extrapolation grade
-    (the same C backend on ``projection_ir()``: one definition of the math)."""
+    (the same C backend on ``projection_ir()``: one definition of the math).  A multilayer
+    model gives one kernel per layer (:func:`multilayer_kernel_source`)."""
     ir = ir_or_model.ir() if hasattr(ir_or_model, "ir") else ir_or_model
+    if isinstance(ir, tuple) and getattr(ir_or_model, "kind", "") == "multilayer":
+        return multilayer_kernel_source(ir, ir_or_model.name)
     from ..common import refuse_indicator_inputs
 
     refuse_indicator_inputs(ir, "LAMMPS")
@@ -265,6 +326,9 @@ def render_plugin(kernel: KernelSource, model_file=None) -> dict[str, str | byte
         "model_c_sources": kernel.c_sources,
         "model_units": [(src, src[: -len(".c")] + ".o") for src in kernel.c_sources],
         "model_header": kernel.header,
+        "model_headers": kernel.headers,
+        "layers": list(kernel.layers),
+        "n_layers": max(1, len(kernel.layers)),
         "model_dependencies": kernel.dependencies,
         "acegen_version": version,
         "model_file_name": model_file_name,
@@ -286,6 +350,7 @@ def render_plugin(kernel: KernelSource, model_file=None) -> dict[str, str | byte
             "pair_coeff": f"* * {kernel.name} " + " ".join(kernel.elements),
             "model_file": None if model_file is None else str(model_file),
             "acegen_version": version,
+            "layers": list(kernel.layers) or None,
             "gamma": None if kernel.projections is None else {
                 "projection_kernel": kernel.projections.name,
                 "projections": {e: n for e, (n, _) in zip(kernel.elements, kernel.projections.sizes)},
@@ -486,6 +551,7 @@ __all__ = [
     "write_lammps",
     "find_lammps",
     "kernel_source",
+    "multilayer_kernel_source",
     "lammps_environment",
     "lammps_input_lines",
     "name_from_path",
