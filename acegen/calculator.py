@@ -8,8 +8,8 @@ import numpy as np
 from ase.calculators.calculator import Calculator as _ASECalculator
 from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 
-from .errors import AcegenError, StructureError
-from .runtime.neighbours import build_neighbours, compute_on, scatter_forces_virial, species_indices
+from .errors import AcegenError
+from .runtime.neighbours import build_neighbours, compute_on, pair_results, species_indices
 
 
 class Calculator(_ASECalculator):
@@ -162,12 +162,4 @@ def evaluate(kernel, elements, atoms, rcut: float, nthreads: int = 1, nl=None) -
     if nl is None:
         nl = build_neighbours(atoms, rcut)
     energies, dEdr = compute_on(kernel, Z, nl, nthreads)
-    F, W = scatter_forces_virial(nl, dEdr)
-    out = {"energy": float(np.sum(energies)), "energies": np.asarray(energies), "forces": F}
-    vol = abs(np.linalg.det(atoms.cell.array)) if atoms.cell.rank == 3 else 0.0
-    if vol > 1e-10:
-        s = 0.5 * (W + W.T) / vol
-        out["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-    if not np.isfinite(out["energy"]) or not np.isfinite(F).all():
-        raise StructureError("the model produced a non-finite energy or force for this structure")
-    return out
+    return pair_results(atoms, nl, energies, dEdr)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import AcegenError, StructureError
-from .neighbours import NeighbourList, build_neighbours, scatter_forces_virial, species_indices
+from .neighbours import NeighbourList, build_neighbours, pair_results, species_indices
 
 __all__ = ["MultilayerKernel", "evaluate_multilayer"]
 
@@ -95,12 +95,4 @@ def evaluate_multilayer(kernel: MultilayerKernel, elements, atoms, nthreads: int
     if nl is None:
         nl = build_neighbours(atoms, float(np.max(kernel.rcut)))
     energies, ind, dEdr = kernel.compute_layers(Z, nl, nthreads)
-    F, W = scatter_forces_virial(nl, dEdr)
-    out = {"energy": float(np.sum(energies)), "energies": energies, "indicators": ind, "forces": F}
-    vol = abs(np.linalg.det(atoms.cell.array)) if atoms.cell.rank == 3 else 0.0
-    if vol > 1e-10:
-        s = 0.5 * (W + W.T) / vol
-        out["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-    if not np.isfinite(out["energy"]) or not np.isfinite(F).all():
-        raise StructureError("the model produced a non-finite energy or force for this structure")
-    return out
+    return {**pair_results(atoms, nl, energies, dEdr), "indicators": ind}

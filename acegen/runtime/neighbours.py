@@ -329,6 +329,23 @@ def scatter_forces_virial(nl: NeighbourList, dEdr: np.ndarray):
     return F, W
 
 
+def pair_results(atoms, nl: NeighbourList, energies: np.ndarray, dEdr: np.ndarray) -> dict:
+    """The calculator results from per-atom energies and per-pair dE_i/dr_ij on ``nl``:
+    energy, energies, forces and, for a cell with a volume, stress (ASE's Voigt order);
+    a StructureError for a non-finite energy or force."""
+    from ..errors import StructureError
+
+    F, W = scatter_forces_virial(nl, dEdr)
+    out = {"energy": float(np.sum(energies)), "energies": np.asarray(energies), "forces": F}
+    vol = abs(np.linalg.det(atoms.cell.array)) if atoms.cell.rank == 3 else 0.0
+    if vol > 1e-10:
+        s = 0.5 * (W + W.T) / vol
+        out["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+    if not np.isfinite(out["energy"]) or not np.isfinite(F).all():
+        raise StructureError("the model produced a non-finite energy or force for this structure")
+    return out
+
+
 def compute_on(kernel, species: np.ndarray, nl: NeighbourList, nthreads: int = 1):
     """``kernel.compute`` on the neighbour list ``nl`` of atoms of species indices ``species``;
     a StructureError naming a pair also names its two atoms."""
