@@ -410,14 +410,22 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
     from .provenance import format_fit_log
 
     cfg = load_config(path, data_dir=data_dir)
+    field_name = "basis" if cfg.multilayer is None else "multilayer"
     try:
-        spec = BasisSpec(**cfg.basis)
+        if cfg.multilayer is None:
+            spec = BasisSpec(**cfg.basis)
+        else:
+            from ..multilayer.spec import MultilayerSpec
+
+            d = dict(cfg.multilayer)
+            d["layers"] = [BasisSpec(**ld).to_dict() for ld in d["layers"]]
+            spec = MultilayerSpec.from_dict(d)
     except SpecError as e:
-        raise ConfigError(cfg.path, "basis", str(e)) from None
+        raise ConfigError(cfg.path, field_name, str(e)) from None
     except TypeError as e:
-        raise ConfigError(cfg.path, "basis", f"invalid field: {e}") from None
+        raise ConfigError(cfg.path, field_name, f"invalid field: {e}") from None
     t0 = time.perf_counter()
-    if basis is None:
+    if basis is None and cfg.multilayer is None:
         from ..basis import lower
 
         basis = lower(spec)
@@ -474,7 +482,11 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
                         title="test")
         e0 = report.training_set.e0_of
         c = report.coefficients
-        if cfg.embedding is not None:  # evaluator: the Finnis–Sinclair residual model
+        if cfg.multilayer is not None:  # evaluator: the multilayer residual model
+            theta = report.result.coefficients
+            dimer_curves(lambda atoms: evaluator.compute(atoms, theta, forces=False)["energy"] + e0(atoms),
+                         spec.elements, cfg.output_dir / "dimers.png")
+        elif cfg.embedding is not None:  # evaluator: the Finnis–Sinclair residual model
             theta = report.result.coefficients
             dimer_curves(lambda atoms: evaluator.energy(atoms, theta) + e0(atoms), spec.elements,
                          cfg.output_dir / "dimers.png")
