@@ -258,10 +258,14 @@ class _Structure:
         return D, np.arange(D) % 3, s
 
 
-def _layer_forward(lt: LayerTables, st: _Structure, layer: int, c: np.ndarray, theta, D, xs, s, derivs: bool):
-    """One layer on D replicas: B (D, n, P), φ (D, n), ∂φ_i/∂θ_i (D, n), ∂φ_i/∂θ_j per pair (D, n_pairs)."""
+def _layer_forward(lt: LayerTables, st: _Structure, layer: int, c: np.ndarray, theta, D, xs, s, derivs: bool,
+                   basis: bool = True):
+    """One layer on D replicas: B (D, n, P), φ (D, n), ∂φ_i/∂θ_i (D, n), ∂φ_i/∂θ_j per pair (D, n_pairs).
+    ``basis`` False: φ only, from the folded weights (B, ∂φ/∂θ are None)."""
     n, P, nk0 = st.n, lt.n_params, lt.nk0
-    B = np.zeros((D, n, P), dtype=complex)
+    if not basis:
+        phi = np.zeros((D, n), dtype=complex)
+    B = np.zeros((D, n, P), dtype=complex) if basis else None
     dc = np.zeros((D, n), dtype=complex)
     dn = np.zeros((D, st.n_pairs), dtype=complex)
     for tab in lt.species:
@@ -279,6 +283,14 @@ def _layer_forward(lt: LayerTables, st: _Structure, layer: int, c: np.ndarray, t
         Pm = np.empty(A.shape[:2] + (n_mono,), dtype=complex)
         for idx, start in tab.orders:
             Pm[:, :, start:start + len(idx)] = np.prod(A[:, :, idx], axis=-1)
+        if not basis:
+            cf = np.einsum("mpk,p->mk", tab.coef.reshape(n_mono, P, nk0), c)  # (n_mono, nk0)
+            psic = Pm @ cf.astype(complex)
+            if lt.first:
+                phi[:, g.cen] = psic[..., 0]
+            else:
+                phi[:, g.cen] = np.einsum("dck,dck->dc", psic, _cheb(theta[:, g.cen], nk0 - 1)[0])
+            continue
         psi = (tab.coefT @ Pm.reshape(-1, n_mono).T).T.reshape(D, len(g.cen), P, nk0)
         if lt.first:
             B[:, g.cen] = psi[..., 0]
@@ -303,26 +315,32 @@ def _layer_forward(lt: LayerTables, st: _Structure, layer: int, c: np.ndarray, t
         nt = X.shape[-1]
         gA = (tab.WT @ X.reshape(-1, nt).T).T.reshape(A.shape)        # Σ over the terms of slot a
         dn[:, g.pairs] = np.einsum("dpa,dpa->dp", gA[:, g.loc], Phi * dTj[:, :, tab.slot_k])
+    if not basis:
+        return None, phi, None, None
     phi = B @ c.astype(complex)
     return B, phi, dc, dn
 
 
-def forward(layers, st: _Structure, coeffs, *, forces: bool):
+def forward(layers, st: _Structure, coeffs, *, forces: bool, gradient: bool = True):
     """Energies and parameter gradients of one structure on its replicas: (E (D,), per-atom
-    energies (n,), indicators (n, n_layers − 1), ∂E/∂c (D, n_params)); with ``forces`` the
-    replicas are the 3n coordinates (complex step), else one real evaluation."""
+    energies (n,), indicators (n, n_layers − 1), ∂E/∂c (D, n_params), or None without
+    ``gradient``); with ``forces`` the replicas are the 3n coordinates (complex step), else one
+    real evaluation."""
     D, xs, s = st.perturbation(forces)
     theta = None
     kept, thetas = [], []
     last = len(layers) - 1
     for n, (lt, c) in enumerate(zip(layers, coeffs)):
-        B, phi, dc, dn = _layer_forward(lt, st, n, c, theta, D, xs, s, derivs=n > 0)
+        B, phi, dc, dn = _layer_forward(lt, st, n, c, theta, D, xs, s, derivs=n > 0, basis=gradient)
         kept.append((B, dc, dn, theta))
         if n < last:
             if not np.isfinite(phi).all():
                 raise FitError(f"layer {n + 1} gave a non-finite indicator argument")
             theta = np.tanh(phi)
             thetas.append(theta[0].real)
+    ind = np.stack(thetas, axis=1) if thetas else np.zeros((st.n, 0))
+    if not gradient:
+        return phi.sum(axis=1), phi[0].real, ind, None
     w = np.ones((D, st.n), dtype=complex)
     grads = [None] * len(layers)
     for n in range(last, -1, -1):
@@ -332,9 +350,7 @@ def forward(layers, st: _Structure, coeffs, *, forces: bool):
             break
         G = w * dc + (w[:, st.i] * dn) @ st.jmat_c
         w = G * (1.0 - th * th)
-    E = phi.sum(axis=1)
-    ind = np.stack(thetas, axis=1) if thetas else np.zeros((st.n, 0))
-    return E, phi[0].real, ind, np.concatenate(grads, axis=1)
+    return phi.sum(axis=1), phi[0].real, ind, np.concatenate(grads, axis=1)
 
 
 def layer_prior(lt: LayerTables, kind: str = "algebraic") -> np.ndarray:
@@ -441,7 +457,7 @@ class MultilayerResidualModel:
             if not _n_rows(s):
                 continue
             st = self._structure(batch, k, s)
-            E, _, _, g = forward(self.layers, st, coeffs, forces=s.forces is not None)
+            E, _, _, g = forward(self.layers, st, coeffs, forces=s.forces is not None, gradient=jacobian)
             r0 = row
             if s.energy is not None:
                 pred[row], y[row], w[row], kind[row], comp[row] = E[0].real, s.energy_target, s.weights["E"], "E", 0
