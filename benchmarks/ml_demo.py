@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clusters", type=int, default=160, help="clusters in all (3/4 train, 1/4 test)")
     ap.add_argument("--max-atoms", type=int, default=14)
-    ap.add_argument("--max-iter", type=int, default=30, help="LM evaluations")
+    ap.add_argument("--max-iter", type=int, default=80, help="LM evaluations")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chain", type=int, default=16, help="atoms of the chain of the plot")
     ap.add_argument("--plot", default=str(HERE.parent / "docs" / "img" / "multilayer_chain.png"))

@@ -191,3 +191,18 @@ output:
     (tmp_path / "bad.yaml").write_text(cfg + "basis: {elements: [Cu], order: 2, totaldegree: 4}\n")
     with pytest.raises(ConfigError, match="multilayer"):
         fit_from_config(tmp_path / "bad.yaml", verbose=False)
+
+
+def test_replica_chunks_give_the_same_result(monkeypatch):
+    import acegen.fit.multilayer as fm
+
+    model = MultilayerModel.random(ML2, seed=5, scale=0.7)
+    rm = MultilayerResidualModel([], model.basis)
+    at = _cluster(6, 11)
+    theta = np.concatenate(model.coefficients)
+    whole = rm.compute(at, theta)
+    monkeypatch.setattr(fm, "CHUNK_BYTES", 1)  # one replica per chunk
+    chunked = rm.compute(at, theta)
+    np.testing.assert_array_equal(whole["forces"], chunked["forces"])
+    np.testing.assert_allclose(whole["dF"], chunked["dF"], rtol=1e-13, atol=1e-15)
+    assert whole["energy"] == chunked["energy"]

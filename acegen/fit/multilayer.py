@@ -220,12 +220,9 @@ class _Structure:
                 if not len(cen) or not st.n_slots:
                     continue
                 sel = np.flatnonzero(self.Z[self.i] == z0)
-                keep = []
-                for p in sel:
-                    blk = lt.radial[(z0, int(self.Z[self.j[p]]))]
-                    if 0 < r[p] < blk.rcut:
-                        keep.append(p)
-                pairs = np.array(keep, dtype=np.int64)
+                rcs = np.array([lt.radial[(z0, zj)].rcut if (z0, zj) in lt.radial else 0.0
+                                for zj in range(len(elements))])
+                pairs = sel[(r[sel] > 0) & (r[sel] < rcs[self.Z[self.j[sel]]])].astype(np.int64)
                 nfmax = max(lt.nfunc.values())
                 R = np.zeros((len(pairs), nfmax))
                 dR = np.zeros((len(pairs), nfmax))
@@ -321,12 +318,29 @@ def _layer_forward(lt: LayerTables, st: _Structure, layer: int, c: np.ndarray, t
     return B, phi, dc, dn
 
 
+#: bytes of the largest per-replica-batch complex array (the replicas are processed in chunks)
+CHUNK_BYTES = 1 << 27
+
+
 def forward(layers, st: _Structure, coeffs, *, forces: bool, gradient: bool = True):
     """Energies and parameter gradients of one structure on its replicas: (E (D,), per-atom
     energies (n,), indicators (n, n_layers − 1), ∂E/∂c (D, n_params), or None without
     ``gradient``); with ``forces`` the replicas are the 3n coordinates (complex step), else one
-    real evaluation."""
+    real evaluation.  The replicas go in chunks of at most :data:`CHUNK_BYTES` per array."""
     D, xs, s = st.perturbation(forces)
+    width = max([st.n_pairs * max((t.n_slots for t in lt.species), default=1) for lt in layers]
+                + [st.n * lt.n_params for lt in layers] + [1])
+    step = max(1, int(CHUNK_BYTES // (16 * width)))
+    if D <= step:
+        return _forward(layers, st, coeffs, D, xs, s, gradient)
+    parts = [_forward(layers, st, coeffs, min(step, D - a), xs[a:a + step], s[a:a + step], gradient)
+             for a in range(0, D, step)]
+    E = np.concatenate([p[0] for p in parts])
+    g = np.concatenate([p[3] for p in parts]) if gradient else None
+    return E, parts[0][1], parts[0][2], g
+
+
+def _forward(layers, st: _Structure, coeffs, D, xs, s, gradient: bool):
     theta = None
     kept, thetas = [], []
     last = len(layers) - 1
