@@ -4,8 +4,8 @@ parameter counts, and the indicator along a linear chain (Bochkarev et al. 2022,
 Data: the LCN s-band tight-binding model of ``benchmarks/tb_data.py`` (random Cu–Ni clusters,
 train/test split; linear Cu chains).  Every model is fitted with ``acegen.fit`` (one layer: the
 linear BLR fit; several layers: Levenberg–Marquardt on all layers jointly from that start),
-on energies and forces, and scored on the held-out clusters.  The chain plot shows θ^(2) of
-the 2-layer model along a chain next to the TB on-site shifts λ_i.
+on energies and forces, and scored on the held-out clusters.  The chain plot shows the
+indicators of the 2- and 3-layer models along a chain next to the TB on-site shifts λ_i.
 
     python benchmarks/ml_demo.py                      # table on stdout, docs/img/multilayer_chain.png
     python benchmarks/ml_demo.py --clusters 60 --max-iter 5   # a quick run
@@ -90,33 +90,39 @@ def main(argv=None) -> None:
     for name, npar, tre, trf, tee, tef, dt in rows:
         print(f"| {name} | {npar} | {tre:.2f} | {trf:.4f} | {tee:.2f} | {tef:.4f} | {dt:.0f} |")
 
-    # indicator along the chain (2-layer model) vs the TB on-site shifts
-    m2 = fitted["2 layers"]
-    at = chain.copy()
-    at.calc = acegen.Calculator(m2, target="llvm")
-    at.get_potential_energy()
-    theta = at.calc.results["indicators"][:, 0]
+    # indicators along the chain (2- and 3-layer models) vs the TB on-site shifts
     lam = chain.arrays["onsite_shift"]
-    corr = float(np.corrcoef(theta, lam)[0, 1]) if np.std(theta) > 0 and np.std(lam) > 0 else float("nan")
-    print(f"\nchain of {args.chain} Cu atoms: corr(θ2, λ) = {corr:.3f}")
-    print("θ2:", np.array2string(theta, precision=3, max_line_width=200))
-    print("λ :", np.array2string(lam, precision=3, max_line_width=200))
+    print(f"\nchain of {args.chain} Cu atoms, λ:", np.array2string(lam, precision=3, max_line_width=200))
+    curves = []
+    for name in ("2 layers", "3 layers"):
+        at = chain.copy()
+        at.calc = acegen.Calculator(fitted[name], target="llvm")
+        at.get_potential_energy()
+        ind = at.calc.results["indicators"]
+        for q in range(ind.shape[1]):
+            th = ind[:, q]
+            corr = float(np.corrcoef(th, lam)[0, 1]) if np.std(th) > 1e-12 else float("nan")
+            label = f"θ^({q + 2}), {name}"
+            curves.append((label, th))
+            print(f"{label}: corr with λ {corr:.3f}:", np.array2string(th, precision=3, max_line_width=200))
     if args.plot:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(5.0, 3.0), dpi=100)
+        fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=100)
         x = np.arange(1, args.chain + 1)
-        ax.plot(x, theta, "o-", color="C0", label=r"indicator $\theta^{(2)}$ (2-layer ACE)")
+        for q, (label, th) in enumerate(curves):
+            ax.plot(x, th, "o-", color=f"C{q}", ms=4, label=label.replace("θ^", "θ"))
         ax.set_xlabel("atom along the chain")
-        ax.set_ylabel(r"$\theta^{(2)}$", color="C0")
+        ax.set_ylabel("indicator θ")
+        ax.set_xticks(x[::max(1, len(x) // 8)])
         ax2 = ax.twinx()
-        ax2.plot(x, lam, "s--", color="C3", label=r"TB on-site shift $\lambda$")
-        ax2.set_ylabel(r"$\lambda$ (eV)", color="C3")
-        fig.legend(loc="upper center", fontsize=8, ncol=2, frameon=False)
-        fig.tight_layout(rect=(0, 0, 1, 0.92))
+        ax2.plot(x, lam, "s--", color="k", ms=4, label="TB on-site shift λ")
+        ax2.set_ylabel("λ (eV)")
+        fig.legend(loc="upper center", fontsize=7, ncol=2, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 0.86))
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot)
         print(f"wrote {args.plot}")
