@@ -8,6 +8,12 @@ are looked up in the data folder, then in the config file's folder)::
       order: 3
       totaldegree: [12, 10, 8]
       rcut: 5.5
+    # or, in place of basis, a multilayer model (acegen.MultilayerSpec.from_dict; solver lm or lbfgs):
+    # multilayer:
+    #   layers: [{elements: [Cu], order: 3, totaldegree: 8, rcut: 5.0},
+    #            {elements: [Cu], order: 2, totaldegree: 6, rcut: 5.0, purification: none}]
+    #   kmax: 2
+    #   k0max: 1
     data:
       directory: ../data        # optional: the data folder (relative to the config's folder)
       train: train.xyz          # required: a path or a list of paths
@@ -62,7 +68,7 @@ from ..errors import ConfigError
 
 __all__ = ["FitConfig", "load_config", "parse_config"]
 
-_TOP = {"basis", "data", "weights", "solver", "prior", "committee", "output", "progress", "assembly", "embedding",
+_TOP = {"basis", "multilayer", "data", "weights", "solver", "prior", "committee", "output", "progress", "assembly", "embedding",
         "ndensity", "embedding_params"}
 DATA_ENV = "ACEGEN_DATA"
 
@@ -108,6 +114,8 @@ class FitConfig:
     embedding: str | None = None
     ndensity: int | None = None
     embedding_params: tuple[float, ...] | None = None
+    #: the ``multilayer`` mapping (acegen.MultilayerSpec.from_dict), or None for a ``basis`` fit
+    multilayer: dict[str, Any] | None = None
 
 
 def load_config(path: str | Path, *, data_dir: str | Path | None = None) -> FitConfig:
@@ -201,6 +209,12 @@ def _embedding(cfg: FitConfig, top: Mapping, path, solver_is_name: bool) -> None
     if nonlinear and cfg.solver not in NONLINEAR_SOLVERS:
         raise ConfigError(path, sfield, f"a Finnis-Sinclair fit (embedding {emb}) needs solver lm or lbfgs, "
                                         f"got {cfg.solver!r}")
+    if cfg.multilayer is not None:
+        if emb is not None or nd is not None or ep is not None:
+            raise ConfigError(path, "embedding", "a multilayer fit takes its embedding from the multilayer spec")
+        if cfg.solver not in NONLINEAR_SOLVERS and cfg.solver != "blr":
+            raise ConfigError(path, sfield, f"a multilayer fit needs solver lm or lbfgs, got {cfg.solver!r}")
+        return
     if not nonlinear and cfg.solver in NONLINEAR_SOLVERS:
         raise ConfigError(path, sfield, f"solver {cfg.solver} fits non-linear models: set embedding "
                                         "(FinnisSinclairShiftedScaled or FinnisSinclair) and ndensity")
@@ -216,9 +230,20 @@ def parse_config(raw: Any, path: str | Path | None = None, *, data_dir: str | Pa
     base = path.parent if path is not None else Path(".")
     top = _mapping(path, "", raw) if raw is not None else {}
     _unknown(path, "", top, _TOP)
-    if "basis" not in top:
+    multilayer = None
+    if "multilayer" in top:
+        if "basis" in top:
+            raise ConfigError(path, "multilayer", "give either basis or multilayer, not both")
+        multilayer = _mapping(path, "multilayer", top["multilayer"])
+        if not isinstance(multilayer.get("layers"), list) or not multilayer["layers"]:
+            raise ConfigError(path, "multilayer.layers", "missing or not a list of acegen.BasisSpec field mappings")
+        for n, ld in enumerate(multilayer["layers"]):
+            _mapping(path, f"multilayer.layers[{n}]", ld)
+        basis = {}
+    elif "basis" not in top:
         raise ConfigError(path, "basis", "missing (the acegen.BasisSpec fields)")
-    basis = _mapping(path, "basis", top["basis"])
+    else:
+        basis = _mapping(path, "basis", top["basis"])
     if "data" not in top:
         raise ConfigError(path, "data", "missing (at least data.train)")
     data = _mapping(path, "data", top["data"])
@@ -238,7 +263,7 @@ def parse_config(raw: Any, path: str | Path | None = None, *, data_dir: str | Pa
         if not ddir.is_dir():
             raise ConfigError(path, "data.directory", f"the data folder ({field_name}) {ddir} is not a folder")
     cfg = FitConfig(path=path, basis=basis, data_dir=ddir,
-                    train=_paths(path, base, "data.train", data.get("train"), True, ddir))
+                    train=_paths(path, base, "data.train", data.get("train"), True, ddir), multilayer=multilayer)
     cfg.test = _paths(path, base, "data.test", data.get("test"), False, ddir)
     for k in ("energy_key", "force_key", "virial_key", "stress_key"):
         if k in data:

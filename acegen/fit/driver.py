@@ -222,10 +222,30 @@ def fit(spec, structures: Sequence | str | Path, *, energy_key: str | None = "en
     (:mod:`acegen.fit.fs`, :mod:`acegen.fit.nonlinear`).  Returns an :class:`acegen.FSModel`;
     the training errors of the linear start are in ``fit_report.linear_errors`` and in the
     provenance's ``errors``.  No committee.
+
+    Multilayer fits: ``spec`` an :class:`acegen.MultilayerSpec` (linear embedding) fits every
+    layer jointly (:func:`acegen.fit.multilayer.fit_multilayer`, docs/multilayer.md) and returns
+    an :class:`acegen.MultilayerModel`; ``solver`` ``"lm"`` (also what the default ``"blr"``
+    means there: LM from BLR linear starts) or ``"lbfgs"``.
     """
+    from ..multilayer.spec import MultilayerSpec
     from ..spec import BasisSpec
     from .nonlinear import NONLINEAR_SOLVERS
 
+    if isinstance(spec, MultilayerSpec):
+        extra = {"committee": committee, "basis": basis, "basis_evaluator": basis_evaluator, "client": client,
+                 "resume": resume, "callback": callback, "embedding": embedding, "ndensity": ndensity,
+                 "embedding_params": embedding_params, "workers": workers != 1}
+        given = [k for k, v in extra.items() if v not in (None, False)]
+        if given:
+            raise FitError(f"fit: {given[0]!r} is not available for a multilayer spec (the embedding is the spec's)")
+        from .multilayer import fit_multilayer
+
+        return fit_multilayer(spec, structures, energy_key=energy_key, force_key=force_key, virial_key=virial_key,
+                              stress_key=stress_key, config_type_key=config_type_key, weights=weights,
+                              solver="lm" if solver == "blr" else solver, solver_options=solver_options,
+                              prior=prior, eref=eref, missing=missing, progress=progress, name=name, test=test,
+                              verbose=verbose, weight_keys=weight_keys, block_size=block_size)
     if not isinstance(spec, BasisSpec):
         raise FitError(f"fit: spec must be an acegen.BasisSpec, got {type(spec).__name__}")
     nonlinear = embedding not in (None, "linear")
@@ -390,14 +410,22 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
     from .provenance import format_fit_log
 
     cfg = load_config(path, data_dir=data_dir)
+    field_name = "basis" if cfg.multilayer is None else "multilayer"
     try:
-        spec = BasisSpec(**cfg.basis)
+        if cfg.multilayer is None:
+            spec = BasisSpec(**cfg.basis)
+        else:
+            from ..multilayer.spec import MultilayerSpec
+
+            d = dict(cfg.multilayer)
+            d["layers"] = [BasisSpec(**ld).to_dict() for ld in d["layers"]]
+            spec = MultilayerSpec.from_dict(d)
     except SpecError as e:
-        raise ConfigError(cfg.path, "basis", str(e)) from None
+        raise ConfigError(cfg.path, field_name, str(e)) from None
     except TypeError as e:
-        raise ConfigError(cfg.path, "basis", f"invalid field: {e}") from None
+        raise ConfigError(cfg.path, field_name, f"invalid field: {e}") from None
     t0 = time.perf_counter()
-    if basis is None:
+    if basis is None and cfg.multilayer is None:
         from ..basis import lower
 
         basis = lower(spec)
@@ -454,7 +482,11 @@ def fit_from_config(path: str | Path, *, basis=None, basis_evaluator: BasisEvalu
                         title="test")
         e0 = report.training_set.e0_of
         c = report.coefficients
-        if cfg.embedding is not None:  # evaluator: the Finnis–Sinclair residual model
+        if cfg.multilayer is not None:  # evaluator: the multilayer residual model
+            theta = report.result.coefficients
+            dimer_curves(lambda atoms: evaluator.compute(atoms, theta, forces=False)["energy"] + e0(atoms),
+                         spec.elements, cfg.output_dir / "dimers.png")
+        elif cfg.embedding is not None:  # evaluator: the Finnis–Sinclair residual model
             theta = report.result.coefficients
             dimer_curves(lambda atoms: evaluator.energy(atoms, theta) + e0(atoms), spec.elements,
                          cfg.output_dir / "dimers.png")

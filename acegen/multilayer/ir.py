@@ -23,7 +23,7 @@ from ..basis import SQRT4PI, spec_radial_blocks
 from ..ir.model import Channel, Embedding, ModelIR, RadialBlock, SpeciesProgram
 from ..ir.slp import SLP
 
-__all__ = ["layer_irs", "theta_radial_block"]
+__all__ = ["layer_irs", "theta_radial_block", "unit_layer_fold"]
 
 
 def theta_radial_block(block: RadialBlock, kmax: int) -> RadialBlock:
@@ -64,12 +64,10 @@ def _program(z0, chans, acc: dict, ncol: int, embedding: Embedding, E0: float, o
                           embedding=embedding, E0=E0, onsite=onsite)
 
 
-def _first_layer(basis, mb, pr, embedding: Embedding, eref: dict, name: str) -> ModelIR:
-    """Layer 1: the plain fold, with P coefficient columns and the given embedding."""
-    from ..symbolic.ylm import ylm_slp
-
+def _fold_first(basis, mb, pr):
+    """Per species of layer 1: (z0, channels, {monomial: (P,) weights})."""
     P = mb.shape[1]
-    programs = []
+    out = []
     for z0 in range(len(basis.elements)):
         chans, _ = basis.channels(z0)
         acc: dict = {}
@@ -77,7 +75,17 @@ def _first_layer(basis, mb, pr, embedding: Embedding, eref: dict, name: str) -> 
             th = mb[k] if kind == "mb" else pr[k]
             if th.any():
                 acc[mono] = acc.get(mono, np.zeros(P)) + th * c
-        programs.append(_program(z0, chans, acc, P, embedding, eref.get(basis.elements[z0], 0.0), None))
+        out.append((z0, chans, acc))
+    return out
+
+
+def _first_layer(basis, mb, pr, embedding: Embedding, eref: dict, name: str) -> ModelIR:
+    """Layer 1: the plain fold, with P coefficient columns and the given embedding."""
+    from ..symbolic.ylm import ylm_slp
+
+    P = mb.shape[1]
+    programs = [_program(z0, chans, acc, P, embedding, eref.get(basis.elements[z0], 0.0), None)
+                for z0, chans, acc in _fold_first(basis, mb, pr)]
     return ModelIR(elements=basis.elements, lmax=basis.lmax, angular=ylm_slp(basis.lmax),
                    radial=basis.radial_blocks(), species=tuple(programs), name=name)
 
@@ -88,11 +96,22 @@ def _indicator_layer(basis, mb, pr, embedding: Embedding, eref: dict, name: str)
 
     P = mb.shape[1]
     nk0 = basis.k0max + 1
-    nf = basis.nmax + basis.npair
     plain = spec_radial_blocks(basis.spec, basis.nmax)
     radial = {key: theta_radial_block(b, basis.kmax) for key, b in plain.items()}
     lmax = max(basis.lmax, 0)
-    programs = []
+    programs = [_program(z0, chans, acc, P * nk0, embedding, eref.get(basis.elements[z0], 0.0), basis.k0max)
+                for z0, chans, acc in _fold_indicator(basis, mb, pr)]
+    return ModelIR(elements=basis.elements, lmax=lmax, angular=ylm_slp(lmax), radial=radial,
+                   species=tuple(programs), name=name)
+
+
+def _fold_indicator(basis, mb, pr):
+    """Per species of a layer n > 1: (z0, channels, {monomial: (P·(k0max + 1),) weights}),
+    column p·(k0max + 1) + k0."""
+    P = mb.shape[1]
+    nk0 = basis.k0max + 1
+    nf = basis.nmax + basis.npair
+    out = []
     for z0 in range(len(basis.elements)):
         labels = set()
         for f in basis.functions:
@@ -125,10 +144,8 @@ def _indicator_layer(basis, mb, pr, embedding: Embedding, eref: dict, name: str)
             row = acc.setdefault(mono, np.zeros((P, nk0)))
             row[:, 0] += pr[q] * SQRT4PI
         acc = {m: r.reshape(-1) for m, r in acc.items()}  # column p·(k0max + 1) + k0
-        programs.append(_program(z0, chans, acc, P * nk0, embedding, eref.get(basis.elements[z0], 0.0),
-                                 basis.k0max))
-    return ModelIR(elements=basis.elements, lmax=lmax, angular=ylm_slp(lmax), radial=radial,
-                   species=tuple(programs), name=name)
+        out.append((z0, tuple(chans), acc))
+    return out
 
 
 def layer_irs(basis, coefficients, name: str = "model") -> tuple[ModelIR, ...]:
@@ -151,3 +168,21 @@ def layer_irs(basis, coefficients, name: str = "model") -> tuple[ModelIR, ...]:
         build = _first_layer if n == 0 else _indicator_layer
         out.append(build(lb, mb, pr, emb, eref, lname))
     return tuple(out)
+
+
+def unit_layer_fold(layer_basis, first: bool):
+    """The fold of one layer with the identity as coefficients: per species (z0, channels,
+    monomials, weights (n_monomials, n_params·(k0max + 1))), parameters many-body then pair, column
+    v·(k0max + 1) + k0 (layer 1: column v) the weight of the monomial in basis function v with
+    on-site degree k0.  The multilayer fit (:mod:`acegen.fit.multilayer`) evaluates every basis
+    function of a layer from it."""
+    n_many, n_pair = len(layer_basis.functions), len(layer_basis.pair)
+    eye = np.eye(n_many + n_pair)
+    fold = _fold_first if first else _fold_indicator
+    ncol = (n_many + n_pair) * (1 if first else layer_basis.k0max + 1)
+    out = []
+    for z0, chans, acc in fold(layer_basis, eye[:n_many], eye[n_many:]):
+        monos = sorted(acc, key=lambda m: (len(m), m))
+        W = np.array([acc[m] for m in monos], dtype=float).reshape(len(monos), ncol)
+        out.append((z0, tuple(chans), tuple(monos), W))
+    return out
