@@ -9,8 +9,8 @@
 ;     functions are zeroed): one record per block holding, lane by lane (rows of <4 x double>),
 ;     u = r_ij / r and r (@block_geometry), R_f(r), dR_f/dr (@radial_<zi>_<zj>), Y_lm(u) and the
 ;     gradient of the polynomial grad P_lm(u) (@angular, evaluated on all lanes at once);
-;     then per bond, channel by channel (grouped by l), over its blocks in order:
-;     A4[offset + m][lane] += R_c Y_lm (@accumulate_A_l<l>: one partial sum per lane);
+;     then per bond, channel by channel (grouped by l), over its blocks (fixed order, @accumulate_A_l<l>):
+;     A4[offset + m][lane] += R_c Y_lm (one or two partial sums per lane);
 ;  3. A = the lane partial sums added in lane order; product DAG forward
 ;     (AA[n_A + k] = AA[left[k]] * AA[right[k]]) and rho_p = sum over output nodes of coef AA;
 ;  4. embedding E_i = E0 + sum_p F_p(rho_p) (+ core terms), dF_p = dE_i / d rho_p;
@@ -625,102 +625,212 @@ done:
   ret void
 }
 
-; A4[a + m] += R[b] Y_lm[b] (m < 1, degree 0) over the blocks b < nblk of one bond, in block order,
-; lane by lane; R and Y point at the channel's radial row and at the degree's first angular row of
-; the bond's first block, one block every 50 rows; the 1 sums stay in registers
+; A4[a + m] += R[b] Y_lm[b] (m < 1, degree 0) over the blocks b < nblk of one bond, lane by
+; lane; R and Y point at the channel's radial row and at the degree's first angular row of the
+; bond's first block, one block every 50 rows.  The sums stay in registers: two per m
+; (even and odd blocks, each in block order, added at the end: two independent add chains).
 define internal void @accumulate_A_l0(ptr noalias %R, ptr noalias %Y, i64 %nblk, ptr noalias %A) {
 entry:
-  %acc0 = alloca <4 x double>
-  %a0.p = getelementptr inbounds <4 x double>, ptr %A, i64 0
-  %a0.0 = load <4 x double>, ptr %a0.p, align 8
-  store <4 x double> %a0.0, ptr %acc0
+  %acc0.0 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc0.0
+  %acc0.1 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc0.1
+  %npair = sdiv i64 %nblk, 2
   br label %blk.pre
 blk.pre:
   br label %blk.head
 blk.head:
-  %b = phi i64 [ 0, %blk.pre ], [ %b.next, %blk.latch ]
-  %blk.more = icmp slt i64 %b, %nblk
+  %q = phi i64 [ 0, %blk.pre ], [ %q.next, %blk.latch ]
+  %blk.more = icmp slt i64 %q, %npair
   br i1 %blk.more, label %blk.body, label %blk.exit
 blk.body:
-  %off = mul nsw i64 %b, 50
-  %Rb.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off
-  %Rb = load <4 x double>, ptr %Rb.p, align 8
-  %Yb = getelementptr inbounds <4 x double>, ptr %Y, i64 %off
-  %y0.p = getelementptr inbounds <4 x double>, ptr %Yb, i64 0
-  %y0 = load <4 x double>, ptr %y0.p, align 8
-  %ry0 = fmul <4 x double> %Rb, %y0
-  %s0.old = load <4 x double>, ptr %acc0
-  %s0 = fadd <4 x double> %s0.old, %ry0
-  store <4 x double> %s0, ptr %acc0
+  %q2 = shl nsw i64 %q, 1
+  %b0 = add nsw i64 %q2, 0
+  %off0 = mul nsw i64 %b0, 50
+  %Rb0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off0
+  %Rb0 = load <4 x double>, ptr %Rb0.p, align 8
+  %Yb0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off0
+  %y0.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 0
+  %y0.0 = load <4 x double>, ptr %y0.0.p, align 8
+  %ry0.0 = fmul <4 x double> %Rb0, %y0.0
+  %s0.0.old = load <4 x double>, ptr %acc0.0
+  %s0.0 = fadd <4 x double> %s0.0.old, %ry0.0
+  store <4 x double> %s0.0, ptr %acc0.0
+  %b1 = add nsw i64 %q2, 1
+  %off1 = mul nsw i64 %b1, 50
+  %Rb1.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off1
+  %Rb1 = load <4 x double>, ptr %Rb1.p, align 8
+  %Yb1 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off1
+  %y0.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 0
+  %y0.1 = load <4 x double>, ptr %y0.1.p, align 8
+  %ry0.1 = fmul <4 x double> %Rb1, %y0.1
+  %s0.1.old = load <4 x double>, ptr %acc0.1
+  %s0.1 = fadd <4 x double> %s0.1.old, %ry0.1
+  store <4 x double> %s0.1, ptr %acc0.1
 
   br label %blk.latch
 blk.latch:
-  %b.next = add nsw i64 %b, 1
+  %q.next = add nsw i64 %q, 1
   br label %blk.head
 blk.exit:
-  %a0.n = load <4 x double>, ptr %acc0
+  ; an odd count: the last block goes to the even sums
+  %odd = and i64 %nblk, 1
+  %has.last = icmp ne i64 %odd, 0
+  br i1 %has.last, label %last, label %fin
+last:
+  %bl = sub nsw i64 %nblk, 1
+  %offl = mul nsw i64 %bl, 50
+  %Rl.p = getelementptr inbounds <4 x double>, ptr %R, i64 %offl
+  %Rl = load <4 x double>, ptr %Rl.p, align 8
+  %Yl = getelementptr inbounds <4 x double>, ptr %Y, i64 %offl
+  %yl0.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 0
+  %yl0 = load <4 x double>, ptr %yl0.p, align 8
+  %ryl0 = fmul <4 x double> %Rl, %yl0
+  %sl0.old = load <4 x double>, ptr %acc0.0
+  %sl0 = fadd <4 x double> %sl0.old, %ryl0
+  store <4 x double> %sl0, ptr %acc0.0
+  br label %fin
+fin:
+  %a0.p = getelementptr inbounds <4 x double>, ptr %A, i64 0
+  %a0.0 = load <4 x double>, ptr %a0.p, align 8
+  %e0 = load <4 x double>, ptr %acc0.0
+  %o0 = load <4 x double>, ptr %acc0.1
+  %t0 = fadd <4 x double> %e0, %o0
+  %a0.n = fadd <4 x double> %a0.0, %t0
   store <4 x double> %a0.n, ptr %a0.p, align 8
   ret void
 }
 
-; A4[a + m] += R[b] Y_lm[b] (m < 3, degree 1) over the blocks b < nblk of one bond, in block order,
-; lane by lane; R and Y point at the channel's radial row and at the degree's first angular row of
-; the bond's first block, one block every 50 rows; the 3 sums stay in registers
+; A4[a + m] += R[b] Y_lm[b] (m < 3, degree 1) over the blocks b < nblk of one bond, lane by
+; lane; R and Y point at the channel's radial row and at the degree's first angular row of the
+; bond's first block, one block every 50 rows.  The sums stay in registers: two per m
+; (even and odd blocks, each in block order, added at the end: two independent add chains).
 define internal void @accumulate_A_l1(ptr noalias %R, ptr noalias %Y, i64 %nblk, ptr noalias %A) {
 entry:
-  %acc0 = alloca <4 x double>
-  %a0.p = getelementptr inbounds <4 x double>, ptr %A, i64 0
-  %a0.0 = load <4 x double>, ptr %a0.p, align 8
-  store <4 x double> %a0.0, ptr %acc0
-  %acc1 = alloca <4 x double>
-  %a1.p = getelementptr inbounds <4 x double>, ptr %A, i64 1
-  %a1.0 = load <4 x double>, ptr %a1.p, align 8
-  store <4 x double> %a1.0, ptr %acc1
-  %acc2 = alloca <4 x double>
-  %a2.p = getelementptr inbounds <4 x double>, ptr %A, i64 2
-  %a2.0 = load <4 x double>, ptr %a2.p, align 8
-  store <4 x double> %a2.0, ptr %acc2
+  %acc0.0 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc0.0
+  %acc0.1 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc0.1
+  %acc1.0 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc1.0
+  %acc1.1 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc1.1
+  %acc2.0 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc2.0
+  %acc2.1 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc2.1
+  %npair = sdiv i64 %nblk, 2
   br label %blk.pre
 blk.pre:
   br label %blk.head
 blk.head:
-  %b = phi i64 [ 0, %blk.pre ], [ %b.next, %blk.latch ]
-  %blk.more = icmp slt i64 %b, %nblk
+  %q = phi i64 [ 0, %blk.pre ], [ %q.next, %blk.latch ]
+  %blk.more = icmp slt i64 %q, %npair
   br i1 %blk.more, label %blk.body, label %blk.exit
 blk.body:
-  %off = mul nsw i64 %b, 50
-  %Rb.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off
-  %Rb = load <4 x double>, ptr %Rb.p, align 8
-  %Yb = getelementptr inbounds <4 x double>, ptr %Y, i64 %off
-  %y0.p = getelementptr inbounds <4 x double>, ptr %Yb, i64 0
-  %y0 = load <4 x double>, ptr %y0.p, align 8
-  %ry0 = fmul <4 x double> %Rb, %y0
-  %s0.old = load <4 x double>, ptr %acc0
-  %s0 = fadd <4 x double> %s0.old, %ry0
-  store <4 x double> %s0, ptr %acc0
-  %y1.p = getelementptr inbounds <4 x double>, ptr %Yb, i64 1
-  %y1 = load <4 x double>, ptr %y1.p, align 8
-  %ry1 = fmul <4 x double> %Rb, %y1
-  %s1.old = load <4 x double>, ptr %acc1
-  %s1 = fadd <4 x double> %s1.old, %ry1
-  store <4 x double> %s1, ptr %acc1
-  %y2.p = getelementptr inbounds <4 x double>, ptr %Yb, i64 2
-  %y2 = load <4 x double>, ptr %y2.p, align 8
-  %ry2 = fmul <4 x double> %Rb, %y2
-  %s2.old = load <4 x double>, ptr %acc2
-  %s2 = fadd <4 x double> %s2.old, %ry2
-  store <4 x double> %s2, ptr %acc2
+  %q2 = shl nsw i64 %q, 1
+  %b0 = add nsw i64 %q2, 0
+  %off0 = mul nsw i64 %b0, 50
+  %Rb0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off0
+  %Rb0 = load <4 x double>, ptr %Rb0.p, align 8
+  %Yb0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off0
+  %y0.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 0
+  %y0.0 = load <4 x double>, ptr %y0.0.p, align 8
+  %ry0.0 = fmul <4 x double> %Rb0, %y0.0
+  %s0.0.old = load <4 x double>, ptr %acc0.0
+  %s0.0 = fadd <4 x double> %s0.0.old, %ry0.0
+  store <4 x double> %s0.0, ptr %acc0.0
+  %y1.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 1
+  %y1.0 = load <4 x double>, ptr %y1.0.p, align 8
+  %ry1.0 = fmul <4 x double> %Rb0, %y1.0
+  %s1.0.old = load <4 x double>, ptr %acc1.0
+  %s1.0 = fadd <4 x double> %s1.0.old, %ry1.0
+  store <4 x double> %s1.0, ptr %acc1.0
+  %y2.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 2
+  %y2.0 = load <4 x double>, ptr %y2.0.p, align 8
+  %ry2.0 = fmul <4 x double> %Rb0, %y2.0
+  %s2.0.old = load <4 x double>, ptr %acc2.0
+  %s2.0 = fadd <4 x double> %s2.0.old, %ry2.0
+  store <4 x double> %s2.0, ptr %acc2.0
+  %b1 = add nsw i64 %q2, 1
+  %off1 = mul nsw i64 %b1, 50
+  %Rb1.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off1
+  %Rb1 = load <4 x double>, ptr %Rb1.p, align 8
+  %Yb1 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off1
+  %y0.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 0
+  %y0.1 = load <4 x double>, ptr %y0.1.p, align 8
+  %ry0.1 = fmul <4 x double> %Rb1, %y0.1
+  %s0.1.old = load <4 x double>, ptr %acc0.1
+  %s0.1 = fadd <4 x double> %s0.1.old, %ry0.1
+  store <4 x double> %s0.1, ptr %acc0.1
+  %y1.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 1
+  %y1.1 = load <4 x double>, ptr %y1.1.p, align 8
+  %ry1.1 = fmul <4 x double> %Rb1, %y1.1
+  %s1.1.old = load <4 x double>, ptr %acc1.1
+  %s1.1 = fadd <4 x double> %s1.1.old, %ry1.1
+  store <4 x double> %s1.1, ptr %acc1.1
+  %y2.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 2
+  %y2.1 = load <4 x double>, ptr %y2.1.p, align 8
+  %ry2.1 = fmul <4 x double> %Rb1, %y2.1
+  %s2.1.old = load <4 x double>, ptr %acc2.1
+  %s2.1 = fadd <4 x double> %s2.1.old, %ry2.1
+  store <4 x double> %s2.1, ptr %acc2.1
 
   br label %blk.latch
 blk.latch:
-  %b.next = add nsw i64 %b, 1
+  %q.next = add nsw i64 %q, 1
   br label %blk.head
 blk.exit:
-  %a0.n = load <4 x double>, ptr %acc0
+  ; an odd count: the last block goes to the even sums
+  %odd = and i64 %nblk, 1
+  %has.last = icmp ne i64 %odd, 0
+  br i1 %has.last, label %last, label %fin
+last:
+  %bl = sub nsw i64 %nblk, 1
+  %offl = mul nsw i64 %bl, 50
+  %Rl.p = getelementptr inbounds <4 x double>, ptr %R, i64 %offl
+  %Rl = load <4 x double>, ptr %Rl.p, align 8
+  %Yl = getelementptr inbounds <4 x double>, ptr %Y, i64 %offl
+  %yl0.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 0
+  %yl0 = load <4 x double>, ptr %yl0.p, align 8
+  %ryl0 = fmul <4 x double> %Rl, %yl0
+  %sl0.old = load <4 x double>, ptr %acc0.0
+  %sl0 = fadd <4 x double> %sl0.old, %ryl0
+  store <4 x double> %sl0, ptr %acc0.0
+  %yl1.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 1
+  %yl1 = load <4 x double>, ptr %yl1.p, align 8
+  %ryl1 = fmul <4 x double> %Rl, %yl1
+  %sl1.old = load <4 x double>, ptr %acc1.0
+  %sl1 = fadd <4 x double> %sl1.old, %ryl1
+  store <4 x double> %sl1, ptr %acc1.0
+  %yl2.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 2
+  %yl2 = load <4 x double>, ptr %yl2.p, align 8
+  %ryl2 = fmul <4 x double> %Rl, %yl2
+  %sl2.old = load <4 x double>, ptr %acc2.0
+  %sl2 = fadd <4 x double> %sl2.old, %ryl2
+  store <4 x double> %sl2, ptr %acc2.0
+  br label %fin
+fin:
+  %a0.p = getelementptr inbounds <4 x double>, ptr %A, i64 0
+  %a0.0 = load <4 x double>, ptr %a0.p, align 8
+  %e0 = load <4 x double>, ptr %acc0.0
+  %o0 = load <4 x double>, ptr %acc0.1
+  %t0 = fadd <4 x double> %e0, %o0
+  %a0.n = fadd <4 x double> %a0.0, %t0
   store <4 x double> %a0.n, ptr %a0.p, align 8
-  %a1.n = load <4 x double>, ptr %acc1
+  %a1.p = getelementptr inbounds <4 x double>, ptr %A, i64 1
+  %a1.0 = load <4 x double>, ptr %a1.p, align 8
+  %e1 = load <4 x double>, ptr %acc1.0
+  %o1 = load <4 x double>, ptr %acc1.1
+  %t1 = fadd <4 x double> %e1, %o1
+  %a1.n = fadd <4 x double> %a1.0, %t1
   store <4 x double> %a1.n, ptr %a1.p, align 8
-  %a2.n = load <4 x double>, ptr %acc2
+  %a2.p = getelementptr inbounds <4 x double>, ptr %A, i64 2
+  %a2.0 = load <4 x double>, ptr %a2.p, align 8
+  %e2 = load <4 x double>, ptr %acc2.0
+  %o2 = load <4 x double>, ptr %acc2.1
+  %t2 = fadd <4 x double> %e2, %o2
+  %a2.n = fadd <4 x double> %a2.0, %t2
   store <4 x double> %a2.n, ptr %a2.p, align 8
   ret void
 }
