@@ -2,7 +2,7 @@
 """acegen vs PACE (pyace) side by side, alternating, in one run.
 
     python benchmarks/bench_vs_pace.py POTENTIAL [--atoms 4000] [--repeats 7]
-        [--pyace-python PYTHON] [--no-product] [--threads 1]
+        [--pyace-python PYTHON] [--no-product] [--threads 1] [--targets c llvm]
 
 pyace is a peer, never a dependency: it runs in its own virtual environment as a worker
 subprocess (``--pyace-python``), fed the same structure (``acegen.bench.benchmark_structure``:
@@ -16,6 +16,9 @@ What is timed, per repeat, in turn (acegen, PACE recursive, PACE product):
   forces and virial in C++) on an ``ACEAtomicEnvironment`` built once before the loop
   (``aseatoms_to_atomicenvironment``), with ``ACERecursiveEvaluator`` (recursive mode, the
   LAMMPS default) and ``ACECTildeEvaluator`` (the "product" evaluator).
+
+``--targets``: the acegen kernel targets timed, each in turn in every repeat (default ``c``;
+``c llvm`` also times the LLVM kernel and prints the LLVM / C ratio of the same run).
 
 So both sides exclude the neighbour list and include energy + forces + virial.  Each figure is
 measured as wall time and as process CPU time (``time.process_time``, in the process that ran
@@ -125,12 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pyace-python", default=os.environ.get("ACEGEN_PYACE_PYTHON", "python"),
                     help="the Python of a virtual environment with pyace (default: $ACEGEN_PYACE_PYTHON)")
     ap.add_argument("--no-product", action="store_true", help="skip PACE's product evaluator (slow)")
+    ap.add_argument("--targets", nargs="+", default=["c"], choices=["c", "llvm"],
+                    help="acegen kernel targets to time in turn (default: c)")
     args = ap.parse_args(argv)
 
-    t0 = time.perf_counter()
     model = acegen.load(args.potential)
-    kernel = model.compile("c")
-    t_compile = time.perf_counter() - t0
+    kernels, t_compile = {}, {}
+    for target in dict.fromkeys(args.targets):
+        t0 = time.perf_counter()
+        kernels[target] = model.compile(target)
+        t_compile[target] = time.perf_counter() - t0
+    tags = {t: "acegen" if t == "c" else f"acegen-{t}" for t in kernels}
     atoms = benchmark_structure(model.elements, args.atoms)
     n = len(atoms)
     rc = model.ir().rcut_max
@@ -138,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     nl = build_neighbours(atoms, rc)
     nbs = np.ascontiguousarray(Z[nl.j], dtype=np.int32)
 
-    def acegen_step():
-        e, g = kernel.compute(Z, nl.offsets, nbs, nl.rij, nthreads=args.threads)
+    def acegen_step(target):
+        e, g = kernels[target].compute(Z, nl.offsets, nbs, nl.rij, nthreads=args.threads)
         scatter_forces_virial(nl, g)
         return float(np.sum(e))
 
@@ -148,15 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(structure, numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc)
         worker = PaceWorker(args.pyace_python, args.potential, structure)
         names = ["recursive"] + ([] if args.no_product else ["product"])
-        res: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in ["acegen", *names]}
-        energies = {"acegen": acegen_step()}
+        res: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in [*tags.values(), *names]}
+        energies = {tags[t]: acegen_step(t) for t in kernels}
         for name in names:  # warm-up
             energies[name] = worker.run(name)["energy"]
         for _ in range(args.repeats):
-            c0, w0 = time.process_time(), time.perf_counter()
-            acegen_step()
-            res["acegen"]["wall"].append(time.perf_counter() - w0)
-            res["acegen"]["cpu"].append(time.process_time() - c0)
+            for target, tag in tags.items():
+                c0, w0 = time.process_time(), time.perf_counter()
+                acegen_step(target)
+                res[tag]["wall"].append(time.perf_counter() - w0)
+                res[tag]["cpu"].append(time.process_time() - c0)
             for name in names:
                 r = worker.run(name)
                 res[name]["wall"].append(r["wall"])
@@ -169,14 +178,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"structure: {n} atoms ({atoms.get_chemical_formula()}), {nl.n_pairs / n:.1f} neighbours/atom, "
           f"rcut {rc:g} Å; {args.repeats} alternating repeats, {args.threads} acegen thread(s)")
-    print(f"acegen load + compile: {t_compile:.2f} s")
+    print("acegen compile: " + ", ".join(f"{t} {v:.2f} s" for t, v in t_compile.items()))
     print("energy + forces + virial, neighbour list excluded; median µs/atom (wall | CPU):")
     for k in res:
-        print(f"  {k:10s} {med[k]['wall']:9.1f} | {med[k]['cpu']:9.1f}   E = {energies[k]:.10f} eV")
-    for name in names:
-        print(f"  ratio acegen / PACE {name}: {med['acegen']['wall'] / med[name]['wall']:.3f} (wall) | "
-              f"{med['acegen']['cpu'] / med[name]['cpu']:.3f} (CPU)")
-    de = max(abs(energies["acegen"] - energies[k]) for k in names) / n
+        print(f"  {k:12s} {med[k]['wall']:9.1f} | {med[k]['cpu']:9.1f}   E = {energies[k]:.10f} eV")
+    for tag in tags.values():
+        for name in names:
+            print(f"  ratio {tag} / PACE {name}: {med[tag]['wall'] / med[name]['wall']:.3f} (wall) | "
+                  f"{med[tag]['cpu'] / med[name]['cpu']:.3f} (CPU)")
+    if "c" in tags and len(tags) > 1:
+        for target, tag in tags.items():
+            if target != "c":
+                print(f"  ratio {tag} / acegen (C): {med[tag]['wall'] / med['acegen']['wall']:.3f} (wall) | "
+                      f"{med[tag]['cpu'] / med['acegen']['cpu']:.3f} (CPU)")
+    de = max(abs(energies[tag] - energies[k]) for tag in tags.values() for k in names) / n
     print(f"  max |E_acegen - E_PACE| / atom: {de:.2e} eV")
     return 0
 

@@ -420,6 +420,29 @@ def test_error_reports_lowest_failing_atom_with_threads(base):
             k.compute(sp_bad, offsets, nb, rij, nthreads=nthreads)
 
 
+def test_every_block_count_of_a_bond_against_interpreter(base):
+    """Centres with 1..13 neighbours of one species inside the cutoff: one to four blocks of
+    LANES per bond, odd and even block counts (the A sums of low degrees run over even and odd
+    blocks separately), a padded last block or none (only that block is masked), and the
+    prefetch of a next block that exists or not."""
+    ir, k = base
+    rng = np.random.default_rng(5)
+    counts = np.arange(1, 14)
+    for zj in (0, 1):  # bond (0, 0): analytic radial functions; (0, 1): spline table
+        species = np.zeros(counts.size, dtype=np.int32)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        n_pairs = int(offsets[-1])
+        d = rng.normal(size=(n_pairs, 3))
+        d /= np.linalg.norm(d, axis=1)[:, None]
+        rij = d * rng.uniform(0.9, 0.95 * ir.rcut(0, zj), n_pairs)[:, None]
+        env = (species, offsets, np.full(n_pairs, zj, dtype=np.int32), rij)
+        E, G = k.compute(*env)
+        Er, Gr = evaluate_ir(ir, *env)
+        assert np.all(E != 0.0)
+        assert_close(E, Er, what=f"energies, neighbours of species {zj}")
+        assert_close(G, Gr, what=f"dEdr, neighbours of species {zj}")
+
+
 def test_threads_give_identical_results(base):
     _, k = base
     env = random_environment(8, n_centres=300, max_nb=14)

@@ -116,6 +116,13 @@ def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
         k += 1 if s.n_groups else 0
     # record rows: u (3), r, R and dR (and dR/dtheta_j with indicator inputs; nfunc each), Y and grad P (NY each)
     row_y = 4 + (3 if plan.theta else 2) * plan.nfunc_max
+    # per bond, the channels in the order of the plan's l groups: (radial function, offset)
+    arows = {}
+    for s in plan.species:
+        for b in s.bonds:
+            order = sorted(range(b.n_chan), key=lambda c: (int(b.channels[c, 2]), c))
+            arows[(s.zi, b.zj)] = np.asarray([(int(b.channels[c, 1]), int(b.channels[c, 0])) for c in order],
+                                             dtype=np.int32).reshape(-1)
     ctx = {
         **plan.context(),
         "status": {s.name: int(s) for s in Status},  # the LLVM templates look codes up by name
@@ -127,6 +134,7 @@ def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
         "rec_rows": row_y + 4 * plan.n_y,
         "fm": "".join(f + " " for f in flags),
         "md": md,
+        "arows": arows,
         "slp_function": functools.partial(slp_function, flags=flags, width=LANES),
         "slp_scalar": lambda slp, inputs, out, prefix: "\n".join(slp_instructions(slp, inputs, out, prefix=prefix)),
     }

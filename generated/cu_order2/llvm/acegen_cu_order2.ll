@@ -9,13 +9,14 @@
 ;     functions are zeroed): one record per block holding, lane by lane (rows of <4 x double>),
 ;     u = r_ij / r and r (@block_geometry), R_f(r), dR_f/dr (@radial_<zi>_<zj>), Y_lm(u) and the
 ;     gradient of the polynomial grad P_lm(u) (@angular, evaluated on all lanes at once);
-;     A4[offset + m][lane] += R_c Y_lm (@accumulate_A: one partial sum per lane);
+;     then per bond, channel by channel (grouped by l), over its blocks (fixed order, @accumulate_A_l<l>):
+;     A4[offset + m][lane] += R_c Y_lm (one or two partial sums per lane);
 ;  3. A = the lane partial sums added in lane order; product DAG forward
 ;     (AA[n_A + k] = AA[left[k]] * AA[right[k]]) and rho_p = sum over output nodes of coef AA;
 ;  4. embedding E_i = E0 + sum_p F_p(rho_p) (+ core terms), dF_p = dE_i / d rho_p;
 ;  5. reverse sweep: W[node] = sum_p dF_p coef[node, p]; W[left] += W[n] AA[right],
 ;     W[right] += W[n] AA[left] in reverse order, leaving W[0:n_A] = dE_i / dA;
-;  6. force pass per block (@pair_forces): Z_lm = sum_c W[c, m] R_c, Zd_lm = sum_c W[c, m] dR_c,
+;  6. force pass per block (@contract_<zi>_<zj>, @pair_forces): Z_lm = sum_c W[c, m] R_c, Zd_lm = sum_c W[c, m] dR_c,
 ;     dE_i/dr_ij = (sum_lm Zd_lm Y_lm) u + (I - u u^T) (sum_lm Z_lm grad P_lm) / r (+ core terms).
 ; Every sum has a fixed order (lanes are explicit <4 x double> vectors, not a compiler choice),
 ; so results do not depend on the CPU's vector width or on the thread count.
@@ -52,6 +53,8 @@ declare <4 x double> @llvm.sin.v4f64(<4 x double>)
 declare double @llvm.pow.f64(double, double)
 declare <4 x double> @llvm.pow.v4f64(<4 x double>, <4 x double>)
 declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)
+declare void @llvm.prefetch.p0(ptr, i32, i32, i32)
+declare i1 @llvm.vector.reduce.and.v4i1(<4 x i1>)
 declare ptr @malloc(i64)
 declare ptr @realloc(ptr, i64)
 declare void @free(ptr)
@@ -382,6 +385,12 @@ entry:
     i32 16, i32 10, i32 0, i32 17, i32 11, i32 0, i32 18, i32 12, i32 0, i32 19, i32 13, i32 0,
     i32 20, i32 14, i32 0
 ]
+; the same channels grouped by l (the plan's groups): (radial function, offset)
+@arow_0_0 = internal constant [34 x i32] [
+    i32 0, i32 0, i32 1, i32 4, i32 2, i32 8, i32 3, i32 9, i32 4, i32 10, i32 5, i32 11,
+    i32 6, i32 12, i32 7, i32 13, i32 8, i32 14, i32 9, i32 15, i32 10, i32 16, i32 11, i32 17,
+    i32 12, i32 18, i32 13, i32 19, i32 14, i32 20, i32 0, i32 1, i32 1, i32 5
+]
 ; product DAG in operand-sharing runs (acegen.ir.dag.GroupedSchedule): run g is the products
 ; p = run[g] .. run[g+1]-1, AA[n_A + p] = AA[key[g]] * AA[other[p]]
 @key_0 = internal constant [6 x i32] [
@@ -586,9 +595,13 @@ entry:
   ret <4 x i1> %m3
 }
 
-; rows[i] = lanes of rows[i] in use, 0.0 elsewhere, for i < n
+; rows[i] = lanes of rows[i] in use, 0.0 elsewhere, for i < n (nothing to do when every lane is
+; in use, i.e. in every block but the last of a bond)
 define internal void @mask_rows(ptr noalias %rows, i64 %n, <4 x i1> %mask) {
 entry:
+  %all = call i1 @llvm.vector.reduce.and.v4i1(<4 x i1> %mask)
+  br i1 %all, label %done, label %masked
+masked:
   br label %mr.pre
 mr.pre:
   br label %mr.head
@@ -607,139 +620,444 @@ mr.latch:
   %i.next = add nsw i64 %i, 1
   br label %mr.head
 mr.exit:
+  br label %done
+done:
   ret void
 }
 
-; A4[offset + m] += R[radial] Y_lm, lane by lane, for every channel row (offset, radial, l)
-define internal void @accumulate_A(ptr noalias %chan, i64 %n_chan, ptr noalias %R, ptr noalias %Y, ptr noalias %A4) {
+; A4[a + m] += R[b] Y_lm[b] (m < 1, degree 0) over the blocks b < nblk of one bond, lane by
+; lane; R and Y point at the channel's radial row and at the degree's first angular row of the
+; bond's first block, one block every 50 rows.  The sums stay in registers: two per m
+; (even and odd blocks, each in block order, added at the end: two independent add chains).
+define internal void @accumulate_A_l0(ptr noalias %R, ptr noalias %Y, i64 %nblk, ptr noalias %A) {
 entry:
-  br label %ch.pre
-ch.pre:
-  br label %ch.head
-ch.head:
-  %c = phi i64 [ 0, %ch.pre ], [ %c.next, %ch.latch ]
-  %ch.more = icmp slt i64 %c, %n_chan
-  br i1 %ch.more, label %ch.body, label %ch.exit
-ch.body:
-  %c3 = mul nsw i64 %c, 3
-  %off.p = getelementptr inbounds i32, ptr %chan, i64 %c3
-  %rad.p = getelementptr inbounds i32, ptr %off.p, i64 1
-  %l.p = getelementptr inbounds i32, ptr %off.p, i64 2
-  %off.32 = load i32, ptr %off.p
-  %rad.32 = load i32, ptr %rad.p
-  %l.32 = load i32, ptr %l.p
-  %off = sext i32 %off.32 to i64
-  %rad = sext i32 %rad.32 to i64
-  %l = sext i32 %l.32 to i64
-  %Rc.p = getelementptr inbounds <4 x double>, ptr %R, i64 %rad
-  %Rc = load <4 x double>, ptr %Rc.p, align 8
-  %l2 = mul nsw i64 %l, %l
-  %Yl = getelementptr inbounds <4 x double>, ptr %Y, i64 %l2
-  %Al = getelementptr inbounds <4 x double>, ptr %A4, i64 %off
-  %twol = shl nsw i64 %l, 1
-  %nm = add nsw i64 %twol, 1
-  br label %m.pre
-m.pre:
-  br label %m.head
-m.head:
-  %mm = phi i64 [ 0, %m.pre ], [ %mm.next, %m.latch ]
-  %m.more = icmp slt i64 %mm, %nm
-  br i1 %m.more, label %m.body, label %m.exit
-m.body:
-  %y.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 %mm
-  %a.p = getelementptr inbounds <4 x double>, ptr %Al, i64 %mm
-  %y = load <4 x double>, ptr %y.p, align 8
-  %a = load <4 x double>, ptr %a.p, align 8
-  %ry = fmul <4 x double> %Rc, %y
-  %s = fadd <4 x double> %a, %ry
-  store <4 x double> %s, ptr %a.p, align 8
+  %acc0.0 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc0.0
+  %acc0.1 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc0.1
+  %npair = sdiv i64 %nblk, 2
+  br label %blk.pre
+blk.pre:
+  br label %blk.head
+blk.head:
+  %q = phi i64 [ 0, %blk.pre ], [ %q.next, %blk.latch ]
+  %blk.more = icmp slt i64 %q, %npair
+  br i1 %blk.more, label %blk.body, label %blk.exit
+blk.body:
+  %q2 = shl nsw i64 %q, 1
+  %b0 = add nsw i64 %q2, 0
+  %off0 = mul nsw i64 %b0, 50
+  %Rb0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off0
+  %Rb0 = load <4 x double>, ptr %Rb0.p, align 8
+  %Yb0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off0
+  %y0.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 0
+  %y0.0 = load <4 x double>, ptr %y0.0.p, align 8
+  %ry0.0 = fmul <4 x double> %Rb0, %y0.0
+  %s0.0.old = load <4 x double>, ptr %acc0.0
+  %s0.0 = fadd <4 x double> %s0.0.old, %ry0.0
+  store <4 x double> %s0.0, ptr %acc0.0
+  %b1 = add nsw i64 %q2, 1
+  %off1 = mul nsw i64 %b1, 50
+  %Rb1.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off1
+  %Rb1 = load <4 x double>, ptr %Rb1.p, align 8
+  %Yb1 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off1
+  %y0.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 0
+  %y0.1 = load <4 x double>, ptr %y0.1.p, align 8
+  %ry0.1 = fmul <4 x double> %Rb1, %y0.1
+  %s0.1.old = load <4 x double>, ptr %acc0.1
+  %s0.1 = fadd <4 x double> %s0.1.old, %ry0.1
+  store <4 x double> %s0.1, ptr %acc0.1
 
-  br label %m.latch
-m.latch:
-  %mm.next = add nsw i64 %mm, 1
-  br label %m.head
-m.exit:
-
-  br label %ch.latch
-ch.latch:
-  %c.next = add nsw i64 %c, 1
-  br label %ch.head
-ch.exit:
+  br label %blk.latch
+blk.latch:
+  %q.next = add nsw i64 %q, 1
+  br label %blk.head
+blk.exit:
+  ; an odd count: the last block goes to the even sums
+  %odd = and i64 %nblk, 1
+  %has.last = icmp ne i64 %odd, 0
+  br i1 %has.last, label %last, label %fin
+last:
+  %bl = sub nsw i64 %nblk, 1
+  %offl = mul nsw i64 %bl, 50
+  %Rl.p = getelementptr inbounds <4 x double>, ptr %R, i64 %offl
+  %Rl = load <4 x double>, ptr %Rl.p, align 8
+  %Yl = getelementptr inbounds <4 x double>, ptr %Y, i64 %offl
+  %yl0.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 0
+  %yl0 = load <4 x double>, ptr %yl0.p, align 8
+  %ryl0 = fmul <4 x double> %Rl, %yl0
+  %sl0.old = load <4 x double>, ptr %acc0.0
+  %sl0 = fadd <4 x double> %sl0.old, %ryl0
+  store <4 x double> %sl0, ptr %acc0.0
+  br label %fin
+fin:
+  %a0.p = getelementptr inbounds <4 x double>, ptr %A, i64 0
+  %a0.0 = load <4 x double>, ptr %a0.p, align 8
+  %e0 = load <4 x double>, ptr %acc0.0
+  %o0 = load <4 x double>, ptr %acc0.1
+  %t0 = fadd <4 x double> %e0, %o0
+  %a0.n = fadd <4 x double> %a0.0, %t0
+  store <4 x double> %a0.n, ptr %a0.p, align 8
   ret void
 }
 
-; forces of one block: f[a] (a = x, y, z; rows of lanes) = (sum_lm Zd_lm Y_lm) u_a
-;   + (G_a - (u . G) u_a) / r, G_a = sum_lm Z_lm dP_lm/da, with Z_lm = sum_c W[off_c + m] R_c and
-;   Zd_lm = sum_c W[off_c + m] dR_c over the channel rows (off, radial, l) in order
-define internal void @pair_forces(ptr noalias %chan, i64 %n_chan, ptr noalias %R, ptr noalias %dR,
-                                  ptr noalias %rec, ptr noalias %W, ptr noalias %f) {
+; A4[a + m] += R[b] Y_lm[b] (m < 3, degree 1) over the blocks b < nblk of one bond, lane by
+; lane; R and Y point at the channel's radial row and at the degree's first angular row of the
+; bond's first block, one block every 50 rows.  The sums stay in registers: two per m
+; (even and odd blocks, each in block order, added at the end: two independent add chains).
+define internal void @accumulate_A_l1(ptr noalias %R, ptr noalias %Y, i64 %nblk, ptr noalias %A) {
 entry:
-  %Z = alloca [4 x <4 x double>]
-  %Zd = alloca [4 x <4 x double>]
-  call void @llvm.memset.p0.i64(ptr %Z, i8 0, i64 128, i1 false)
-  call void @llvm.memset.p0.i64(ptr %Zd, i8 0, i64 128, i1 false)
-  br label %ch.pre
-ch.pre:
-  br label %ch.head
-ch.head:
-  %c = phi i64 [ 0, %ch.pre ], [ %c.next, %ch.latch ]
-  %ch.more = icmp slt i64 %c, %n_chan
-  br i1 %ch.more, label %ch.body, label %ch.exit
-ch.body:
-  %c3 = mul nsw i64 %c, 3
-  %off.p = getelementptr inbounds i32, ptr %chan, i64 %c3
-  %rad.p = getelementptr inbounds i32, ptr %off.p, i64 1
-  %l.p = getelementptr inbounds i32, ptr %off.p, i64 2
-  %off.32 = load i32, ptr %off.p
-  %rad.32 = load i32, ptr %rad.p
-  %l.32 = load i32, ptr %l.p
-  %off = sext i32 %off.32 to i64
-  %rad = sext i32 %rad.32 to i64
-  %l = sext i32 %l.32 to i64
-  %Rc.p = getelementptr inbounds <4 x double>, ptr %R, i64 %rad
-  %dRc.p = getelementptr inbounds <4 x double>, ptr %dR, i64 %rad
-  %Rc = load <4 x double>, ptr %Rc.p, align 8
-  %dRc = load <4 x double>, ptr %dRc.p, align 8
-  %l2 = mul nsw i64 %l, %l
-  %Zl = getelementptr inbounds <4 x double>, ptr %Z, i64 %l2
-  %Zdl = getelementptr inbounds <4 x double>, ptr %Zd, i64 %l2
-  %Wl = getelementptr inbounds double, ptr %W, i64 %off
-  %twol = shl nsw i64 %l, 1
-  %nm = add nsw i64 %twol, 1
-  br label %m.pre
-m.pre:
-  br label %m.head
-m.head:
-  %mm = phi i64 [ 0, %m.pre ], [ %mm.next, %m.latch ]
-  %m.more = icmp slt i64 %mm, %nm
-  br i1 %m.more, label %m.body, label %m.exit
-m.body:
-  %w.p = getelementptr inbounds double, ptr %Wl, i64 %mm
-  %w = load double, ptr %w.p
-  %w.i = insertelement <4 x double> poison, double %w, i64 0
-  %wv = shufflevector <4 x double> %w.i, <4 x double> poison, <4 x i32> zeroinitializer
-  %z.p = getelementptr inbounds <4 x double>, ptr %Zl, i64 %mm
-  %zd.p = getelementptr inbounds <4 x double>, ptr %Zdl, i64 %mm
-  %z = load <4 x double>, ptr %z.p, align 8
-  %zd = load <4 x double>, ptr %zd.p, align 8
-  %wr = fmul <4 x double> %wv, %Rc
-  %wdr = fmul <4 x double> %wv, %dRc
-  %z.new = fadd <4 x double> %z, %wr
-  %zd.new = fadd <4 x double> %zd, %wdr
-  store <4 x double> %z.new, ptr %z.p, align 8
-  store <4 x double> %zd.new, ptr %zd.p, align 8
+  %acc0.0 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc0.0
+  %acc0.1 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc0.1
+  %acc1.0 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc1.0
+  %acc1.1 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc1.1
+  %acc2.0 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc2.0
+  %acc2.1 = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %acc2.1
+  %npair = sdiv i64 %nblk, 2
+  br label %blk.pre
+blk.pre:
+  br label %blk.head
+blk.head:
+  %q = phi i64 [ 0, %blk.pre ], [ %q.next, %blk.latch ]
+  %blk.more = icmp slt i64 %q, %npair
+  br i1 %blk.more, label %blk.body, label %blk.exit
+blk.body:
+  %q2 = shl nsw i64 %q, 1
+  %b0 = add nsw i64 %q2, 0
+  %off0 = mul nsw i64 %b0, 50
+  %Rb0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off0
+  %Rb0 = load <4 x double>, ptr %Rb0.p, align 8
+  %Yb0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off0
+  %y0.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 0
+  %y0.0 = load <4 x double>, ptr %y0.0.p, align 8
+  %ry0.0 = fmul <4 x double> %Rb0, %y0.0
+  %s0.0.old = load <4 x double>, ptr %acc0.0
+  %s0.0 = fadd <4 x double> %s0.0.old, %ry0.0
+  store <4 x double> %s0.0, ptr %acc0.0
+  %y1.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 1
+  %y1.0 = load <4 x double>, ptr %y1.0.p, align 8
+  %ry1.0 = fmul <4 x double> %Rb0, %y1.0
+  %s1.0.old = load <4 x double>, ptr %acc1.0
+  %s1.0 = fadd <4 x double> %s1.0.old, %ry1.0
+  store <4 x double> %s1.0, ptr %acc1.0
+  %y2.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 2
+  %y2.0 = load <4 x double>, ptr %y2.0.p, align 8
+  %ry2.0 = fmul <4 x double> %Rb0, %y2.0
+  %s2.0.old = load <4 x double>, ptr %acc2.0
+  %s2.0 = fadd <4 x double> %s2.0.old, %ry2.0
+  store <4 x double> %s2.0, ptr %acc2.0
+  %b1 = add nsw i64 %q2, 1
+  %off1 = mul nsw i64 %b1, 50
+  %Rb1.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off1
+  %Rb1 = load <4 x double>, ptr %Rb1.p, align 8
+  %Yb1 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off1
+  %y0.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 0
+  %y0.1 = load <4 x double>, ptr %y0.1.p, align 8
+  %ry0.1 = fmul <4 x double> %Rb1, %y0.1
+  %s0.1.old = load <4 x double>, ptr %acc0.1
+  %s0.1 = fadd <4 x double> %s0.1.old, %ry0.1
+  store <4 x double> %s0.1, ptr %acc0.1
+  %y1.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 1
+  %y1.1 = load <4 x double>, ptr %y1.1.p, align 8
+  %ry1.1 = fmul <4 x double> %Rb1, %y1.1
+  %s1.1.old = load <4 x double>, ptr %acc1.1
+  %s1.1 = fadd <4 x double> %s1.1.old, %ry1.1
+  store <4 x double> %s1.1, ptr %acc1.1
+  %y2.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 2
+  %y2.1 = load <4 x double>, ptr %y2.1.p, align 8
+  %ry2.1 = fmul <4 x double> %Rb1, %y2.1
+  %s2.1.old = load <4 x double>, ptr %acc2.1
+  %s2.1 = fadd <4 x double> %s2.1.old, %ry2.1
+  store <4 x double> %s2.1, ptr %acc2.1
 
-  br label %m.latch
-m.latch:
-  %mm.next = add nsw i64 %mm, 1
-  br label %m.head
-m.exit:
+  br label %blk.latch
+blk.latch:
+  %q.next = add nsw i64 %q, 1
+  br label %blk.head
+blk.exit:
+  ; an odd count: the last block goes to the even sums
+  %odd = and i64 %nblk, 1
+  %has.last = icmp ne i64 %odd, 0
+  br i1 %has.last, label %last, label %fin
+last:
+  %bl = sub nsw i64 %nblk, 1
+  %offl = mul nsw i64 %bl, 50
+  %Rl.p = getelementptr inbounds <4 x double>, ptr %R, i64 %offl
+  %Rl = load <4 x double>, ptr %Rl.p, align 8
+  %Yl = getelementptr inbounds <4 x double>, ptr %Y, i64 %offl
+  %yl0.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 0
+  %yl0 = load <4 x double>, ptr %yl0.p, align 8
+  %ryl0 = fmul <4 x double> %Rl, %yl0
+  %sl0.old = load <4 x double>, ptr %acc0.0
+  %sl0 = fadd <4 x double> %sl0.old, %ryl0
+  store <4 x double> %sl0, ptr %acc0.0
+  %yl1.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 1
+  %yl1 = load <4 x double>, ptr %yl1.p, align 8
+  %ryl1 = fmul <4 x double> %Rl, %yl1
+  %sl1.old = load <4 x double>, ptr %acc1.0
+  %sl1 = fadd <4 x double> %sl1.old, %ryl1
+  store <4 x double> %sl1, ptr %acc1.0
+  %yl2.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 2
+  %yl2 = load <4 x double>, ptr %yl2.p, align 8
+  %ryl2 = fmul <4 x double> %Rl, %yl2
+  %sl2.old = load <4 x double>, ptr %acc2.0
+  %sl2 = fadd <4 x double> %sl2.old, %ryl2
+  store <4 x double> %sl2, ptr %acc2.0
+  br label %fin
+fin:
+  %a0.p = getelementptr inbounds <4 x double>, ptr %A, i64 0
+  %a0.0 = load <4 x double>, ptr %a0.p, align 8
+  %e0 = load <4 x double>, ptr %acc0.0
+  %o0 = load <4 x double>, ptr %acc0.1
+  %t0 = fadd <4 x double> %e0, %o0
+  %a0.n = fadd <4 x double> %a0.0, %t0
+  store <4 x double> %a0.n, ptr %a0.p, align 8
+  %a1.p = getelementptr inbounds <4 x double>, ptr %A, i64 1
+  %a1.0 = load <4 x double>, ptr %a1.p, align 8
+  %e1 = load <4 x double>, ptr %acc1.0
+  %o1 = load <4 x double>, ptr %acc1.1
+  %t1 = fadd <4 x double> %e1, %o1
+  %a1.n = fadd <4 x double> %a1.0, %t1
+  store <4 x double> %a1.n, ptr %a1.p, align 8
+  %a2.p = getelementptr inbounds <4 x double>, ptr %A, i64 2
+  %a2.0 = load <4 x double>, ptr %a2.p, align 8
+  %e2 = load <4 x double>, ptr %acc2.0
+  %o2 = load <4 x double>, ptr %acc2.1
+  %t2 = fadd <4 x double> %e2, %o2
+  %a2.n = fadd <4 x double> %a2.0, %t2
+  store <4 x double> %a2.n, ptr %a2.p, align 8
+  ret void
+}
 
-  br label %ch.latch
-ch.latch:
-  %c.next = add nsw i64 %c, 1
-  br label %ch.head
-ch.exit:
+; one block, degree 0: Z[mm] = sum over the rows (radial function, offset) of W[offset + mm] R[radial],
+; Zd[mm] likewise with dR, rows in order, mm < 1
+define internal void @contract_W_l0(ptr noalias %rows, i64 %nrows, ptr noalias %R, ptr noalias %dR,
+                                   ptr noalias %W, ptr noalias %Z, ptr noalias %Zd) {
+entry:
+  %z = alloca <4 x double>
+  %zd = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %z
+  store <4 x double> zeroinitializer, ptr %zd
+  br label %c0.pre
+c0.pre:
+  br label %c0.head
+c0.head:
+  %c0.i = phi i64 [ 0, %c0.pre ], [ %c0.i.next, %c0.latch ]
+  %c0.more = icmp slt i64 %c0.i, %nrows
+  br i1 %c0.more, label %c0.body, label %c0.exit
+c0.body:
+  %c0.i2 = shl nsw i64 %c0.i, 1
+  %c0.rad.p = getelementptr inbounds i32, ptr %rows, i64 %c0.i2
+  %c0.off.p = getelementptr inbounds i32, ptr %c0.rad.p, i64 1
+  %c0.rad.32 = load i32, ptr %c0.rad.p
+  %c0.off.32 = load i32, ptr %c0.off.p
+  %c0.rad = sext i32 %c0.rad.32 to i64
+  %c0.off = sext i32 %c0.off.32 to i64
+  %c0.wi = add nsw i64 %c0.off, 0
+  %c0.w.p = getelementptr inbounds double, ptr %W, i64 %c0.wi
+  %c0.w = load double, ptr %c0.w.p
+  %c0.w.i = insertelement <4 x double> poison, double %c0.w, i64 0
+  %c0.wv = shufflevector <4 x double> %c0.w.i, <4 x double> poison, <4 x i32> zeroinitializer
+  %c0.R.p = getelementptr inbounds <4 x double>, ptr %R, i64 %c0.rad
+  %c0.dR.p = getelementptr inbounds <4 x double>, ptr %dR, i64 %c0.rad
+  %c0.R = load <4 x double>, ptr %c0.R.p, align 8
+  %c0.dR = load <4 x double>, ptr %c0.dR.p, align 8
+  %c0.wr = fmul <4 x double> %c0.wv, %c0.R
+  %c0.wdr = fmul <4 x double> %c0.wv, %c0.dR
+  %c0.z = load <4 x double>, ptr %z
+  %c0.zd = load <4 x double>, ptr %zd
+  %c0.z.n = fadd <4 x double> %c0.z, %c0.wr
+  %c0.zd.n = fadd <4 x double> %c0.zd, %c0.wdr
+  store <4 x double> %c0.z.n, ptr %z
+  store <4 x double> %c0.zd.n, ptr %zd
+
+  br label %c0.latch
+c0.latch:
+  %c0.i.next = add nsw i64 %c0.i, 1
+  br label %c0.head
+c0.exit:
+  %z0 = load <4 x double>, ptr %z
+  %zd0 = load <4 x double>, ptr %zd
+  %Z0.p = getelementptr inbounds <4 x double>, ptr %Z, i64 0
+  %Zd0.p = getelementptr inbounds <4 x double>, ptr %Zd, i64 0
+  store <4 x double> %z0, ptr %Z0.p, align 8
+  store <4 x double> %zd0, ptr %Zd0.p, align 8
+  ret void
+}
+
+; one block, degree 1: Z[mm] = sum over the rows (radial function, offset) of W[offset + mm] R[radial],
+; Zd[mm] likewise with dR, rows in order, mm < 3
+define internal void @contract_W_l1(ptr noalias %rows, i64 %nrows, ptr noalias %R, ptr noalias %dR,
+                                   ptr noalias %W, ptr noalias %Z, ptr noalias %Zd) {
+entry:
+  %z = alloca <4 x double>
+  %zd = alloca <4 x double>
+  store <4 x double> zeroinitializer, ptr %z
+  store <4 x double> zeroinitializer, ptr %zd
+  br label %c0.pre
+c0.pre:
+  br label %c0.head
+c0.head:
+  %c0.i = phi i64 [ 0, %c0.pre ], [ %c0.i.next, %c0.latch ]
+  %c0.more = icmp slt i64 %c0.i, %nrows
+  br i1 %c0.more, label %c0.body, label %c0.exit
+c0.body:
+  %c0.i2 = shl nsw i64 %c0.i, 1
+  %c0.rad.p = getelementptr inbounds i32, ptr %rows, i64 %c0.i2
+  %c0.off.p = getelementptr inbounds i32, ptr %c0.rad.p, i64 1
+  %c0.rad.32 = load i32, ptr %c0.rad.p
+  %c0.off.32 = load i32, ptr %c0.off.p
+  %c0.rad = sext i32 %c0.rad.32 to i64
+  %c0.off = sext i32 %c0.off.32 to i64
+  %c0.wi = add nsw i64 %c0.off, 0
+  %c0.w.p = getelementptr inbounds double, ptr %W, i64 %c0.wi
+  %c0.w = load double, ptr %c0.w.p
+  %c0.w.i = insertelement <4 x double> poison, double %c0.w, i64 0
+  %c0.wv = shufflevector <4 x double> %c0.w.i, <4 x double> poison, <4 x i32> zeroinitializer
+  %c0.R.p = getelementptr inbounds <4 x double>, ptr %R, i64 %c0.rad
+  %c0.dR.p = getelementptr inbounds <4 x double>, ptr %dR, i64 %c0.rad
+  %c0.R = load <4 x double>, ptr %c0.R.p, align 8
+  %c0.dR = load <4 x double>, ptr %c0.dR.p, align 8
+  %c0.wr = fmul <4 x double> %c0.wv, %c0.R
+  %c0.wdr = fmul <4 x double> %c0.wv, %c0.dR
+  %c0.z = load <4 x double>, ptr %z
+  %c0.zd = load <4 x double>, ptr %zd
+  %c0.z.n = fadd <4 x double> %c0.z, %c0.wr
+  %c0.zd.n = fadd <4 x double> %c0.zd, %c0.wdr
+  store <4 x double> %c0.z.n, ptr %z
+  store <4 x double> %c0.zd.n, ptr %zd
+
+  br label %c0.latch
+c0.latch:
+  %c0.i.next = add nsw i64 %c0.i, 1
+  br label %c0.head
+c0.exit:
+  %z0 = load <4 x double>, ptr %z
+  %zd0 = load <4 x double>, ptr %zd
+  %Z0.p = getelementptr inbounds <4 x double>, ptr %Z, i64 0
+  %Zd0.p = getelementptr inbounds <4 x double>, ptr %Zd, i64 0
+  store <4 x double> %z0, ptr %Z0.p, align 8
+  store <4 x double> %zd0, ptr %Zd0.p, align 8
+  store <4 x double> zeroinitializer, ptr %z
+  store <4 x double> zeroinitializer, ptr %zd
+  br label %c1.pre
+c1.pre:
+  br label %c1.head
+c1.head:
+  %c1.i = phi i64 [ 0, %c1.pre ], [ %c1.i.next, %c1.latch ]
+  %c1.more = icmp slt i64 %c1.i, %nrows
+  br i1 %c1.more, label %c1.body, label %c1.exit
+c1.body:
+  %c1.i2 = shl nsw i64 %c1.i, 1
+  %c1.rad.p = getelementptr inbounds i32, ptr %rows, i64 %c1.i2
+  %c1.off.p = getelementptr inbounds i32, ptr %c1.rad.p, i64 1
+  %c1.rad.32 = load i32, ptr %c1.rad.p
+  %c1.off.32 = load i32, ptr %c1.off.p
+  %c1.rad = sext i32 %c1.rad.32 to i64
+  %c1.off = sext i32 %c1.off.32 to i64
+  %c1.wi = add nsw i64 %c1.off, 1
+  %c1.w.p = getelementptr inbounds double, ptr %W, i64 %c1.wi
+  %c1.w = load double, ptr %c1.w.p
+  %c1.w.i = insertelement <4 x double> poison, double %c1.w, i64 0
+  %c1.wv = shufflevector <4 x double> %c1.w.i, <4 x double> poison, <4 x i32> zeroinitializer
+  %c1.R.p = getelementptr inbounds <4 x double>, ptr %R, i64 %c1.rad
+  %c1.dR.p = getelementptr inbounds <4 x double>, ptr %dR, i64 %c1.rad
+  %c1.R = load <4 x double>, ptr %c1.R.p, align 8
+  %c1.dR = load <4 x double>, ptr %c1.dR.p, align 8
+  %c1.wr = fmul <4 x double> %c1.wv, %c1.R
+  %c1.wdr = fmul <4 x double> %c1.wv, %c1.dR
+  %c1.z = load <4 x double>, ptr %z
+  %c1.zd = load <4 x double>, ptr %zd
+  %c1.z.n = fadd <4 x double> %c1.z, %c1.wr
+  %c1.zd.n = fadd <4 x double> %c1.zd, %c1.wdr
+  store <4 x double> %c1.z.n, ptr %z
+  store <4 x double> %c1.zd.n, ptr %zd
+
+  br label %c1.latch
+c1.latch:
+  %c1.i.next = add nsw i64 %c1.i, 1
+  br label %c1.head
+c1.exit:
+  %z1 = load <4 x double>, ptr %z
+  %zd1 = load <4 x double>, ptr %zd
+  %Z1.p = getelementptr inbounds <4 x double>, ptr %Z, i64 1
+  %Zd1.p = getelementptr inbounds <4 x double>, ptr %Zd, i64 1
+  store <4 x double> %z1, ptr %Z1.p, align 8
+  store <4 x double> %zd1, ptr %Zd1.p, align 8
+  store <4 x double> zeroinitializer, ptr %z
+  store <4 x double> zeroinitializer, ptr %zd
+  br label %c2.pre
+c2.pre:
+  br label %c2.head
+c2.head:
+  %c2.i = phi i64 [ 0, %c2.pre ], [ %c2.i.next, %c2.latch ]
+  %c2.more = icmp slt i64 %c2.i, %nrows
+  br i1 %c2.more, label %c2.body, label %c2.exit
+c2.body:
+  %c2.i2 = shl nsw i64 %c2.i, 1
+  %c2.rad.p = getelementptr inbounds i32, ptr %rows, i64 %c2.i2
+  %c2.off.p = getelementptr inbounds i32, ptr %c2.rad.p, i64 1
+  %c2.rad.32 = load i32, ptr %c2.rad.p
+  %c2.off.32 = load i32, ptr %c2.off.p
+  %c2.rad = sext i32 %c2.rad.32 to i64
+  %c2.off = sext i32 %c2.off.32 to i64
+  %c2.wi = add nsw i64 %c2.off, 2
+  %c2.w.p = getelementptr inbounds double, ptr %W, i64 %c2.wi
+  %c2.w = load double, ptr %c2.w.p
+  %c2.w.i = insertelement <4 x double> poison, double %c2.w, i64 0
+  %c2.wv = shufflevector <4 x double> %c2.w.i, <4 x double> poison, <4 x i32> zeroinitializer
+  %c2.R.p = getelementptr inbounds <4 x double>, ptr %R, i64 %c2.rad
+  %c2.dR.p = getelementptr inbounds <4 x double>, ptr %dR, i64 %c2.rad
+  %c2.R = load <4 x double>, ptr %c2.R.p, align 8
+  %c2.dR = load <4 x double>, ptr %c2.dR.p, align 8
+  %c2.wr = fmul <4 x double> %c2.wv, %c2.R
+  %c2.wdr = fmul <4 x double> %c2.wv, %c2.dR
+  %c2.z = load <4 x double>, ptr %z
+  %c2.zd = load <4 x double>, ptr %zd
+  %c2.z.n = fadd <4 x double> %c2.z, %c2.wr
+  %c2.zd.n = fadd <4 x double> %c2.zd, %c2.wdr
+  store <4 x double> %c2.z.n, ptr %z
+  store <4 x double> %c2.zd.n, ptr %zd
+
+  br label %c2.latch
+c2.latch:
+  %c2.i.next = add nsw i64 %c2.i, 1
+  br label %c2.head
+c2.exit:
+  %z2 = load <4 x double>, ptr %z
+  %zd2 = load <4 x double>, ptr %zd
+  %Z2.p = getelementptr inbounds <4 x double>, ptr %Z, i64 2
+  %Zd2.p = getelementptr inbounds <4 x double>, ptr %Zd, i64 2
+  store <4 x double> %z2, ptr %Z2.p, align 8
+  store <4 x double> %zd2, ptr %Zd2.p, align 8
+  ret void
+}
+
+; Z_lm = sum_c W[off_c + m] R_c, Zd_lm = sum_c W[off_c + m] dR_c of one block of bond (0, 0):
+; channels of degree l in channel order, degree by degree (zero for degrees without channels)
+define internal void @contract_0_0(ptr noalias %R, ptr noalias %dR, ptr noalias %W, ptr noalias %Z, ptr noalias %Zd) {
+entry:
+  %rows0 = getelementptr inbounds i32, ptr @arow_0_0, i64 0
+  %Z0 = getelementptr inbounds <4 x double>, ptr %Z, i64 0
+  %Zd0 = getelementptr inbounds <4 x double>, ptr %Zd, i64 0
+  call void @contract_W_l0(ptr %rows0, i64 15, ptr %R, ptr %dR, ptr %W, ptr %Z0, ptr %Zd0)
+  %rows1 = getelementptr inbounds i32, ptr @arow_0_0, i64 30
+  %Z1 = getelementptr inbounds <4 x double>, ptr %Z, i64 1
+  %Zd1 = getelementptr inbounds <4 x double>, ptr %Zd, i64 1
+  call void @contract_W_l1(ptr %rows1, i64 2, ptr %R, ptr %dR, ptr %W, ptr %Z1, ptr %Zd1)
+  ret void
+}
+
+; forces of one block from its Z_lm and Zd_lm (@contract_<zi>_<zj>): f[a] (a = x, y, z; rows of
+;   lanes) = (sum_lm Zd_lm Y_lm) u_a + (G_a - (u . G) u_a) / r, G_a = sum_lm Z_lm dP_lm/da
+define internal void @pair_forces(ptr noalias %Z, ptr noalias %Zd, ptr noalias %rec, ptr noalias %f) {
+entry:
   ; the four contractions over lm (sd, G_x, G_y, G_z), lm ascending
   %Y = getelementptr inbounds <4 x double>, ptr %rec, i64 34
   br label %dot.pre
@@ -828,7 +1146,10 @@ entry:
   %dF = alloca [1 x double]
   %nslot = alloca i64
   %frc = alloca [3 x <4 x double>]
-  %dacc = alloca <4 x double>
+  %Zf = alloca [4 x <4 x double>]
+  %Zdf = alloca [4 x <4 x double>]
+  %dacc0.0 = alloca <4 x double>
+  %dacc0.1 = alloca <4 x double>
   %rs0 = alloca double
   %rs1 = alloca double
   %rs2 = alloca double
@@ -940,15 +1261,14 @@ b0.sel.body:
   %b0.same = icmp eq i32 %b0.zj, 0
   %b0.near = fcmp olt double %b0.r, 0x4012000000000000
   %b0.take = and i1 %b0.same, %b0.near
-  br i1 %b0.take, label %b0.push, label %b0.skip
-b0.push:
+  ; branch-free (neighbour species are in no predictable order): slot n is written always and
+  ; kept only if the pair is taken (n < count + padding: within the reserved slots)
   %b0.n = load i64, ptr %nslot
   %b0.n.p = getelementptr inbounds i64, ptr %slots, i64 %b0.n
   store i64 %b0.k, ptr %b0.n.p
-  %b0.n1 = add nsw i64 %b0.n, 1
+  %b0.inc = zext i1 %b0.take to i64
+  %b0.n1 = add nsw i64 %b0.n, %b0.inc
   store i64 %b0.n1, ptr %nslot
-  br label %b0.skip
-b0.skip:
 
   br label %b0.sel.latch
 b0.sel.latch:
@@ -1000,7 +1320,6 @@ b0.blk.body:
   %b0.uy = load <4 x double>, ptr %b0.uy.p, align 8
   %b0.uz = load <4 x double>, ptr %b0.uz.p, align 8
   call void @angular(<4 x double> %b0.ux, <4 x double> %b0.uy, <4 x double> %b0.uz, ptr %b0.Y)
-  call void @accumulate_A(ptr @chan_0_0, i64 17, ptr %b0.R, ptr %b0.Y, ptr %A4)
 
 
   br label %b0.blk.latch
@@ -1008,6 +1327,63 @@ b0.blk.latch:
   %b0.b.next = add nsw i64 %b0.b, 4
   br label %b0.blk.head
 b0.blk.exit:
+  ; A over the bond's blocks, channel by channel (grouped by l; each channel's sums in block order)
+  %b0.nblk.s = sub nsw i64 %b0.end, %b0.start
+  %b0.nblk = sdiv exact i64 %b0.nblk.s, 4
+  %b0.r0.off = mul nsw i64 %b0.start, 50
+  %b0.rec0 = getelementptr inbounds double, ptr %recs, i64 %b0.r0.off
+  %b0.A0.Y = getelementptr inbounds <4 x double>, ptr %b0.rec0, i64 34
+  br label %b0.A0.pre
+b0.A0.pre:
+  br label %b0.A0.head
+b0.A0.head:
+  %b0.A0.c = phi i64 [ 0, %b0.A0.pre ], [ %b0.A0.c.next, %b0.A0.latch ]
+  %b0.A0.more = icmp slt i64 %b0.A0.c, 15
+  br i1 %b0.A0.more, label %b0.A0.body, label %b0.A0.exit
+b0.A0.body:
+  %b0.A0.c2 = shl nsw i64 %b0.A0.c, 1
+  %b0.A0.rad.p = getelementptr inbounds i32, ptr @arow_0_0, i64 %b0.A0.c2
+  %b0.A0.off.p = getelementptr inbounds i32, ptr %b0.A0.rad.p, i64 1
+  %b0.A0.rad.32 = load i32, ptr %b0.A0.rad.p
+  %b0.A0.off.32 = load i32, ptr %b0.A0.off.p
+  %b0.A0.rad = sext i32 %b0.A0.rad.32 to i64
+  %b0.A0.off = sext i32 %b0.A0.off.32 to i64
+  %b0.A0.rrow = add nsw i64 %b0.A0.rad, 4
+  %b0.A0.R = getelementptr inbounds <4 x double>, ptr %b0.rec0, i64 %b0.A0.rrow
+  %b0.A0.A = getelementptr inbounds <4 x double>, ptr %A4, i64 %b0.A0.off
+  call void @accumulate_A_l0(ptr %b0.A0.R, ptr %b0.A0.Y, i64 %b0.nblk, ptr %b0.A0.A)
+
+  br label %b0.A0.latch
+b0.A0.latch:
+  %b0.A0.c.next = add nsw i64 %b0.A0.c, 1
+  br label %b0.A0.head
+b0.A0.exit:
+  %b0.A1.Y = getelementptr inbounds <4 x double>, ptr %b0.rec0, i64 35
+  br label %b0.A1.pre
+b0.A1.pre:
+  br label %b0.A1.head
+b0.A1.head:
+  %b0.A1.c = phi i64 [ 15, %b0.A1.pre ], [ %b0.A1.c.next, %b0.A1.latch ]
+  %b0.A1.more = icmp slt i64 %b0.A1.c, 17
+  br i1 %b0.A1.more, label %b0.A1.body, label %b0.A1.exit
+b0.A1.body:
+  %b0.A1.c2 = shl nsw i64 %b0.A1.c, 1
+  %b0.A1.rad.p = getelementptr inbounds i32, ptr @arow_0_0, i64 %b0.A1.c2
+  %b0.A1.off.p = getelementptr inbounds i32, ptr %b0.A1.rad.p, i64 1
+  %b0.A1.rad.32 = load i32, ptr %b0.A1.rad.p
+  %b0.A1.off.32 = load i32, ptr %b0.A1.off.p
+  %b0.A1.rad = sext i32 %b0.A1.rad.32 to i64
+  %b0.A1.off = sext i32 %b0.A1.off.32 to i64
+  %b0.A1.rrow = add nsw i64 %b0.A1.rad, 4
+  %b0.A1.R = getelementptr inbounds <4 x double>, ptr %b0.rec0, i64 %b0.A1.rrow
+  %b0.A1.A = getelementptr inbounds <4 x double>, ptr %A4, i64 %b0.A1.off
+  call void @accumulate_A_l1(ptr %b0.A1.R, ptr %b0.A1.Y, i64 %b0.nblk, ptr %b0.A1.A)
+
+  br label %b0.A1.latch
+b0.A1.latch:
+  %b0.A1.c.next = add nsw i64 %b0.A1.c, 1
+  br label %b0.A1.head
+b0.A1.exit:
 
   ; 3. A from the lane partial sums; product DAG, forward; densities
   br label %red.pre
@@ -1086,40 +1462,59 @@ fwd.latch:
 fwd.exit:
   %aa.tail = getelementptr inbounds double, ptr %AA, i64 36
   call void @llvm.memset.p0.i64(ptr %aa.tail, i8 0, i64 32, i1 false)
-  ; densities rho_p = sum_n coef[p][n] AA[n]: 4 partial sums (n mod 4), added in lane order
-  store <4 x double> zeroinitializer, ptr %dacc
-  br label %dens0.pre
-dens0.pre:
-  br label %dens0.head
-dens0.head:
-  %dn0 = phi i64 [ 0, %dens0.pre ], [ %dn0.next, %dens0.latch ]
-  %dens0.more = icmp slt i64 %dn0, 40
-  br i1 %dens0.more, label %dens0.body, label %dens0.exit
-dens0.body:
-  %dc0.i = add nsw i64 %dn0, 0
-  %dc0.p = getelementptr inbounds double, ptr @coef_0, i64 %dc0.i
-  %da0.p = getelementptr inbounds double, ptr %AA, i64 %dn0
-  %dc0 = load <4 x double>, ptr %dc0.p, align 8
+  ; densities rho_p = sum_n coef[p][n] AA[n], all p in one pass over the nodes: 8 partial sums per
+  ; density (node n to sum n mod 8: two rows of 4 lanes), added pairwise
+  ; ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)) -- the C kernel's order
+  store <4 x double> zeroinitializer, ptr %dacc0.0
+  store <4 x double> zeroinitializer, ptr %dacc0.1
+  br label %dens.pre
+dens.pre:
+  br label %dens.head
+dens.head:
+  %dn = phi i64 [ 0, %dens.pre ], [ %dn.next, %dens.latch ]
+  %dens.more = icmp slt i64 %dn, 40
+  br i1 %dens.more, label %dens.body, label %dens.exit
+dens.body:
+  %da0.p = getelementptr inbounds double, ptr %AA, i64 %dn
+  %da1.p = getelementptr inbounds double, ptr %da0.p, i64 4
   %da0 = load <4 x double>, ptr %da0.p, align 8
-  %dm0 = fmul <4 x double> %dc0, %da0
-  %ds0.old = load <4 x double>, ptr %dacc
-  %ds0.new = fadd <4 x double> %ds0.old, %dm0
-  store <4 x double> %ds0.new, ptr %dacc
+  %da1 = load <4 x double>, ptr %da1.p, align 8
+  %dc0.i = add nsw i64 %dn, 0
+  %dc0.0.p = getelementptr inbounds double, ptr @coef_0, i64 %dc0.i
+  %dc0.1.p = getelementptr inbounds double, ptr %dc0.0.p, i64 4
+  %dc0.0 = load <4 x double>, ptr %dc0.0.p, align 8
+  %dm0.0 = fmul <4 x double> %dc0.0, %da0
+  %ds0.0.old = load <4 x double>, ptr %dacc0.0
+  %ds0.0.new = fadd <4 x double> %ds0.0.old, %dm0.0
+  store <4 x double> %ds0.0.new, ptr %dacc0.0
+  %dc0.1 = load <4 x double>, ptr %dc0.1.p, align 8
+  %dm0.1 = fmul <4 x double> %dc0.1, %da1
+  %ds0.1.old = load <4 x double>, ptr %dacc0.1
+  %ds0.1.new = fadd <4 x double> %ds0.1.old, %dm0.1
+  store <4 x double> %ds0.1.new, ptr %dacc0.1
 
-  br label %dens0.latch
-dens0.latch:
-  %dn0.next = add nsw i64 %dn0, 4
-  br label %dens0.head
-dens0.exit:
-  %dsum0 = load <4 x double>, ptr %dacc
-  %rho0.e0 = extractelement <4 x double> %dsum0, i64 0
-  %rho0.e1 = extractelement <4 x double> %dsum0, i64 1
-  %rho0.e2 = extractelement <4 x double> %dsum0, i64 2
-  %rho0.e3 = extractelement <4 x double> %dsum0, i64 3
-  %rho0.s1 = fadd double %rho0.e0, %rho0.e1
-  %rho0.s2 = fadd double %rho0.s1, %rho0.e2
-  %rho0 = fadd double %rho0.s2, %rho0.e3
-
+  br label %dens.latch
+dens.latch:
+  %dn.next = add nsw i64 %dn, 8
+  br label %dens.head
+dens.exit:
+  %dsum0.0 = load <4 x double>, ptr %dacc0.0
+  %dq0.0 = extractelement <4 x double> %dsum0.0, i64 0
+  %dq0.1 = extractelement <4 x double> %dsum0.0, i64 1
+  %dq0.2 = extractelement <4 x double> %dsum0.0, i64 2
+  %dq0.3 = extractelement <4 x double> %dsum0.0, i64 3
+  %dsum0.1 = load <4 x double>, ptr %dacc0.1
+  %dq0.4 = extractelement <4 x double> %dsum0.1, i64 0
+  %dq0.5 = extractelement <4 x double> %dsum0.1, i64 1
+  %dq0.6 = extractelement <4 x double> %dsum0.1, i64 2
+  %dq0.7 = extractelement <4 x double> %dsum0.1, i64 3
+  %dp0.0 = fadd double %dq0.0, %dq0.1
+  %dp0.1 = fadd double %dq0.2, %dq0.3
+  %dp0.2 = fadd double %dq0.4, %dq0.5
+  %dp0.3 = fadd double %dq0.6, %dq0.7
+  %dp0.4 = fadd double %dp0.0, %dp0.1
+  %dp0.5 = fadd double %dp0.2, %dp0.3
+  %rho0 = fadd double %dp0.4, %dp0.5
   %rho0.p = getelementptr inbounds double, ptr %rho, i64 0
   store double %rho0, ptr %rho0.p
 
@@ -1399,7 +1794,8 @@ g0.blk.body:
   %g0.rec = getelementptr inbounds double, ptr %recs, i64 %g0.b.off
   %g0.R = getelementptr inbounds <4 x double>, ptr %g0.rec, i64 4
   %g0.dR = getelementptr inbounds <4 x double>, ptr %g0.rec, i64 19
-  call void @pair_forces(ptr @chan_0_0, i64 17, ptr %g0.R, ptr %g0.dR, ptr %g0.rec, ptr %W, ptr %frc)
+  call void @contract_0_0(ptr %g0.R, ptr %g0.dR, ptr %W, ptr %Zf, ptr %Zdf)
+  call void @pair_forces(ptr %Zf, ptr %Zdf, ptr %g0.rec, ptr %frc)
   %g0.u0.p = getelementptr inbounds <4 x double>, ptr %g0.rec, i64 0
   %g0.u0 = load <4 x double>, ptr %g0.u0.p, align 8
   %g0.f0.p = getelementptr inbounds <4 x double>, ptr %frc, i64 0

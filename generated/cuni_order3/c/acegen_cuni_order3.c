@@ -128,12 +128,23 @@ static inline void accumulate_A_l0(const lanes_t *restrict Rs, const lanes_t *re
     for (int mm = 0; mm < 1; ++mm)
         for (int g = 0; g < GROUPS; ++g)
             acc[mm][g] = (lanes_t){0.0};
-    for (int64_t blk = 0; blk < nblk; ++blk) {
-        const lanes_t r = Rs[blk * bstride];
-        const lanes_t *restrict y = Yl + blk * bstride;
-        for (int mm = 0; mm < 1; ++mm)
-            acc[mm][blk % GROUPS] += r * y[mm];
-    }
+    /* block blk goes to group blk % GROUPS; the group loop is unrolled so that every index of
+       acc is a constant (a runtime index kept acc on the stack: a store-forwarding chain) */
+    int64_t blk = 0;
+    for (; blk + GROUPS <= nblk; blk += GROUPS)
+        for (int g = 0; g < GROUPS; ++g) {
+            const lanes_t r = Rs[(blk + g) * bstride];
+            const lanes_t *restrict y = Yl + (blk + g) * bstride;
+            for (int mm = 0; mm < 1; ++mm)
+                acc[mm][g] += r * y[mm];
+        }
+    for (int g = 0; g < GROUPS; ++g)
+        if (blk + g < nblk) {
+            const lanes_t r = Rs[(blk + g) * bstride];
+            const lanes_t *restrict y = Yl + (blk + g) * bstride;
+            for (int mm = 0; mm < 1; ++mm)
+                acc[mm][g] += r * y[mm];
+        }
     for (int mm = 0; mm < 1; ++mm)
         A[mm] += partial_sum(acc[mm]);
 }
@@ -164,12 +175,23 @@ static inline void accumulate_A_l1(const lanes_t *restrict Rs, const lanes_t *re
     for (int mm = 0; mm < 3; ++mm)
         for (int g = 0; g < GROUPS; ++g)
             acc[mm][g] = (lanes_t){0.0};
-    for (int64_t blk = 0; blk < nblk; ++blk) {
-        const lanes_t r = Rs[blk * bstride];
-        const lanes_t *restrict y = Yl + blk * bstride;
-        for (int mm = 0; mm < 3; ++mm)
-            acc[mm][blk % GROUPS] += r * y[mm];
-    }
+    /* block blk goes to group blk % GROUPS; the group loop is unrolled so that every index of
+       acc is a constant (a runtime index kept acc on the stack: a store-forwarding chain) */
+    int64_t blk = 0;
+    for (; blk + GROUPS <= nblk; blk += GROUPS)
+        for (int g = 0; g < GROUPS; ++g) {
+            const lanes_t r = Rs[(blk + g) * bstride];
+            const lanes_t *restrict y = Yl + (blk + g) * bstride;
+            for (int mm = 0; mm < 3; ++mm)
+                acc[mm][g] += r * y[mm];
+        }
+    for (int g = 0; g < GROUPS; ++g)
+        if (blk + g < nblk) {
+            const lanes_t r = Rs[(blk + g) * bstride];
+            const lanes_t *restrict y = Yl + (blk + g) * bstride;
+            for (int mm = 0; mm < 3; ++mm)
+                acc[mm][g] += r * y[mm];
+        }
     for (int mm = 0; mm < 3; ++mm)
         A[mm] += partial_sum(acc[mm]);
 }
@@ -1325,9 +1347,12 @@ static int atom_0(const int64_t begin, const int64_t end, const int32_t *restric
                 acc[p][g] = (lanes_t){0.0};
         const lanes_t *restrict aa = (const lanes_t *)AA;
         const lanes_t *restrict cf = (const lanes_t *)coef_0;
-        for (int32_t v = 0; v < (96 / LANES); ++v)
-            for (int p = 0; p < 1; ++p)
-                acc[p][v % GROUPS] += cf[p * (96 / LANES) + v] * aa[v];
+        /* row v to group v % GROUPS (n_nodes_pad is a multiple of LANES * GROUPS = 8), the group
+           loop unrolled: constant indices keep acc in registers */
+        for (int32_t v0 = 0; v0 < (96 / LANES); v0 += GROUPS)
+            for (int g = 0; g < GROUPS; ++g)
+                for (int p = 0; p < 1; ++p)
+                    acc[p][g] += cf[p * (96 / LANES) + v0 + g] * aa[v0 + g];
         for (int p = 0; p < 1; ++p)
             rho[p] = partial_sum(acc[p]);
     }
@@ -1635,9 +1660,12 @@ static int atom_1(const int64_t begin, const int64_t end, const int32_t *restric
                 acc[p][g] = (lanes_t){0.0};
         const lanes_t *restrict aa = (const lanes_t *)AA;
         const lanes_t *restrict cf = (const lanes_t *)coef_1;
-        for (int32_t v = 0; v < (96 / LANES); ++v)
-            for (int p = 0; p < 1; ++p)
-                acc[p][v % GROUPS] += cf[p * (96 / LANES) + v] * aa[v];
+        /* row v to group v % GROUPS (n_nodes_pad is a multiple of LANES * GROUPS = 8), the group
+           loop unrolled: constant indices keep acc in registers */
+        for (int32_t v0 = 0; v0 < (96 / LANES); v0 += GROUPS)
+            for (int g = 0; g < GROUPS; ++g)
+                for (int p = 0; p < 1; ++p)
+                    acc[p][g] += cf[p * (96 / LANES) + v0 + g] * aa[v0 + g];
         for (int p = 0; p < 1; ++p)
             rho[p] = partial_sum(acc[p]);
     }
