@@ -526,6 +526,48 @@ def test_full_gamma_on_or_off_changes_nothing_else(cu, cu_plugin, cu_full, tmp_p
 
 
 @needs_lammps
+def test_gracefs_full_active_set_three_elements(tmp_path, tmp_path_factory):
+    """A GRACE-FS model (three elements, 4 densities each: full rows 4·108): a random,
+    well-conditioned full active set gives the calculator's γ in LAMMPS, serial and on 2
+    ranks; a file mixing linear and full elements is refused naming both elements."""
+    import ase.io
+
+    from .test_lammps import build_model_plugin
+
+    model = acegen.load(SHARED / "potentials" / "gracefs" / "test_export_to_yaml.yaml")
+    sizes = [(sp.n_projections, sp.embedding.ndensity) for sp in model.projection_ir().species]
+    assert all(nd >= 2 for _, nd in sizes)
+    rng = np.random.default_rng(5)
+    full = {el: np.eye(n * nd) + 0.3 * rng.standard_normal((n * nd, n * nd)) / np.sqrt(n * nd)
+            for el, (n, nd) in zip(model.elements, sizes)}
+    asi = tmp_path / "full.asi"
+    _savez(asi, **full)
+    plugin = build_model_plugin(model, tmp_path_factory)
+    atoms = lammps_cell(ase.io.read(SHARED / "reference" / "gracefs" / "test_export_to_yaml.extxyz", "3"))
+    elements = list(model.elements)
+    types = np.array([elements.index(s) + 1 for s in atoms.get_chemical_symbols()])
+    assert len(set(types)) == 3
+    calc = acegen.Calculator(model, active_set=asi)
+    a = atoms.copy()
+    a.calc = calc
+    a.get_potential_energy()
+    g = calc.results["gamma"]
+    assert (g > 0.1).all()
+    for nprocs in (1, 2) if _mpirun_works() else (1,):
+        res = gamma_run(tmp_path / f"np{nprocs}", plugin, atoms, asi, nprocs=nprocs, types=types,
+                        type_elements=elements, model=model.name)
+        assert np.abs(res["gamma"] - g).max() <= 1e-9 * g.max(), (nprocs, np.abs(res["gamma"] - g).max() / g.max())
+    n0 = sizes[0][0]
+    mixed = dict(full, **{elements[0]: np.eye(n0)})
+    _savez(tmp_path / "mixed.asi", **mixed)
+    wd = tmp_path / "mixed"
+    res = run_blocks(wd, [{"commands": setup_commands(wd, plugin, atoms, tmp_path / "mixed.asi", types=types,
+                                                       type_elements=elements, model=model.name)}])
+    assert (f"element {elements[1]}: a full active set, but element {elements[0]} has a linear one"
+            in res.get("0_error", "")), res.get("0_error")
+
+
+@needs_lammps
 def test_two_element_linear_model_gamma_matches_calculator(tmp_path, tmp_path_factory):
     """A two-element linear acegen model (its own projection functions, one active set per
     element), atom types in another order than the model's elements, 1 and 2 ranks."""
