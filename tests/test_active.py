@@ -69,7 +69,7 @@ def _close(got, ref, rel=1e-5, floor=1e-3, atol=1e-8):
 def test_b_basis_count_differs_from_ctilde(cu):
     sp = cu["ir"].species[0]
     assert sp.n_projections == 82 and len(cu["pot"].functions[0]) == 81
-    assert cu["ir"].projection_width == sp.embedding.ndensity + 82
+    assert cu["ir"].projection_width == 2 * sp.embedding.ndensity + 82  # ρ, b, F'(ρ)
 
 
 @pytest.mark.parametrize("frame", [0, 2, 7, 12, 17])
@@ -78,7 +78,7 @@ def test_interpreter_projections_match_the_b_basis_oracle(cu, frame):
     ref, mag = PaceReference(cu["pot"]).projections(atoms, cu["bb"], magnitudes=True)
     out = evaluate_projections(cu["ir"], *_inputs(cu["ir"], atoms))
     nd = cu["ir"].species[0].embedding.ndensity
-    b = out[:, nd:]
+    b = out[:, nd : nd + 82]
     # relative to the size of the summed terms (some functions vanish by symmetry)
     assert np.max(np.abs(b - ref) / mag) < 1e-13
     big = np.abs(ref) > 1e-3 * mag
@@ -107,7 +107,11 @@ def test_compiled_projection_kernels_match_the_interpreter(cu, target):
         rho = want[:, :nd]
         assert np.allclose(got[:, :nd], rho, rtol=1e-12, atol=1e-12 * np.abs(rho).max())
         b_ref, mag = ref.projections(atoms, cu["bb"], magnitudes=True)
-        assert np.max(np.abs(got[:, nd:] - b_ref) / mag) < 1e-13
+        assert np.max(np.abs(got[:, nd : nd + 82] - b_ref) / mag) < 1e-13
+        # F'_p(ρ_p) after b: the compiled embedding's derivatives = the interpreter's
+        dF = want[:, nd + 82 :]
+        assert dF.shape[1] == nd and np.all(np.abs(dF) > 0)
+        assert np.allclose(got[:, nd + 82 :], dF, rtol=1e-12, atol=0)
 
 
 def test_energy_model_ignores_projections(cu):

@@ -367,7 +367,10 @@ def test_active_set_files_are_validated(cu, cu_plugin, tmp_path):
         "nan.asi": (dict(Cu=bad_nan), r"element Cu: non-finite entry nan at \(3, 5\)"),
         "missing.asi": (dict(Ag=good), r"no array for element Cu \(the file has: Ag\)"),
         "extra.asi": (dict(Cu=good, Ni=good), r"element Ni is not in model"),
-        "full.asi": (dict(Cu=np.eye(82 * nd)), r"element Cu: a full \(non-linear\) active set"),
+        "full_shape.asi": (dict(Cu=np.eye(82 * nd)[:, :82]),
+                           rf"element Cu: shape \({82 * nd}, 82\), expected \(82, 82\) .* or \({82 * nd}, {82 * nd}\)"),
+        "full_nan.asi": (dict(Cu=np.where(np.eye(82 * nd) > 0, np.nan, 0.0)),
+                         r"element Cu: non-finite entry nan at \(0, 0\)"),
         "int.asi": (dict(Cu=np.eye(82, dtype=np.int64)), r"array 'Cu': dtype '<i8'"),
         "vector.asi": (dict(Cu=np.ones(82)), r"array 'Cu': a 1-dimensional array"),
     }
@@ -420,6 +423,148 @@ def test_gamma_without_active_set_or_projections_is_an_error(cu, cu_plugin, tmp_
     wd = tmp_path / "toyrun"
     res = run_blocks(wd, [{"commands": setup_commands(wd, toy, atoms, cu["asi"], model="toy")}])
     assert "model 'toy' has no projection functions, so it takes no active set" in res["0_error"]
+
+
+# ------------------------------------------------------------------------------------------
+# full (non-linear) active sets: rows F'_p(ρ_p) b_f, F' from the embedding compiled into the
+# projection kernel
+# ------------------------------------------------------------------------------------------
+FULL_TRAIN = ("fcc_rattled_0.0005", "fcc_rattled_0.002", "fcc_rattled_0.05", "hot_disordered_0.3", "bcc_rattled_0.05")
+FULL_CHECK = ("fcc_rattled_0.002", "hot_disordered_0.3", "vacancy_107_unrelaxed", "slab111_vacuum", "bcc_ideal",
+              "compressed_0.83", "cluster_13")
+
+
+@pytest.fixture(scope="module")
+def cu_full(cu, tmp_path_factory):
+    """A full active set of Cu-I (164 × 164: 82 B functions × 2 densities), built by MaxVol
+    from five of the reference frames, and the calculator that uses it."""
+    from acegen.active import build_active_set
+
+    frames = {a.info["config_type"]: a for a in cu["frames"]}
+    act = build_active_set(cu["model"], [frames[k] for k in FULL_TRAIN], full=True)
+    path = tmp_path_factory.mktemp("cu_full") / "Cu-I.asi.nonlinear"
+    act.save(path)
+    return {"asi": path, "inverse": act.inverse["Cu"], "calc": acegen.Calculator(cu["model"], active_set=path)}
+
+
+def _full_gamma_check(cu, cu_full, plugin, workdir: Path, name: str, *, nprocs=1, newton="on"):
+    atoms = {a.info["config_type"]: a for a in _frames(cu)}[name]
+    res = gamma_run(workdir, plugin, atoms, cu_full["asi"], nprocs=nprocs, newton=newton)
+    a = atoms.copy()
+    a.calc = cu_full["calc"]
+    e = a.get_potential_energy()
+    g = a.calc.results["gamma"]
+    assert abs(res["energy"] - e) <= 1e-10 * abs(e)
+    assert np.abs(res["forces"] - a.get_forces()).max() <= 1e-10 * max(1.0, np.abs(a.get_forces()).max())
+    return res, g
+
+
+@needs_lammps
+def test_full_active_set_gamma_matches_calculator(cu, cu_plugin, cu_full, tmp_path):
+    """LAMMPS γ with a full active set = the ASE calculator's (1e-6 relative, 1e-10 absolute
+    below 1e-3) on training and extrapolative frames, serial, newton on and off; the training
+    frames stay ≤ 1.01 (MaxVol's tolerance) and γ differs from the linear one.  The
+    tolerance: LAMMPS and ASE sum the neighbours of an atom in different orders, so b and
+    F'(ρ) differ by round-off (~1e-16 relative); the active-set inverse is ill-conditioned
+    (condition number ~1e18 here, as the public linear Cu-I.asi's 3.9e19), and turns that
+    into ~4e-8 relative in γ (measured), below the 1e-6 the linear γ is held to as well."""
+    assert cu_full["inverse"].shape == (164, 164)
+    cond = np.linalg.cond(cu_full["inverse"])
+    worst = 0.0
+    for k, name in enumerate(FULL_CHECK + FULL_TRAIN[:2]):
+        res, g = _full_gamma_check(cu, cu_full, cu_plugin, tmp_path / f"{k}", name, newton="on" if k % 2 else "off")
+        assert res["gamma"].shape == g.shape and res["evaluations"] == 1.0
+        assert _close(res["gamma"], g, rel=1e-6, atol=1e-10), (name, np.max(np.abs(res["gamma"] - g) / np.abs(g)))
+        worst = max(worst, float(np.max(np.abs(res["gamma"] - g) / np.abs(g))))
+        if name in FULL_TRAIN:
+            assert res["gamma"].max() <= 1.01 * (1 + 1e-6), name
+        else:
+            lin = gamma_run(tmp_path / f"{k}_lin", cu_plugin, {a.info["config_type"]: a for a in _frames(cu)}[name],
+                            cu["asi"])
+            assert not _close(res["gamma"], lin["gamma"], rel=1e-3), name
+    print(f"full active set: condition number {cond:.1e}; largest relative difference of LAMMPS gamma to the "
+          f"calculator's: {worst:.2e}")
+
+
+@needs_lammps
+def test_full_active_set_gamma_mpi_two_ranks(cu, cu_plugin, cu_full, tmp_path):
+    """mpirun -np 2 gives the calculator's full γ too (1e-6 relative), newton on and off."""
+    if not _mpirun_works():
+        pytest.skip("mpirun of the mpich package does not run here")
+    for name in ("vacancy_107_unrelaxed", "hot_disordered_0.3"):
+        for newton in ("on", "off"):
+            res, g = _full_gamma_check(cu, cu_full, cu_plugin, tmp_path / f"{name}_{newton}", name, nprocs=2,
+                                       newton=newton)
+            assert _close(res["gamma"], g, rel=1e-6, atol=1e-10), (name, newton)
+
+
+@needs_lammps
+def test_full_gamma_on_or_off_changes_nothing_else(cu, cu_plugin, cu_full, tmp_path):
+    """20 MD steps with a full active set and ``fix pair 5 acegen gamma 1`` = the same steps
+    without the fix, bit for bit; γ on the last step = the calculator's on those positions."""
+    atoms = {a.info["config_type"]: a for a in _frames(cu)}["fcc_rattled_0.05"]
+    md = ["velocity all create 600 4928459 mom yes rot yes dist gaussian", "timestep 0.001", "fix nve all nve"]
+    runs = {}
+    for label, fix in (("on", True), ("off", False)):
+        wd = tmp_path / label
+        cmds = setup_commands(wd, cu_plugin, atoms, cu_full["asi"]) + md
+        if fix:
+            cmds += ["fix gamma all pair 5 acegen gamma 1"]
+        res = run_blocks(wd, [{"commands": cmds + ["run 20"], "gather": ["f", "c_pe", "x"] + (["f_gamma"] if fix else []),
+                               "thermo": ["pe"], "pair": ["gamma_evaluations"]}])
+        assert "0_error" not in res, res["0_error"]
+        runs[label] = res
+    for key in ("0_f", "0_c_pe", "0_x", "0_pe"):
+        assert np.array_equal(runs["on"][key], runs["off"][key]), key
+    assert float(runs["on"]["0_gamma_evaluations"]) == 5.0 and float(runs["off"]["0_gamma_evaluations"]) == 0.0
+    a = atoms.copy()
+    a.positions = runs["on"]["0_x"]
+    a.wrap()
+    a.calc = cu_full["calc"]
+    a.get_potential_energy()
+    assert _close(runs["on"]["0_f_gamma"], a.calc.results["gamma"], rel=1e-6, atol=1e-10)
+
+
+@needs_lammps
+def test_gracefs_full_active_set_three_elements(tmp_path, tmp_path_factory):
+    """A GRACE-FS model (three elements, 4 densities each: full rows 4·108): a random,
+    well-conditioned full active set gives the calculator's γ in LAMMPS, serial and on 2
+    ranks; a file mixing linear and full elements is refused naming both elements."""
+    import ase.io
+
+    from .test_lammps import build_model_plugin
+
+    model = acegen.load(SHARED / "potentials" / "gracefs" / "test_export_to_yaml.yaml")
+    sizes = [(sp.n_projections, sp.embedding.ndensity) for sp in model.projection_ir().species]
+    assert all(nd >= 2 for _, nd in sizes)
+    rng = np.random.default_rng(5)
+    full = {el: np.eye(n * nd) + 0.3 * rng.standard_normal((n * nd, n * nd)) / np.sqrt(n * nd)
+            for el, (n, nd) in zip(model.elements, sizes)}
+    asi = tmp_path / "full.asi"
+    _savez(asi, **full)
+    plugin = build_model_plugin(model, tmp_path_factory)
+    atoms = lammps_cell(ase.io.read(SHARED / "reference" / "gracefs" / "test_export_to_yaml.extxyz", "3"))
+    elements = list(model.elements)
+    types = np.array([elements.index(s) + 1 for s in atoms.get_chemical_symbols()])
+    assert len(set(types)) == 3
+    calc = acegen.Calculator(model, active_set=asi)
+    a = atoms.copy()
+    a.calc = calc
+    a.get_potential_energy()
+    g = calc.results["gamma"]
+    assert (g > 0.1).all()
+    for nprocs in (1, 2) if _mpirun_works() else (1,):
+        res = gamma_run(tmp_path / f"np{nprocs}", plugin, atoms, asi, nprocs=nprocs, types=types,
+                        type_elements=elements, model=model.name)
+        assert np.abs(res["gamma"] - g).max() <= 1e-9 * g.max(), (nprocs, np.abs(res["gamma"] - g).max() / g.max())
+    n0 = sizes[0][0]
+    mixed = dict(full, **{elements[0]: np.eye(n0)})
+    _savez(tmp_path / "mixed.asi", **mixed)
+    wd = tmp_path / "mixed"
+    res = run_blocks(wd, [{"commands": setup_commands(wd, plugin, atoms, tmp_path / "mixed.asi", types=types,
+                                                       type_elements=elements, model=model.name)}])
+    assert (f"element {elements[1]}: a full active set, but element {elements[0]} has a linear one"
+            in res.get("0_error", "")), res.get("0_error")
 
 
 @needs_lammps

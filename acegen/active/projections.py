@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import StructureError
-from ..ir.physics import embedding_slp
 from ..runtime.neighbours import build_neighbours, compute_on, species_indices
 
 
@@ -41,11 +40,8 @@ def atom_projections(model, atoms, *, full: bool = False, target: str = "c", nth
         nd, N = sp.embedding.ndensity, sp.n_projections
         b = out[sel, nd : nd + N]
         if full:
-            emb = sp.embedding
-            slp = embedding_slp(emb.kind, emb.params, nd)
-            with np.errstate(all="ignore"):
-                vals = slp.evaluate(**{f"rho_{p}": out[sel, p] for p in range(nd)})
-            dF = np.stack([np.broadcast_to(np.asarray(v, dtype=float), (len(sel),)) for v in vals[1 : 1 + nd]], axis=1)
+            # F'_p(ρ_p): written by the projection kernel after b (the embedding it compiles)
+            dF = out[sel, nd + N : 2 * nd + N]
             b = (dF[:, :, None] * b[:, None, :]).reshape(len(sel), nd * N)
         if not np.all(np.isfinite(b)):
             bad = int(sel[np.flatnonzero(~np.isfinite(b).all(axis=1))[0]])

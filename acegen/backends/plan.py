@@ -264,7 +264,8 @@ class KernelPlan:
     @property
     def project(self) -> bool:
         """The projection variant (``ModelIR.output == "projections"``): per centre, the row
-        ρ_0 … ρ_{nd−1}, b_0 … b_{N−1} (zero-padded to :attr:`out_width`) instead of E_i, and
+        ρ_0 … ρ_{nd−1}, b_0 … b_{N−1}, F'_0(ρ_0) … F'_{nd−1}(ρ_{nd−1}) (the species's embedding,
+        printed as in the energy kernel; zero-padded to :attr:`out_width`) instead of E_i, and
         no gradients (the kernel leaves dE/dr zero)."""
         return self.ir.output == "projections"
 

@@ -197,8 +197,9 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
 
 def evaluate_projections(ir: ModelIR, species, offsets, nb_species, rij):
     """The projection output (``ModelIR.projection_ir``): per centre i of species zi, row i of
-    an (n, ir.projection_width) array holds ρ_0 … ρ_{nd−1} then b_f = Σ_k P[k, f] Π A (the
-    species's :class:`~acegen.ir.model.ProjectionRows`), zero-padded.  A is computed as in
+    an (n, ir.projection_width) array holds ρ_0 … ρ_{nd−1}, b_f = Σ_k P[k, f] Π A (the
+    species's :class:`~acegen.ir.model.ProjectionRows`), then F'_p(ρ_p) (the embedding's
+    derivatives), zero-padded.  A is computed as in
     :func:`evaluate_ir` (same neighbours, radial functions and harmonics)."""
     ir = ir.projection_ir()
     species, offsets, nb_species, rij = _checked_inputs(species, offsets, nb_species, rij)
@@ -206,6 +207,7 @@ def evaluate_projections(ir: ModelIR, species, offsets, nb_species, rij):
     kind = ir.angular_kind
     nlm = n_angular(kind, ir.lmax)
     groups = [_monomial_groups(sp.monomials) for sp in ir.species]
+    slps = [embedding_slp(sp.embedding.kind, sp.embedding.params, sp.embedding.ndensity) for sp in ir.species]
     out = np.zeros((len(species), ir.projection_width))
     for i in range(len(species)):
         zi = int(species[i])
@@ -242,4 +244,5 @@ def evaluate_projections(ir: ModelIR, species, offsets, nb_species, rij):
         for prod, (ks, _) in zip(_monomial_products(A, [idx for _, idx in groups[zi]]), groups[zi]):
             vals += prod[0] @ cols[ks]
         out[i, : nd + sp.n_projections] = vals
+        out[i, nd + sp.n_projections : 2 * nd + sp.n_projections] = embedding(sp, vals[:nd], slps[zi])[1]
     return out

@@ -23,7 +23,8 @@ from the neighbour environment, in four typed pieces:
    (e.g. PACE's B-basis, for the extrapolation grade γ) as linear combinations of monomials of
    the same A.  They do not enter the energy nor the signature of the energy model;
    :meth:`ModelIR.projection_ir` makes the separate variant whose kernel outputs, per atom,
-   (ρ_0 … ρ_{nd−1}, b_0 … b_{N−1}) instead of the energy (``output == "projections"``).
+   (ρ_0 … ρ_{nd−1}, b_0 … b_{N−1}, F'_0(ρ_0) … F'_{nd−1}(ρ_{nd−1})) instead of the energy
+   (``output == "projections"``).
 6. indicator inputs (:attr:`ModelIR.theta`, a multilayer layer n > 1, docs/multilayer.md):
    radial blocks whose SLPs also take the neighbour's indicator θ_j, and species programs
    with an on-site degree (``onsite``) whose coefficient columns are combined with T_k0(θ_i)
@@ -432,14 +433,15 @@ class ModelIR:
 
     @property
     def projection_width(self) -> int:
-        """Outputs per atom of the projection variant: max over species of ndensity + N."""
-        return max(sp.embedding.ndensity + sp.n_projections for sp in self.species)
+        """Outputs per atom of the projection variant: max over species of 2·ndensity + N."""
+        return max(2 * sp.embedding.ndensity + sp.n_projections for sp in self.species)
 
     def projection_ir(self) -> "ModelIR":
         """The projection variant: same channels and radial functions, every species's
         monomials the union of its energy and projection monomials, ``output="projections"``.
         Its kernel writes, for each atom i of species zi, row i of an (n, projection_width)
-        array: ρ_0 … ρ_{nd−1} (the energy densities) then b_0 … b_{N−1}, zero-padded."""
+        array: ρ_0 … ρ_{nd−1} (the energy densities), b_0 … b_{N−1}, then F'_0(ρ_0) … F'_{nd−1}(ρ_{nd−1})
+        (the derivatives of the species's embedding, for the full projections), zero-padded."""
         if not self.has_projections:
             raise SpecError(f"model {self.name!r} has no projection functions (PACE B-basis .yaml, GRACE-FS and linear acegen models have them)")
         if self.output == "projections":

@@ -106,7 +106,7 @@ class ProjectionKernel:
     plugin for the extrapolation grade γ.
 
     name: its model name (it exports ``acegen_<name>_compute``, writing per centre ``width``
-    doubles: ρ_0 … ρ_{nd−1} then b_0 … b_{N−1}, zero-padded);
+    doubles: ρ_0 … ρ_{nd−1}, b_0 … b_{N−1}, then F'_0(ρ_0) … F'_{nd−1}(ρ_{nd−1}), zero-padded);
     sizes: per species (N_μ, ndensity_μ);
     files: its source files (header ``acegen_<name>.h``, at least one ``.c``, data).
     """
@@ -137,7 +137,7 @@ class ProjectionKernel:
     @property
     def width(self) -> int:
         """Doubles per centre in the kernel's output."""
-        return max(n + nd for n, nd in self.sizes)
+        return max(n + 2 * nd for n, nd in self.sizes)
 
 
 @dataclass(frozen=True)
