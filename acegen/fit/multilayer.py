@@ -3,7 +3,8 @@
 The model (docs/multilayer.md) is linear in the last layer's coefficients at fixed indicators
 and non-linear (through θ = tanh φ) in those of the inner layers.  This module provides the
 :class:`~acegen.fit.nonlinear.ResidualModel` of such a fit, :class:`MultilayerResidualModel`,
-and the fit itself, :func:`fit_multilayer` (what ``acegen.fit(mlspec, ...)`` runs).
+used by the fit itself, :func:`acegen.fit.driver.fit_multilayer` (what ``acegen.fit(mlspec, ...)``
+runs).
 
 **Basis values per layer.**  A layer's basis is folded like the layer's energy kernel, with the
 identity as coefficients (:func:`acegen.multilayer.ir.unit_layer_ir`): per centre species the
@@ -41,7 +42,6 @@ Only the linear embedding (one density) of the last layer is fitted, and no viri
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +50,7 @@ from ..errors import FitError
 from .data import RowMeta, _n_rows
 from .nonlinear import Residuals
 
-__all__ = ["LayerTables", "MultilayerResidualModel", "fit_multilayer", "layer_prior"]
+__all__ = ["MULTILAYER_OPTIONS", "LayerTables", "MultilayerResidualModel", "layer_prior"]
 
 #: complex step (the pair vectors are perturbed by i·H)
 H = 1e-30
@@ -534,123 +534,3 @@ def _predictions(model: MultilayerResidualModel, theta: np.ndarray, block_size: 
     from .fs import predictions
 
     return predictions(model, theta, block_size)
-
-
-def fit_multilayer(spec, structures, *, energy_key="energy", force_key="forces", virial_key=None, stress_key=None,
-                   config_type_key="config_type", weights=None, solver="lm", solver_options=None,
-                   prior="algebraic", eref=None, missing="error", progress=None, name=None, test=None,
-                   verbose=False, weight_keys=None, block_size: int = 64):
-    """Fit every layer of a :class:`~acegen.multilayer.spec.MultilayerSpec` jointly (module
-    docstring) and return an :class:`acegen.MultilayerModel`.  ``solver``: ``"lm"`` or
-    ``"lbfgs"``; ``solver_options``: ``max_iter`` (default 50), ``tol``, ``lam`` (default: the
-    λ of the last layer's linear start), ``init_solver`` / ``init_options`` (the linear starts,
-    default BLR), ``max_jacobian_gib``, ``theta_scale`` (default 0.5).  ``prior``
-    ``"algebraic"`` (:func:`layer_prior`) or None / ``"none"``.  The other arguments as for
-    :func:`acegen.fit.fit`; one layer is a linear fit of its plain basis."""
-    import dataclasses
-
-    from ..model import MultilayerModel
-    from ..multilayer.basis import lower_multilayer
-    from .data import load_training_set
-    from .errors_table import error_table
-    from .nonlinear import NONLINEAR_SOLVERS, fit_nonlinear
-    from .solvers import FitResult, solve
-
-    if solver not in NONLINEAR_SOLVERS:
-        raise FitError(f"a multilayer fit needs solver 'lm' or 'lbfgs', got {solver!r} (the linear fits it starts "
-                       "from are solver_options['init_solver'])")
-    opts = dict(solver_options or {})
-    bad = sorted(k for k in opts if k not in MULTILAYER_OPTIONS)
-    if bad:
-        raise FitError(f"multilayer fit: unknown solver option {bad[0]!r} (allowed: {list(MULTILAYER_OPTIONS)})")
-    scale = opts.get("theta_scale", 0.5)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 3:
-        raise FitError(f"multilayer fit: theta_scale must be a number in (0, 3], got {scale!r}")
-    pk = prior.get("kind", "algebraic") if isinstance(prior, dict) else ("none" if prior is None else prior)
-    if isinstance(prior, dict) and set(prior) - {"kind"}:
-        raise FitError("multilayer fit: the prior takes no parameters (kind 'algebraic' or 'none')")
-    if not isinstance(pk, str):
-        raise FitError(f"multilayer fit: prior must be 'algebraic' or 'none', got {prior!r}")
-    if eref is None:
-        eref = dict(spec.layers[-1].Eref) or None
-    keys = {"energy_key": energy_key, "force_key": force_key, "virial_key": virial_key, "stress_key": stress_key,
-            "config_type_key": config_type_key, "missing": missing}
-    t0 = time.perf_counter()
-    ts = load_training_set(structures, **keys, weights=weights, eref=eref, elements=spec.elements, lazy=False,
-                           weight_keys=weight_keys)
-    e0 = {el: float(ts.eref.get(el, 0.0)) for el in spec.elements}
-    if e0 != dict(spec.layers[-1].Eref):
-        last = dataclasses.replace(spec.layers[-1], Eref=e0)
-        spec = dataclasses.replace(spec, layers=tuple(spec.layers[:-1]) + (last,))
-    basis = lower_multilayer(spec, progress=progress)
-    blocks = list(ts.iter_blocks(block_size, 0))
-    model = MultilayerResidualModel(blocks, basis)
-    gammas = [layer_prior(lt, pk) for lt in model.layers]
-    # linear starts: the plain functions of every layer, alone
-    init_solver = opts.get("init_solver", "blr")
-    coeffs, lam = [], 0.0
-    nl = len(model.layers)
-    for n, lt in enumerate(model.layers):
-        parts = [model.layer_design(n, b) for b in range(model.n_batches)]
-        A = np.concatenate([p[0] for p in parts])
-        y = np.concatenate([p[1] for p in parts])
-        w = np.concatenate([p[2] for p in parts])
-        Bat = np.concatenate([p[3] for p in parts])
-        mask = lt.plain_mask()
-        res = solve(A[:, mask], y, w, solver=init_solver, gamma=gammas[n][mask], **dict(opts.get("init_options") or {}))
-        c = np.zeros(lt.n_params)
-        c[mask] = res.coefficients
-        if n < nl - 1:
-            amax = float(np.max(np.abs(Bat @ c))) if len(Bat) else 0.0
-            c *= scale / amax if amax > 0 else 1.0
-        else:
-            lam = float(res.hyperparameters.get("lam", 0.0))
-        coeffs.append(c)
-    lam = opts.get("lam", lam)
-    if isinstance(lam, bool) or not isinstance(lam, (int, float, np.floating)) or not np.isfinite(lam) or lam < 0:
-        raise FitError(f"multilayer fit: lam must be a finite number >= 0, got {lam!r}")
-    theta0 = np.concatenate(coeffs)
-    t1 = time.perf_counter()
-    pred0, y0, meta0 = _predictions(model, theta0, block_size)
-    lin_errors = error_table(pred0 - y0, meta0)
-    if nl > 1:
-        res = fit_nonlinear(model, theta0, solver=solver, gamma=np.concatenate(gammas), lam=float(lam),
-                            max_iter=opts.get("max_iter", 50), tol=opts.get("tol", 1e-10),
-                            max_jacobian_gib=opts.get("max_jacobian_gib", 4.0), progress=progress)
-        theta, info = res.theta, res.info()
-    else:
-        theta, info = theta0, {"loss": None, "message": "one layer: the linear fit"}
-    t2 = time.perf_counter()
-    pred, y, meta = _predictions(model, theta, block_size)
-    errors = {"train": error_table(pred - y, meta), "train (linear start)": lin_errors}
-    info = {**info, "solver": solver, "lam": float(lam), "theta_scale": float(scale),
-            "linear_start": {"solver": init_solver}}
-    result = FitResult(theta, None, {"lam": float(lam)}, info)
-    from .driver import FitReport
-
-    report = FitReport(model.split(theta), result, ts, meta, y, pred, errors["train"], np.concatenate(gammas), None,
-                       {"linear_start": t1 - t0, "nonlinear": t2 - t1, "errors": time.perf_counter() - t2},
-                       n_rows=len(meta))
-    report.linear_errors = lin_errors
-    report.basis_evaluator = model
-    test_set = None
-    if test is not None:
-        test_set = load_training_set(test, **keys, weights=weights, eref=ts.eref or "zero", elements=spec.elements,
-                                     weight_keys=weight_keys, lazy=False)
-        tm = MultilayerResidualModel(list(test_set.iter_blocks(block_size, 0)), basis, cache=False)
-        tp, ty, tmeta = _predictions(tm, theta, block_size)
-        report.test_errors, report.test_meta, report.test_predictions, report.test_y = \
-            error_table(tp - ty, tmeta), tmeta, tp, ty
-        errors["test"] = report.test_errors
-    from .provenance import build_provenance, format_fit_log
-
-    provenance = build_provenance(
-        spec=spec, train=structures, test=test, training_set=ts, test_set=test_set, keys=keys, weights=weights,
-        solver=solver, solver_options=solver_options, prior=prior, committee=None, result=result, errors=errors,
-        timings=report.timings, n_rows=report.n_rows)
-    out = MultilayerModel(spec, model.split(theta), name=name)
-    out.fit_report = report
-    out.provenance = provenance
-    if verbose:
-        print(format_fit_log(provenance))
-    return out
