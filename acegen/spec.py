@@ -58,6 +58,7 @@ MAX_TOTALDEGREE = 100  # also bounds nmax and the default pair_degree
 MAX_PAIR_DEGREE = 100
 MAX_LMAX = 20  # largest l the selection can reach: floor((D_nu - nu) / (2 wL))
 MAX_LENGTH = 100.0  # Å: rcut, pair_rcut, r0
+MIN_LENGTH = 1e-3  # Å: rcut, pair_rcut, r0 (shorter is no bond length; the radial transform needs rcut/r0 resolvable)
 MAX_EXPONENT = 32  # p, q of the transforms; pin, pcut, p of the envelopes
 MAX_BASIS = 200_000  # multisets the total-degree selection may produce (see symbolic/selection.py)
 
@@ -106,7 +107,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _positive_float(field: str, v: Any, hi: float | None = None) -> float:
+def _positive_float(field: str, v: Any, hi: float | None = None, lo: float | None = None) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _err(field, v, "must be a positive number")
     try:
@@ -117,6 +118,8 @@ def _positive_float(field: str, v: Any, hi: float | None = None) -> float:
         raise _err(field, v, "must be a positive finite number")
     if hi is not None and f > hi:
         raise _err(field, v, f"exceeds the limit of {hi}")
+    if lo is not None and f < lo:
+        raise _err(field, v, f"is below the limit of {lo}")
     return f
 
 
@@ -160,12 +163,12 @@ def _pair_table(field: str, value: Any, elements: tuple[str, ...]) -> PairTable:
             else:
                 raise _err(field, value, "must be a number or a mapping {(A, B): value}")
     else:
-        v = _positive_float(field, value, MAX_LENGTH)
+        v = _positive_float(field, value, MAX_LENGTH, MIN_LENGTH)
         return tuple((p, v) for p in pairs)
     table: dict[tuple[str, str], float] = {}
     for key, v in items:
         pk = _parse_pair_key(field, key, elements)
-        fv = _positive_float(f"{field}[{pk[0]}-{pk[1]}]", v, MAX_LENGTH)
+        fv = _positive_float(f"{field}[{pk[0]}-{pk[1]}]", v, MAX_LENGTH, MIN_LENGTH)
         if pk in table and table[pk] != fv:
             raise _err(field, value, f"conflicting values for pair {pk[0]}-{pk[1]}")
         table[pk] = fv

@@ -247,6 +247,9 @@ def deadline(seconds: int):
     ((2, 6), {"rcut": 1e308}, "rcut"),
     ((2, 6), {"r0": 1e308}, "r0"),
     ((2, 6), {"r0": 60.0}, "rcut"),  # the default cutoff 2.5 r0 exceeds the limit
+    ((2, 6), {"rcut": 1e-300}, "rcut"),  # a found example: the radial transform divided by zero
+    ((2, 6), {"r0": 1e-300, "rcut": 5.0}, "r0"),
+    ((2, 6), {"pair_rcut": 1e-300}, "pair_rcut"),
     ((2, 10), {"wL": 1e-9}, "wL"),
     ((2, 6), {"pair_degree": 10**9}, "pair_degree"),
     ((2, 6), {"transform": ("agnesi", 1, 10**9)}, "transform"),
