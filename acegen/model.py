@@ -356,7 +356,27 @@ def _record_basis_sizes(spec, basis) -> None:
     write_record(_basis_record_name(spec), {"manybody": len(basis), "pair": len(basis.pair)})
 
 
-class LinearModel(Model):
+class _SpecModel(Model):
+    """A model built on an acegen basis specification (``self.spec``): its elements, and its
+    basis lowered once, on first use (:meth:`_build_basis`)."""
+
+    _basis = None
+
+    def _build_basis(self):
+        raise NotImplementedError
+
+    @property
+    def basis(self):
+        if self._basis is None:
+            self._basis = self._build_basis()
+        return self._basis
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return tuple(self.spec.elements)
+
+
+class LinearModel(_SpecModel):
     """A linear ACE model: coefficients θ on the basis ``acegen.lower(spec)``."""
 
     kind = "linear"
@@ -438,28 +458,21 @@ class LinearModel(Model):
             h.update(np.ascontiguousarray(self._coefficients, dtype="<f8").tobytes())
         return h.hexdigest()
 
-    @property
-    def basis(self):
-        if self._basis is None:
-            from .basis import lower
+    def _build_basis(self):
+        from .basis import lower
 
-            basis = lower(self.spec)
-            checked = self.__dict__.pop("_checked_sizes", None)
-            if checked is not None and checked != (len(basis), len(basis.pair)):
-                # the coefficients were validated against a recorded size that is wrong (a
-                # damaged record): never fold them onto another split
-                _record_basis_sizes(self.spec, basis)
-                raise SpecError(
-                    f"coefficients: validated against a stale record of the basis sizes {checked}; the basis has "
-                    f"{len(basis)} many-body and {len(basis.pair)} pair functions (the record is rewritten: load "
-                    "the model again)"
-                )
-            self._basis = basis
-        return self._basis
-
-    @property
-    def elements(self) -> tuple[str, ...]:
-        return tuple(self.spec.elements)
+        basis = lower(self.spec)
+        checked = self.__dict__.pop("_checked_sizes", None)
+        if checked is not None and checked != (len(basis), len(basis.pair)):
+            # the coefficients were validated against a recorded size that is wrong (a
+            # damaged record): never fold them onto another split
+            _record_basis_sizes(self.spec, basis)
+            raise SpecError(
+                f"coefficients: validated against a stale record of the basis sizes {checked}; the basis has "
+                f"{len(basis)} many-body and {len(basis.pair)} pair functions (the record is rewritten: load "
+                "the model again)"
+            )
+        return basis
 
     def _lower(self):
         return self.basis.fold(self.coefficients, name=self.name)
@@ -514,7 +527,7 @@ class LinearModel(Model):
 FS_EMBEDDINGS = ("FinnisSinclair", "FinnisSinclairShiftedScaled")
 
 
-class FSModel(Model):
+class FSModel(_SpecModel):
     """A single-layer ACE model with a non-linear Finnis–Sinclair embedding of P densities
     (Lysogorskiy et al. 2021; PACE's ``npoti`` and ``FS_parameters``)::
 
@@ -575,17 +588,10 @@ class FSModel(Model):
     def embedding_params(self) -> tuple[float, ...]:
         return self.embedding.params
 
-    @property
-    def basis(self):
-        if self._basis is None:
-            from .basis import lower
+    def _build_basis(self):
+        from .basis import lower
 
-            self._basis = lower(self.spec)
-        return self._basis
-
-    @property
-    def elements(self) -> tuple[str, ...]:
-        return tuple(self.spec.elements)
+        return lower(self.spec)
 
     def _lower(self):
         return self.basis.fold(self.coefficients, name=self.name, embedding=self.embedding)
@@ -722,7 +728,7 @@ class PaceModel(Model):
         return self._index_tag(self.pace_radial)
 
 
-class MultilayerModel(Model):
+class MultilayerModel(_SpecModel):
     """A multilayer ACE model (docs/multilayer.md): a MultilayerSpec and one coefficient vector
     per layer (many-body functions, then the pair basis; the last layer an (n, P) array when
     the embedding has P > 1 densities).  :meth:`ir` gives one ModelIR per layer and
@@ -792,17 +798,10 @@ class MultilayerModel(Model):
         m.spec, m._basis, m.coefficients = spec, basis, coefficients
         return m
 
-    @property
-    def basis(self):
-        if self._basis is None:
-            from .multilayer.basis import lower_multilayer
+    def _build_basis(self):
+        from .multilayer.basis import lower_multilayer
 
-            self._basis = lower_multilayer(self.spec)
-        return self._basis
-
-    @property
-    def elements(self) -> tuple[str, ...]:
-        return tuple(self.spec.elements)
+        return lower_multilayer(self.spec)
 
     def _lower(self):
         """One ModelIR per layer (:func:`acegen.multilayer.ir.layer_irs`), named <name>_l<n>."""
