@@ -84,6 +84,26 @@ def _checked_inputs(species, offsets, nb_species, rij):
     return species, offsets, nb_species, rij
 
 
+def _bonds(ir: ModelIR, zi: int, nb_species, rij, lo: int, hi: int):
+    """The pairs lo..hi-1 of a centre of species ``zi`` inside their bond's cutoff, by neighbour
+    species: (zj, radial block, pair indices, r_ij, |r_ij|); a StructureError for a zero distance."""
+    for zj in range(len(ir.elements)):
+        sel = np.flatnonzero(nb_species[lo:hi] == zj) + lo
+        blk = ir.radial.get((zi, zj))
+        if blk is None or len(sel) == 0:
+            continue
+        v = rij[sel]
+        r = np.linalg.norm(v, axis=1)
+        keep = r < blk.rcut
+        sel, v, r = sel[keep], v[keep], r[keep]
+        if len(sel) == 0:
+            continue
+        if np.any(r < 1e-12):
+            bad = int(sel[np.argmin(r)])
+            raise StructureError(f"overlapping atoms: pair {bad} has zero distance", pair=bad)
+        yield zj, blk, sel, v, r
+
+
 class _Prepared:
     def __init__(self, sp: SpeciesProgram):
         self.sp = sp
@@ -121,20 +141,7 @@ def evaluate_ir(ir: ModelIR, species, offsets, nb_species, rij):
         nb = []  # (pair index array, zj, R, dR, Y, gradY(r), u, r)
         rho_core = 0.0
         core_pairs = []
-        for zj in range(nsp):
-            sel = np.flatnonzero(nb_species[lo:hi] == zj) + lo
-            blk = ir.radial.get((zi, zj))
-            if blk is None or len(sel) == 0:
-                continue
-            v = rij[sel]
-            r = np.linalg.norm(v, axis=1)
-            keep = r < blk.rcut
-            sel, v, r = sel[keep], v[keep], r[keep]
-            if len(sel) == 0:
-                continue
-            if np.any(r < 1e-12):
-                bad = int(sel[np.argmin(r)])
-                raise StructureError(f"overlapping atoms: pair {bad} has zero distance", pair=bad)
+        for zj, blk, sel, v, r in _bonds(ir, zi, nb_species, rij, lo, hi):
             u = v / r[:, None]
             R, dR = blk.evaluate(r)
             outs = ir.angular.evaluate(x=u[:, 0], y=u[:, 1], z=u[:, 2])
@@ -216,20 +223,7 @@ def evaluate_projections(ir: ModelIR, species, offsets, nb_species, rij):
         sp = ir.species[zi]
         lo, hi = int(offsets[i]), int(offsets[i + 1])
         A = np.zeros(sp.n_A)
-        for zj in range(nsp):
-            sel = np.flatnonzero(nb_species[lo:hi] == zj) + lo
-            blk = ir.radial.get((zi, zj))
-            if blk is None or len(sel) == 0:
-                continue
-            v = rij[sel]
-            r = np.linalg.norm(v, axis=1)
-            keep = r < blk.rcut
-            v, r = v[keep], r[keep]
-            if len(r) == 0:
-                continue
-            if np.any(r < 1e-12):
-                bad = int(sel[keep][np.argmin(r)])
-                raise StructureError(f"overlapping atoms: pair {bad} has zero distance", pair=bad)
+        for zj, blk, _sel, v, r in _bonds(ir, zi, nb_species, rij, lo, hi):
             u = v / r[:, None]
             R, _ = blk.evaluate(r)
             outs = ir.angular.evaluate(x=u[:, 0], y=u[:, 1], z=u[:, 2])
