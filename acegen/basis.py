@@ -115,9 +115,13 @@ def spec_radial_blocks(spec, nmax: int) -> dict:
 
 
 class FunctionSet:
-    """What every lowered basis answers from its ``functions`` (each with ``order`` and
-    ``z0``) and ``pair``: the count of many-body functions, their orders and central species,
-    and the number of parameters."""
+    """What every lowered basis answers from its ``spec``, ``functions`` (each with ``order``
+    and ``z0``) and ``pair``: its elements, the count of many-body functions, their orders and
+    central species, and the number of parameters."""
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return tuple(self.spec.elements)
 
     def __len__(self) -> int:
         return len(self.functions)
@@ -147,10 +151,6 @@ class CoupledBasis(FunctionSet):
     nmax: int
     npair: int
     _cache: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def elements(self) -> tuple[str, ...]:
-        return tuple(self.spec.elements)
 
     def __repr__(self) -> str:
         counts = {int(o): int(c) for o, c in zip(*np.unique(self.orders, return_counts=True))}

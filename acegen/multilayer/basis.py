@@ -105,10 +105,6 @@ class IndicatorLayerBasis(FunctionSet):
     npair: int
     _cache: dict = field(default_factory=dict, repr=False)
 
-    @property
-    def elements(self) -> tuple[str, ...]:
-        return tuple(self.spec.elements)
-
     def split_params(self, coefficients):
         """A flat vector (many-body then pair) or a dict {'manybody', 'pair'} → (mb, pair)."""
         return _split(len(self), len(self.pair), coefficients, "coefficients")
