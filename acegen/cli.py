@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=1, help="kernel threads (OpenMP; default: 1)")
     b.add_argument("--target", default="c", choices=["c", "llvm"], help="code generator (default: c)")
     b.set_defaults(func=cmd_bench)
-    f = sub.add_parser("fit", help="fit a linear ACE model from a YAML config", parents=[common])
+    f = sub.add_parser("fit", help="fit an ACE model (linear, Finnis–Sinclair or multilayer) from a YAML config", parents=[common])
     f.add_argument("config", help="fit configuration (YAML; see docs/fitting.md)")
     f.add_argument("--data-dir", default=None,
                    help="folder in which relative data paths of the config are looked up first "
