@@ -56,7 +56,7 @@
 #if ATOM_GROUP != 1 && ATOM_GROUP != 2 && ATOM_GROUP != 4 && ATOM_GROUP != 8
 #error "ACEGEN_ATOM_GROUP must be 1, 2, 4 or 8"
 #endif
-/* centres per scheduling chunk (grouped by species inside a chunk) */
+/* centres per scheduling chunk, at most (grouped by species inside a chunk) */
 #define CHUNK 64
 #define NODES_MAX 96
 #define NDENS_MAX 1
@@ -2312,6 +2312,9 @@ ACEGEN_API int acegen_cuni_order3_compute(int64_t n_centres, const int32_t *spec
     (void)nthreads;
 #endif
 
+    /* centres per chunk: CHUNK, fewer (down to 16) when that leaves a thread fewer than 4 chunks */
+    int64_t chunk = (n_centres + 4 * (int64_t)nt - 1) / (4 * (int64_t)nt);
+    chunk = chunk < 16 ? 16 : chunk > CHUNK ? CHUNK : chunk;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         workspace *ws = ws_new();
@@ -2319,8 +2322,8 @@ ACEGEN_API int acegen_cuni_order3_compute(int64_t n_centres, const int32_t *spec
         group_ws *gw = ws != NULL ? gws_new(ws) : NULL;
 #endif
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t c0 = 0; c0 < n_centres; c0 += CHUNK) {
-            const int64_t c1 = c0 + CHUNK < n_centres ? c0 + CHUNK : n_centres;
+        for (int64_t c0 = 0; c0 < n_centres; c0 += chunk) {
+            const int64_t c1 = c0 + chunk < n_centres ? c0 + chunk : n_centres;
             int64_t todo[CHUNK]; /* the centres left to compute one by one, ascending */
             int64_t ntodo = 0;
 #if ATOM_GROUP > 1
