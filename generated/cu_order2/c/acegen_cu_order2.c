@@ -19,6 +19,9 @@
  *     Zd_lm = sum_c W[c, m] dR_c, then
  *     dE_i/dr_ij = (sum_lm Zd_lm Y_lm) u + (I - u u^T) (sum_lm Z_lm grad P_lm) / r (+ core terms).
  * Every reduction has a fixed order (no dependence on the vector width or thread count).
+ * Phases 1-2 are front_<zi>, 6 is back_<zi>; atom_<zi> does one centre.  Without indicator inputs
+ * or projections, group_<zi> takes ATOM_GROUP centres of species zi through phases 3-5 at once,
+ * node values interleaved [node][centre] (the same operations per centre: the same bits).
  */
 #include <math.h>
 #include <stdint.h>
@@ -44,6 +47,17 @@
 #define LANES 2
 #endif
 #define GROUPS (8 / LANES)
+/* centres of one species taken through the product DAG together (interleaved node values, see
+   group_<s>); 1 computes every centre on its own.  Results do not depend on it (bitwise). */
+#ifndef ACEGEN_ATOM_GROUP
+#define ACEGEN_ATOM_GROUP 4
+#endif
+#define ATOM_GROUP ACEGEN_ATOM_GROUP
+#if ATOM_GROUP != 1 && ATOM_GROUP != 2 && ATOM_GROUP != 4 && ATOM_GROUP != 8
+#error "ACEGEN_ATOM_GROUP must be 1, 2, 4 or 8"
+#endif
+/* centres per scheduling chunk, at most (grouped by species inside a chunk) */
+#define CHUNK 64
 #define NODES_MAX 40
 #define NDENS_MAX 1
 #define NBONDS_MAX 1
@@ -506,17 +520,67 @@ static int ws_reserve(workspace *ws, const int64_t n)
     return 0;
 }
 
+/* what the phases of one centre hand on to the later ones (front_<s> -> atom_<s> / group_<s> -> back_<s>) */
+typedef struct {
+    int64_t cnt[NBONDS_MAX];  /* neighbours per bond (records: ws->buf, bond after bond) */
+    double rho_core, dE_drho_core, zbl_d, zbl_delta, zbl_force; /* core terms (core.c.j2) */
+    int32_t zbl_zj;
+    int64_t zbl_k;
+} atom_state;
+
+#if ATOM_GROUP > 1
+/* ATOM_GROUP node values (or adjoints) of one DAG node, one per centre of a group */
+typedef double atoms_t __attribute__((vector_size(ATOM_GROUP * sizeof(double)), may_alias));
+
+/* workspace of a group: one per centre (at[0] is the thread's workspace) and the interleaved
+   node values AA[node][centre] and adjoints W[node][centre] */
+typedef struct {
+    workspace *at[ATOM_GROUP];
+    atoms_t *AA;
+    atoms_t *W;
+} group_ws;
+
+static void gws_free(group_ws *gw)
+{
+    if (gw != NULL) {
+        for (int w = 1; w < ATOM_GROUP; ++w)
+            ws_free(gw->at[w]);
+        free(gw->AA);
+        free(gw->W);
+        free(gw);
+    }
+}
+
+static group_ws *gws_new(workspace *ws)
+{
+    group_ws *gw = (group_ws *)calloc(1, sizeof(group_ws));
+    if (gw == NULL)
+        return NULL;
+    gw->at[0] = ws;
+    int ok = 1;
+    for (int w = 1; w < ATOM_GROUP; ++w)
+        ok = ok && (gw->at[w] = ws_new()) != NULL;
+    gw->AA = (atoms_t *)alloc64(NODES_MAX * sizeof(atoms_t));
+    gw->W = (atoms_t *)alloc64(NODES_MAX * sizeof(atoms_t));
+    if (!ok || gw->AA == NULL || gw->W == NULL) {
+        gws_free(gw);
+        return NULL;
+    }
+    return gw;
+}
+#endif
+
 /* ---------------------------------------------------------------------------------------- */
 /* atom routines: pairs [begin, end) of one centre; 0 or a status code (with *err_index)    */
 
-static int atom_0(const int64_t begin, const int64_t end, const int32_t *restrict nb_species,
-                  const double *restrict rij, double *restrict energy, double *restrict dEdr,
-                  workspace *restrict ws, int64_t *restrict err_index)
+/* phases 1 and 2 of a centre of species 0: its neighbour records (ws->buf), A = AA[0:21] (ws->AA),
+   the bond counts and core terms in *st */
+static int front_0(const int64_t begin, const int64_t end, const int32_t *restrict nb_species,
+                   const double *restrict rij, double *restrict dEdr,
+                   workspace *restrict ws, atom_state *restrict st, int64_t *restrict err_index)
 {
     const int64_t n = end - begin;
     double *restrict AA = ws->AA;
-    double *restrict W = ws->W;
-    double rho[NDENS_MAX], dF[NDENS_MAX];
 
     if (ws_reserve(ws, n) != 0)
         return ACEGEN_NO_MEMORY;
@@ -601,6 +665,84 @@ static int atom_0(const int64_t begin, const int64_t end, const int32_t *restric
                                rec0 + 35, nblk, 50,
                                AA + rows_0_0[2 * c + 1]);
     }
+    st->cnt[0] = cnt[0];
+
+    return ACEGEN_OK;
+}
+
+/* phase 6 of a centre of species 0 (front_0 done, W[0:21] = dE/dA in ws->W): dE_i/dr_ij */
+static void back_0(const int64_t begin, const int64_t n, double *restrict dEdr,
+                  const workspace *restrict ws, const atom_state *restrict st)
+{
+    const double *restrict W = ws->W;
+    const int32_t *restrict idx = ws->idx;
+    const int64_t *restrict cnt = st->cnt;
+
+    const lanes_t *rec = ws->buf;
+    const int64_t nblk0 = PADN(cnt[0]) / LANES;
+    const lanes_t *restrict rec0 = rec;
+    rec += nblk0 * 50;
+    (void)rec;
+    (void)W;
+    (void)idx;
+    (void)cnt;
+
+    /* 6. force pass: dE_i / dr_ij */
+    if (cnt[0] > 0) {
+        const int64_t cnt_ = cnt[0];
+        const int32_t *restrict ib = idx + 0 * n;
+        for (int64_t blk = 0; blk < nblk0; ++blk) {
+            const lanes_t *restrict B = rec0 + blk * 50;
+            const lanes_t *restrict dR = B + 19;
+            lanes_t fr = (lanes_t){0.0}, gx = (lanes_t){0.0}, gy = (lanes_t){0.0}, gz = (lanes_t){0.0};
+            const lanes_t *restrict Y = B + 34;
+            lanes_t Z[4], Zd[4];
+            contract_W_l0(rows_0_0 + 0, 15, B + 4, dR, W,
+                            Z + 0, Zd + 0);
+            contract_W_l1(rows_0_0 + 30, 2, B + 4, dR, W,
+                            Z + 1, Zd + 1);
+            for (int lm = 0; lm < 1; ++lm) {
+                fr += Zd[lm] * Y[lm];
+                gx += Z[lm] * Y[NY + lm];
+                gy += Z[lm] * Y[2 * NY + lm];
+                gz += Z[lm] * Y[3 * NY + lm];
+            }
+            for (int lm = 1; lm < 4; ++lm) {
+                fr += Zd[lm] * Y[lm];
+                gx += Z[lm] * Y[NY + lm];
+                gy += Z[lm] * Y[2 * NY + lm];
+                gz += Z[lm] * Y[3 * NY + lm];
+            }
+            const lanes_t u0 = B[0], u1 = B[1], u2 = B[2];
+            const lanes_t ug = u0 * gx + u1 * gy + u2 * gz;
+            lanes_t g0 = fr * u0 + (gx - ug * u0) / B[3];
+            lanes_t g1 = fr * u1 + (gy - ug * u1) / B[3];
+            lanes_t g2 = fr * u2 + (gz - ug * u2) / B[3];
+
+            const int lanes = cnt_ - blk * LANES < LANES ? (int)(cnt_ - blk * LANES) : LANES;
+            for (int t = 0; t < lanes; ++t) {
+                const int64_t k = begin + ib[blk * LANES + t];
+
+                dEdr[3 * k] = g0[t];
+                dEdr[3 * k + 1] = g1[t];
+                dEdr[3 * k + 2] = g2[t];
+            }
+        }
+    }
+}
+
+/* one centre of species 0 */
+static int atom_0(const int64_t begin, const int64_t end, const int32_t *restrict nb_species,
+                  const double *restrict rij, double *restrict energy, double *restrict dEdr,
+                  workspace *restrict ws, int64_t *restrict err_index)
+{
+    atom_state st;
+    const int rc = front_0(begin, end, nb_species, rij, dEdr, ws, &st, err_index);
+    if (rc != ACEGEN_OK)
+        return rc;
+    double *restrict AA = ws->AA;
+    double *restrict W = ws->W;
+    double rho[NDENS_MAX], dF[NDENS_MAX];
 
     /* 3. product DAG forward (grouped runs) and densities */
     for (int32_t nn = 36; nn < 40; ++nn)
@@ -688,50 +830,138 @@ static int atom_0(const int64_t begin, const int64_t end, const int32_t *restric
         }
     }
 
-    /* 6. force pass: dE_i / dr_ij */
-    if (cnt[0] > 0) {
-        const int64_t cnt_ = cnt[0];
-        const int32_t *restrict ib = idx + 0 * n;
-        for (int64_t blk = 0; blk < nblk0; ++blk) {
-            const lanes_t *restrict B = rec0 + blk * 50;
-            const lanes_t *restrict dR = B + 19;
-            lanes_t fr = (lanes_t){0.0}, gx = (lanes_t){0.0}, gy = (lanes_t){0.0}, gz = (lanes_t){0.0};
-            const lanes_t *restrict Y = B + 34;
-            lanes_t Z[4], Zd[4];
-            contract_W_l0(rows_0_0 + 0, 15, B + 4, dR, W,
-                            Z + 0, Zd + 0);
-            contract_W_l1(rows_0_0 + 30, 2, B + 4, dR, W,
-                            Z + 1, Zd + 1);
-            for (int lm = 0; lm < 1; ++lm) {
-                fr += Zd[lm] * Y[lm];
-                gx += Z[lm] * Y[NY + lm];
-                gy += Z[lm] * Y[2 * NY + lm];
-                gz += Z[lm] * Y[3 * NY + lm];
-            }
-            for (int lm = 1; lm < 4; ++lm) {
-                fr += Zd[lm] * Y[lm];
-                gx += Z[lm] * Y[NY + lm];
-                gy += Z[lm] * Y[2 * NY + lm];
-                gz += Z[lm] * Y[3 * NY + lm];
-            }
-            const lanes_t u0 = B[0], u1 = B[1], u2 = B[2];
-            const lanes_t ug = u0 * gx + u1 * gy + u2 * gz;
-            lanes_t g0 = fr * u0 + (gx - ug * u0) / B[3];
-            lanes_t g1 = fr * u1 + (gy - ug * u1) / B[3];
-            lanes_t g2 = fr * u2 + (gz - ug * u2) / B[3];
-
-            const int lanes = cnt_ - blk * LANES < LANES ? (int)(cnt_ - blk * LANES) : LANES;
-            for (int t = 0; t < lanes; ++t) {
-                const int64_t k = begin + ib[blk * LANES + t];
-
-                dEdr[3 * k] = g0[t];
-                dEdr[3 * k + 1] = g1[t];
-                dEdr[3 * k + 2] = g2[t];
-            }
-        }
-    }
+    back_0(begin, end - begin, dEdr, ws, &st);
     return ACEGEN_OK;
 }
+
+#if ATOM_GROUP > 1
+/* ATOM_GROUP centres ctr[0..] of species 0 at once: phases 1-2 per centre (front_0, each into
+   its own workspace), then the product DAG forward, the densities, the embedding, the seed and the
+   reverse sweep for all of them with the node values interleaved, AA[node][centre] (one index
+   load serves the group), then each centre's force pass (back_0).  Per centre these are the
+   operations of atom_0 in the same order, so the results are bitwise equal.  ACEGEN_OK, or the
+   status of a centre whose phases 1-2 failed (the caller then computes the centres one by one,
+   which reports it). */
+static int group_0(const int64_t *restrict ctr, const int64_t *restrict offsets, const int32_t *restrict nb_species,
+                   const double *restrict rij, double *restrict energies, double *restrict dEdr,
+                   group_ws *restrict gw, int64_t *restrict err_index)
+{
+    atom_state st[ATOM_GROUP];
+    for (int w = 0; w < ATOM_GROUP; ++w) {
+        const int rc = front_0(offsets[ctr[w]], offsets[ctr[w] + 1], nb_species, rij, dEdr, gw->at[w], &st[w],
+                                   err_index);
+        if (rc != ACEGEN_OK)
+            return rc;
+    }
+    atoms_t *restrict AA = gw->AA;
+    atoms_t *restrict W = gw->W;
+    for (int32_t nn = 0; nn < 21; ++nn)
+        for (int w = 0; w < ATOM_GROUP; ++w)
+            AA[nn][w] = gw->at[w]->AA[nn];
+    for (int32_t nn = 36; nn < 40; ++nn)
+        AA[nn] = (atoms_t){0.0};
+
+    /* 3. product DAG forward (grouped runs) and densities: node n to partial sum n % 8, as in atom_0 */
+    {
+        atoms_t *const out = AA + 21;
+        for (int32_t g = 0; g < 6; ++g) {
+            const atoms_t a = AA[key_0[g]];
+            for (int32_t p = run_0[g]; p < run_0[g + 1]; ++p)
+                out[p] = a * AA[other_0[p]];
+        }
+    }
+    atoms_t rhov[NDENS_MAX], dFv[NDENS_MAX];
+    for (int p = 0; p < 1; ++p)
+        rhov[p] = (atoms_t){0.0};
+    {
+        atoms_t acc[1][8];
+        for (int p = 0; p < 1; ++p)
+            for (int q = 0; q < 8; ++q)
+                acc[p][q] = (atoms_t){0.0};
+        const double *restrict cf = coef_0;
+        for (int32_t v0 = 0; v0 < 40; v0 += 8)
+            for (int q = 0; q < 8; ++q)
+                for (int p = 0; p < 1; ++p)
+                    acc[p][q] += cf[p * 40 + v0 + q] * AA[v0 + q];
+        for (int p = 0; p < 1; ++p)
+            rhov[p] = ((acc[p][0] + acc[p][1]) + (acc[p][2] + acc[p][3])) + ((acc[p][4] + acc[p][5]) + (acc[p][6] + acc[p][7]));
+    }
+
+    /* 4. embedding (+ core terms), per centre */
+    for (int w = 0; w < ATOM_GROUP; ++w) {
+        double rho1[NDENS_MAX], dF1[NDENS_MAX];
+        for (int p = 0; p < 1; ++p)
+            rho1[p] = rhov[p][w];
+        double *restrict energy = energies + ctr[w];
+        double *restrict dF = dF1;
+
+        const double e_ace = embed_0(rho1, dF);
+    double core_out[4];
+    {
+        const double v0 = e_ace;
+        const double v1 = 1.0;
+        const double v2 = 0.0;
+        const double v3 = 0.0;
+        core_out[0] = v0;
+        core_out[1] = v1;
+        core_out[2] = v2;
+        core_out[3] = v3;
+    }
+    *energy = core_out[0];
+
+        for (int p = 0; p < 1; ++p)
+            dFv[p][w] = dF1[p];
+    }
+
+    /* 5. reverse sweep: W = dE/dAA */
+    {
+        const double *restrict cf = coef_0;
+        for (int32_t v = 0; v < 40; ++v) {
+            atoms_t x = dFv[0] * cf[v];
+            W[v] = x;
+        }
+    }
+    {
+        atoms_t *const wout = W + 21;
+        const int32_t *restrict other = other_0;
+        for (int32_t g = 6 - 1; g >= 0; --g) {
+            const int32_t kk = key_0[g], lo = run_0[g];
+            const atoms_t a = AA[kk];
+            atoms_t s0 = (atoms_t){0.0}, s1 = (atoms_t){0.0}, s2 = (atoms_t){0.0}, s3 = (atoms_t){0.0};
+            int32_t p = run_0[g + 1] - 1;
+            for (; p - 3 >= lo; p -= 4) {
+                const atoms_t w0 = wout[p], w1 = wout[p - 1], w2 = wout[p - 2], w3 = wout[p - 3];
+                const int32_t o0 = other[p], o1 = other[p - 1], o2 = other[p - 2], o3 = other[p - 3];
+                s0 += w0 * AA[o0];
+                W[o0] += w0 * a;
+                s1 += w1 * AA[o1];
+                W[o1] += w1 * a;
+                s2 += w2 * AA[o2];
+                W[o2] += w2 * a;
+                s3 += w3 * AA[o3];
+                W[o3] += w3 * a;
+            }
+            for (; p >= lo; --p) {
+                const atoms_t w0 = wout[p];
+                const int32_t o = other[p];
+                s0 += w0 * AA[o];
+                W[o] += w0 * a;
+            }
+            W[kk] += (s0 + s1) + (s2 + s3);
+        }
+    }
+    for (int w = 0; w < ATOM_GROUP; ++w) {
+        double *restrict Ww = gw->at[w]->W;
+        for (int32_t nn = 0; nn < 21; ++nn)
+            Ww[nn] = W[nn][w];
+    }
+
+    /* 6. force pass, per centre */
+    for (int w = 0; w < ATOM_GROUP; ++w)
+        back_0(offsets[ctr[w]], offsets[ctr[w] + 1] - offsets[ctr[w]], dEdr, gw->at[w], &st[w]);
+    return ACEGEN_OK;
+}
+#endif
 
 /* one centre: validate its species and offsets, dispatch to its species routine */
 static int compute_centre(const int64_t i, const int32_t *restrict species, const int64_t *restrict offsets,
@@ -752,6 +982,51 @@ static int compute_centre(const int64_t i, const int32_t *restrict species, cons
         return ACEGEN_BAD_CENTRE_SPECIES;
     }
 }
+
+#if ATOM_GROUP > 1
+/* centres [c0, c1) (c1 - c0 <= CHUNK): those of each species in groups of ATOM_GROUP (group_<s>);
+   the others (an incomplete group, a bad species or offsets, a group whose phases 1-2 failed) go
+   to todo[], ascending, for the one-by-one path, which also reports errors.  Returns their number. */
+static int64_t run_groups(const int64_t c0, const int64_t c1, const int32_t *restrict species,
+                          const int64_t *restrict offsets, const int32_t *restrict nb_species,
+                          const double *restrict rij, double *restrict energies, double *restrict dEdr,
+                          group_ws *restrict gw, int64_t *restrict todo)
+{
+    int64_t bucket[NSPECIES][ATOM_GROUP];
+    int nbk[NSPECIES];
+    unsigned char single[CHUNK];
+    for (int z = 0; z < NSPECIES; ++z)
+        nbk[z] = 0;
+    for (int64_t i = c0; i < c1; ++i) {
+        single[i - c0] = 1;
+        const int32_t z = species[i];
+        const int64_t begin = offsets[i], end = offsets[i + 1];
+        if (z < 0 || z >= NSPECIES || begin < 0 || end < begin || end - begin > INT32_MAX)
+            continue;
+        bucket[z][nbk[z]++] = i;
+        if (nbk[z] < ATOM_GROUP)
+            continue;
+        nbk[z] = 0;
+        int64_t at = -1;
+        int rc = ACEGEN_BAD_CENTRE_SPECIES;
+        switch (z) {
+        case 0:
+            rc = group_0(bucket[z], offsets, nb_species, rij, energies, dEdr, gw, &at);
+            break;
+        default:
+            break;
+        }
+        if (rc == ACEGEN_OK)
+            for (int w = 0; w < ATOM_GROUP; ++w)
+                single[bucket[z][w] - c0] = 0;
+    }
+    int64_t ntodo = 0;
+    for (int64_t i = c0; i < c1; ++i)
+        if (single[i - c0])
+            todo[ntodo++] = i;
+    return ntodo;
+}
+#endif
 
 ACEGEN_API int acegen_cu_order2_compute(int64_t n_centres, const int32_t *species, const int64_t *offsets,
     const int32_t *nb_species, const double *rij, double *energies, double *dEdr,
@@ -779,11 +1054,29 @@ ACEGEN_API int acegen_cu_order2_compute(int64_t n_centres, const int32_t *specie
     (void)nthreads;
 #endif
 
+    /* centres per chunk: CHUNK, fewer (down to 16) when that leaves a thread fewer than 4 chunks */
+    int64_t chunk = (n_centres + 4 * (int64_t)nt - 1) / (4 * (int64_t)nt);
+    chunk = chunk < 16 ? 16 : chunk > CHUNK ? CHUNK : chunk;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         workspace *ws = ws_new();
-#pragma omp for schedule(dynamic, 16)
-        for (int64_t i = 0; i < n_centres; ++i) {
+#if ATOM_GROUP > 1
+        group_ws *gw = ws != NULL ? gws_new(ws) : NULL;
+#endif
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t c0 = 0; c0 < n_centres; c0 += chunk) {
+            const int64_t c1 = c0 + chunk < n_centres ? c0 + chunk : n_centres;
+            int64_t todo[CHUNK]; /* the centres left to compute one by one, ascending */
+            int64_t ntodo = 0;
+#if ATOM_GROUP > 1
+            if (gw != NULL)
+                ntodo = run_groups(c0, c1, species, offsets, nb_species, rij, energies, dEdr, gw, todo);
+            else
+#endif
+                for (int64_t i = c0; i < c1; ++i)
+                    todo[ntodo++] = i;
+            for (int64_t t = 0; t < ntodo; ++t) {
+            const int64_t i = todo[t];
             int64_t lowest;
 #pragma omp atomic read
             lowest = err_atom;
@@ -803,7 +1096,11 @@ ACEGEN_API int acegen_cu_order2_compute(int64_t n_centres, const int32_t *specie
                     }
                 }
             }
+            }
         }
+#if ATOM_GROUP > 1
+        gws_free(gw);
+#endif
         ws_free(ws);
     }
     if (status != ACEGEN_OK)
