@@ -25,6 +25,7 @@ from acegen.backends import EMIT_TARGETS, emit
 from acegen.backends.common import llvm_double
 from acegen.backends.llvm import LLVMKernel, compile_llvm, emit_llvm
 from acegen.backends.llvm.printer import slp_function, slp_instructions
+from acegen.backends.plan import build_plan
 from acegen.calculator import evaluate
 from acegen.errors import CompileError, StructureError
 from acegen.ir.interp import evaluate_ir
@@ -223,10 +224,17 @@ def test_emit_is_deterministic_validated_and_marked():
     assert "do not edit" in text.splitlines()[0]
     assert not re.search(r"\b(Cu|Ni)\b", text), "element names must not reach the IR"
     assert "define i32 @acegen_testmodel_compute(" in text and "define i32 @acegen_testmodel_info(" in text
-    # the spline table travels as bytes, bit for bit, and is not printed in the IR
+    # the spline table travels as bytes, bit for bit (the plan's "slots" layout, the C kernel's
+    # table: per bond [bin][c0..c3][slot] over the functions it uses), and is not printed in the IR
     table = np.frombuffer(files["acegen_testmodel.bin"], dtype="<f8")
-    coeffs = ir.radial[(0, 1)].spline.coeffs.ravel()
-    np.testing.assert_array_equal(table[: coeffs.size], coeffs)
+    plan = build_plan(ir)
+    np.testing.assert_array_equal(table, plan.tables("slots"))
+    bond = next(b for b in plan.species[0].bonds if b.zj == 1)
+    rows = table[bond.slot_offset : bond.slot_offset + bond.radial.nbins * 4 * bond.nslot_pad]
+    rows = rows.reshape(bond.radial.nbins, 4, bond.nslot_pad)
+    np.testing.assert_array_equal(rows[:, :, : bond.nslot],
+                                  np.transpose(ir.radial[(0, 1)].spline.coeffs[:, list(bond.slots), :], (0, 2, 1)))
+    coeffs = ir.radial[(0, 1)].spline.coeffs[:, list(bond.slots), :].ravel()
     table_literals = {llvm_double(v) for v in coeffs if abs(v) not in (0.0, 1.0)}
     assert len(table_literals) > 100 and not table_literals & set(re.findall(r"0x[0-9A-F]{16}", text))
     assert "@acegen_testmodel_tables = external constant" in text
