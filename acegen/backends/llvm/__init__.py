@@ -268,7 +268,7 @@ def object_file(
     ``cpu``/``features``: the target CPU (default: the host's; ``cpu="x86-64", features=""``
     gives a portable object).  The object references the external symbol
     ``acegen_<name>_tables`` (the ``.bin`` of :func:`emit_llvm`, 64-byte aligned) when the model
-    has spline tables, and ``malloc``/``realloc``/``free`` and libm.
+    has spline tables, and ``posix_memalign``/``realloc``/``free`` and libm.
     """
     import llvmlite.binding as llvm
 
