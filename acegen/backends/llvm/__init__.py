@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 #: Neighbours evaluated together (the width of the explicit ``<LANES x double>`` vectors of the
 #: generated IR).  Part of the arithmetic's definition (which partial sums exist), so a fixed
-#: constant, not a property of the CPU.
+#: constant, not a property of the CPU (the spline routine's lane transposes are written for 4).
 LANES = 4
 
 #: Centres per chunk below which a multi-threaded call runs serially (thread start-up costs
