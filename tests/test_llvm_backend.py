@@ -3,6 +3,7 @@ interpreter, independent references and PACE reference data; object cache; no-co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,16 +26,17 @@ from acegen.backends import EMIT_TARGETS, emit
 from acegen.backends.common import llvm_double
 from acegen.backends.llvm import LLVMKernel, compile_llvm, emit_llvm
 from acegen.backends.llvm.printer import slp_function, slp_instructions
+from acegen.backends.plan import build_plan
 from acegen.calculator import evaluate
 from acegen.errors import CompileError, StructureError
 from acegen.ir.interp import evaluate_ir
-from acegen.ir.model import CoreRepulsion, Embedding, ModelIR
+from acegen.ir.model import Channel, CoreRepulsion, Embedding, ModelIR
 from acegen.ir.slp import SLP
 from acegen.jit.llvm_cache import HostIdentity, llvm_cache_key
 from acegen.jit.toolchain import find_c_compiler
 from acegen.runtime.kernels import compile_ir
 
-from .c_backend_models import make_model, random_environment, reference_compute
+from .c_backend_models import hermite_spline, make_model, random_environment, reference_compute
 from .models import SPECS, model, random_structure
 
 REPO = Path(__file__).resolve().parent.parent
@@ -223,10 +225,17 @@ def test_emit_is_deterministic_validated_and_marked():
     assert "do not edit" in text.splitlines()[0]
     assert not re.search(r"\b(Cu|Ni)\b", text), "element names must not reach the IR"
     assert "define i32 @acegen_testmodel_compute(" in text and "define i32 @acegen_testmodel_info(" in text
-    # the spline table travels as bytes, bit for bit, and is not printed in the IR
+    # the spline table travels as bytes, bit for bit (the plan's "slots" layout, the C kernel's
+    # table: per bond [bin][c0..c3][slot] over the functions it uses), and is not printed in the IR
     table = np.frombuffer(files["acegen_testmodel.bin"], dtype="<f8")
-    coeffs = ir.radial[(0, 1)].spline.coeffs.ravel()
-    np.testing.assert_array_equal(table[: coeffs.size], coeffs)
+    plan = build_plan(ir)
+    np.testing.assert_array_equal(table, plan.tables("slots"))
+    bond = next(b for b in plan.species[0].bonds if b.zj == 1)
+    rows = table[bond.slot_offset : bond.slot_offset + bond.radial.nbins * 4 * bond.nslot_pad]
+    rows = rows.reshape(bond.radial.nbins, 4, bond.nslot_pad)
+    np.testing.assert_array_equal(rows[:, :, : bond.nslot],
+                                  np.transpose(ir.radial[(0, 1)].spline.coeffs[:, list(bond.slots), :], (0, 2, 1)))
+    coeffs = ir.radial[(0, 1)].spline.coeffs[:, list(bond.slots), :].ravel()
     table_literals = {llvm_double(v) for v in coeffs if abs(v) not in (0.0, 1.0)}
     assert len(table_literals) > 100 and not table_literals & set(re.findall(r"0x[0-9A-F]{16}", text))
     assert "@acegen_testmodel_tables = external constant" in text
@@ -238,7 +247,8 @@ def test_emit_is_deterministic_validated_and_marked():
     functions = re.findall(r"^define [^@]*@(\w+)\(.*?^}", contract, re.M | re.S)
     bodies = dict(zip(functions, re.split(r"^define ", contract, flags=re.M)[1:]))
     flagged = {f for f, body in bodies.items() if " contract " in body}
-    assert flagged == {"angular", "radial_0_0", "radial_0_1", "radial_1_0"}, flagged
+    # (the spline bond (0, 1) evaluates its rows in the routine of its shape: 8 padded slots, 1 group of 4)
+    assert flagged == {"angular", "radial_0_0", "spline_rows_8_1", "radial_1_0"}, flagged
     with pytest.raises(CompileError):
         emit_llvm(ir, fastmath="reassoc")
 
@@ -281,6 +291,57 @@ SYNTHETIC = {
     "lmax4": lambda: make_model(seed=4, lmax=4, name="ll_lmax4", n_monomials=30),
     "dead_species": _dead_species_model,
 }
+
+
+def _slots_model(poison: bool) -> ModelIR:
+    """The density/zbl core model with bond (0, 1) on an 11-function spline table of which the
+    channels use functions 9, 10, 4, 0, 2 and the core function 7 (slots in that order: the
+    plan's order of first use by l, then the core; two groups of 4 slots, the second partial).
+    ``poison``: the 5 functions nothing uses are NaN in the table."""
+    ir = make_model(seed=3, cores=CORES["density_zbl"], name="ll_slots", n_monomials=25)
+    sp0 = ir.species[0]
+    remap = iter((9, 4, 0))
+    chans = [dataclasses.replace(c, radial=next(remap)) if c.zj == 1 else c for c in sp0.channels]
+    n_A = sum(c.size for c in chans)
+    chans += [Channel(zj=1, radial=10, l=0, offset=n_A), Channel(zj=1, radial=2, l=2, offset=n_A + 1)]
+    extra = [(n_A,), (0, n_A + 3), (n_A, n_A + 1)]
+    monos = sorted(list(sp0.monomials) + extra, key=lambda m: (len(m), m))
+    rng = np.random.default_rng(11)
+    row = {m: c for m, c in zip(sp0.monomials, sp0.coeffs)}
+    coeffs = np.array([row[m] if m in row else rng.normal(size=sp0.coeffs.shape[1]) * 0.3 for m in monos])
+    spline = hermite_spline(4.0, 11, 0.05, 7)
+    if poison:
+        spline.coeffs[:, [1, 3, 5, 6, 8], :] = np.nan
+    radial = dict(ir.radial)
+    radial[(0, 1)] = dataclasses.replace(ir.radial[(0, 1)], nfunc=11, spline=spline, core=7)
+    sp0 = dataclasses.replace(sp0, channels=tuple(chans), monomials=tuple(monos), coeffs=coeffs)
+    return ModelIR(ir.elements, ir.lmax, ir.angular, radial, (sp0, ir.species[1]), name="ll_slots")
+
+
+def test_spline_bond_evaluates_only_its_slots():
+    """The radial step reads the C kernel's "slots" table: the bond's used functions in slot
+    order (not the 11 of the table), the core at its slot; the 5 unused functions (NaN here)
+    are neither in the table nor evaluated.  Results: the interpreter's (on the table without
+    NaN), and the C kernel's."""
+    ir, clean = _slots_model(True), _slots_model(False)
+    bond = next(b for b in build_plan(ir).species[0].bonds if b.zj == 1)
+    assert bond.slots == (9, 10, 4, 0, 2, 7) and bond.core_slot == 5 and bond.nslot_pad == 8
+    files = emit_llvm(ir)
+    table = np.frombuffer(files["acegen_ll_slots.bin"], dtype="<f8")
+    np.testing.assert_array_equal(table, build_plan(clean).tables("slots"))
+    assert np.isfinite(table).all()
+    k = compile_llvm(ir, cache=False)
+    kc = c_kernel(clean) if HAVE_CC else None
+    for env in _environments(ir):
+        E, G = k.compute(*env)
+        assert np.isfinite(E).all() and np.isfinite(G).all()
+        Er, Gr = evaluate_ir(clean, *env)
+        assert_close(E, Er, what="energies vs interpreter")
+        assert_close(G, Gr, what="dEdr vs interpreter")
+        if kc is not None:
+            Ec, Gc = kc.compute(*env)
+            assert_close(E, Ec, what="energies vs C")
+            assert_close(G, Gc, what="dEdr vs C")
 
 
 @pytest.fixture(scope="module", params=sorted(SYNTHETIC))

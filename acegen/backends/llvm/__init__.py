@@ -42,11 +42,13 @@ from ..common import STATUS_INDEX_KIND, Status, render
 # is used, so that loading a cached kernel (kernel_from_index) imports none of it.
 if TYPE_CHECKING:
     from ...ir.model import ModelIR
+    from ...ir.slp import SLP
+    from ..plan import BondPlan
 
 
 #: Neighbours evaluated together (the width of the explicit ``<LANES x double>`` vectors of the
 #: generated IR).  Part of the arithmetic's definition (which partial sums exist), so a fixed
-#: constant, not a property of the CPU.
+#: constant, not a property of the CPU (the spline routine's lane transposes are written for 4).
 LANES = 4
 
 #: Centres per chunk below which a multi-threaded call runs serially (thread start-up costs
@@ -98,8 +100,26 @@ def _fastmath(flags: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...
     return out
 
 
-#: The LLVM kernel reads spline tables in the plan's "functions" layout ([bin][function][c0..c3]).
-TABLE_LAYOUT = "functions"
+#: The LLVM kernel reads spline tables in the plan's "slots" layout ([bin][c0..c3][slot] per bond,
+#: over the radial functions the bond's channels and core use): the C kernel's table.
+TABLE_LAYOUT = "slots"
+
+
+def slot_stride(b: BondPlan) -> int:
+    """Rows per radial quantity (R, dR/dr, dR/dθ_j) of bond ``b`` in the LLVM record: its padded
+    slot count for a spline (the radial routine writes whole groups of 4 slots), its slot count
+    for an SLP."""
+    return b.nslot_pad if b.radial.kind == "spline" else b.nslot
+
+
+def slot_slp(b: BondPlan) -> SLP:
+    """The radial SLP of bond ``b`` reduced to its slots: outputs R_s, then dR_s/dr (then dR_s/dθ_j),
+    s over ``b.slots`` (the outputs no slot uses are dead code for the optimiser)."""
+    from ...ir.slp import SLP
+
+    slp, nf = b.radial.slp, b.nfunc
+    kinds = len(slp.outputs) // nf
+    return SLP(slp.inputs, slp.assignments, tuple(slp.outputs[k * nf + f] for k in range(kinds) for f in b.slots))
 
 
 def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
@@ -114,15 +134,17 @@ def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
     for s in plan.species:
         md[s.zi] = 3 * k
         k += 1 if s.n_groups else 0
-    # record rows: u (3), r, R and dR (and dR/dtheta_j with indicator inputs; nfunc each), Y and grad P (NY each)
-    row_y = 4 + (3 if plan.theta else 2) * plan.nfunc_max
-    # per bond, the channels in the order of the plan's l groups: (radial function, offset)
-    arows = {}
+    # record rows: u (3), r, per bond R, dR (and dR/dtheta_j with indicator inputs) over its slots
+    # (slot_stride rows each), then Y and grad P (NY each) from a row common to every bond
+    rad_rows = max([1] + [(3 if b.theta else 2) * slot_stride(b) for s in plan.species for b in s.bonds])
+    row_y = 4 + rad_rows
+    # per bond, the channels with their radial slot instead of the radial function: (offset, slot, l)
+    chan_slots = {}
     for s in plan.species:
         for b in s.bonds:
-            order = sorted(range(b.n_chan), key=lambda c: (int(b.channels[c, 2]), c))
-            arows[(s.zi, b.zj)] = np.asarray([(int(b.channels[c, 1]), int(b.channels[c, 0])) for c in order],
-                                             dtype=np.int32).reshape(-1)
+            slot_of = {f: k for k, f in enumerate(b.slots)}
+            chan_slots[(s.zi, b.zj)] = np.asarray([(int(o), slot_of[int(f)], int(l)) for o, f, l in b.channels],
+                                                  dtype=np.int32).reshape(-1)
     ctx = {
         **plan.context(),
         "status": {s.name: int(s) for s in Status},  # the LLVM templates look codes up by name
@@ -134,7 +156,9 @@ def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
         "rec_rows": row_y + 4 * plan.n_y,
         "fm": "".join(f + " " for f in flags),
         "md": md,
-        "arows": arows,
+        "chan_slots": chan_slots,
+        "slot_stride": slot_stride,
+        "slot_slp": slot_slp,
         "slp_function": functools.partial(slp_function, flags=flags, width=LANES),
         "slp_scalar": lambda slp, inputs, out, prefix: "\n".join(slp_instructions(slp, inputs, out, prefix=prefix)),
     }
@@ -244,7 +268,7 @@ def object_file(
     ``cpu``/``features``: the target CPU (default: the host's; ``cpu="x86-64", features=""``
     gives a portable object).  The object references the external symbol
     ``acegen_<name>_tables`` (the ``.bin`` of :func:`emit_llvm`, 64-byte aligned) when the model
-    has spline tables, and ``malloc``/``realloc``/``free`` and libm.
+    has spline tables, and ``posix_memalign``/``realloc``/``free`` and libm.
     """
     import llvmlite.binding as llvm
 

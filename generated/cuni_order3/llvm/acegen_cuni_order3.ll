@@ -55,9 +55,21 @@ declare <4 x double> @llvm.pow.v4f64(<4 x double>, <4 x double>)
 declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)
 declare void @llvm.prefetch.p0(ptr, i32, i32, i32)
 declare i1 @llvm.vector.reduce.and.v4i1(<4 x i1>)
-declare ptr @malloc(i64)
+declare i32 @posix_memalign(ptr, i64, i64)
 declare ptr @realloc(ptr, i64)
 declare void @free(ptr)
+
+; a 64-byte aligned block of `bytes` bytes (null if none): the records and the AA, W and A4 rows
+; are read and written as <4 x double> vectors, which must not straddle cache lines
+define internal ptr @alloc64(i64 %bytes) {
+entry:
+  %p = alloca ptr
+  %rc = call i32 @posix_memalign(ptr %p, i64 64, i64 %bytes)
+  %ok = icmp eq i32 %rc, 0
+  %v = load ptr, ptr %p
+  %r = select i1 %ok, ptr %v, ptr null
+  ret ptr %r
+}
 
 ; Real spherical harmonics of LANES unit vectors (x, y, z): row lm = Y_lm, then the Cartesian
 ; gradient of the polynomial: row NY + lm = dP/dx, row 2 NY + lm = dP/dy, row 3 NY + lm = dP/dz.
@@ -101,7 +113,8 @@ entry:
   ret void
 }
 
-; radial functions of bond (0, 0) on LANES distances: row f = R_f(r), row 16 + f = dR_f/dr
+; radial slots of bond (0, 0) on LANES distances, for the slot functions 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15:
+; row s = R_s(r), row 16 + s = dR_s/dr
 define internal void @radial_0_0(<4 x double> %r, ptr noalias %out) {
 entry:
   %t0 = fmul <4 x double> splat (double 0x3FD89D89D89D89D8), %r
@@ -388,7 +401,8 @@ entry:
 }
 
 
-; radial functions of bond (0, 1) on LANES distances: row f = R_f(r), row 16 + f = dR_f/dr
+; radial slots of bond (0, 1) on LANES distances, for the slot functions 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15:
+; row s = R_s(r), row 16 + s = dR_s/dr
 define internal void @radial_0_1(<4 x double> %r, ptr noalias %out) {
 entry:
   %t0 = fmul <4 x double> splat (double 0x3FD919191919191A), %r
@@ -675,7 +689,8 @@ entry:
 }
 
 
-; radial functions of bond (1, 0) on LANES distances: row f = R_f(r), row 16 + f = dR_f/dr
+; radial slots of bond (1, 0) on LANES distances, for the slot functions 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15:
+; row s = R_s(r), row 16 + s = dR_s/dr
 define internal void @radial_1_0(<4 x double> %r, ptr noalias %out) {
 entry:
   %t0 = fmul <4 x double> splat (double 0x3FD919191919191A), %r
@@ -962,7 +977,8 @@ entry:
 }
 
 
-; radial functions of bond (1, 1) on LANES distances: row f = R_f(r), row 16 + f = dR_f/dr
+; radial slots of bond (1, 1) on LANES distances, for the slot functions 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15:
+; row s = R_s(r), row 16 + s = dR_s/dr
 define internal void @radial_1_1(<4 x double> %r, ptr noalias %out) {
 entry:
   %t0 = fmul <4 x double> splat (double 0x3FD999999999999A), %r
@@ -1253,7 +1269,7 @@ entry:
 ; per-species tables
 
 ; species 0: n_A = 38, 53 product nodes in 16 runs, 1 densities
-; channels with neighbour species 0: (offset, radial function, l)
+; channels with neighbour species 0: (offset, radial slot, l)
 @chan_0_0 = internal constant [51 x i32] [
     i32 0, i32 0, i32 0, i32 1, i32 0, i32 1, i32 4, i32 1, i32 0, i32 5, i32 2, i32 0,
     i32 6, i32 3, i32 0, i32 7, i32 4, i32 0, i32 8, i32 5, i32 0, i32 9, i32 6, i32 0,
@@ -1261,13 +1277,13 @@ entry:
     i32 14, i32 11, i32 0, i32 15, i32 12, i32 0, i32 16, i32 13, i32 0, i32 17, i32 14, i32 0,
     i32 18, i32 15, i32 0
 ]
-; the same channels grouped by l (the plan's groups): (radial function, offset)
+; the same channels grouped by l (the plan's rows and groups): (radial slot, offset)
 @arow_0_0 = internal constant [34 x i32] [
     i32 0, i32 0, i32 1, i32 4, i32 2, i32 5, i32 3, i32 6, i32 4, i32 7, i32 5, i32 8,
     i32 6, i32 9, i32 7, i32 10, i32 8, i32 11, i32 9, i32 12, i32 10, i32 13, i32 11, i32 14,
     i32 12, i32 15, i32 13, i32 16, i32 14, i32 17, i32 15, i32 18, i32 0, i32 1
 ]
-; channels with neighbour species 1: (offset, radial function, l)
+; channels with neighbour species 1: (offset, radial slot, l)
 @chan_0_1 = internal constant [51 x i32] [
     i32 19, i32 0, i32 0, i32 20, i32 0, i32 1, i32 23, i32 1, i32 0, i32 24, i32 2, i32 0,
     i32 25, i32 3, i32 0, i32 26, i32 4, i32 0, i32 27, i32 5, i32 0, i32 28, i32 6, i32 0,
@@ -1275,7 +1291,7 @@ entry:
     i32 33, i32 11, i32 0, i32 34, i32 12, i32 0, i32 35, i32 13, i32 0, i32 36, i32 14, i32 0,
     i32 37, i32 15, i32 0
 ]
-; the same channels grouped by l (the plan's groups): (radial function, offset)
+; the same channels grouped by l (the plan's rows and groups): (radial slot, offset)
 @arow_0_1 = internal constant [34 x i32] [
     i32 0, i32 19, i32 1, i32 23, i32 2, i32 24, i32 3, i32 25, i32 4, i32 26, i32 5, i32 27,
     i32 6, i32 28, i32 7, i32 29, i32 8, i32 30, i32 9, i32 31, i32 10, i32 32, i32 11, i32 33,
@@ -1346,7 +1362,7 @@ entry:
 
 
 ; species 1: n_A = 38, 53 product nodes in 16 runs, 1 densities
-; channels with neighbour species 0: (offset, radial function, l)
+; channels with neighbour species 0: (offset, radial slot, l)
 @chan_1_0 = internal constant [51 x i32] [
     i32 0, i32 0, i32 0, i32 1, i32 0, i32 1, i32 4, i32 1, i32 0, i32 5, i32 2, i32 0,
     i32 6, i32 3, i32 0, i32 7, i32 4, i32 0, i32 8, i32 5, i32 0, i32 9, i32 6, i32 0,
@@ -1354,13 +1370,13 @@ entry:
     i32 14, i32 11, i32 0, i32 15, i32 12, i32 0, i32 16, i32 13, i32 0, i32 17, i32 14, i32 0,
     i32 18, i32 15, i32 0
 ]
-; the same channels grouped by l (the plan's groups): (radial function, offset)
+; the same channels grouped by l (the plan's rows and groups): (radial slot, offset)
 @arow_1_0 = internal constant [34 x i32] [
     i32 0, i32 0, i32 1, i32 4, i32 2, i32 5, i32 3, i32 6, i32 4, i32 7, i32 5, i32 8,
     i32 6, i32 9, i32 7, i32 10, i32 8, i32 11, i32 9, i32 12, i32 10, i32 13, i32 11, i32 14,
     i32 12, i32 15, i32 13, i32 16, i32 14, i32 17, i32 15, i32 18, i32 0, i32 1
 ]
-; channels with neighbour species 1: (offset, radial function, l)
+; channels with neighbour species 1: (offset, radial slot, l)
 @chan_1_1 = internal constant [51 x i32] [
     i32 19, i32 0, i32 0, i32 20, i32 0, i32 1, i32 23, i32 1, i32 0, i32 24, i32 2, i32 0,
     i32 25, i32 3, i32 0, i32 26, i32 4, i32 0, i32 27, i32 5, i32 0, i32 28, i32 6, i32 0,
@@ -1368,7 +1384,7 @@ entry:
     i32 33, i32 11, i32 0, i32 34, i32 12, i32 0, i32 35, i32 13, i32 0, i32 36, i32 14, i32 0,
     i32 37, i32 15, i32 0
 ]
-; the same channels grouped by l (the plan's groups): (radial function, offset)
+; the same channels grouped by l (the plan's rows and groups): (radial slot, offset)
 @arow_1_1 = internal constant [34 x i32] [
     i32 0, i32 19, i32 1, i32 23, i32 2, i32 24, i32 3, i32 25, i32 4, i32 26, i32 5, i32 27,
     i32 6, i32 28, i32 7, i32 29, i32 8, i32 30, i32 9, i32 31, i32 10, i32 32, i32 11, i32 33,
@@ -1439,7 +1455,7 @@ entry:
 
 
 ; ------------------------------------------------------------------------------------------
-; make room for n slots (pairs of one centre plus block padding); 0 on success, 1 if realloc failed
+; make room for n slots (pairs of one centre plus block padding); 0 on success, 1 if an allocation failed
 define internal i32 @ws_reserve(ptr %ws, i64 %n) {
 entry:
   %cap.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 0
@@ -1460,7 +1476,10 @@ grow:
   %f1.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 1
   %f1.old = load ptr, ptr %f1.p
   %f1.bytes = mul i64 %newcap, 416
-  %f1 = call ptr @realloc(ptr %f1.old, i64 %f1.bytes)
+  ; the records are scratch, rebuilt for every centre: a fresh aligned block, nothing to copy
+  call void @free(ptr %f1.old)
+  store ptr null, ptr %f1.p
+  %f1 = call ptr @alloc64(i64 %f1.bytes)
   %f1.null = icmp eq ptr %f1, null
   br i1 %f1.null, label %fail, label %f1.ok
 f1.ok:
@@ -1837,7 +1856,7 @@ fin:
   ret void
 }
 
-; one block, degree 0: Z[mm] = sum over the rows (radial function, offset) of W[offset + mm] R[radial],
+; one block, degree 0: Z[mm] = sum over the rows (radial slot, offset) of W[offset + mm] R[slot],
 ; Zd[mm] likewise with dR, rows in order, mm < 1
 define internal void @contract_W_l0(ptr noalias %rows, i64 %nrows, ptr noalias %R, ptr noalias %dR,
                                    ptr noalias %W, ptr noalias %Z, ptr noalias %Zd) {
@@ -1893,7 +1912,7 @@ c0.exit:
   ret void
 }
 
-; one block, degree 1: Z[mm] = sum over the rows (radial function, offset) of W[offset + mm] R[radial],
+; one block, degree 1: Z[mm] = sum over the rows (radial slot, offset) of W[offset + mm] R[slot],
 ; Zd[mm] likewise with dR, rows in order, mm < 3
 define internal void @contract_W_l1(ptr noalias %rows, i64 %nrows, ptr noalias %R, ptr noalias %dR,
                                    ptr noalias %W, ptr noalias %Z, ptr noalias %Zd) {
@@ -2103,7 +2122,7 @@ entry:
 
 ; forces of one block from its Z_lm and Zd_lm (@contract_<zi>_<zj>): f[a] (a = x, y, z; rows of
 ;   lanes) = (sum_lm Zd_lm Y_lm) u_a + (G_a - (u . G) u_a) / r, G_a = sum_lm Z_lm dP_lm/da
-define internal void @pair_forces(ptr noalias %Z, ptr noalias %Zd, ptr noalias %rec, ptr noalias %f) {
+define internal void @pair_forces(ptr noalias %Z, ptr noalias %Zd, ptr noalias %rec, ptr noalias %f) alwaysinline {
 entry:
   ; the four contractions over lm (sd, G_x, G_y, G_z), lm ascending
   %Y = getelementptr inbounds <4 x double>, ptr %rec, i64 36
@@ -4415,9 +4434,9 @@ pairs:
   %bad4 = and i1 %has_pairs, %pn2
   br i1 %bad4, label %bad_argument, label %alloc
 alloc:
-  %AA = call ptr @malloc(i64 768)
-  %W = call ptr @malloc(i64 768)
-  %A4 = call ptr @malloc(i64 1216)
+  %AA = call ptr @alloc64(i64 768)
+  %W = call ptr @alloc64(i64 768)
+  %A4 = call ptr @alloc64(i64 1216)
   %ws.0 = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 0
   store i64 0, ptr %ws.0
   %ws.1 = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 1
