@@ -1,6 +1,10 @@
-"""Many-element PACE files whose bonds share spline tables (benchmarks/make_pace100.py: N
-elements from the YBCO template, the N² bonds on at most 16 distinct tables): the C kernel
-emits one radial function per distinct table and still evaluates equal to the IR interpreter."""
+"""The C kernel's layout for fast cold compiles of large PACE models:
+
+* many-element files whose bonds share spline tables (benchmarks/make_pace100.py: N elements
+  from the YBCO template, the N² bonds on at most 16 distinct tables): one radial function per
+  distinct table, and the kernel still evaluates equal to the IR interpreter;
+* large per-species output coefficient arrays (npj Cu) live in the spline-table blob, not in
+  C initialisers, and the kernel still matches pyace's reference values."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import numpy as np
 import pytest
 
 import acegen
-from acegen.backends.c import compile_c, emit_c, radial_functions
+from acegen.backends.c import COEF_IN_BLOB, blob_name, compile_c, emit_c, radial_functions
 from acegen.backends.plan import build_plan
 from acegen.io.pace import read_pace, write_yace
 from acegen.ir.interp import evaluate_ir
@@ -68,3 +72,30 @@ def test_compiled_kernel_matches_the_interpreter(ir, seed):
         scale = float(np.max(np.abs(b)))
         assert scale > 0
         assert float(np.max(np.abs(a - b))) <= 1e-12 * scale
+
+
+def test_large_coefficient_arrays_live_in_the_table_blob(shared_dir):
+    ir = acegen.load(shared_dir / "potentials" / "Cu-PBE-core-rep.ace").ir()
+    plan = build_plan(ir, merge_shared=True)
+    files = emit_c(ir)
+    src = files[f"acegen_{ir.name}.c"]
+    blob = np.frombuffer(files[blob_name(ir.name)], dtype="<f8")
+    tables = plan.tables("slots")
+    (s,) = plan.species
+    assert s.coef.size >= COEF_IN_BLOB
+    m = re.search(rf"static const double \*const coef_0 = acegen_{ir.name}_tables \+ (\d+);", src)
+    assert m, "coef_0 must point into the blob"
+    off = int(m.group(1))
+    assert off == tables.size and off % 8 == 0
+    np.testing.assert_array_equal(blob[:off], tables)
+    np.testing.assert_array_equal(blob[off : off + s.coef.size], s.coef.ravel())
+    assert blob.size == off + s.coef.size
+    assert not re.search(r"static const double coef_0\[", src)
+
+
+def test_small_coefficient_arrays_stay_in_c(ir):
+    plan = build_plan(ir, merge_shared=True)
+    src = next(v for k, v in emit_c(ir).items() if k.endswith(".c"))
+    for s in plan.species:
+        assert s.coef.size < COEF_IN_BLOB
+        assert f"static const double coef_{s.zi}[" in src
