@@ -339,10 +339,10 @@ class KernelPlan:
                         continue
                     done.add(b.slot_offset)
                     spl = b.radial.block.spline
-                    table = np.zeros((spl.nbins, 4, b.nslot_pad))
-                    if b.slots:
-                        table[:, :, : b.nslot] = np.transpose(spl.coeffs[:, list(b.slots), :], (0, 2, 1))
-                    out[b.slot_offset : b.slot_offset + table.size] = table.ravel()
+                    if b.slots:  # written in place (the buffer is zero: padding slots stay zero)
+                        table = out[b.slot_offset : b.slot_offset + spl.nbins * 4 * b.nslot_pad]
+                        table.reshape(spl.nbins, 4, b.nslot_pad)[:, :, : b.nslot] = np.transpose(
+                            spl.coeffs[:, list(b.slots), :], (0, 2, 1))
             return out
         if layout == "functions":
             out = np.zeros(self.function_doubles, dtype="<f8")

@@ -13,13 +13,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from ...errors import CompileError
 from ...ir.model import ModelIR
 from ...jit.cache import build_library
 from ...jit.load import CompiledKernel
 from ...jit.toolchain import detect
 from ..common import kernel_meta, render
-from ..plan import build_plan
+from ..plan import KernelPlan, build_plan
 from .printer import slp_body
 
 
@@ -28,6 +30,13 @@ from .printer import slp_body
 #: (PACE-style tables reach millions of numbers; as C initialisers they would take minutes to
 #: compile), in the plan's "slots" layout (:mod:`acegen.backends.plan`).
 TABLE_LAYOUT = "slots"
+
+
+#: Per-species output coefficient arrays of at least this many doubles go into the spline-table
+#: blob instead of C initialisers: GCC parses long double initialisers slowly (npj Cu, 32 048
+#: coefficients: 0.1 s of its 1.2 s).  Smaller arrays stay in C, where they sit next to the
+#: species' other tables: in the blob, YBCO's 3 400 per species measured 2 % slower kernels.
+COEF_IN_BLOB = 8192
 
 
 def source_names(name: str) -> tuple[str, str]:
@@ -46,14 +55,56 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n(?:[ \t]*\n){2,}", "\n\n", text)
 
 
+def radial_functions(plan: KernelPlan) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The C radial function of every bond (key ``"zi_zj"``), and the bonds of each function.
+
+    A bond's radial step is a function of its spline table's "slots" copy, its slots and its
+    record size only, unless weights (a table shared by weighted bonds) or indicator inputs
+    enter: bonds equal in all of that (bonds of a PACE file with equal parameters, which share
+    one table: :mod:`acegen.io.pace_radial`) share one function, named after the first of them,
+    so a many-element model has one radial function per distinct table instead of one per bond.
+    """
+    names: dict[str, str] = {}
+    users: dict[str, list[str]] = {}
+    first: dict[tuple, str] = {}
+    for s in plan.species:
+        for b in s.bonds:
+            rb = b.radial
+            own = f"radial_{rb.zi}_{rb.zj}"
+            if rb.kind == "spline" and b.weight_table is None and b.slot_weights is None and not b.theta:
+                key = (b.slot_offset, b.slots, b.nslot_pad, b.rec, rb.rcut, rb.h, rb.nbins)
+                fn = first.setdefault(key, own)
+            else:
+                fn = own
+            names[f"{b.zi}_{b.zj}"] = fn
+            users.setdefault(fn, []).append(f"({b.zi}, {b.zj})")
+    return names, users
+
+
 def emit_c(ir: ModelIR) -> dict[str, str | bytes]:
     """The generated files of ``ir``: ``acegen_<name>.c`` and ``.h`` (text) and, if the model
     has spline tables, ``acegen_<name>.bin`` (bytes; the .c includes it with ``.incbin``, so
-    it must sit in the compiler's working directory)."""
+    it must sit in the compiler's working directory).
+
+    A model with spline tables also keeps large per-species output coefficient arrays
+    (``coef_<zi>`` of at least :data:`COEF_IN_BLOB` doubles) in the ``.bin``, after the tables
+    (offsets in ``coef_offset``, multiples of :data:`~acegen.backends.plan.TABLE_ALIGN`)."""
     plan = build_plan(ir, merge_shared=True)
-    data = plan.tables(TABLE_LAYOUT).tobytes()
+    tables = plan.tables(TABLE_LAYOUT)
+    parts = [tables]
+    coef_offset: dict[int, int] = {}
+    if tables.size:
+        at = tables.size  # a multiple of TABLE_ALIGN, as is every coef block (n_nodes_pad columns)
+        for s in plan.species:
+            if s.n_out and s.coef.size >= COEF_IN_BLOB:
+                coef_offset[s.zi] = at
+                parts.append(np.ascontiguousarray(s.coef, dtype="<f8"))
+                at += s.coef.size
+    data = b"".join(memoryview(a).cast("B") for a in parts)
+    radial_fn, radial_users = radial_functions(plan)
     ctx = {**plan.context(), "slp": slp_body, "blob_file": blob_name(ir.name) if data else None,
-           "blob_doubles": len(data) // 8}
+           "blob_doubles": len(data) // 8, "radial_fn": radial_fn, "radial_users": radial_users,
+           "coef_offset": coef_offset}
     src, hdr = source_names(ir.name)
     files: dict[str, str | bytes] = {
         src: _tidy(render("c/kernel.c.j2", **ctx)),
@@ -113,4 +164,4 @@ def build_c(folder: Path, *, openmp: bool = True, march_native: bool = True) -> 
     return out
 
 
-__all__ = ["blob_name", "build_c", "cdef", "compile_c", "emit_c", "source_names"]
+__all__ = ["blob_name", "build_c", "cdef", "compile_c", "emit_c", "radial_functions", "source_names"]

@@ -134,8 +134,10 @@ static void angular_block(const double (*restrict u)[LANES], double (*restrict o
     }
 }
 
-/* l = 0: A[mm] += sum over nblk blocks of sum_t Rs[t] Yl[mm][t] (mm = 0..0), blocks bstride rows apart */
-static inline void accumulate_A_l0(const lanes_t *restrict Rs, const lanes_t *restrict Yl, const int64_t nblk,
+/* l = 0: A[mm] += sum over nblk blocks of sum_t Rs[t] Yl[mm][t] (mm = 0..0), blocks bstride rows apart.
+   noinline: called from 4 channel groups; an inlined copy in each made GCC's -O3 spend
+   30 % longer on a 4-species model for the same kernel speed (docs/performance.md) */
+static __attribute__((noinline)) void accumulate_A_l0(const lanes_t *restrict Rs, const lanes_t *restrict Yl, const int64_t nblk,
                                    const int64_t bstride, double *restrict A)
 {
     lanes_t acc[1][GROUPS];
@@ -181,8 +183,10 @@ static inline void contract_W_l0(const int32_t *restrict rows, const int nrows, 
     }
 }
 
-/* l = 1: A[mm] += sum over nblk blocks of sum_t Rs[t] Yl[mm][t] (mm = 0..2), blocks bstride rows apart */
-static inline void accumulate_A_l1(const lanes_t *restrict Rs, const lanes_t *restrict Yl, const int64_t nblk,
+/* l = 1: A[mm] += sum over nblk blocks of sum_t Rs[t] Yl[mm][t] (mm = 0..2), blocks bstride rows apart.
+   noinline: called from 4 channel groups; an inlined copy in each made GCC's -O3 spend
+   30 % longer on a 4-species model for the same kernel speed (docs/performance.md) */
+static __attribute__((noinline)) void accumulate_A_l1(const lanes_t *restrict Rs, const lanes_t *restrict Yl, const int64_t nblk,
                                    const int64_t bstride, double *restrict A)
 {
     lanes_t acc[3][GROUPS];
