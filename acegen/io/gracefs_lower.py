@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import SpecError
 from ..ir.model import ANY, Channel, Embedding, ModelIR, ProjectionRows, RadialBlock, SpeciesProgram, SplineTable
 from .gracefs import GraceFSPotential
-from .pace_radial import PaceSpline, _sbessel
+from .pace_radial import PaceSpline, _sbessel, combine_in_order
 
 __all__ = ["gracefs_radial_table", "gracefs_to_ir"]
 
@@ -42,7 +42,7 @@ def gracefs_radial_table(pot: GraceFSPotential) -> SplineTable:
 
     def funcs(r):
         g, dg = _sbessel(r, pot.rcut, pot.n_rad_base)
-        return g @ c.T, dg @ c.T
+        return combine_in_order(g, c), combine_in_order(dg, c)
 
     spl = PaceSpline(funcs, pot.rcut, pot.delta_spline_bins)
     return SplineTable(rcut=pot.rcut, h=spl.h, coeffs=spl.ir_coeffs())

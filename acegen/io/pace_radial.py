@@ -282,13 +282,24 @@ def _atomic_number(el: str) -> int:
     return int(atomic_numbers[el])
 
 
+def combine_in_order(g: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``g @ c.T`` (R_c(r) = Σ_k c_ck g_k(r)) summed in k order, PACE's order, without BLAS: a
+    threaded GEMM rounds differently with the number of threads, and the spline tables built
+    from these values (hence a model's signature and its kernel cache key) must not depend on
+    ``OMP_NUM_THREADS``."""
+    out = np.zeros((g.shape[0], c.shape[0]))
+    for k in range(c.shape[1]):
+        out += g[:, k, None] * c[None, :, k]
+    return out
+
+
 def bond_functions(pot: PacePotential, mu_i: int, mu_j: int, r):
     """All radial functions of a bond in the IR layout: [g_0..g_{K−1}, R_{n,l} (index
     K + n(lmax+1) + l), φ_core]; returns (values, derivatives), shape (len(r), nfunc)."""
     bond = pot.bonds[(mu_i, mu_j)]
     g, dg = radial_basis(bond, r)
     c = bond.crad.reshape(-1, bond.nradbase)  # (N*(L+1), K)
-    R, dR = g @ c.T, dg @ c.T
+    R, dR = combine_in_order(g, c), combine_in_order(dg, c)
     Zi, Zj = _atomic_number(pot.elements[mu_i]), _atomic_number(pot.elements[mu_j])
     phi, dphi = core_repulsion(bond, r, Zi, Zj)
     return np.concatenate([g, R, phi[:, None]], axis=1), np.concatenate([dg, dR, dphi[:, None]], axis=1)
