@@ -23,7 +23,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from acegen.backends.c import cdef, compile_c, emit_c
-from acegen.errors import StructureError
+from acegen.errors import CompileError, StructureError
 from acegen.ir.dag import build_dag, group_schedule
 from acegen.ir.interp import evaluate_ir
 from acegen.ir.model import Channel, CoreRepulsion, Embedding, ModelIR, RadialBlock, SpeciesProgram
@@ -204,6 +204,9 @@ def test_llvm_atom_groups_give_identical_numbers():
         text1 = next(iter(emit_llvm(ir, atom_group=1).values()))
         text4 = next(iter(emit_llvm(ir, atom_group=4).values()))
         assert "@group_0(" in text4 and "@group_" not in text1
+        for bad in (0, 2, 3, 8, True, 4.0):
+            with pytest.raises(CompileError, match="atom_group"):
+                emit_llvm(ir, atom_group=bad)
         k1, k4 = compile_llvm(ir, cache=False, atom_group=1), compile_llvm(ir, cache=False, atom_group=4)
         kc = compile_c(ir)
         for n_centres, max_nb in ((1, 9), (7, 17), (150, 30)):
