@@ -18,6 +18,9 @@
 ;     W[right] += W[n] AA[left] in reverse order, leaving W[0:n_A] = dE_i / dA;
 ;  6. force pass per block (@contract_<zi>_<zj>, @pair_forces): Z_lm = sum_c W[c, m] R_c, Zd_lm = sum_c W[c, m] dR_c,
 ;     dE_i/dr_ij = (sum_lm Zd_lm Y_lm) u + (I - u u^T) (sum_lm Z_lm grad P_lm) / r (+ core terms).
+; Phases 1-2 are @front_<zi>, 4 @mid_<zi>, 6 @back_<zi>; @group_<zi> takes 4 centres of species zi
+; through phases 3-5 at once, node values interleaved <4 x double> (the same operations per
+; centre: the same bits as @atom_<zi>); the driver groups each species' centres in chunks of 64.
 ; Every sum has a fixed order (lanes are explicit <4 x double> vectors, not a compiler choice),
 ; so results do not depend on the CPU's vector width or on the thread count.
 ; Exported: @acegen_cu_order2_compute and @acegen_cu_order2_info with the C ABI of
