@@ -23,7 +23,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from acegen.backends.c import cdef, compile_c, emit_c
-from acegen.errors import StructureError
+from acegen.errors import CompileError, StructureError
 from acegen.ir.dag import build_dag, group_schedule
 from acegen.ir.interp import evaluate_ir
 from acegen.ir.model import Channel, CoreRepulsion, Embedding, ModelIR, RadialBlock, SpeciesProgram
@@ -188,6 +188,64 @@ def test_atom_groups_report_errors_like_single_centres(tmp_path):
                     kernels[g].compute(*arrays, nthreads=nthreads)
                 messages.append(str(exc.value))
         assert len(set(messages)) == 1, messages
+
+def test_llvm_atom_groups_give_identical_numbers():
+    """The LLVM kernel's groups of centres (atom_group=4: the product DAG of 4 centres of one
+    species on <4 x double> rows) give the bits of its one-centre build (atom_group=1), with and
+    without threads, for full groups, incomplete ones, mixed species and a species without A (no
+    group routine); the density core and, in the second model, the zbl core (per-centre state
+    handed between front, mid and back); the interpreter's and the C kernel's numbers to 1e-12."""
+    from acegen.backends.llvm import compile_llvm, emit_llvm
+
+    from .c_backend_models import make_model
+
+    for ir, n_species in ((corner_model(), 3), (make_model(seed=5, cores=(CoreRepulsion("zbl"), CoreRepulsion("density", 0.5, 0.3)),
+                                                         name="llgroups_zbl", n_monomials=30), 2)):
+        text1 = next(iter(emit_llvm(ir, atom_group=1).values()))
+        text4 = next(iter(emit_llvm(ir, atom_group=4).values()))
+        assert "@group_0(" in text4 and "@group_" not in text1
+        for bad in (0, 2, 3, 8, True, 4.0):
+            with pytest.raises(CompileError, match="atom_group"):
+                emit_llvm(ir, atom_group=bad)
+        k1, k4 = compile_llvm(ir, cache=False, atom_group=1), compile_llvm(ir, cache=False, atom_group=4)
+        kc = compile_c(ir)
+        for n_centres, max_nb in ((1, 9), (7, 17), (150, 30)):
+            env = random_environment(21 + n_centres, n_centres=n_centres, max_nb=max_nb, radius=4.8, n_species=n_species)
+            E1, G1 = k1.compute(*env, nthreads=1)
+            Er, Gr = evaluate_ir(ir, *env)
+            Ec, Gc = kc.compute(*env)
+            assert rel_err(E1, Er) < 1e-12 and rel_err(G1, Gr) < 1e-12
+            assert rel_err(E1, Ec) < 1e-12 and rel_err(G1, Gc) < 1e-12
+            for nthreads in (1, 2):
+                E, G = k4.compute(*env, nthreads=nthreads)
+                np.testing.assert_array_equal(E, E1)
+                np.testing.assert_array_equal(G, G1)
+
+
+def test_llvm_atom_groups_report_errors_like_single_centres():
+    """A bad pair inside a group of the LLVM kernel: the grouped build names the same (lowest)
+    centre and pair as the one-centre build."""
+    from acegen.backends.llvm import compile_llvm
+
+    ir = corner_model()
+    kernels = {g: compile_llvm(ir, cache=False, atom_group=g) for g in (1, 4)}
+    species, offsets, nb, rij = random_environment(5, n_centres=120, max_nb=12, n_species=3)
+    species[:] = 0  # one species: every full group of 4 goes through group_0
+    firsts = [int(offsets[i]) + 1 for i in (90, 37, 66) if offsets[i + 1] - offsets[i] > 1]
+    bad = rij.copy()
+    for p in firsts:
+        bad[p] = [np.nan, 0.0, 1.0]
+    nb_bad = nb.copy()
+    nb_bad[firsts[1]] = 9
+    for arrays, what in (((species, offsets, nb, bad), "non-finite"), ((species, offsets, nb_bad, rij), "neighbour species index 9")):
+        messages = []
+        for g in (1, 4):
+            for nthreads in (1, 2):
+                with pytest.raises(StructureError, match=what) as exc:
+                    kernels[g].compute(*arrays, nthreads=nthreads)
+                messages.append(str(exc.value))
+        assert len(set(messages)) == 1, messages
+
 
 # -- grouped DAG schedule ----------------------------------------------------------------------
 @pytest.mark.parametrize("seed", range(4))

@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 #: constant, not a property of the CPU (the spline routine's lane transposes are written for 4).
 LANES = 4
 
+#: Centres of one species taken through the product DAG together (node values interleaved
+#: ``<ATOM_GROUP x double>``, bitwise equal to one centre at a time); 1 disables the grouping.
+ATOM_GROUP = 4
+
 #: Centres per chunk below which a multi-threaded call runs serially (thread start-up costs
 #: more than it saves).
 MIN_CENTRES_PER_THREAD = 16
@@ -122,7 +126,13 @@ def slot_slp(b: BondPlan) -> SLP:
     return SLP(slp.inputs, slp.assignments, tuple(slp.outputs[k * nf + f] for k in range(kinds) for f in b.slots))
 
 
-def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
+def _atom_group(g: int) -> int:
+    if isinstance(g, bool) or not isinstance(g, int) or g not in (1, ATOM_GROUP):
+        raise CompileError(f"atom_group must be 1 or {ATOM_GROUP}, got {g!r}")
+    return g
+
+
+def _render(ir: ModelIR, flags: tuple[str, ...], atom_group: int = ATOM_GROUP) -> tuple[str, np.ndarray]:
     """The LLVM IR text of ``ir`` (from its :class:`~acegen.backends.plan.KernelPlan`) and the
     spline-table buffer (empty if the model has no spline)."""
     from ..plan import build_plan
@@ -151,6 +161,7 @@ def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
         "blob_file": blob_name(ir.name),
         "blob_doubles": int(tables.size),
         "lanes": LANES,
+        "atom_group": _atom_group(atom_group),
         "row_r": 4,
         "row_y": row_y,
         "rec_rows": row_y + 4 * plan.n_y,
@@ -165,14 +176,18 @@ def _render(ir: ModelIR, flags: tuple[str, ...]) -> tuple[str, np.ndarray]:
     return render("llvm/kernel.ll.j2", **ctx), tables
 
 
-def emit_llvm(ir: ModelIR, *, fastmath: str | tuple[str, ...] | None = None) -> dict[str, str | bytes]:
+def emit_llvm(
+    ir: ModelIR, *, fastmath: str | tuple[str, ...] | None = None, atom_group: int = ATOM_GROUP
+) -> dict[str, str | bytes]:
     """The generated files of ``ir``: ``acegen_<name>.ll`` (LLVM IR text, no target triple) and,
     if the model has spline tables, ``acegen_<name>.bin`` (little-endian float64 bytes: the
     contents of the IR's ``external constant @acegen_<name>_tables``).
 
     ``fastmath``: flags for the per-neighbour pointwise arithmetic (see ``ALLOWED_FLAGS``).
+    ``atom_group``: :data:`ATOM_GROUP` (centres of one species through the product DAG together)
+    or 1 (one centre at a time; the same results, bit for bit).
     """
-    text, tables = _render(ir, _fastmath(fastmath))
+    text, tables = _render(ir, _fastmath(fastmath), atom_group)
     files: dict[str, str | bytes] = {ll_name(ir.name): text}
     if tables.size:
         files[blob_name(ir.name)] = tables.tobytes()
@@ -468,6 +483,7 @@ def compile_llvm(
     cache: bool = True,
     openmp: bool = True,
     march_native: bool = False,
+    atom_group: int = ATOM_GROUP,
 ) -> LLVMKernel:
     """Generate, JIT-compile (through the object cache) and load the LLVM kernel of ``ir``.
 
@@ -478,6 +494,7 @@ def compile_llvm(
     recompiled once).  ``openmp``/``march_native`` are accepted for compatibility with
     :func:`acegen.backends.c.compile_c` (so ``compile_ir(ir, "c", ...)`` can fall back here)
     and have no effect: the code always targets the host CPU, and threads are Python threads.
+    ``atom_group``: see :func:`emit_llvm`.
     """
     from ..common import kernel_meta
 
@@ -485,7 +502,7 @@ def compile_llvm(
     if opt_level not in (0, 1, 2, 3):
         raise CompileError(f"opt_level must be 0..3, got {opt_level!r}")
     flags = _fastmath(fastmath)
-    text, raw_tables = _render(ir, flags)
+    text, raw_tables = _render(ir, flags, atom_group)
     tables = _aligned_copy(raw_tables) if raw_tables.size else raw_tables
     meta = kernel_meta(ir)
     if ir.output == "projections":

@@ -18,6 +18,9 @@
 ;     W[right] += W[n] AA[left] in reverse order, leaving W[0:n_A] = dE_i / dA;
 ;  6. force pass per block (@contract_<zi>_<zj>, @pair_forces): Z_lm = sum_c W[c, m] R_c, Zd_lm = sum_c W[c, m] dR_c,
 ;     dE_i/dr_ij = (sum_lm Zd_lm Y_lm) u + (I - u u^T) (sum_lm Z_lm grad P_lm) / r (+ core terms).
+; Phases 1-2 are @front_<zi>, 4 @mid_<zi>, 6 @back_<zi>; @group_<zi> takes 4 centres of species zi
+; through phases 3-5 at once, node values interleaved <4 x double> (the same operations per
+; centre: the same bits as @atom_<zi>); the driver groups each species' centres in chunks of 64.
 ; Every sum has a fixed order (lanes are explicit <4 x double> vectors, not a compiler choice),
 ; so results do not depend on the CPU's vector width or on the thread count.
 ; Exported: @acegen_cuni_order3_compute and @acegen_cuni_order3_info with the C ABI of
@@ -2205,8 +2208,10 @@ dot.exit:
 ; ------------------------------------------------------------------------------------------
 ; atom routines: pairs [begin, end) of one centre; 0 or a status code (with *err_index)
 
-define internal i32 @atom_0(i64 %begin, i64 %end, ptr noalias %nb_species, ptr noalias %rij,
-                               ptr noalias %energy, ptr noalias %dEdr, ptr noalias %ws, ptr noalias %err_index) {
+; phases 1-2 of a centre of species 0 (and A = AA[0:38] in ws): its neighbour records in ws,
+; the bonds' slot ranges and the core terms in the state %st ([10 x i64], core.ll.j2 save_front)
+define internal i32 @front_0(i64 %begin, i64 %end, ptr noalias %nb_species, ptr noalias %rij,
+                               ptr noalias %dEdr, ptr noalias %ws, ptr noalias %st, ptr noalias %err_index) {
 entry:
   %rho = alloca [1 x double]
   %dF = alloca [1 x double]
@@ -2617,6 +2622,43 @@ red.latch:
   %a.next = add nsw i64 %a, 1
   br label %red.head
 red.exit:
+  %st.b0.s.p = getelementptr inbounds i64, ptr %st, i64 0
+  %st.b0.e.p = getelementptr inbounds i64, ptr %st, i64 1
+  store i64 %b0.start, ptr %st.b0.s.p
+  store i64 %b0.end, ptr %st.b0.e.p
+  %st.b1.s.p = getelementptr inbounds i64, ptr %st, i64 2
+  %st.b1.e.p = getelementptr inbounds i64, ptr %st, i64 3
+  store i64 %b1.start, ptr %st.b1.s.p
+  store i64 %b1.end, ptr %st.b1.e.p
+
+
+  ret i32 0
+}
+
+; one centre of species 0: front_0, the product DAG, densities, embedding (mid_0) and reverse
+; sweep, back_0
+define internal i32 @atom_0(i64 %begin, i64 %end, ptr noalias %nb_species, ptr noalias %rij,
+                               ptr noalias %energy, ptr noalias %dEdr, ptr noalias %ws, ptr noalias %err_index) {
+entry:
+  %st = alloca [10 x i64], align 8
+  %rho = alloca [1 x double]
+  %dF = alloca [1 x double]
+  %dacc0.0 = alloca <4 x double>
+  %dacc0.1 = alloca <4 x double>
+  %rs0 = alloca double
+  %rs1 = alloca double
+  %rs2 = alloca double
+  %rs3 = alloca double
+  %AA.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 4
+  %W.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 5
+  %AA = load ptr, ptr %AA.p
+  %W = load ptr, ptr %W.p
+  %front = call i32 @front_0(i64 %begin, i64 %end, ptr %nb_species, ptr %rij, ptr %dEdr, ptr %ws, ptr %st, ptr %err_index)
+  %front.ok = icmp eq i32 %front, 0
+  br i1 %front.ok, label %dag, label %front.fail
+front.fail:
+  ret i32 %front
+dag:
   br label %fwd.pre
 fwd.pre:
   br label %fwd.head
@@ -2725,18 +2767,7 @@ dens.exit:
   store double %rho0, ptr %rho0.p
 
   ; 4. embedding (+ core terms)
-  %e_ace = call double @embed_0(ptr %rho, ptr %dF)
-  %cxo0 = getelementptr inbounds double, ptr %core_out, i64 0
-  store double %e_ace, ptr %cxo0, align 8
-  %cxo1 = getelementptr inbounds double, ptr %core_out, i64 1
-  store double 0x3FF0000000000000, ptr %cxo1, align 8
-  %cxo2 = getelementptr inbounds double, ptr %core_out, i64 2
-  store double 0x0000000000000000, ptr %cxo2, align 8
-  %cxo3 = getelementptr inbounds double, ptr %core_out, i64 3
-  store double 0x0000000000000000, ptr %cxo3, align 8
-  %E = load double, ptr %core_out
-  store double %E, ptr %energy
-
+  call void @mid_0(ptr %rho, ptr %dF, ptr %energy, ptr %st)
 
   ; 5. reverse sweep: W = dE/dAA; W[n] = sum_p dF_p coef[p][n] (element by element), then the
   ;    runs in reverse: W[other] += w a, and W[key] += the run's sum of w AA[other]
@@ -2986,6 +3017,59 @@ rev.latch:
   %rg.next = sub nsw i64 %rg, 1
   br label %rev.head
 rev.exit:
+  call void @back_0(i64 %begin, i64 %end, ptr %dEdr, ptr %ws, ptr %st)
+  ret i32 0
+}
+
+; embedding and core terms of a centre of species 0 (densities in %rho): *energy, dF = dE/drho,
+; dE/drho_core and the zbl force into the state %st
+define internal void @mid_0(ptr noalias %rho, ptr noalias %dF, ptr noalias %energy, ptr noalias %st) {
+entry:
+  %core_out = alloca [4 x double]
+
+
+
+  %e_ace = call double @embed_0(ptr %rho, ptr %dF)
+  %cxo0 = getelementptr inbounds double, ptr %core_out, i64 0
+  store double %e_ace, ptr %cxo0, align 8
+  %cxo1 = getelementptr inbounds double, ptr %core_out, i64 1
+  store double 0x3FF0000000000000, ptr %cxo1, align 8
+  %cxo2 = getelementptr inbounds double, ptr %core_out, i64 2
+  store double 0x0000000000000000, ptr %cxo2, align 8
+  %cxo3 = getelementptr inbounds double, ptr %core_out, i64 3
+  store double 0x0000000000000000, ptr %cxo3, align 8
+  %E = load double, ptr %core_out
+  store double %E, ptr %energy
+
+
+
+  ret void
+}
+
+; phase 6 of a centre of species 0 (front_0 done, W[0:38] = dE/dA in ws): dE_i/dr_ij
+define internal void @back_0(i64 %begin, i64 %end, ptr noalias %dEdr, ptr noalias %ws, ptr noalias %st) {
+entry:
+  %frc = alloca [3 x <4 x double>]
+  %Zf = alloca [4 x <4 x double>]
+  %Zdf = alloca [4 x <4 x double>]
+  %core_out = alloca [4 x double]
+
+
+
+  %W.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 5
+  %W = load ptr, ptr %W.p
+  %recs.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 1
+  %slots.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 2
+  %recs = load ptr, ptr %recs.p
+  %slots = load ptr, ptr %slots.p
+  %st.b0.s.p = getelementptr inbounds i64, ptr %st, i64 0
+  %st.b0.e.p = getelementptr inbounds i64, ptr %st, i64 1
+  %b0.start = load i64, ptr %st.b0.s.p
+  %b0.end = load i64, ptr %st.b0.e.p
+  %st.b1.s.p = getelementptr inbounds i64, ptr %st, i64 2
+  %st.b1.e.p = getelementptr inbounds i64, ptr %st, i64 3
+  %b1.start = load i64, ptr %st.b1.s.p
+  %b1.end = load i64, ptr %st.b1.e.p
 
   ; 6. force pass, block by block
   br label %g0.blk.pre
@@ -3268,11 +3352,13 @@ g1.blk.latch:
   %g1.b.next = add nsw i64 %g1.b, 4
   br label %g1.blk.head
 g1.blk.exit:
-  ret i32 0
+  ret void
 }
 
-define internal i32 @atom_1(i64 %begin, i64 %end, ptr noalias %nb_species, ptr noalias %rij,
-                               ptr noalias %energy, ptr noalias %dEdr, ptr noalias %ws, ptr noalias %err_index) {
+; phases 1-2 of a centre of species 1 (and A = AA[0:38] in ws): its neighbour records in ws,
+; the bonds' slot ranges and the core terms in the state %st ([10 x i64], core.ll.j2 save_front)
+define internal i32 @front_1(i64 %begin, i64 %end, ptr noalias %nb_species, ptr noalias %rij,
+                               ptr noalias %dEdr, ptr noalias %ws, ptr noalias %st, ptr noalias %err_index) {
 entry:
   %rho = alloca [1 x double]
   %dF = alloca [1 x double]
@@ -3683,6 +3769,43 @@ red.latch:
   %a.next = add nsw i64 %a, 1
   br label %red.head
 red.exit:
+  %st.b0.s.p = getelementptr inbounds i64, ptr %st, i64 0
+  %st.b0.e.p = getelementptr inbounds i64, ptr %st, i64 1
+  store i64 %b0.start, ptr %st.b0.s.p
+  store i64 %b0.end, ptr %st.b0.e.p
+  %st.b1.s.p = getelementptr inbounds i64, ptr %st, i64 2
+  %st.b1.e.p = getelementptr inbounds i64, ptr %st, i64 3
+  store i64 %b1.start, ptr %st.b1.s.p
+  store i64 %b1.end, ptr %st.b1.e.p
+
+
+  ret i32 0
+}
+
+; one centre of species 1: front_1, the product DAG, densities, embedding (mid_1) and reverse
+; sweep, back_1
+define internal i32 @atom_1(i64 %begin, i64 %end, ptr noalias %nb_species, ptr noalias %rij,
+                               ptr noalias %energy, ptr noalias %dEdr, ptr noalias %ws, ptr noalias %err_index) {
+entry:
+  %st = alloca [10 x i64], align 8
+  %rho = alloca [1 x double]
+  %dF = alloca [1 x double]
+  %dacc0.0 = alloca <4 x double>
+  %dacc0.1 = alloca <4 x double>
+  %rs0 = alloca double
+  %rs1 = alloca double
+  %rs2 = alloca double
+  %rs3 = alloca double
+  %AA.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 4
+  %W.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 5
+  %AA = load ptr, ptr %AA.p
+  %W = load ptr, ptr %W.p
+  %front = call i32 @front_1(i64 %begin, i64 %end, ptr %nb_species, ptr %rij, ptr %dEdr, ptr %ws, ptr %st, ptr %err_index)
+  %front.ok = icmp eq i32 %front, 0
+  br i1 %front.ok, label %dag, label %front.fail
+front.fail:
+  ret i32 %front
+dag:
   br label %fwd.pre
 fwd.pre:
   br label %fwd.head
@@ -3791,18 +3914,7 @@ dens.exit:
   store double %rho0, ptr %rho0.p
 
   ; 4. embedding (+ core terms)
-  %e_ace = call double @embed_1(ptr %rho, ptr %dF)
-  %cxo0 = getelementptr inbounds double, ptr %core_out, i64 0
-  store double %e_ace, ptr %cxo0, align 8
-  %cxo1 = getelementptr inbounds double, ptr %core_out, i64 1
-  store double 0x3FF0000000000000, ptr %cxo1, align 8
-  %cxo2 = getelementptr inbounds double, ptr %core_out, i64 2
-  store double 0x0000000000000000, ptr %cxo2, align 8
-  %cxo3 = getelementptr inbounds double, ptr %core_out, i64 3
-  store double 0x0000000000000000, ptr %cxo3, align 8
-  %E = load double, ptr %core_out
-  store double %E, ptr %energy
-
+  call void @mid_1(ptr %rho, ptr %dF, ptr %energy, ptr %st)
 
   ; 5. reverse sweep: W = dE/dAA; W[n] = sum_p dF_p coef[p][n] (element by element), then the
   ;    runs in reverse: W[other] += w a, and W[key] += the run's sum of w AA[other]
@@ -4052,6 +4164,59 @@ rev.latch:
   %rg.next = sub nsw i64 %rg, 1
   br label %rev.head
 rev.exit:
+  call void @back_1(i64 %begin, i64 %end, ptr %dEdr, ptr %ws, ptr %st)
+  ret i32 0
+}
+
+; embedding and core terms of a centre of species 1 (densities in %rho): *energy, dF = dE/drho,
+; dE/drho_core and the zbl force into the state %st
+define internal void @mid_1(ptr noalias %rho, ptr noalias %dF, ptr noalias %energy, ptr noalias %st) {
+entry:
+  %core_out = alloca [4 x double]
+
+
+
+  %e_ace = call double @embed_1(ptr %rho, ptr %dF)
+  %cxo0 = getelementptr inbounds double, ptr %core_out, i64 0
+  store double %e_ace, ptr %cxo0, align 8
+  %cxo1 = getelementptr inbounds double, ptr %core_out, i64 1
+  store double 0x3FF0000000000000, ptr %cxo1, align 8
+  %cxo2 = getelementptr inbounds double, ptr %core_out, i64 2
+  store double 0x0000000000000000, ptr %cxo2, align 8
+  %cxo3 = getelementptr inbounds double, ptr %core_out, i64 3
+  store double 0x0000000000000000, ptr %cxo3, align 8
+  %E = load double, ptr %core_out
+  store double %E, ptr %energy
+
+
+
+  ret void
+}
+
+; phase 6 of a centre of species 1 (front_1 done, W[0:38] = dE/dA in ws): dE_i/dr_ij
+define internal void @back_1(i64 %begin, i64 %end, ptr noalias %dEdr, ptr noalias %ws, ptr noalias %st) {
+entry:
+  %frc = alloca [3 x <4 x double>]
+  %Zf = alloca [4 x <4 x double>]
+  %Zdf = alloca [4 x <4 x double>]
+  %core_out = alloca [4 x double]
+
+
+
+  %W.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 5
+  %W = load ptr, ptr %W.p
+  %recs.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 1
+  %slots.p = getelementptr inbounds %workspace, ptr %ws, i32 0, i32 2
+  %recs = load ptr, ptr %recs.p
+  %slots = load ptr, ptr %slots.p
+  %st.b0.s.p = getelementptr inbounds i64, ptr %st, i64 0
+  %st.b0.e.p = getelementptr inbounds i64, ptr %st, i64 1
+  %b0.start = load i64, ptr %st.b0.s.p
+  %b0.end = load i64, ptr %st.b0.e.p
+  %st.b1.s.p = getelementptr inbounds i64, ptr %st, i64 2
+  %st.b1.e.p = getelementptr inbounds i64, ptr %st, i64 3
+  %b1.start = load i64, ptr %st.b1.s.p
+  %b1.end = load i64, ptr %st.b1.e.p
 
   ; 6. force pass, block by block
   br label %g0.blk.pre
@@ -4334,8 +4499,1278 @@ g1.blk.latch:
   %g1.b.next = add nsw i64 %g1.b, 4
   br label %g1.blk.head
 g1.blk.exit:
+  ret void
+}
+
+
+; 4 centres ctr[0..3] of species 0 at once: front_0 for each (workspace w of %wss), then the
+; product DAG forward, the densities, the embedding (mid_0, per centre), the seed and the reverse
+; sweep for all of them with node values and adjoints interleaved, AAg[node] and Wg[node] = <4 x double>
+; (lane w = centre w: one index load serves the group), then back_0 for each.  Per centre these are
+; the operations of atom_0 in the same order: the same bits.  0, or the status of a centre whose
+; front failed (the caller then computes the centres one by one, which reports it).
+define internal i32 @group_0(ptr noalias %ctr, ptr noalias %offsets, ptr noalias %nb_species, ptr noalias %rij,
+                                ptr noalias %energies, ptr noalias %dEdr, ptr noalias %wss, ptr noalias %AAg,
+                                ptr noalias %Wg, ptr noalias %err_index) {
+entry:
+  %st0 = alloca [10 x i64], align 8
+  %rho0 = alloca [1 x double]
+  %dF0 = alloca [1 x double]
+  %st1 = alloca [10 x i64], align 8
+  %rho1 = alloca [1 x double]
+  %dF1 = alloca [1 x double]
+  %st2 = alloca [10 x i64], align 8
+  %rho2 = alloca [1 x double]
+  %dF2 = alloca [1 x double]
+  %st3 = alloca [10 x i64], align 8
+  %rho3 = alloca [1 x double]
+  %dF3 = alloca [1 x double]
+  %gacc0.0 = alloca <4 x double>
+  %gacc0.1 = alloca <4 x double>
+  %gacc0.2 = alloca <4 x double>
+  %gacc0.3 = alloca <4 x double>
+  %gacc0.4 = alloca <4 x double>
+  %gacc0.5 = alloca <4 x double>
+  %gacc0.6 = alloca <4 x double>
+  %gacc0.7 = alloca <4 x double>
+  %grs0 = alloca <4 x double>
+  %grs1 = alloca <4 x double>
+  %grs2 = alloca <4 x double>
+  %grs3 = alloca <4 x double>
+  br label %front0
+front0:
+  %c0.p = getelementptr inbounds i64, ptr %ctr, i64 0
+  %c0 = load i64, ptr %c0.p
+  %bg0.p = getelementptr inbounds i64, ptr %offsets, i64 %c0
+  %en0.p = getelementptr inbounds i64, ptr %bg0.p, i64 1
+  %bg0 = load i64, ptr %bg0.p
+  %en0 = load i64, ptr %en0.p
+  %ws0 = getelementptr inbounds %workspace, ptr %wss, i64 0
+  %rc0 = call i32 @front_0(i64 %bg0, i64 %en0, ptr %nb_species, ptr %rij, ptr %dEdr, ptr %ws0, ptr %st0, ptr %err_index)
+  %ok0 = icmp eq i32 %rc0, 0
+  br i1 %ok0, label %front1, label %fail0
+fail0:
+  ret i32 %rc0
+front1:
+  %c1.p = getelementptr inbounds i64, ptr %ctr, i64 1
+  %c1 = load i64, ptr %c1.p
+  %bg1.p = getelementptr inbounds i64, ptr %offsets, i64 %c1
+  %en1.p = getelementptr inbounds i64, ptr %bg1.p, i64 1
+  %bg1 = load i64, ptr %bg1.p
+  %en1 = load i64, ptr %en1.p
+  %ws1 = getelementptr inbounds %workspace, ptr %wss, i64 1
+  %rc1 = call i32 @front_0(i64 %bg1, i64 %en1, ptr %nb_species, ptr %rij, ptr %dEdr, ptr %ws1, ptr %st1, ptr %err_index)
+  %ok1 = icmp eq i32 %rc1, 0
+  br i1 %ok1, label %front2, label %fail1
+fail1:
+  ret i32 %rc1
+front2:
+  %c2.p = getelementptr inbounds i64, ptr %ctr, i64 2
+  %c2 = load i64, ptr %c2.p
+  %bg2.p = getelementptr inbounds i64, ptr %offsets, i64 %c2
+  %en2.p = getelementptr inbounds i64, ptr %bg2.p, i64 1
+  %bg2 = load i64, ptr %bg2.p
+  %en2 = load i64, ptr %en2.p
+  %ws2 = getelementptr inbounds %workspace, ptr %wss, i64 2
+  %rc2 = call i32 @front_0(i64 %bg2, i64 %en2, ptr %nb_species, ptr %rij, ptr %dEdr, ptr %ws2, ptr %st2, ptr %err_index)
+  %ok2 = icmp eq i32 %rc2, 0
+  br i1 %ok2, label %front3, label %fail2
+fail2:
+  ret i32 %rc2
+front3:
+  %c3.p = getelementptr inbounds i64, ptr %ctr, i64 3
+  %c3 = load i64, ptr %c3.p
+  %bg3.p = getelementptr inbounds i64, ptr %offsets, i64 %c3
+  %en3.p = getelementptr inbounds i64, ptr %bg3.p, i64 1
+  %bg3 = load i64, ptr %bg3.p
+  %en3 = load i64, ptr %en3.p
+  %ws3 = getelementptr inbounds %workspace, ptr %wss, i64 3
+  %rc3 = call i32 @front_0(i64 %bg3, i64 %en3, ptr %nb_species, ptr %rij, ptr %dEdr, ptr %ws3, ptr %st3, ptr %err_index)
+  %ok3 = icmp eq i32 %rc3, 0
+  br i1 %ok3, label %dag, label %fail3
+fail3:
+  ret i32 %rc3
+dag:
+  %AA0.p = getelementptr inbounds %workspace, ptr %ws0, i32 0, i32 4
+  %AA0 = load ptr, ptr %AA0.p
+  %W0.p = getelementptr inbounds %workspace, ptr %ws0, i32 0, i32 5
+  %W0 = load ptr, ptr %W0.p
+  %AA1.p = getelementptr inbounds %workspace, ptr %ws1, i32 0, i32 4
+  %AA1 = load ptr, ptr %AA1.p
+  %W1.p = getelementptr inbounds %workspace, ptr %ws1, i32 0, i32 5
+  %W1 = load ptr, ptr %W1.p
+  %AA2.p = getelementptr inbounds %workspace, ptr %ws2, i32 0, i32 4
+  %AA2 = load ptr, ptr %AA2.p
+  %W2.p = getelementptr inbounds %workspace, ptr %ws2, i32 0, i32 5
+  %W2 = load ptr, ptr %W2.p
+  %AA3.p = getelementptr inbounds %workspace, ptr %ws3, i32 0, i32 4
+  %AA3 = load ptr, ptr %AA3.p
+  %W3.p = getelementptr inbounds %workspace, ptr %ws3, i32 0, i32 5
+  %W3 = load ptr, ptr %W3.p
+
+  ; A of the centres, interleaved
+  br label %gin.pre
+gin.pre:
+  br label %gin.head
+gin.head:
+  %gn = phi i64 [ 0, %gin.pre ], [ %gn.next, %gin.latch ]
+  %gin.more = icmp slt i64 %gn, 38
+  br i1 %gin.more, label %gin.body, label %gin.exit
+gin.body:
+  %gin0.p = getelementptr inbounds double, ptr %AA0, i64 %gn
+  %gin0 = load double, ptr %gin0.p
+  %giv0 = insertelement <4 x double> poison, double %gin0, i64 0
+  %gin1.p = getelementptr inbounds double, ptr %AA1, i64 %gn
+  %gin1 = load double, ptr %gin1.p
+  %giv1 = insertelement <4 x double> %giv0, double %gin1, i64 1
+  %gin2.p = getelementptr inbounds double, ptr %AA2, i64 %gn
+  %gin2 = load double, ptr %gin2.p
+  %giv2 = insertelement <4 x double> %giv1, double %gin2, i64 2
+  %gin3.p = getelementptr inbounds double, ptr %AA3, i64 %gn
+  %gin3 = load double, ptr %gin3.p
+  %giv3 = insertelement <4 x double> %giv2, double %gin3, i64 3
+  %gout.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gn
+  store <4 x double> %giv3, ptr %gout.p, align 32
+
+  br label %gin.latch
+gin.latch:
+  %gn.next = add nsw i64 %gn, 1
+  br label %gin.head
+gin.exit:
+  %gaa.tail = getelementptr inbounds <4 x double>, ptr %AAg, i64 91
+  call void @llvm.memset.p0.i64(ptr align 32 %gaa.tail, i8 0, i64 160, i1 false)
+
+  ; 3. product DAG forward, as atom_0
+  br label %gfwd.pre
+gfwd.pre:
+  br label %gfwd.head
+gfwd.head:
+  %gg = phi i64 [ 0, %gfwd.pre ], [ %gg.next, %gfwd.latch ]
+  %gfwd.more = icmp slt i64 %gg, 16
+  br i1 %gfwd.more, label %gfwd.body, label %gfwd.exit
+gfwd.body:
+  %gfk.p = getelementptr inbounds i32, ptr @key_0, i64 %gg
+  %gfk.32 = load i32, ptr %gfk.p
+  %gfk = sext i32 %gfk.32 to i64
+  %gfa.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gfk
+  %gfa = load <4 x double>, ptr %gfa.p, align 32
+  %gflo.p = getelementptr inbounds i32, ptr @run_0, i64 %gg
+  %gfhi.p = getelementptr inbounds i32, ptr %gflo.p, i64 1
+  %gflo.32 = load i32, ptr %gflo.p
+  %gfhi.32 = load i32, ptr %gfhi.p
+  %gflo = sext i32 %gflo.32 to i64
+  %gfhi = sext i32 %gfhi.32 to i64
+  br label %gfwdp.pre
+gfwdp.pre:
+  br label %gfwdp.head
+gfwdp.head:
+  %gp = phi i64 [ %gflo, %gfwdp.pre ], [ %gp.next, %gfwdp.latch ]
+  %gfwdp.more = icmp slt i64 %gp, %gfhi
+  br i1 %gfwdp.more, label %gfwdp.body, label %gfwdp.exit
+gfwdp.body:
+  %gfo.p = getelementptr inbounds i32, ptr @other_0, i64 %gp
+  %gfo.32 = load i32, ptr %gfo.p
+  %gfo = sext i32 %gfo.32 to i64
+  %gfv.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gfo
+  %gfv = load <4 x double>, ptr %gfv.p, align 32
+  %gfprod = fmul <4 x double> %gfa, %gfv
+  %gfn = add nsw i64 %gp, 38
+  %gfn.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gfn
+  store <4 x double> %gfprod, ptr %gfn.p, align 32
+
+  br label %gfwdp.latch
+gfwdp.latch:
+  %gp.next = add nsw i64 %gp, 1
+  br label %gfwdp.head
+gfwdp.exit:
+
+  br label %gfwd.latch
+gfwd.latch:
+  %gg.next = add nsw i64 %gg, 1
+  br label %gfwd.head
+gfwd.exit:
+
+  ; densities: node n to partial sum n mod 8, added ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)), as atom_0
+  store <4 x double> zeroinitializer, ptr %gacc0.0
+  store <4 x double> zeroinitializer, ptr %gacc0.1
+  store <4 x double> zeroinitializer, ptr %gacc0.2
+  store <4 x double> zeroinitializer, ptr %gacc0.3
+  store <4 x double> zeroinitializer, ptr %gacc0.4
+  store <4 x double> zeroinitializer, ptr %gacc0.5
+  store <4 x double> zeroinitializer, ptr %gacc0.6
+  store <4 x double> zeroinitializer, ptr %gacc0.7
+  br label %gdens.pre
+gdens.pre:
+  br label %gdens.head
+gdens.head:
+  %gdn = phi i64 [ 0, %gdens.pre ], [ %gdn.next, %gdens.latch ]
+  %gdens.more = icmp slt i64 %gdn, 96
+  br i1 %gdens.more, label %gdens.body, label %gdens.exit
+gdens.body:
+  %gdi0 = add nsw i64 %gdn, 0
+  %gda0.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi0
+  %gda0 = load <4 x double>, ptr %gda0.p, align 32
+  %gdc0.0.i = add nsw i64 %gdi0, 0
+  %gdc0.0.p = getelementptr inbounds double, ptr @coef_0, i64 %gdc0.0.i
+  %gdc0.0 = load double, ptr %gdc0.0.p
+  %gdcv0.0.i = insertelement <4 x double> poison, double %gdc0.0, i64 0
+  %gdcv0.0 = shufflevector <4 x double> %gdcv0.0.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.0 = fmul <4 x double> %gdcv0.0, %gda0
+  %gds0.0.old = load <4 x double>, ptr %gacc0.0
+  %gds0.0.new = fadd <4 x double> %gds0.0.old, %gdm0.0
+  store <4 x double> %gds0.0.new, ptr %gacc0.0
+  %gdi1 = add nsw i64 %gdn, 1
+  %gda1.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi1
+  %gda1 = load <4 x double>, ptr %gda1.p, align 32
+  %gdc0.1.i = add nsw i64 %gdi1, 0
+  %gdc0.1.p = getelementptr inbounds double, ptr @coef_0, i64 %gdc0.1.i
+  %gdc0.1 = load double, ptr %gdc0.1.p
+  %gdcv0.1.i = insertelement <4 x double> poison, double %gdc0.1, i64 0
+  %gdcv0.1 = shufflevector <4 x double> %gdcv0.1.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.1 = fmul <4 x double> %gdcv0.1, %gda1
+  %gds0.1.old = load <4 x double>, ptr %gacc0.1
+  %gds0.1.new = fadd <4 x double> %gds0.1.old, %gdm0.1
+  store <4 x double> %gds0.1.new, ptr %gacc0.1
+  %gdi2 = add nsw i64 %gdn, 2
+  %gda2.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi2
+  %gda2 = load <4 x double>, ptr %gda2.p, align 32
+  %gdc0.2.i = add nsw i64 %gdi2, 0
+  %gdc0.2.p = getelementptr inbounds double, ptr @coef_0, i64 %gdc0.2.i
+  %gdc0.2 = load double, ptr %gdc0.2.p
+  %gdcv0.2.i = insertelement <4 x double> poison, double %gdc0.2, i64 0
+  %gdcv0.2 = shufflevector <4 x double> %gdcv0.2.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.2 = fmul <4 x double> %gdcv0.2, %gda2
+  %gds0.2.old = load <4 x double>, ptr %gacc0.2
+  %gds0.2.new = fadd <4 x double> %gds0.2.old, %gdm0.2
+  store <4 x double> %gds0.2.new, ptr %gacc0.2
+  %gdi3 = add nsw i64 %gdn, 3
+  %gda3.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi3
+  %gda3 = load <4 x double>, ptr %gda3.p, align 32
+  %gdc0.3.i = add nsw i64 %gdi3, 0
+  %gdc0.3.p = getelementptr inbounds double, ptr @coef_0, i64 %gdc0.3.i
+  %gdc0.3 = load double, ptr %gdc0.3.p
+  %gdcv0.3.i = insertelement <4 x double> poison, double %gdc0.3, i64 0
+  %gdcv0.3 = shufflevector <4 x double> %gdcv0.3.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.3 = fmul <4 x double> %gdcv0.3, %gda3
+  %gds0.3.old = load <4 x double>, ptr %gacc0.3
+  %gds0.3.new = fadd <4 x double> %gds0.3.old, %gdm0.3
+  store <4 x double> %gds0.3.new, ptr %gacc0.3
+  %gdi4 = add nsw i64 %gdn, 4
+  %gda4.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi4
+  %gda4 = load <4 x double>, ptr %gda4.p, align 32
+  %gdc0.4.i = add nsw i64 %gdi4, 0
+  %gdc0.4.p = getelementptr inbounds double, ptr @coef_0, i64 %gdc0.4.i
+  %gdc0.4 = load double, ptr %gdc0.4.p
+  %gdcv0.4.i = insertelement <4 x double> poison, double %gdc0.4, i64 0
+  %gdcv0.4 = shufflevector <4 x double> %gdcv0.4.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.4 = fmul <4 x double> %gdcv0.4, %gda4
+  %gds0.4.old = load <4 x double>, ptr %gacc0.4
+  %gds0.4.new = fadd <4 x double> %gds0.4.old, %gdm0.4
+  store <4 x double> %gds0.4.new, ptr %gacc0.4
+  %gdi5 = add nsw i64 %gdn, 5
+  %gda5.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi5
+  %gda5 = load <4 x double>, ptr %gda5.p, align 32
+  %gdc0.5.i = add nsw i64 %gdi5, 0
+  %gdc0.5.p = getelementptr inbounds double, ptr @coef_0, i64 %gdc0.5.i
+  %gdc0.5 = load double, ptr %gdc0.5.p
+  %gdcv0.5.i = insertelement <4 x double> poison, double %gdc0.5, i64 0
+  %gdcv0.5 = shufflevector <4 x double> %gdcv0.5.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.5 = fmul <4 x double> %gdcv0.5, %gda5
+  %gds0.5.old = load <4 x double>, ptr %gacc0.5
+  %gds0.5.new = fadd <4 x double> %gds0.5.old, %gdm0.5
+  store <4 x double> %gds0.5.new, ptr %gacc0.5
+  %gdi6 = add nsw i64 %gdn, 6
+  %gda6.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi6
+  %gda6 = load <4 x double>, ptr %gda6.p, align 32
+  %gdc0.6.i = add nsw i64 %gdi6, 0
+  %gdc0.6.p = getelementptr inbounds double, ptr @coef_0, i64 %gdc0.6.i
+  %gdc0.6 = load double, ptr %gdc0.6.p
+  %gdcv0.6.i = insertelement <4 x double> poison, double %gdc0.6, i64 0
+  %gdcv0.6 = shufflevector <4 x double> %gdcv0.6.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.6 = fmul <4 x double> %gdcv0.6, %gda6
+  %gds0.6.old = load <4 x double>, ptr %gacc0.6
+  %gds0.6.new = fadd <4 x double> %gds0.6.old, %gdm0.6
+  store <4 x double> %gds0.6.new, ptr %gacc0.6
+  %gdi7 = add nsw i64 %gdn, 7
+  %gda7.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi7
+  %gda7 = load <4 x double>, ptr %gda7.p, align 32
+  %gdc0.7.i = add nsw i64 %gdi7, 0
+  %gdc0.7.p = getelementptr inbounds double, ptr @coef_0, i64 %gdc0.7.i
+  %gdc0.7 = load double, ptr %gdc0.7.p
+  %gdcv0.7.i = insertelement <4 x double> poison, double %gdc0.7, i64 0
+  %gdcv0.7 = shufflevector <4 x double> %gdcv0.7.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.7 = fmul <4 x double> %gdcv0.7, %gda7
+  %gds0.7.old = load <4 x double>, ptr %gacc0.7
+  %gds0.7.new = fadd <4 x double> %gds0.7.old, %gdm0.7
+  store <4 x double> %gds0.7.new, ptr %gacc0.7
+
+  br label %gdens.latch
+gdens.latch:
+  %gdn.next = add nsw i64 %gdn, 8
+  br label %gdens.head
+gdens.exit:
+  %gq0.0 = load <4 x double>, ptr %gacc0.0
+  %gq0.1 = load <4 x double>, ptr %gacc0.1
+  %gq0.2 = load <4 x double>, ptr %gacc0.2
+  %gq0.3 = load <4 x double>, ptr %gacc0.3
+  %gq0.4 = load <4 x double>, ptr %gacc0.4
+  %gq0.5 = load <4 x double>, ptr %gacc0.5
+  %gq0.6 = load <4 x double>, ptr %gacc0.6
+  %gq0.7 = load <4 x double>, ptr %gacc0.7
+  %gt0.0 = fadd <4 x double> %gq0.0, %gq0.1
+  %gt0.1 = fadd <4 x double> %gq0.2, %gq0.3
+  %gt0.2 = fadd <4 x double> %gq0.4, %gq0.5
+  %gt0.3 = fadd <4 x double> %gq0.6, %gq0.7
+  %gt0.4 = fadd <4 x double> %gt0.0, %gt0.1
+  %gt0.5 = fadd <4 x double> %gt0.2, %gt0.3
+  %grho0 = fadd <4 x double> %gt0.4, %gt0.5
+  %grho0.0 = extractelement <4 x double> %grho0, i64 0
+  %grho0.0.p = getelementptr inbounds double, ptr %rho0, i64 0
+  store double %grho0.0, ptr %grho0.0.p
+  %grho0.1 = extractelement <4 x double> %grho0, i64 1
+  %grho0.1.p = getelementptr inbounds double, ptr %rho1, i64 0
+  store double %grho0.1, ptr %grho0.1.p
+  %grho0.2 = extractelement <4 x double> %grho0, i64 2
+  %grho0.2.p = getelementptr inbounds double, ptr %rho2, i64 0
+  store double %grho0.2, ptr %grho0.2.p
+  %grho0.3 = extractelement <4 x double> %grho0, i64 3
+  %grho0.3.p = getelementptr inbounds double, ptr %rho3, i64 0
+  store double %grho0.3, ptr %grho0.3.p
+
+  ; 4. embedding (+ core terms), per centre
+  %e0.p = getelementptr inbounds double, ptr %energies, i64 %c0
+  call void @mid_0(ptr %rho0, ptr %dF0, ptr %e0.p, ptr %st0)
+  %e1.p = getelementptr inbounds double, ptr %energies, i64 %c1
+  call void @mid_0(ptr %rho1, ptr %dF1, ptr %e1.p, ptr %st1)
+  %e2.p = getelementptr inbounds double, ptr %energies, i64 %c2
+  call void @mid_0(ptr %rho2, ptr %dF2, ptr %e2.p, ptr %st2)
+  %e3.p = getelementptr inbounds double, ptr %energies, i64 %c3
+  call void @mid_0(ptr %rho3, ptr %dF3, ptr %e3.p, ptr %st3)
+
+  ; 5. reverse sweep, as atom_0: Wg[n] = sum_p dF_p coef[p][n], then the runs in reverse
+  %gwd0.0.p = getelementptr inbounds double, ptr %dF0, i64 0
+  %gwd0.0 = load double, ptr %gwd0.0.p
+  %gwdv0.0 = insertelement <4 x double> poison, double %gwd0.0, i64 0
+  %gwd0.1.p = getelementptr inbounds double, ptr %dF1, i64 0
+  %gwd0.1 = load double, ptr %gwd0.1.p
+  %gwdv0.1 = insertelement <4 x double> %gwdv0.0, double %gwd0.1, i64 1
+  %gwd0.2.p = getelementptr inbounds double, ptr %dF2, i64 0
+  %gwd0.2 = load double, ptr %gwd0.2.p
+  %gwdv0.2 = insertelement <4 x double> %gwdv0.1, double %gwd0.2, i64 2
+  %gwd0.3.p = getelementptr inbounds double, ptr %dF3, i64 0
+  %gwd0.3 = load double, ptr %gwd0.3.p
+  %gwdv0.3 = insertelement <4 x double> %gwdv0.2, double %gwd0.3, i64 3
+  br label %gwinit.pre
+gwinit.pre:
+  br label %gwinit.head
+gwinit.head:
+  %gwn = phi i64 [ 0, %gwinit.pre ], [ %gwn.next, %gwinit.latch ]
+  %gwinit.more = icmp slt i64 %gwn, 96
+  br i1 %gwinit.more, label %gwinit.body, label %gwinit.exit
+gwinit.body:
+  %gwc0.i = add nsw i64 %gwn, 0
+  %gwc0.p = getelementptr inbounds double, ptr @coef_0, i64 %gwc0.i
+  %gwc0 = load double, ptr %gwc0.p
+  %gwcv0.i = insertelement <4 x double> poison, double %gwc0, i64 0
+  %gwcv0 = shufflevector <4 x double> %gwcv0.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gwt0 = fmul <4 x double> %gwdv0.3, %gwcv0
+  %gws0 = fadd <4 x double> zeroinitializer, %gwt0
+  %gwv.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %gwn
+  store <4 x double> %gws0, ptr %gwv.p, align 32
+
+  br label %gwinit.latch
+gwinit.latch:
+  %gwn.next = add nsw i64 %gwn, 1
+  br label %gwinit.head
+gwinit.exit:
+  br label %grev.pre
+grev.pre:
+  %grg.first = sub nsw i64 16, 1
+  br label %grev.head
+grev.head:
+  %grg = phi i64 [ %grg.first, %grev.pre ], [ %grg.next, %grev.latch ]
+  %grev.more = icmp sge i64 %grg, 0
+  br i1 %grev.more, label %grev.body, label %grev.exit
+grev.body:
+  %grk.p = getelementptr inbounds i32, ptr @key_0, i64 %grg
+  %grk.32 = load i32, ptr %grk.p
+  %grk = sext i32 %grk.32 to i64
+  %gra.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grk
+  %gra = load <4 x double>, ptr %gra.p, align 32
+  %grlo.p = getelementptr inbounds i32, ptr @run_0, i64 %grg
+  %grhi.p = getelementptr inbounds i32, ptr %grlo.p, i64 1
+  %grlo.32 = load i32, ptr %grlo.p
+  %grhi.32 = load i32, ptr %grhi.p
+  %grlo = sext i32 %grlo.32 to i64
+  %grhi = sext i32 %grhi.32 to i64
+  %grlen = sub nsw i64 %grhi, %grlo
+  %grfull = and i64 %grlen, -4
+  %grmid = add nsw i64 %grlo, %grfull
+  store <4 x double> zeroinitializer, ptr %grs0
+  store <4 x double> zeroinitializer, ptr %grs1
+  store <4 x double> zeroinitializer, ptr %grs2
+  store <4 x double> zeroinitializer, ptr %grs3
+  br label %grevq.pre
+grevq.pre:
+  br label %grevq.head
+grevq.head:
+  %grq = phi i64 [ %grlo, %grevq.pre ], [ %grq.next, %grevq.latch ]
+  %grevq.more = icmp slt i64 %grq, %grmid
+  br i1 %grevq.more, label %grevq.body, label %grevq.exit
+grevq.body:
+  %grq0.p = add nsw i64 %grq, 0
+  %grq0.o.p = getelementptr inbounds i32, ptr @other_0, i64 %grq0.p
+  %grq0.o.32 = load i32, ptr %grq0.o.p
+  %grq0.o = sext i32 %grq0.o.32 to i64
+  %grq0.n = add nsw i64 %grq0.p, 38
+  %grq0.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq0.n
+  %grq0.w = load <4 x double>, ptr %grq0.w.p, align 32
+  %grq0.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grq0.o
+  %grq0.v = load <4 x double>, ptr %grq0.v.p, align 32
+  %grq0.wv = fmul <4 x double> %grq0.w, %grq0.v
+  %grq0.s.old = load <4 x double>, ptr %grs0
+  %grq0.s.new = fadd <4 x double> %grq0.s.old, %grq0.wv
+  store <4 x double> %grq0.s.new, ptr %grs0
+  %grq0.wa = fmul <4 x double> %grq0.w, %gra
+  %grq0.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq0.o
+  %grq0.Wo.old = load <4 x double>, ptr %grq0.Wo.p, align 32
+  %grq0.Wo.new = fadd <4 x double> %grq0.Wo.old, %grq0.wa
+  store <4 x double> %grq0.Wo.new, ptr %grq0.Wo.p, align 32
+
+  %grq1.p = add nsw i64 %grq, 1
+  %grq1.o.p = getelementptr inbounds i32, ptr @other_0, i64 %grq1.p
+  %grq1.o.32 = load i32, ptr %grq1.o.p
+  %grq1.o = sext i32 %grq1.o.32 to i64
+  %grq1.n = add nsw i64 %grq1.p, 38
+  %grq1.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq1.n
+  %grq1.w = load <4 x double>, ptr %grq1.w.p, align 32
+  %grq1.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grq1.o
+  %grq1.v = load <4 x double>, ptr %grq1.v.p, align 32
+  %grq1.wv = fmul <4 x double> %grq1.w, %grq1.v
+  %grq1.s.old = load <4 x double>, ptr %grs1
+  %grq1.s.new = fadd <4 x double> %grq1.s.old, %grq1.wv
+  store <4 x double> %grq1.s.new, ptr %grs1
+  %grq1.wa = fmul <4 x double> %grq1.w, %gra
+  %grq1.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq1.o
+  %grq1.Wo.old = load <4 x double>, ptr %grq1.Wo.p, align 32
+  %grq1.Wo.new = fadd <4 x double> %grq1.Wo.old, %grq1.wa
+  store <4 x double> %grq1.Wo.new, ptr %grq1.Wo.p, align 32
+
+  %grq2.p = add nsw i64 %grq, 2
+  %grq2.o.p = getelementptr inbounds i32, ptr @other_0, i64 %grq2.p
+  %grq2.o.32 = load i32, ptr %grq2.o.p
+  %grq2.o = sext i32 %grq2.o.32 to i64
+  %grq2.n = add nsw i64 %grq2.p, 38
+  %grq2.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq2.n
+  %grq2.w = load <4 x double>, ptr %grq2.w.p, align 32
+  %grq2.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grq2.o
+  %grq2.v = load <4 x double>, ptr %grq2.v.p, align 32
+  %grq2.wv = fmul <4 x double> %grq2.w, %grq2.v
+  %grq2.s.old = load <4 x double>, ptr %grs2
+  %grq2.s.new = fadd <4 x double> %grq2.s.old, %grq2.wv
+  store <4 x double> %grq2.s.new, ptr %grs2
+  %grq2.wa = fmul <4 x double> %grq2.w, %gra
+  %grq2.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq2.o
+  %grq2.Wo.old = load <4 x double>, ptr %grq2.Wo.p, align 32
+  %grq2.Wo.new = fadd <4 x double> %grq2.Wo.old, %grq2.wa
+  store <4 x double> %grq2.Wo.new, ptr %grq2.Wo.p, align 32
+
+  %grq3.p = add nsw i64 %grq, 3
+  %grq3.o.p = getelementptr inbounds i32, ptr @other_0, i64 %grq3.p
+  %grq3.o.32 = load i32, ptr %grq3.o.p
+  %grq3.o = sext i32 %grq3.o.32 to i64
+  %grq3.n = add nsw i64 %grq3.p, 38
+  %grq3.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq3.n
+  %grq3.w = load <4 x double>, ptr %grq3.w.p, align 32
+  %grq3.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grq3.o
+  %grq3.v = load <4 x double>, ptr %grq3.v.p, align 32
+  %grq3.wv = fmul <4 x double> %grq3.w, %grq3.v
+  %grq3.s.old = load <4 x double>, ptr %grs3
+  %grq3.s.new = fadd <4 x double> %grq3.s.old, %grq3.wv
+  store <4 x double> %grq3.s.new, ptr %grs3
+  %grq3.wa = fmul <4 x double> %grq3.w, %gra
+  %grq3.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq3.o
+  %grq3.Wo.old = load <4 x double>, ptr %grq3.Wo.p, align 32
+  %grq3.Wo.new = fadd <4 x double> %grq3.Wo.old, %grq3.wa
+  store <4 x double> %grq3.Wo.new, ptr %grq3.Wo.p, align 32
+
+
+  br label %grevq.latch
+grevq.latch:
+  %grq.next = add nsw i64 %grq, 4
+  br label %grevq.head
+grevq.exit:
+  %grt0 = add nsw i64 %grmid, 0
+  %grt0.in = icmp slt i64 %grt0, %grhi
+  br i1 %grt0.in, label %grev.tail0, label %grev.sum
+grev.tail0:
+  %grt0p.p = add nsw i64 %grmid, 0
+  %grt0p.o.p = getelementptr inbounds i32, ptr @other_0, i64 %grt0p.p
+  %grt0p.o.32 = load i32, ptr %grt0p.o.p
+  %grt0p.o = sext i32 %grt0p.o.32 to i64
+  %grt0p.n = add nsw i64 %grt0p.p, 38
+  %grt0p.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt0p.n
+  %grt0p.w = load <4 x double>, ptr %grt0p.w.p, align 32
+  %grt0p.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grt0p.o
+  %grt0p.v = load <4 x double>, ptr %grt0p.v.p, align 32
+  %grt0p.wv = fmul <4 x double> %grt0p.w, %grt0p.v
+  %grt0p.s.old = load <4 x double>, ptr %grs0
+  %grt0p.s.new = fadd <4 x double> %grt0p.s.old, %grt0p.wv
+  store <4 x double> %grt0p.s.new, ptr %grs0
+  %grt0p.wa = fmul <4 x double> %grt0p.w, %gra
+  %grt0p.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt0p.o
+  %grt0p.Wo.old = load <4 x double>, ptr %grt0p.Wo.p, align 32
+  %grt0p.Wo.new = fadd <4 x double> %grt0p.Wo.old, %grt0p.wa
+  store <4 x double> %grt0p.Wo.new, ptr %grt0p.Wo.p, align 32
+
+  %grt1 = add nsw i64 %grmid, 1
+  %grt1.in = icmp slt i64 %grt1, %grhi
+  br i1 %grt1.in, label %grev.tail1, label %grev.sum
+grev.tail1:
+  %grt1p.p = add nsw i64 %grmid, 1
+  %grt1p.o.p = getelementptr inbounds i32, ptr @other_0, i64 %grt1p.p
+  %grt1p.o.32 = load i32, ptr %grt1p.o.p
+  %grt1p.o = sext i32 %grt1p.o.32 to i64
+  %grt1p.n = add nsw i64 %grt1p.p, 38
+  %grt1p.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt1p.n
+  %grt1p.w = load <4 x double>, ptr %grt1p.w.p, align 32
+  %grt1p.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grt1p.o
+  %grt1p.v = load <4 x double>, ptr %grt1p.v.p, align 32
+  %grt1p.wv = fmul <4 x double> %grt1p.w, %grt1p.v
+  %grt1p.s.old = load <4 x double>, ptr %grs1
+  %grt1p.s.new = fadd <4 x double> %grt1p.s.old, %grt1p.wv
+  store <4 x double> %grt1p.s.new, ptr %grs1
+  %grt1p.wa = fmul <4 x double> %grt1p.w, %gra
+  %grt1p.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt1p.o
+  %grt1p.Wo.old = load <4 x double>, ptr %grt1p.Wo.p, align 32
+  %grt1p.Wo.new = fadd <4 x double> %grt1p.Wo.old, %grt1p.wa
+  store <4 x double> %grt1p.Wo.new, ptr %grt1p.Wo.p, align 32
+
+  %grt2 = add nsw i64 %grmid, 2
+  %grt2.in = icmp slt i64 %grt2, %grhi
+  br i1 %grt2.in, label %grev.tail2, label %grev.sum
+grev.tail2:
+  %grt2p.p = add nsw i64 %grmid, 2
+  %grt2p.o.p = getelementptr inbounds i32, ptr @other_0, i64 %grt2p.p
+  %grt2p.o.32 = load i32, ptr %grt2p.o.p
+  %grt2p.o = sext i32 %grt2p.o.32 to i64
+  %grt2p.n = add nsw i64 %grt2p.p, 38
+  %grt2p.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt2p.n
+  %grt2p.w = load <4 x double>, ptr %grt2p.w.p, align 32
+  %grt2p.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grt2p.o
+  %grt2p.v = load <4 x double>, ptr %grt2p.v.p, align 32
+  %grt2p.wv = fmul <4 x double> %grt2p.w, %grt2p.v
+  %grt2p.s.old = load <4 x double>, ptr %grs2
+  %grt2p.s.new = fadd <4 x double> %grt2p.s.old, %grt2p.wv
+  store <4 x double> %grt2p.s.new, ptr %grs2
+  %grt2p.wa = fmul <4 x double> %grt2p.w, %gra
+  %grt2p.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt2p.o
+  %grt2p.Wo.old = load <4 x double>, ptr %grt2p.Wo.p, align 32
+  %grt2p.Wo.new = fadd <4 x double> %grt2p.Wo.old, %grt2p.wa
+  store <4 x double> %grt2p.Wo.new, ptr %grt2p.Wo.p, align 32
+
+  br label %grev.sum
+grev.sum:
+  %grsv0 = load <4 x double>, ptr %grs0
+  %grsv1 = load <4 x double>, ptr %grs1
+  %grsv2 = load <4 x double>, ptr %grs2
+  %grsv3 = load <4 x double>, ptr %grs3
+  %grss1 = fadd <4 x double> %grsv0, %grsv1
+  %grss2 = fadd <4 x double> %grss1, %grsv2
+  %grss3 = fadd <4 x double> %grss2, %grsv3
+  %grWk.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grk
+  %grWk.old = load <4 x double>, ptr %grWk.p, align 32
+  %grWk.new = fadd <4 x double> %grWk.old, %grss3
+  store <4 x double> %grWk.new, ptr %grWk.p, align 32
+
+  br label %grev.latch
+grev.latch:
+  %grg.next = sub nsw i64 %grg, 1
+  br label %grev.head
+grev.exit:
+
+  ; dE/dA of each centre into its workspace
+  br label %gwo.pre
+gwo.pre:
+  br label %gwo.head
+gwo.head:
+  %go = phi i64 [ 0, %gwo.pre ], [ %go.next, %gwo.latch ]
+  %gwo.more = icmp slt i64 %go, 38
+  br i1 %gwo.more, label %gwo.body, label %gwo.exit
+gwo.body:
+  %gov.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %go
+  %gov = load <4 x double>, ptr %gov.p, align 32
+  %gov0 = extractelement <4 x double> %gov, i64 0
+  %gow0.p = getelementptr inbounds double, ptr %W0, i64 %go
+  store double %gov0, ptr %gow0.p
+  %gov1 = extractelement <4 x double> %gov, i64 1
+  %gow1.p = getelementptr inbounds double, ptr %W1, i64 %go
+  store double %gov1, ptr %gow1.p
+  %gov2 = extractelement <4 x double> %gov, i64 2
+  %gow2.p = getelementptr inbounds double, ptr %W2, i64 %go
+  store double %gov2, ptr %gow2.p
+  %gov3 = extractelement <4 x double> %gov, i64 3
+  %gow3.p = getelementptr inbounds double, ptr %W3, i64 %go
+  store double %gov3, ptr %gow3.p
+
+  br label %gwo.latch
+gwo.latch:
+  %go.next = add nsw i64 %go, 1
+  br label %gwo.head
+gwo.exit:
+
+  ; 6. force pass, per centre
+  call void @back_0(i64 %bg0, i64 %en0, ptr %dEdr, ptr %ws0, ptr %st0)
+  call void @back_0(i64 %bg1, i64 %en1, ptr %dEdr, ptr %ws1, ptr %st1)
+  call void @back_0(i64 %bg2, i64 %en2, ptr %dEdr, ptr %ws2, ptr %st2)
+  call void @back_0(i64 %bg3, i64 %en3, ptr %dEdr, ptr %ws3, ptr %st3)
   ret i32 0
 }
+
+; 4 centres ctr[0..3] of species 1 at once: front_1 for each (workspace w of %wss), then the
+; product DAG forward, the densities, the embedding (mid_1, per centre), the seed and the reverse
+; sweep for all of them with node values and adjoints interleaved, AAg[node] and Wg[node] = <4 x double>
+; (lane w = centre w: one index load serves the group), then back_1 for each.  Per centre these are
+; the operations of atom_1 in the same order: the same bits.  0, or the status of a centre whose
+; front failed (the caller then computes the centres one by one, which reports it).
+define internal i32 @group_1(ptr noalias %ctr, ptr noalias %offsets, ptr noalias %nb_species, ptr noalias %rij,
+                                ptr noalias %energies, ptr noalias %dEdr, ptr noalias %wss, ptr noalias %AAg,
+                                ptr noalias %Wg, ptr noalias %err_index) {
+entry:
+  %st0 = alloca [10 x i64], align 8
+  %rho0 = alloca [1 x double]
+  %dF0 = alloca [1 x double]
+  %st1 = alloca [10 x i64], align 8
+  %rho1 = alloca [1 x double]
+  %dF1 = alloca [1 x double]
+  %st2 = alloca [10 x i64], align 8
+  %rho2 = alloca [1 x double]
+  %dF2 = alloca [1 x double]
+  %st3 = alloca [10 x i64], align 8
+  %rho3 = alloca [1 x double]
+  %dF3 = alloca [1 x double]
+  %gacc0.0 = alloca <4 x double>
+  %gacc0.1 = alloca <4 x double>
+  %gacc0.2 = alloca <4 x double>
+  %gacc0.3 = alloca <4 x double>
+  %gacc0.4 = alloca <4 x double>
+  %gacc0.5 = alloca <4 x double>
+  %gacc0.6 = alloca <4 x double>
+  %gacc0.7 = alloca <4 x double>
+  %grs0 = alloca <4 x double>
+  %grs1 = alloca <4 x double>
+  %grs2 = alloca <4 x double>
+  %grs3 = alloca <4 x double>
+  br label %front0
+front0:
+  %c0.p = getelementptr inbounds i64, ptr %ctr, i64 0
+  %c0 = load i64, ptr %c0.p
+  %bg0.p = getelementptr inbounds i64, ptr %offsets, i64 %c0
+  %en0.p = getelementptr inbounds i64, ptr %bg0.p, i64 1
+  %bg0 = load i64, ptr %bg0.p
+  %en0 = load i64, ptr %en0.p
+  %ws0 = getelementptr inbounds %workspace, ptr %wss, i64 0
+  %rc0 = call i32 @front_1(i64 %bg0, i64 %en0, ptr %nb_species, ptr %rij, ptr %dEdr, ptr %ws0, ptr %st0, ptr %err_index)
+  %ok0 = icmp eq i32 %rc0, 0
+  br i1 %ok0, label %front1, label %fail0
+fail0:
+  ret i32 %rc0
+front1:
+  %c1.p = getelementptr inbounds i64, ptr %ctr, i64 1
+  %c1 = load i64, ptr %c1.p
+  %bg1.p = getelementptr inbounds i64, ptr %offsets, i64 %c1
+  %en1.p = getelementptr inbounds i64, ptr %bg1.p, i64 1
+  %bg1 = load i64, ptr %bg1.p
+  %en1 = load i64, ptr %en1.p
+  %ws1 = getelementptr inbounds %workspace, ptr %wss, i64 1
+  %rc1 = call i32 @front_1(i64 %bg1, i64 %en1, ptr %nb_species, ptr %rij, ptr %dEdr, ptr %ws1, ptr %st1, ptr %err_index)
+  %ok1 = icmp eq i32 %rc1, 0
+  br i1 %ok1, label %front2, label %fail1
+fail1:
+  ret i32 %rc1
+front2:
+  %c2.p = getelementptr inbounds i64, ptr %ctr, i64 2
+  %c2 = load i64, ptr %c2.p
+  %bg2.p = getelementptr inbounds i64, ptr %offsets, i64 %c2
+  %en2.p = getelementptr inbounds i64, ptr %bg2.p, i64 1
+  %bg2 = load i64, ptr %bg2.p
+  %en2 = load i64, ptr %en2.p
+  %ws2 = getelementptr inbounds %workspace, ptr %wss, i64 2
+  %rc2 = call i32 @front_1(i64 %bg2, i64 %en2, ptr %nb_species, ptr %rij, ptr %dEdr, ptr %ws2, ptr %st2, ptr %err_index)
+  %ok2 = icmp eq i32 %rc2, 0
+  br i1 %ok2, label %front3, label %fail2
+fail2:
+  ret i32 %rc2
+front3:
+  %c3.p = getelementptr inbounds i64, ptr %ctr, i64 3
+  %c3 = load i64, ptr %c3.p
+  %bg3.p = getelementptr inbounds i64, ptr %offsets, i64 %c3
+  %en3.p = getelementptr inbounds i64, ptr %bg3.p, i64 1
+  %bg3 = load i64, ptr %bg3.p
+  %en3 = load i64, ptr %en3.p
+  %ws3 = getelementptr inbounds %workspace, ptr %wss, i64 3
+  %rc3 = call i32 @front_1(i64 %bg3, i64 %en3, ptr %nb_species, ptr %rij, ptr %dEdr, ptr %ws3, ptr %st3, ptr %err_index)
+  %ok3 = icmp eq i32 %rc3, 0
+  br i1 %ok3, label %dag, label %fail3
+fail3:
+  ret i32 %rc3
+dag:
+  %AA0.p = getelementptr inbounds %workspace, ptr %ws0, i32 0, i32 4
+  %AA0 = load ptr, ptr %AA0.p
+  %W0.p = getelementptr inbounds %workspace, ptr %ws0, i32 0, i32 5
+  %W0 = load ptr, ptr %W0.p
+  %AA1.p = getelementptr inbounds %workspace, ptr %ws1, i32 0, i32 4
+  %AA1 = load ptr, ptr %AA1.p
+  %W1.p = getelementptr inbounds %workspace, ptr %ws1, i32 0, i32 5
+  %W1 = load ptr, ptr %W1.p
+  %AA2.p = getelementptr inbounds %workspace, ptr %ws2, i32 0, i32 4
+  %AA2 = load ptr, ptr %AA2.p
+  %W2.p = getelementptr inbounds %workspace, ptr %ws2, i32 0, i32 5
+  %W2 = load ptr, ptr %W2.p
+  %AA3.p = getelementptr inbounds %workspace, ptr %ws3, i32 0, i32 4
+  %AA3 = load ptr, ptr %AA3.p
+  %W3.p = getelementptr inbounds %workspace, ptr %ws3, i32 0, i32 5
+  %W3 = load ptr, ptr %W3.p
+
+  ; A of the centres, interleaved
+  br label %gin.pre
+gin.pre:
+  br label %gin.head
+gin.head:
+  %gn = phi i64 [ 0, %gin.pre ], [ %gn.next, %gin.latch ]
+  %gin.more = icmp slt i64 %gn, 38
+  br i1 %gin.more, label %gin.body, label %gin.exit
+gin.body:
+  %gin0.p = getelementptr inbounds double, ptr %AA0, i64 %gn
+  %gin0 = load double, ptr %gin0.p
+  %giv0 = insertelement <4 x double> poison, double %gin0, i64 0
+  %gin1.p = getelementptr inbounds double, ptr %AA1, i64 %gn
+  %gin1 = load double, ptr %gin1.p
+  %giv1 = insertelement <4 x double> %giv0, double %gin1, i64 1
+  %gin2.p = getelementptr inbounds double, ptr %AA2, i64 %gn
+  %gin2 = load double, ptr %gin2.p
+  %giv2 = insertelement <4 x double> %giv1, double %gin2, i64 2
+  %gin3.p = getelementptr inbounds double, ptr %AA3, i64 %gn
+  %gin3 = load double, ptr %gin3.p
+  %giv3 = insertelement <4 x double> %giv2, double %gin3, i64 3
+  %gout.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gn
+  store <4 x double> %giv3, ptr %gout.p, align 32
+
+  br label %gin.latch
+gin.latch:
+  %gn.next = add nsw i64 %gn, 1
+  br label %gin.head
+gin.exit:
+  %gaa.tail = getelementptr inbounds <4 x double>, ptr %AAg, i64 91
+  call void @llvm.memset.p0.i64(ptr align 32 %gaa.tail, i8 0, i64 160, i1 false)
+
+  ; 3. product DAG forward, as atom_1
+  br label %gfwd.pre
+gfwd.pre:
+  br label %gfwd.head
+gfwd.head:
+  %gg = phi i64 [ 0, %gfwd.pre ], [ %gg.next, %gfwd.latch ]
+  %gfwd.more = icmp slt i64 %gg, 16
+  br i1 %gfwd.more, label %gfwd.body, label %gfwd.exit
+gfwd.body:
+  %gfk.p = getelementptr inbounds i32, ptr @key_1, i64 %gg
+  %gfk.32 = load i32, ptr %gfk.p
+  %gfk = sext i32 %gfk.32 to i64
+  %gfa.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gfk
+  %gfa = load <4 x double>, ptr %gfa.p, align 32
+  %gflo.p = getelementptr inbounds i32, ptr @run_1, i64 %gg
+  %gfhi.p = getelementptr inbounds i32, ptr %gflo.p, i64 1
+  %gflo.32 = load i32, ptr %gflo.p
+  %gfhi.32 = load i32, ptr %gfhi.p
+  %gflo = sext i32 %gflo.32 to i64
+  %gfhi = sext i32 %gfhi.32 to i64
+  br label %gfwdp.pre
+gfwdp.pre:
+  br label %gfwdp.head
+gfwdp.head:
+  %gp = phi i64 [ %gflo, %gfwdp.pre ], [ %gp.next, %gfwdp.latch ]
+  %gfwdp.more = icmp slt i64 %gp, %gfhi
+  br i1 %gfwdp.more, label %gfwdp.body, label %gfwdp.exit
+gfwdp.body:
+  %gfo.p = getelementptr inbounds i32, ptr @other_1, i64 %gp
+  %gfo.32 = load i32, ptr %gfo.p
+  %gfo = sext i32 %gfo.32 to i64
+  %gfv.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gfo
+  %gfv = load <4 x double>, ptr %gfv.p, align 32
+  %gfprod = fmul <4 x double> %gfa, %gfv
+  %gfn = add nsw i64 %gp, 38
+  %gfn.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gfn
+  store <4 x double> %gfprod, ptr %gfn.p, align 32
+
+  br label %gfwdp.latch
+gfwdp.latch:
+  %gp.next = add nsw i64 %gp, 1
+  br label %gfwdp.head
+gfwdp.exit:
+
+  br label %gfwd.latch
+gfwd.latch:
+  %gg.next = add nsw i64 %gg, 1
+  br label %gfwd.head
+gfwd.exit:
+
+  ; densities: node n to partial sum n mod 8, added ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)), as atom_1
+  store <4 x double> zeroinitializer, ptr %gacc0.0
+  store <4 x double> zeroinitializer, ptr %gacc0.1
+  store <4 x double> zeroinitializer, ptr %gacc0.2
+  store <4 x double> zeroinitializer, ptr %gacc0.3
+  store <4 x double> zeroinitializer, ptr %gacc0.4
+  store <4 x double> zeroinitializer, ptr %gacc0.5
+  store <4 x double> zeroinitializer, ptr %gacc0.6
+  store <4 x double> zeroinitializer, ptr %gacc0.7
+  br label %gdens.pre
+gdens.pre:
+  br label %gdens.head
+gdens.head:
+  %gdn = phi i64 [ 0, %gdens.pre ], [ %gdn.next, %gdens.latch ]
+  %gdens.more = icmp slt i64 %gdn, 96
+  br i1 %gdens.more, label %gdens.body, label %gdens.exit
+gdens.body:
+  %gdi0 = add nsw i64 %gdn, 0
+  %gda0.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi0
+  %gda0 = load <4 x double>, ptr %gda0.p, align 32
+  %gdc0.0.i = add nsw i64 %gdi0, 0
+  %gdc0.0.p = getelementptr inbounds double, ptr @coef_1, i64 %gdc0.0.i
+  %gdc0.0 = load double, ptr %gdc0.0.p
+  %gdcv0.0.i = insertelement <4 x double> poison, double %gdc0.0, i64 0
+  %gdcv0.0 = shufflevector <4 x double> %gdcv0.0.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.0 = fmul <4 x double> %gdcv0.0, %gda0
+  %gds0.0.old = load <4 x double>, ptr %gacc0.0
+  %gds0.0.new = fadd <4 x double> %gds0.0.old, %gdm0.0
+  store <4 x double> %gds0.0.new, ptr %gacc0.0
+  %gdi1 = add nsw i64 %gdn, 1
+  %gda1.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi1
+  %gda1 = load <4 x double>, ptr %gda1.p, align 32
+  %gdc0.1.i = add nsw i64 %gdi1, 0
+  %gdc0.1.p = getelementptr inbounds double, ptr @coef_1, i64 %gdc0.1.i
+  %gdc0.1 = load double, ptr %gdc0.1.p
+  %gdcv0.1.i = insertelement <4 x double> poison, double %gdc0.1, i64 0
+  %gdcv0.1 = shufflevector <4 x double> %gdcv0.1.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.1 = fmul <4 x double> %gdcv0.1, %gda1
+  %gds0.1.old = load <4 x double>, ptr %gacc0.1
+  %gds0.1.new = fadd <4 x double> %gds0.1.old, %gdm0.1
+  store <4 x double> %gds0.1.new, ptr %gacc0.1
+  %gdi2 = add nsw i64 %gdn, 2
+  %gda2.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi2
+  %gda2 = load <4 x double>, ptr %gda2.p, align 32
+  %gdc0.2.i = add nsw i64 %gdi2, 0
+  %gdc0.2.p = getelementptr inbounds double, ptr @coef_1, i64 %gdc0.2.i
+  %gdc0.2 = load double, ptr %gdc0.2.p
+  %gdcv0.2.i = insertelement <4 x double> poison, double %gdc0.2, i64 0
+  %gdcv0.2 = shufflevector <4 x double> %gdcv0.2.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.2 = fmul <4 x double> %gdcv0.2, %gda2
+  %gds0.2.old = load <4 x double>, ptr %gacc0.2
+  %gds0.2.new = fadd <4 x double> %gds0.2.old, %gdm0.2
+  store <4 x double> %gds0.2.new, ptr %gacc0.2
+  %gdi3 = add nsw i64 %gdn, 3
+  %gda3.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi3
+  %gda3 = load <4 x double>, ptr %gda3.p, align 32
+  %gdc0.3.i = add nsw i64 %gdi3, 0
+  %gdc0.3.p = getelementptr inbounds double, ptr @coef_1, i64 %gdc0.3.i
+  %gdc0.3 = load double, ptr %gdc0.3.p
+  %gdcv0.3.i = insertelement <4 x double> poison, double %gdc0.3, i64 0
+  %gdcv0.3 = shufflevector <4 x double> %gdcv0.3.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.3 = fmul <4 x double> %gdcv0.3, %gda3
+  %gds0.3.old = load <4 x double>, ptr %gacc0.3
+  %gds0.3.new = fadd <4 x double> %gds0.3.old, %gdm0.3
+  store <4 x double> %gds0.3.new, ptr %gacc0.3
+  %gdi4 = add nsw i64 %gdn, 4
+  %gda4.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi4
+  %gda4 = load <4 x double>, ptr %gda4.p, align 32
+  %gdc0.4.i = add nsw i64 %gdi4, 0
+  %gdc0.4.p = getelementptr inbounds double, ptr @coef_1, i64 %gdc0.4.i
+  %gdc0.4 = load double, ptr %gdc0.4.p
+  %gdcv0.4.i = insertelement <4 x double> poison, double %gdc0.4, i64 0
+  %gdcv0.4 = shufflevector <4 x double> %gdcv0.4.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.4 = fmul <4 x double> %gdcv0.4, %gda4
+  %gds0.4.old = load <4 x double>, ptr %gacc0.4
+  %gds0.4.new = fadd <4 x double> %gds0.4.old, %gdm0.4
+  store <4 x double> %gds0.4.new, ptr %gacc0.4
+  %gdi5 = add nsw i64 %gdn, 5
+  %gda5.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi5
+  %gda5 = load <4 x double>, ptr %gda5.p, align 32
+  %gdc0.5.i = add nsw i64 %gdi5, 0
+  %gdc0.5.p = getelementptr inbounds double, ptr @coef_1, i64 %gdc0.5.i
+  %gdc0.5 = load double, ptr %gdc0.5.p
+  %gdcv0.5.i = insertelement <4 x double> poison, double %gdc0.5, i64 0
+  %gdcv0.5 = shufflevector <4 x double> %gdcv0.5.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.5 = fmul <4 x double> %gdcv0.5, %gda5
+  %gds0.5.old = load <4 x double>, ptr %gacc0.5
+  %gds0.5.new = fadd <4 x double> %gds0.5.old, %gdm0.5
+  store <4 x double> %gds0.5.new, ptr %gacc0.5
+  %gdi6 = add nsw i64 %gdn, 6
+  %gda6.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi6
+  %gda6 = load <4 x double>, ptr %gda6.p, align 32
+  %gdc0.6.i = add nsw i64 %gdi6, 0
+  %gdc0.6.p = getelementptr inbounds double, ptr @coef_1, i64 %gdc0.6.i
+  %gdc0.6 = load double, ptr %gdc0.6.p
+  %gdcv0.6.i = insertelement <4 x double> poison, double %gdc0.6, i64 0
+  %gdcv0.6 = shufflevector <4 x double> %gdcv0.6.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.6 = fmul <4 x double> %gdcv0.6, %gda6
+  %gds0.6.old = load <4 x double>, ptr %gacc0.6
+  %gds0.6.new = fadd <4 x double> %gds0.6.old, %gdm0.6
+  store <4 x double> %gds0.6.new, ptr %gacc0.6
+  %gdi7 = add nsw i64 %gdn, 7
+  %gda7.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %gdi7
+  %gda7 = load <4 x double>, ptr %gda7.p, align 32
+  %gdc0.7.i = add nsw i64 %gdi7, 0
+  %gdc0.7.p = getelementptr inbounds double, ptr @coef_1, i64 %gdc0.7.i
+  %gdc0.7 = load double, ptr %gdc0.7.p
+  %gdcv0.7.i = insertelement <4 x double> poison, double %gdc0.7, i64 0
+  %gdcv0.7 = shufflevector <4 x double> %gdcv0.7.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gdm0.7 = fmul <4 x double> %gdcv0.7, %gda7
+  %gds0.7.old = load <4 x double>, ptr %gacc0.7
+  %gds0.7.new = fadd <4 x double> %gds0.7.old, %gdm0.7
+  store <4 x double> %gds0.7.new, ptr %gacc0.7
+
+  br label %gdens.latch
+gdens.latch:
+  %gdn.next = add nsw i64 %gdn, 8
+  br label %gdens.head
+gdens.exit:
+  %gq0.0 = load <4 x double>, ptr %gacc0.0
+  %gq0.1 = load <4 x double>, ptr %gacc0.1
+  %gq0.2 = load <4 x double>, ptr %gacc0.2
+  %gq0.3 = load <4 x double>, ptr %gacc0.3
+  %gq0.4 = load <4 x double>, ptr %gacc0.4
+  %gq0.5 = load <4 x double>, ptr %gacc0.5
+  %gq0.6 = load <4 x double>, ptr %gacc0.6
+  %gq0.7 = load <4 x double>, ptr %gacc0.7
+  %gt0.0 = fadd <4 x double> %gq0.0, %gq0.1
+  %gt0.1 = fadd <4 x double> %gq0.2, %gq0.3
+  %gt0.2 = fadd <4 x double> %gq0.4, %gq0.5
+  %gt0.3 = fadd <4 x double> %gq0.6, %gq0.7
+  %gt0.4 = fadd <4 x double> %gt0.0, %gt0.1
+  %gt0.5 = fadd <4 x double> %gt0.2, %gt0.3
+  %grho0 = fadd <4 x double> %gt0.4, %gt0.5
+  %grho0.0 = extractelement <4 x double> %grho0, i64 0
+  %grho0.0.p = getelementptr inbounds double, ptr %rho0, i64 0
+  store double %grho0.0, ptr %grho0.0.p
+  %grho0.1 = extractelement <4 x double> %grho0, i64 1
+  %grho0.1.p = getelementptr inbounds double, ptr %rho1, i64 0
+  store double %grho0.1, ptr %grho0.1.p
+  %grho0.2 = extractelement <4 x double> %grho0, i64 2
+  %grho0.2.p = getelementptr inbounds double, ptr %rho2, i64 0
+  store double %grho0.2, ptr %grho0.2.p
+  %grho0.3 = extractelement <4 x double> %grho0, i64 3
+  %grho0.3.p = getelementptr inbounds double, ptr %rho3, i64 0
+  store double %grho0.3, ptr %grho0.3.p
+
+  ; 4. embedding (+ core terms), per centre
+  %e0.p = getelementptr inbounds double, ptr %energies, i64 %c0
+  call void @mid_1(ptr %rho0, ptr %dF0, ptr %e0.p, ptr %st0)
+  %e1.p = getelementptr inbounds double, ptr %energies, i64 %c1
+  call void @mid_1(ptr %rho1, ptr %dF1, ptr %e1.p, ptr %st1)
+  %e2.p = getelementptr inbounds double, ptr %energies, i64 %c2
+  call void @mid_1(ptr %rho2, ptr %dF2, ptr %e2.p, ptr %st2)
+  %e3.p = getelementptr inbounds double, ptr %energies, i64 %c3
+  call void @mid_1(ptr %rho3, ptr %dF3, ptr %e3.p, ptr %st3)
+
+  ; 5. reverse sweep, as atom_1: Wg[n] = sum_p dF_p coef[p][n], then the runs in reverse
+  %gwd0.0.p = getelementptr inbounds double, ptr %dF0, i64 0
+  %gwd0.0 = load double, ptr %gwd0.0.p
+  %gwdv0.0 = insertelement <4 x double> poison, double %gwd0.0, i64 0
+  %gwd0.1.p = getelementptr inbounds double, ptr %dF1, i64 0
+  %gwd0.1 = load double, ptr %gwd0.1.p
+  %gwdv0.1 = insertelement <4 x double> %gwdv0.0, double %gwd0.1, i64 1
+  %gwd0.2.p = getelementptr inbounds double, ptr %dF2, i64 0
+  %gwd0.2 = load double, ptr %gwd0.2.p
+  %gwdv0.2 = insertelement <4 x double> %gwdv0.1, double %gwd0.2, i64 2
+  %gwd0.3.p = getelementptr inbounds double, ptr %dF3, i64 0
+  %gwd0.3 = load double, ptr %gwd0.3.p
+  %gwdv0.3 = insertelement <4 x double> %gwdv0.2, double %gwd0.3, i64 3
+  br label %gwinit.pre
+gwinit.pre:
+  br label %gwinit.head
+gwinit.head:
+  %gwn = phi i64 [ 0, %gwinit.pre ], [ %gwn.next, %gwinit.latch ]
+  %gwinit.more = icmp slt i64 %gwn, 96
+  br i1 %gwinit.more, label %gwinit.body, label %gwinit.exit
+gwinit.body:
+  %gwc0.i = add nsw i64 %gwn, 0
+  %gwc0.p = getelementptr inbounds double, ptr @coef_1, i64 %gwc0.i
+  %gwc0 = load double, ptr %gwc0.p
+  %gwcv0.i = insertelement <4 x double> poison, double %gwc0, i64 0
+  %gwcv0 = shufflevector <4 x double> %gwcv0.i, <4 x double> poison, <4 x i32> zeroinitializer
+
+  %gwt0 = fmul <4 x double> %gwdv0.3, %gwcv0
+  %gws0 = fadd <4 x double> zeroinitializer, %gwt0
+  %gwv.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %gwn
+  store <4 x double> %gws0, ptr %gwv.p, align 32
+
+  br label %gwinit.latch
+gwinit.latch:
+  %gwn.next = add nsw i64 %gwn, 1
+  br label %gwinit.head
+gwinit.exit:
+  br label %grev.pre
+grev.pre:
+  %grg.first = sub nsw i64 16, 1
+  br label %grev.head
+grev.head:
+  %grg = phi i64 [ %grg.first, %grev.pre ], [ %grg.next, %grev.latch ]
+  %grev.more = icmp sge i64 %grg, 0
+  br i1 %grev.more, label %grev.body, label %grev.exit
+grev.body:
+  %grk.p = getelementptr inbounds i32, ptr @key_1, i64 %grg
+  %grk.32 = load i32, ptr %grk.p
+  %grk = sext i32 %grk.32 to i64
+  %gra.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grk
+  %gra = load <4 x double>, ptr %gra.p, align 32
+  %grlo.p = getelementptr inbounds i32, ptr @run_1, i64 %grg
+  %grhi.p = getelementptr inbounds i32, ptr %grlo.p, i64 1
+  %grlo.32 = load i32, ptr %grlo.p
+  %grhi.32 = load i32, ptr %grhi.p
+  %grlo = sext i32 %grlo.32 to i64
+  %grhi = sext i32 %grhi.32 to i64
+  %grlen = sub nsw i64 %grhi, %grlo
+  %grfull = and i64 %grlen, -4
+  %grmid = add nsw i64 %grlo, %grfull
+  store <4 x double> zeroinitializer, ptr %grs0
+  store <4 x double> zeroinitializer, ptr %grs1
+  store <4 x double> zeroinitializer, ptr %grs2
+  store <4 x double> zeroinitializer, ptr %grs3
+  br label %grevq.pre
+grevq.pre:
+  br label %grevq.head
+grevq.head:
+  %grq = phi i64 [ %grlo, %grevq.pre ], [ %grq.next, %grevq.latch ]
+  %grevq.more = icmp slt i64 %grq, %grmid
+  br i1 %grevq.more, label %grevq.body, label %grevq.exit
+grevq.body:
+  %grq0.p = add nsw i64 %grq, 0
+  %grq0.o.p = getelementptr inbounds i32, ptr @other_1, i64 %grq0.p
+  %grq0.o.32 = load i32, ptr %grq0.o.p
+  %grq0.o = sext i32 %grq0.o.32 to i64
+  %grq0.n = add nsw i64 %grq0.p, 38
+  %grq0.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq0.n
+  %grq0.w = load <4 x double>, ptr %grq0.w.p, align 32
+  %grq0.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grq0.o
+  %grq0.v = load <4 x double>, ptr %grq0.v.p, align 32
+  %grq0.wv = fmul <4 x double> %grq0.w, %grq0.v
+  %grq0.s.old = load <4 x double>, ptr %grs0
+  %grq0.s.new = fadd <4 x double> %grq0.s.old, %grq0.wv
+  store <4 x double> %grq0.s.new, ptr %grs0
+  %grq0.wa = fmul <4 x double> %grq0.w, %gra
+  %grq0.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq0.o
+  %grq0.Wo.old = load <4 x double>, ptr %grq0.Wo.p, align 32
+  %grq0.Wo.new = fadd <4 x double> %grq0.Wo.old, %grq0.wa
+  store <4 x double> %grq0.Wo.new, ptr %grq0.Wo.p, align 32
+
+  %grq1.p = add nsw i64 %grq, 1
+  %grq1.o.p = getelementptr inbounds i32, ptr @other_1, i64 %grq1.p
+  %grq1.o.32 = load i32, ptr %grq1.o.p
+  %grq1.o = sext i32 %grq1.o.32 to i64
+  %grq1.n = add nsw i64 %grq1.p, 38
+  %grq1.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq1.n
+  %grq1.w = load <4 x double>, ptr %grq1.w.p, align 32
+  %grq1.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grq1.o
+  %grq1.v = load <4 x double>, ptr %grq1.v.p, align 32
+  %grq1.wv = fmul <4 x double> %grq1.w, %grq1.v
+  %grq1.s.old = load <4 x double>, ptr %grs1
+  %grq1.s.new = fadd <4 x double> %grq1.s.old, %grq1.wv
+  store <4 x double> %grq1.s.new, ptr %grs1
+  %grq1.wa = fmul <4 x double> %grq1.w, %gra
+  %grq1.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq1.o
+  %grq1.Wo.old = load <4 x double>, ptr %grq1.Wo.p, align 32
+  %grq1.Wo.new = fadd <4 x double> %grq1.Wo.old, %grq1.wa
+  store <4 x double> %grq1.Wo.new, ptr %grq1.Wo.p, align 32
+
+  %grq2.p = add nsw i64 %grq, 2
+  %grq2.o.p = getelementptr inbounds i32, ptr @other_1, i64 %grq2.p
+  %grq2.o.32 = load i32, ptr %grq2.o.p
+  %grq2.o = sext i32 %grq2.o.32 to i64
+  %grq2.n = add nsw i64 %grq2.p, 38
+  %grq2.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq2.n
+  %grq2.w = load <4 x double>, ptr %grq2.w.p, align 32
+  %grq2.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grq2.o
+  %grq2.v = load <4 x double>, ptr %grq2.v.p, align 32
+  %grq2.wv = fmul <4 x double> %grq2.w, %grq2.v
+  %grq2.s.old = load <4 x double>, ptr %grs2
+  %grq2.s.new = fadd <4 x double> %grq2.s.old, %grq2.wv
+  store <4 x double> %grq2.s.new, ptr %grs2
+  %grq2.wa = fmul <4 x double> %grq2.w, %gra
+  %grq2.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq2.o
+  %grq2.Wo.old = load <4 x double>, ptr %grq2.Wo.p, align 32
+  %grq2.Wo.new = fadd <4 x double> %grq2.Wo.old, %grq2.wa
+  store <4 x double> %grq2.Wo.new, ptr %grq2.Wo.p, align 32
+
+  %grq3.p = add nsw i64 %grq, 3
+  %grq3.o.p = getelementptr inbounds i32, ptr @other_1, i64 %grq3.p
+  %grq3.o.32 = load i32, ptr %grq3.o.p
+  %grq3.o = sext i32 %grq3.o.32 to i64
+  %grq3.n = add nsw i64 %grq3.p, 38
+  %grq3.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq3.n
+  %grq3.w = load <4 x double>, ptr %grq3.w.p, align 32
+  %grq3.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grq3.o
+  %grq3.v = load <4 x double>, ptr %grq3.v.p, align 32
+  %grq3.wv = fmul <4 x double> %grq3.w, %grq3.v
+  %grq3.s.old = load <4 x double>, ptr %grs3
+  %grq3.s.new = fadd <4 x double> %grq3.s.old, %grq3.wv
+  store <4 x double> %grq3.s.new, ptr %grs3
+  %grq3.wa = fmul <4 x double> %grq3.w, %gra
+  %grq3.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grq3.o
+  %grq3.Wo.old = load <4 x double>, ptr %grq3.Wo.p, align 32
+  %grq3.Wo.new = fadd <4 x double> %grq3.Wo.old, %grq3.wa
+  store <4 x double> %grq3.Wo.new, ptr %grq3.Wo.p, align 32
+
+
+  br label %grevq.latch
+grevq.latch:
+  %grq.next = add nsw i64 %grq, 4
+  br label %grevq.head
+grevq.exit:
+  %grt0 = add nsw i64 %grmid, 0
+  %grt0.in = icmp slt i64 %grt0, %grhi
+  br i1 %grt0.in, label %grev.tail0, label %grev.sum
+grev.tail0:
+  %grt0p.p = add nsw i64 %grmid, 0
+  %grt0p.o.p = getelementptr inbounds i32, ptr @other_1, i64 %grt0p.p
+  %grt0p.o.32 = load i32, ptr %grt0p.o.p
+  %grt0p.o = sext i32 %grt0p.o.32 to i64
+  %grt0p.n = add nsw i64 %grt0p.p, 38
+  %grt0p.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt0p.n
+  %grt0p.w = load <4 x double>, ptr %grt0p.w.p, align 32
+  %grt0p.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grt0p.o
+  %grt0p.v = load <4 x double>, ptr %grt0p.v.p, align 32
+  %grt0p.wv = fmul <4 x double> %grt0p.w, %grt0p.v
+  %grt0p.s.old = load <4 x double>, ptr %grs0
+  %grt0p.s.new = fadd <4 x double> %grt0p.s.old, %grt0p.wv
+  store <4 x double> %grt0p.s.new, ptr %grs0
+  %grt0p.wa = fmul <4 x double> %grt0p.w, %gra
+  %grt0p.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt0p.o
+  %grt0p.Wo.old = load <4 x double>, ptr %grt0p.Wo.p, align 32
+  %grt0p.Wo.new = fadd <4 x double> %grt0p.Wo.old, %grt0p.wa
+  store <4 x double> %grt0p.Wo.new, ptr %grt0p.Wo.p, align 32
+
+  %grt1 = add nsw i64 %grmid, 1
+  %grt1.in = icmp slt i64 %grt1, %grhi
+  br i1 %grt1.in, label %grev.tail1, label %grev.sum
+grev.tail1:
+  %grt1p.p = add nsw i64 %grmid, 1
+  %grt1p.o.p = getelementptr inbounds i32, ptr @other_1, i64 %grt1p.p
+  %grt1p.o.32 = load i32, ptr %grt1p.o.p
+  %grt1p.o = sext i32 %grt1p.o.32 to i64
+  %grt1p.n = add nsw i64 %grt1p.p, 38
+  %grt1p.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt1p.n
+  %grt1p.w = load <4 x double>, ptr %grt1p.w.p, align 32
+  %grt1p.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grt1p.o
+  %grt1p.v = load <4 x double>, ptr %grt1p.v.p, align 32
+  %grt1p.wv = fmul <4 x double> %grt1p.w, %grt1p.v
+  %grt1p.s.old = load <4 x double>, ptr %grs1
+  %grt1p.s.new = fadd <4 x double> %grt1p.s.old, %grt1p.wv
+  store <4 x double> %grt1p.s.new, ptr %grs1
+  %grt1p.wa = fmul <4 x double> %grt1p.w, %gra
+  %grt1p.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt1p.o
+  %grt1p.Wo.old = load <4 x double>, ptr %grt1p.Wo.p, align 32
+  %grt1p.Wo.new = fadd <4 x double> %grt1p.Wo.old, %grt1p.wa
+  store <4 x double> %grt1p.Wo.new, ptr %grt1p.Wo.p, align 32
+
+  %grt2 = add nsw i64 %grmid, 2
+  %grt2.in = icmp slt i64 %grt2, %grhi
+  br i1 %grt2.in, label %grev.tail2, label %grev.sum
+grev.tail2:
+  %grt2p.p = add nsw i64 %grmid, 2
+  %grt2p.o.p = getelementptr inbounds i32, ptr @other_1, i64 %grt2p.p
+  %grt2p.o.32 = load i32, ptr %grt2p.o.p
+  %grt2p.o = sext i32 %grt2p.o.32 to i64
+  %grt2p.n = add nsw i64 %grt2p.p, 38
+  %grt2p.w.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt2p.n
+  %grt2p.w = load <4 x double>, ptr %grt2p.w.p, align 32
+  %grt2p.v.p = getelementptr inbounds <4 x double>, ptr %AAg, i64 %grt2p.o
+  %grt2p.v = load <4 x double>, ptr %grt2p.v.p, align 32
+  %grt2p.wv = fmul <4 x double> %grt2p.w, %grt2p.v
+  %grt2p.s.old = load <4 x double>, ptr %grs2
+  %grt2p.s.new = fadd <4 x double> %grt2p.s.old, %grt2p.wv
+  store <4 x double> %grt2p.s.new, ptr %grs2
+  %grt2p.wa = fmul <4 x double> %grt2p.w, %gra
+  %grt2p.Wo.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grt2p.o
+  %grt2p.Wo.old = load <4 x double>, ptr %grt2p.Wo.p, align 32
+  %grt2p.Wo.new = fadd <4 x double> %grt2p.Wo.old, %grt2p.wa
+  store <4 x double> %grt2p.Wo.new, ptr %grt2p.Wo.p, align 32
+
+  br label %grev.sum
+grev.sum:
+  %grsv0 = load <4 x double>, ptr %grs0
+  %grsv1 = load <4 x double>, ptr %grs1
+  %grsv2 = load <4 x double>, ptr %grs2
+  %grsv3 = load <4 x double>, ptr %grs3
+  %grss1 = fadd <4 x double> %grsv0, %grsv1
+  %grss2 = fadd <4 x double> %grss1, %grsv2
+  %grss3 = fadd <4 x double> %grss2, %grsv3
+  %grWk.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %grk
+  %grWk.old = load <4 x double>, ptr %grWk.p, align 32
+  %grWk.new = fadd <4 x double> %grWk.old, %grss3
+  store <4 x double> %grWk.new, ptr %grWk.p, align 32
+
+  br label %grev.latch
+grev.latch:
+  %grg.next = sub nsw i64 %grg, 1
+  br label %grev.head
+grev.exit:
+
+  ; dE/dA of each centre into its workspace
+  br label %gwo.pre
+gwo.pre:
+  br label %gwo.head
+gwo.head:
+  %go = phi i64 [ 0, %gwo.pre ], [ %go.next, %gwo.latch ]
+  %gwo.more = icmp slt i64 %go, 38
+  br i1 %gwo.more, label %gwo.body, label %gwo.exit
+gwo.body:
+  %gov.p = getelementptr inbounds <4 x double>, ptr %Wg, i64 %go
+  %gov = load <4 x double>, ptr %gov.p, align 32
+  %gov0 = extractelement <4 x double> %gov, i64 0
+  %gow0.p = getelementptr inbounds double, ptr %W0, i64 %go
+  store double %gov0, ptr %gow0.p
+  %gov1 = extractelement <4 x double> %gov, i64 1
+  %gow1.p = getelementptr inbounds double, ptr %W1, i64 %go
+  store double %gov1, ptr %gow1.p
+  %gov2 = extractelement <4 x double> %gov, i64 2
+  %gow2.p = getelementptr inbounds double, ptr %W2, i64 %go
+  store double %gov2, ptr %gow2.p
+  %gov3 = extractelement <4 x double> %gov, i64 3
+  %gow3.p = getelementptr inbounds double, ptr %W3, i64 %go
+  store double %gov3, ptr %gow3.p
+
+  br label %gwo.latch
+gwo.latch:
+  %go.next = add nsw i64 %go, 1
+  br label %gwo.head
+gwo.exit:
+
+  ; 6. force pass, per centre
+  call void @back_1(i64 %bg0, i64 %en0, ptr %dEdr, ptr %ws0, ptr %st0)
+  call void @back_1(i64 %bg1, i64 %en1, ptr %dEdr, ptr %ws1, ptr %st1)
+  call void @back_1(i64 %bg2, i64 %en2, ptr %dEdr, ptr %ws2, ptr %st2)
+  call void @back_1(i64 %bg3, i64 %en3, ptr %dEdr, ptr %ws3, ptr %st3)
+  ret i32 0
+}
+
+; species with a group routine (1) or none (0: no A, every centre on its own)
+@has_group = internal constant [2 x i8] [i8 1, i8 1]
 
 ; one centre: validate its offsets and species, dispatch to its species routine
 define internal i32 @compute_centre(i64 %i, ptr noalias %species, ptr noalias %offsets, ptr noalias %nb_species,
@@ -4395,13 +5830,36 @@ entry:
   ret void
 }
 
+; free the 4 workspaces of a group and its interleaved rows
+define internal void @group_release(ptr %wss, ptr %AAg, ptr %Wg) {
+entry:
+  %ws0 = getelementptr inbounds %workspace, ptr %wss, i64 0
+  call void @ws_release(ptr %ws0)
+  %ws1 = getelementptr inbounds %workspace, ptr %wss, i64 1
+  call void @ws_release(ptr %ws1)
+  %ws2 = getelementptr inbounds %workspace, ptr %wss, i64 2
+  call void @ws_release(ptr %ws2)
+  %ws3 = getelementptr inbounds %workspace, ptr %wss, i64 3
+  call void @ws_release(ptr %ws3)
+  call void @free(ptr %AAg)
+  call void @free(ptr %Wg)
+  ret void
+}
+
+
 ; int acegen_<name>_compute(int64_t n_centres, const int32_t *species, const int64_t *offsets,
 ;     const int32_t *nb_species, const double *rij, double *energies, double *dEdr,
 ;     int nthreads, int64_t *err_index)   -- serial: nthreads is ignored
 define i32 @acegen_cuni_order3_compute(i64 %n, ptr %species, ptr %offsets, ptr %nb_species, ptr %rij,
                                    ptr %energies, ptr %dEdr, i32 %nthreads, ptr %err_index) {
 entry:
-  %ws = alloca %workspace
+  ; workspaces of a group (the first is the one of the one-centre path), bucket[z][w] = the
+  ; centres of species z gathered in the current chunk, single[c] = centre c0 + c still to do
+  %wss = alloca [4 x %workspace]
+  %ws = getelementptr inbounds [4 x %workspace], ptr %wss, i64 0, i64 0
+  %bucket = alloca [8 x i64]
+  %nbk = alloca [2 x i32]
+  %single = alloca [64 x i8]
   %at = alloca i64
   %ei.null = icmp eq ptr %err_index, null
   br i1 %ei.null, label %bad_argument, label %check
@@ -4462,14 +5920,202 @@ nomem:
   store i64 0, ptr %err_index
   ret i32 6
 run:
+  ; the other workspaces of a group and the interleaved node values and adjoints (if one of
+  ; them cannot be allocated, every centre goes the one-centre way)
+  %AA.1 = call ptr @alloc64(i64 768)
+  %W.1 = call ptr @alloc64(i64 768)
+  %A4.1 = call ptr @alloc64(i64 1216)
+  %ws1 = getelementptr inbounds %workspace, ptr %wss, i64 1
+  %ws1.0 = getelementptr inbounds %workspace, ptr %ws1, i32 0, i32 0
+  store i64 0, ptr %ws1.0
+  %ws1.1 = getelementptr inbounds %workspace, ptr %ws1, i32 0, i32 1
+  store ptr null, ptr %ws1.1
+  %ws1.2 = getelementptr inbounds %workspace, ptr %ws1, i32 0, i32 2
+  store ptr null, ptr %ws1.2
+  %ws1.3 = getelementptr inbounds %workspace, ptr %ws1, i32 0, i32 3
+  store ptr null, ptr %ws1.3
+  %ws1.4 = getelementptr inbounds %workspace, ptr %ws1, i32 0, i32 4
+  store ptr %AA.1, ptr %ws1.4
+  %ws1.5 = getelementptr inbounds %workspace, ptr %ws1, i32 0, i32 5
+  store ptr %W.1, ptr %ws1.5
+  %ws1.6 = getelementptr inbounds %workspace, ptr %ws1, i32 0, i32 6
+  store ptr %A4.1, ptr %ws1.6
+  %AA.2 = call ptr @alloc64(i64 768)
+  %W.2 = call ptr @alloc64(i64 768)
+  %A4.2 = call ptr @alloc64(i64 1216)
+  %ws2 = getelementptr inbounds %workspace, ptr %wss, i64 2
+  %ws2.0 = getelementptr inbounds %workspace, ptr %ws2, i32 0, i32 0
+  store i64 0, ptr %ws2.0
+  %ws2.1 = getelementptr inbounds %workspace, ptr %ws2, i32 0, i32 1
+  store ptr null, ptr %ws2.1
+  %ws2.2 = getelementptr inbounds %workspace, ptr %ws2, i32 0, i32 2
+  store ptr null, ptr %ws2.2
+  %ws2.3 = getelementptr inbounds %workspace, ptr %ws2, i32 0, i32 3
+  store ptr null, ptr %ws2.3
+  %ws2.4 = getelementptr inbounds %workspace, ptr %ws2, i32 0, i32 4
+  store ptr %AA.2, ptr %ws2.4
+  %ws2.5 = getelementptr inbounds %workspace, ptr %ws2, i32 0, i32 5
+  store ptr %W.2, ptr %ws2.5
+  %ws2.6 = getelementptr inbounds %workspace, ptr %ws2, i32 0, i32 6
+  store ptr %A4.2, ptr %ws2.6
+  %AA.3 = call ptr @alloc64(i64 768)
+  %W.3 = call ptr @alloc64(i64 768)
+  %A4.3 = call ptr @alloc64(i64 1216)
+  %ws3 = getelementptr inbounds %workspace, ptr %wss, i64 3
+  %ws3.0 = getelementptr inbounds %workspace, ptr %ws3, i32 0, i32 0
+  store i64 0, ptr %ws3.0
+  %ws3.1 = getelementptr inbounds %workspace, ptr %ws3, i32 0, i32 1
+  store ptr null, ptr %ws3.1
+  %ws3.2 = getelementptr inbounds %workspace, ptr %ws3, i32 0, i32 2
+  store ptr null, ptr %ws3.2
+  %ws3.3 = getelementptr inbounds %workspace, ptr %ws3, i32 0, i32 3
+  store ptr null, ptr %ws3.3
+  %ws3.4 = getelementptr inbounds %workspace, ptr %ws3, i32 0, i32 4
+  store ptr %AA.3, ptr %ws3.4
+  %ws3.5 = getelementptr inbounds %workspace, ptr %ws3, i32 0, i32 5
+  store ptr %W.3, ptr %ws3.5
+  %ws3.6 = getelementptr inbounds %workspace, ptr %ws3, i32 0, i32 6
+  store ptr %A4.3, ptr %ws3.6
+  %AAg = call ptr @alloc64(i64 3072)
+  %Wg = call ptr @alloc64(i64 3072)
+  %g.AAg = icmp ne ptr %AAg, null
+  %g.Wg = icmp ne ptr %Wg, null
+  %g.0 = and i1 %g.AAg, %g.Wg
+  %g.AA1 = icmp ne ptr %AA.1, null
+  %g.W1 = icmp ne ptr %W.1, null
+  %g.A41 = icmp ne ptr %A4.1, null
+  %g.1.a = and i1 %g.0, %g.AA1
+  %g.1.b = and i1 %g.1.a, %g.W1
+  %g.1 = and i1 %g.1.b, %g.A41
+  %g.AA2 = icmp ne ptr %AA.2, null
+  %g.W2 = icmp ne ptr %W.2, null
+  %g.A42 = icmp ne ptr %A4.2, null
+  %g.2.a = and i1 %g.1, %g.AA2
+  %g.2.b = and i1 %g.2.a, %g.W2
+  %g.2 = and i1 %g.2.b, %g.A42
+  %g.AA3 = icmp ne ptr %AA.3, null
+  %g.W3 = icmp ne ptr %W.3, null
+  %g.A43 = icmp ne ptr %A4.3, null
+  %g.3.a = and i1 %g.2, %g.AA3
+  %g.3.b = and i1 %g.3.a, %g.W3
+  %g.3 = and i1 %g.3.b, %g.A43
+  ; chunks of 64 centres: those of each species in groups of 4 (group_<s>), then the others
+  ; (an incomplete group, bad species or offsets, a group that failed) one by one, ascending
+  br label %chunks.pre
+chunks.pre:
+  br label %chunks.head
+chunks.head:
+  %c0 = phi i64 [ 0, %chunks.pre ], [ %c0.next, %chunks.latch ]
+  %chunks.more = icmp slt i64 %c0, %n
+  br i1 %chunks.more, label %chunks.body, label %chunks.exit
+chunks.body:
+  %c1.x = add nsw i64 %c0, 64
+  %c1.in = icmp slt i64 %c1.x, %n
+  %c1 = select i1 %c1.in, i64 %c1.x, i64 %n
+  call void @llvm.memset.p0.i64(ptr %single, i8 1, i64 64, i1 false)
+  call void @llvm.memset.p0.i64(ptr %nbk, i8 0, i64 8, i1 false)
+  br i1 %g.3, label %grouping, label %grouped
+grouping:
+  br label %bk.pre
+bk.pre:
+  br label %bk.head
+bk.head:
+  %bi = phi i64 [ %c0, %bk.pre ], [ %bi.next, %bk.latch ]
+  %bk.more = icmp slt i64 %bi, %c1
+  br i1 %bk.more, label %bk.body, label %bk.exit
+bk.body:
+  %bz.p = getelementptr inbounds i32, ptr %species, i64 %bi
+  %bz = load i32, ptr %bz.p
+  %bb.p = getelementptr inbounds i64, ptr %offsets, i64 %bi
+  %be.p = getelementptr inbounds i64, ptr %bb.p, i64 1
+  %bb = load i64, ptr %bb.p
+  %be = load i64, ptr %be.p
+  %bz.lo = icmp slt i32 %bz, 0
+  %bz.hi = icmp sge i32 %bz, 2
+  %bb.neg = icmp slt i64 %bb, 0
+  %be.dec = icmp slt i64 %be, %bb
+  %bad.1 = or i1 %bz.lo, %bz.hi
+  %bad.2 = or i1 %bad.1, %bb.neg
+  %bad.3 = or i1 %bad.2, %be.dec
+  br i1 %bad.3, label %bk.latch, label %bk.valid
+bk.valid:
+  %bz64 = sext i32 %bz to i64
+  %hg.p = getelementptr inbounds i8, ptr @has_group, i64 %bz64
+  %hg = load i8, ptr %hg.p
+  %hg.no = icmp eq i8 %hg, 0
+  br i1 %hg.no, label %bk.latch, label %bk.put
+bk.put:
+  %nk.p = getelementptr inbounds i32, ptr %nbk, i64 %bz64
+  %nk = load i32, ptr %nk.p
+  %nk64 = sext i32 %nk to i64
+  %bz.row = mul nsw i64 %bz64, 4
+  %bslot = add nsw i64 %bz.row, %nk64
+  %bslot.p = getelementptr inbounds i64, ptr %bucket, i64 %bslot
+  store i64 %bi, ptr %bslot.p
+  %nk1 = add nsw i32 %nk, 1
+  %full = icmp eq i32 %nk1, 4
+  br i1 %full, label %bk.run, label %bk.notfull
+bk.notfull:
+  store i32 %nk1, ptr %nk.p
+  br label %bk.latch
+bk.run:
+  store i32 0, ptr %nk.p
+  %bptr = getelementptr inbounds i64, ptr %bucket, i64 %bz.row
+  switch i32 %bz, label %bk.latch [
+    i32 0, label %bk.g0
+    i32 1, label %bk.g1
+  ]
+bk.g0:
+  %bk.rc0 = call i32 @group_0(ptr %bptr, ptr %offsets, ptr %nb_species, ptr %rij, ptr %energies, ptr %dEdr, ptr %wss, ptr %AAg, ptr %Wg, ptr %at)
+  %bk.ok0 = icmp eq i32 %bk.rc0, 0
+  br i1 %bk.ok0, label %bk.done, label %bk.latch
+bk.g1:
+  %bk.rc1 = call i32 @group_1(ptr %bptr, ptr %offsets, ptr %nb_species, ptr %rij, ptr %energies, ptr %dEdr, ptr %wss, ptr %AAg, ptr %Wg, ptr %at)
+  %bk.ok1 = icmp eq i32 %bk.rc1, 0
+  br i1 %bk.ok1, label %bk.done, label %bk.latch
+bk.done:
+  %bd0.p = getelementptr inbounds i64, ptr %bptr, i64 0
+  %bd0 = load i64, ptr %bd0.p
+  %bd0.c = sub nsw i64 %bd0, %c0
+  %bd0.s = getelementptr inbounds i8, ptr %single, i64 %bd0.c
+  store i8 0, ptr %bd0.s
+  %bd1.p = getelementptr inbounds i64, ptr %bptr, i64 1
+  %bd1 = load i64, ptr %bd1.p
+  %bd1.c = sub nsw i64 %bd1, %c0
+  %bd1.s = getelementptr inbounds i8, ptr %single, i64 %bd1.c
+  store i8 0, ptr %bd1.s
+  %bd2.p = getelementptr inbounds i64, ptr %bptr, i64 2
+  %bd2 = load i64, ptr %bd2.p
+  %bd2.c = sub nsw i64 %bd2, %c0
+  %bd2.s = getelementptr inbounds i8, ptr %single, i64 %bd2.c
+  store i8 0, ptr %bd2.s
+  %bd3.p = getelementptr inbounds i64, ptr %bptr, i64 3
+  %bd3 = load i64, ptr %bd3.p
+  %bd3.c = sub nsw i64 %bd3, %c0
+  %bd3.s = getelementptr inbounds i8, ptr %single, i64 %bd3.c
+  store i8 0, ptr %bd3.s
+
+  br label %bk.latch
+bk.latch:
+  %bi.next = add nsw i64 %bi, 1
+  br label %bk.head
+bk.exit:
+  br label %grouped
+grouped:
   br label %centres.pre
 centres.pre:
   br label %centres.head
 centres.head:
-  %i = phi i64 [ 0, %centres.pre ], [ %i.next, %centres.latch ]
-  %centres.more = icmp slt i64 %i, %n
+  %i = phi i64 [ %c0, %centres.pre ], [ %i.next, %centres.latch ]
+  %centres.more = icmp slt i64 %i, %c1
   br i1 %centres.more, label %centres.body, label %centres.exit
 centres.body:
+  %sg.c = sub nsw i64 %i, %c0
+  %sg.p = getelementptr inbounds i8, ptr %single, i64 %sg.c
+  %sg = load i8, ptr %sg.p
+  %sg.done = icmp eq i8 %sg, 0
+  br i1 %sg.done, label %centres.latch, label %centre
+centre:
   store i64 %i, ptr %at
   %rc = call i32 @compute_centre(i64 %i, ptr %species, ptr %offsets, ptr %nb_species, ptr %rij, ptr %energies, ptr %dEdr, ptr %ws, ptr %at)
   %failed = icmp ne i32 %rc, 0
@@ -4477,7 +6123,7 @@ centres.body:
 fail:
   %at.v = load i64, ptr %at
   store i64 %at.v, ptr %err_index
-  call void @ws_release(ptr %ws)
+  call void @group_release(ptr %wss, ptr %AAg, ptr %Wg)
   ret i32 %rc
 centres.ok:
 
@@ -4486,7 +6132,14 @@ centres.latch:
   %i.next = add nsw i64 %i, 1
   br label %centres.head
 centres.exit:
-  call void @ws_release(ptr %ws)
+
+
+  br label %chunks.latch
+chunks.latch:
+  %c0.next = add nsw i64 %c0, 64
+  br label %chunks.head
+chunks.exit:
+  call void @group_release(ptr %wss, ptr %AAg, ptr %Wg)
   ret i32 0
 }
 
