@@ -28,7 +28,8 @@ LCN is solved by Newton's method with the exact charge susceptibility
 
     python benchmarks/tb_data.py -o tb_data --clusters 200 --seed 0
 
-writes ``tb_clusters.extxyz`` (random 2–25-atom clusters) and ``tb_chains.extxyz`` (linear
+writes ``tb_clusters.extxyz`` (random 2–25-atom clusters; ``--kind walk --short-range``: planar
+lattice walks, chains with bends and branches, for the first-neighbour model) and ``tb_chains.extxyz`` (linear
 chains, the configurations of the indicator plot of Bochkarev et al. 2022, Fig. 2), with
 energy, forces and per-atom arrays ``onsite_shift`` (λ) and ``charge`` (ρ_ii).
 """
@@ -175,6 +176,30 @@ def random_cluster(rng, n_atoms: int, *, elements=("Cu", "Ni"), dmin: float = 2.
     return Atoms(symbols=list(rng.choice(list(elements), size=n_atoms)), positions=np.array(pos))
 
 
+def lattice_walk(rng, n_atoms: int, *, elements=("Cu", "Ni"), spacing: float = 2.5, rattle: float = 0.1,
+                 branch: float = 0.2):
+    """An elongated planar cluster: a self-avoiding walk on a square lattice of ``spacing``
+    (grown from its tip, from a random earlier site with probability ``branch``: chains with
+    bends and side branches, much longer than one short cutoff), every atom displaced by a
+    Gaussian of standard deviation ``rattle`` in all three directions, random species."""
+    from ase import Atoms
+
+    steps = ((1, 0), (-1, 0), (0, 1), (0, -1))
+    sites, occupied = [(0, 0)], {(0, 0)}
+    while len(sites) < n_atoms:
+        base = sites[-1] if rng.random() >= branch else sites[int(rng.integers(len(sites)))]
+        free = [(base[0] + dx, base[1] + dy) for dx, dy in steps if (base[0] + dx, base[1] + dy) not in occupied]
+        if not free:  # a dead end: try again (a branch from a random site comes with probability branch)
+            continue
+        site = free[int(rng.integers(len(free)))]
+        sites.append(site)
+        occupied.add(site)
+    pos = np.zeros((n_atoms, 3))
+    pos[:, :2] = spacing * np.array(sites, dtype=float)
+    pos += rng.normal(scale=rattle, size=pos.shape)
+    return Atoms(symbols=list(rng.choice(list(elements), size=n_atoms)), positions=pos)
+
+
 def linear_chains(lengths=range(2, 26), spacing: float = 2.5, element: str = "Cu"):
     """Linear chains of ``lengths`` atoms along x (Bochkarev et al. 2022, Fig. 2)."""
     from ase import Atoms
@@ -194,11 +219,25 @@ def labelled(atoms, model: TBModel):
     return a
 
 
-def generate(n_clusters: int = 200, seed: int = 0, *, sizes=(2, 25), model: TBModel | None = None):
-    """(clusters, chains): seeded lists of labelled Atoms."""
+#: the cluster generators of :func:`generate`
+KINDS = {"random": random_cluster, "walk": lattice_walk}
+
+
+def short_range_model() -> TBModel:
+    """The TB model with first-neighbour hopping and repulsion only (cut off between 2.7 and
+    3.2 Å: the 2.5 Å bonds of :func:`lattice_walk` clusters, not their 3.5 Å diagonals)."""
+    return TBModel(rc=3.2, w=0.5)
+
+
+def generate(n_clusters: int = 200, seed: int = 0, *, sizes=(2, 25), model: TBModel | None = None,
+             kind: str = "random"):
+    """(clusters, chains): seeded lists of labelled Atoms; ``kind`` a key of :data:`KINDS`."""
+    if kind not in KINDS:
+        raise ValueError(f"tb_data: unknown cluster kind {kind!r} (expected one of {sorted(KINDS)})")
     model = model or TBModel()
     rng = np.random.default_rng(seed)
-    clusters = [labelled(random_cluster(rng, int(rng.integers(sizes[0], sizes[1] + 1))), model)
+    make = KINDS[kind]
+    clusters = [labelled(make(rng, int(rng.integers(sizes[0], sizes[1] + 1))), model)
                 for _ in range(n_clusters)]
     chains = [labelled(c, model) for c in linear_chains()]
     return clusters, chains
@@ -211,10 +250,14 @@ def main(argv=None) -> None:
     ap.add_argument("-o", "--out", default="tb_data", help="output folder")
     ap.add_argument("--clusters", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kind", choices=sorted(KINDS), default="random",
+                    help="random 3D clusters, or planar lattice walks (with --short-range)")
+    ap.add_argument("--short-range", action="store_true", help="first-neighbour TB (cut off at 3.2 Å)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    clusters, chains = generate(args.clusters, args.seed)
+    clusters, chains = generate(args.clusters, args.seed, kind=args.kind,
+                                model=short_range_model() if args.short_range else None)
     write(out / "tb_clusters.extxyz", clusters, format="extxyz")
     write(out / "tb_chains.extxyz", chains, format="extxyz")
     print(f"wrote {len(clusters)} clusters and {len(chains)} chains to {out}")

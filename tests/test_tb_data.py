@@ -83,3 +83,57 @@ def test_bad_input():
         MODEL.compute(Atoms("CuFe", positions=[[0, 0, 0], [2.5, 0, 0]]))
     with pytest.raises(ValueError, match="clusters"):
         MODEL.compute(Atoms("Cu", cell=[3, 3, 3], pbc=True))
+
+
+@pytest.mark.parametrize("n, seed", [(15, 0), (25, 4)])
+def test_lattice_walks_are_elongated_and_first_neighbour_forces_exact(n, seed):
+    at = tb.lattice_walk(np.random.default_rng(seed), n)
+    assert len(at) == n
+    sites = np.round(at.positions[:, :2] / 2.5)
+    assert len({tuple(s) for s in sites}) == n  # self-avoiding on the lattice
+    assert np.abs(at.positions - 2.5 * np.column_stack([sites, np.zeros(n)])).max() < 0.6  # rattled
+    d = np.linalg.norm(at.positions[:, None] - at.positions[None], axis=2)
+    near = (d < 3.0) & ~np.eye(n, dtype=bool)
+    # connected through first-neighbour bonds, and longer than one short cutoff
+    seen, todo = {0}, [0]
+    while todo:
+        a = todo.pop()
+        for b in np.flatnonzero(near[a]):
+            if b not in seen:
+                seen.add(int(b))
+                todo.append(int(b))
+    assert len(seen) == n
+    assert d.max() > 2 * 3.2
+    model = tb.short_range_model()
+    out = model.compute(at)
+    n0 = np.array([model.n0[s] for s in at.get_chemical_symbols()])
+    np.testing.assert_allclose(out["charge"], n0, atol=1e-11)
+    h = 1e-5
+    for a in range(3):
+        for c in range(3):
+            p, m = at.copy(), at.copy()
+            p.positions[a, c] += h
+            m.positions[a, c] -= h
+            fd = -(model.compute(p)["energy"] - model.compute(m)["energy"]) / (2 * h)
+            assert abs(fd - out["forces"][a, c]) < 1e-7
+
+
+def test_short_range_model_shifts_reach_beyond_its_cutoff():
+    """LCN makes the on-site shift of an atom depend on species beyond the hopping range."""
+    from ase import Atoms
+
+    model = tb.short_range_model()
+    chain = Atoms("Cu" * 9, positions=[[2.5 * k, 0, 0] for k in range(9)])
+    other = chain.copy()
+    other.symbols[8] = "Ni"  # 20 Å from atom 0, the hopping reaches 3.2 Å
+    lam0, lam1 = model.compute(chain)["onsite_shift"], model.compute(other)["onsite_shift"]
+    d0, d1 = lam0 - lam0[0], lam1 - lam1[0]
+    assert abs((d1[1] - d1[0]) - (d0[1] - d0[0])) > 1e-4
+
+
+def test_generate_kinds():
+    clusters, _ = tb.generate(3, 1, sizes=(15, 18), kind="walk", model=tb.short_range_model())
+    assert all(15 <= len(a) <= 18 for a in clusters)
+    assert all(abs(a.positions[:, 2]).max() < 0.6 for a in clusters)
+    with pytest.raises(ValueError, match="unknown cluster kind"):
+        tb.generate(1, 0, kind="fcc")
