@@ -168,10 +168,17 @@ def test_atom_groups_give_identical_numbers(tmp_path):
                     np.testing.assert_array_equal(G, G1)
 
 
-def test_atom_groups_report_errors_like_single_centres(tmp_path):
-    """A bad pair inside a group: the grouped build names the same (lowest) centre and pair."""
+@pytest.mark.parametrize("target", ["c", "llvm"])
+def test_atom_groups_report_errors_like_single_centres(tmp_path, target):
+    """A bad pair inside a group: the grouped build (C: ACEGEN_ATOM_GROUP=4; LLVM: atom_group=4)
+    names the same (lowest) centre and pair as the one-centre build."""
     ir = corner_model()
-    kernels = _build_groups(ir, tmp_path, (1, 4))
+    if target == "c":
+        kernels = _build_groups(ir, tmp_path, (1, 4))
+    else:
+        from acegen.backends.llvm import compile_llvm
+
+        kernels = {g: compile_llvm(ir, cache=False, atom_group=g) for g in (1, 4)}
     species, offsets, nb, rij = random_environment(5, n_centres=120, max_nb=12, n_species=3)
     species[:] = 0  # one species: every full group of 4 goes through group_0
     firsts = [int(offsets[i]) + 1 for i in (90, 37, 66) if offsets[i + 1] - offsets[i] > 1]
@@ -188,6 +195,7 @@ def test_atom_groups_report_errors_like_single_centres(tmp_path):
                     kernels[g].compute(*arrays, nthreads=nthreads)
                 messages.append(str(exc.value))
         assert len(set(messages)) == 1, messages
+
 
 def test_llvm_atom_groups_give_identical_numbers():
     """The LLVM kernel's groups of centres (atom_group=4: the product DAG of 4 centres of one
@@ -220,31 +228,6 @@ def test_llvm_atom_groups_give_identical_numbers():
                 E, G = k4.compute(*env, nthreads=nthreads)
                 np.testing.assert_array_equal(E, E1)
                 np.testing.assert_array_equal(G, G1)
-
-
-def test_llvm_atom_groups_report_errors_like_single_centres():
-    """A bad pair inside a group of the LLVM kernel: the grouped build names the same (lowest)
-    centre and pair as the one-centre build."""
-    from acegen.backends.llvm import compile_llvm
-
-    ir = corner_model()
-    kernels = {g: compile_llvm(ir, cache=False, atom_group=g) for g in (1, 4)}
-    species, offsets, nb, rij = random_environment(5, n_centres=120, max_nb=12, n_species=3)
-    species[:] = 0  # one species: every full group of 4 goes through group_0
-    firsts = [int(offsets[i]) + 1 for i in (90, 37, 66) if offsets[i + 1] - offsets[i] > 1]
-    bad = rij.copy()
-    for p in firsts:
-        bad[p] = [np.nan, 0.0, 1.0]
-    nb_bad = nb.copy()
-    nb_bad[firsts[1]] = 9
-    for arrays, what in (((species, offsets, nb, bad), "non-finite"), ((species, offsets, nb_bad, rij), "neighbour species index 9")):
-        messages = []
-        for g in (1, 4):
-            for nthreads in (1, 2):
-                with pytest.raises(StructureError, match=what) as exc:
-                    kernels[g].compute(*arrays, nthreads=nthreads)
-                messages.append(str(exc.value))
-        assert len(set(messages)) == 1, messages
 
 
 # -- grouped DAG schedule ----------------------------------------------------------------------
