@@ -206,3 +206,34 @@ def test_replica_chunks_give_the_same_result(monkeypatch):
     np.testing.assert_array_equal(whole["forces"], chunked["forces"])
     np.testing.assert_allclose(whole["dF"], chunked["dF"], rtol=1e-13, atol=1e-15)
     assert whole["energy"] == chunked["energy"]
+
+
+def test_force_atoms_rows_are_the_full_rows_of_those_atoms(tb_clusters):
+    """force_atoms: the residuals and Jacobian rows of the drawn atoms are exactly the full
+    model's rows of those atoms (the same complex-step replicas, fewer of them); the fit's
+    error tables still cover every atom."""
+    train = tb_clusters[:10]
+    ts = load_training_set(train, eref="zero", elements=("Cu", "Ni"), lazy=False)
+    blocks = list(ts.iter_blocks(64, 0))
+    basis = lower_multilayer(ML2)
+    theta = np.concatenate(MultilayerModel.random(ML2, seed=4, scale=0.7).coefficients)
+    full = MultilayerResidualModel(blocks, basis)
+    sub = MultilayerResidualModel(blocks, basis, force_atoms=3, seed=7)
+    assert sub.with_all_forces().force_atoms is None
+    rf = full.evaluate(theta, 0, jacobian=True)
+    rs = sub.evaluate(theta, 0, jacobian=True)
+    n_big = sum(s.n_atoms > 3 for s in blocks[0])
+    assert n_big > 0 and sub.n_rows(0) < full.n_rows(0)
+    key = lambda m: list(zip(m.structure.tolist(), m.kind.tolist(), m.component.tolist()))  # noqa: E731
+    index = {k: q for q, k in enumerate(key(rf.meta))}
+    rows = np.array([index[k] for k in key(rs.meta)])
+    np.testing.assert_array_equal(rs.r, rf.r[rows])
+    np.testing.assert_allclose(rs.J, rf.J[rows], rtol=1e-12, atol=1e-14)
+    # another seed draws other atoms
+    other = MultilayerResidualModel(blocks, basis, force_atoms=3, seed=8).evaluate(theta, 0)
+    assert not np.array_equal(key(other.meta), key(rs.meta))
+    model = acegen.fit(ML2, train, eref="zero", solver_options={"max_iter": 2, "force_atoms": 3})
+    n_f = sum(3 * len(a) for a in train)
+    assert model.fit_report.errors["set"]["F"]["n"] == n_f
+    with pytest.raises(FitError, match="force_atoms"):
+        acegen.fit(ML2, train[:2], eref="zero", solver_options={"force_atoms": 0})

@@ -393,7 +393,9 @@ def fit_multilayer(spec, structures, *, energy_key="energy", force_key="forces",
     (:mod:`acegen.fit.multilayer`) and return an :class:`acegen.MultilayerModel`.  ``solver``:
     ``"lm"`` or ``"lbfgs"``; ``solver_options``: ``max_iter`` (default 50), ``tol``, ``lam`` (default: the
     λ of the last layer's linear start), ``init_solver`` / ``init_options`` (the linear starts,
-    default BLR), ``max_jacobian_gib``, ``theta_scale`` (default 0.5).  ``prior``
+    default BLR), ``max_jacobian_gib``, ``theta_scale`` (default 0.5), ``force_atoms`` (the
+    non-linear fit uses the forces of at most that many atoms per structure, drawn with ``seed``
+    (default 0): a cheaper Jacobian; the linear starts and the error tables use every atom).  ``prior``
     ``"algebraic"`` (:func:`acegen.fit.multilayer.layer_prior`) or None / ``"none"``.  The other arguments as for
     :func:`acegen.fit.fit`; one layer is a linear fit of its plain basis."""
     import dataclasses
@@ -432,16 +434,23 @@ def fit_multilayer(spec, structures, *, energy_key="energy", force_key="forces",
     if e0 != dict(spec.layers[-1].Eref):
         last = dataclasses.replace(spec.layers[-1], Eref=e0)
         spec = dataclasses.replace(spec, layers=tuple(spec.layers[:-1]) + (last,))
+    fa = opts.get("force_atoms")
+    if fa is not None and (isinstance(fa, bool) or not isinstance(fa, (int, np.integer)) or fa < 1):
+        raise FitError(f"multilayer fit: force_atoms must be a positive integer or None, got {fa!r}")
+    seed = opts.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise FitError(f"multilayer fit: seed must be an integer >= 0, got {seed!r}")
     basis = lower_multilayer(spec, progress=progress)
     blocks = list(ts.iter_blocks(block_size, 0))
-    model = MultilayerResidualModel(blocks, basis)
+    model = MultilayerResidualModel(blocks, basis, force_atoms=None if fa is None else int(fa), seed=int(seed))
+    full = model.with_all_forces()
     gammas = [layer_prior(lt, pk) for lt in model.layers]
     # linear starts: the plain functions of every layer, alone
     init_solver = opts.get("init_solver", "blr")
     coeffs, lam = [], 0.0
     nl = len(model.layers)
     for n, lt in enumerate(model.layers):
-        parts = [model.layer_design(n, b) for b in range(model.n_batches)]
+        parts = [full.layer_design(n, b) for b in range(model.n_batches)]
         A = np.concatenate([p[0] for p in parts])
         y = np.concatenate([p[1] for p in parts])
         w = np.concatenate([p[2] for p in parts])
@@ -461,7 +470,7 @@ def fit_multilayer(spec, structures, *, energy_key="energy", force_key="forces",
         raise FitError(f"multilayer fit: lam must be a finite number >= 0, got {lam!r}")
     theta0 = np.concatenate(coeffs)
     t1 = time.perf_counter()
-    pred0, y0, meta0 = _predictions(model, theta0, block_size)
+    pred0, y0, meta0 = _predictions(full, theta0, block_size)
     lin_errors = error_table(pred0 - y0, meta0)
     if nl > 1:
         res = fit_nonlinear(model, theta0, solver=solver, gamma=np.concatenate(gammas), lam=float(lam),
@@ -471,7 +480,7 @@ def fit_multilayer(spec, structures, *, energy_key="energy", force_key="forces",
     else:
         theta, info = theta0, {"loss": None, "message": "one layer: the linear fit"}
     t2 = time.perf_counter()
-    pred, y, meta = _predictions(model, theta, block_size)
+    pred, y, meta = _predictions(full, theta, block_size)
     errors = {"train": error_table(pred - y, meta), "train (linear start)": lin_errors}
     info = {**info, "solver": solver, "lam": float(lam), "theta_scale": float(scale),
             "linear_start": {"solver": init_solver}}
@@ -480,7 +489,7 @@ def fit_multilayer(spec, structures, *, energy_key="energy", force_key="forces",
                        {"linear_start": t1 - t0, "nonlinear": t2 - t1, "errors": time.perf_counter() - t2},
                        n_rows=len(meta))
     report.linear_errors = lin_errors
-    report.basis_evaluator = model
+    report.basis_evaluator = full
     test_set = None
     if test is not None:
         test_set = load_training_set(test, **keys, weights=weights, eref=ts.eref or "zero", elements=spec.elements,

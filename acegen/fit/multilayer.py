@@ -245,12 +245,14 @@ class _Structure:
                 per[z0] = _Group(cen, pairs, loc, M, Phi0, dPhi)
             self.groups.append(per)
 
-    def perturbation(self, forces: bool):
-        """(D, coordinate of each replica, s (D, n_pairs)): s = δ_ja − δ_ia for the replica's atom a."""
+    def perturbation(self, forces: bool, atoms=None):
+        """(D, coordinate of each replica, s (D, n_pairs)): s = δ_ja − δ_ia for the replica's atom a;
+        the replicas are the 3 coordinates of every atom, or of ``atoms`` (indices) only."""
         if not forces:
             return 1, np.zeros(1, dtype=np.int64), np.zeros((1, self.n_pairs))
-        D = 3 * self.n
-        atom = np.arange(D) // 3
+        sel = np.arange(self.n) if atoms is None else np.asarray(atoms, dtype=np.int64)
+        D = 3 * len(sel)
+        atom = sel[np.arange(D) // 3]
         s = (self.j[None, :] == atom[:, None]).astype(float) - (self.i[None, :] == atom[:, None])
         return D, np.arange(D) % 3, s
 
@@ -322,12 +324,13 @@ def _layer_forward(lt: LayerTables, st: _Structure, layer: int, c: np.ndarray, t
 CHUNK_BYTES = 1 << 27
 
 
-def forward(layers, st: _Structure, coeffs, *, forces: bool, gradient: bool = True):
+def forward(layers, st: _Structure, coeffs, *, forces: bool, gradient: bool = True, atoms=None):
     """Energies and parameter gradients of one structure on its replicas: (E (D,), per-atom
     energies (n,), indicators (n, n_layers − 1), ∂E/∂c (D, n_params), or None without
-    ``gradient``); with ``forces`` the replicas are the 3n coordinates (complex step), else one
-    real evaluation.  The replicas go in chunks of at most :data:`CHUNK_BYTES` per array."""
-    D, xs, s = st.perturbation(forces)
+    ``gradient``); with ``forces`` the replicas are the 3n coordinates (complex step; those of
+    ``atoms`` only when given), else one real evaluation.  The replicas go in chunks of at most
+    :data:`CHUNK_BYTES` per array."""
+    D, xs, s = st.perturbation(forces, atoms)
     width = max([st.n_pairs * max((t.n_slots for t in lt.species), default=1) for lt in layers]
                 + [st.n * lt.n_params for lt in layers] + [1])
     step = max(1, int(CHUNK_BYTES // (16 * width)))
@@ -392,9 +395,14 @@ class MultilayerResidualModel:
     """The :class:`~acegen.fit.nonlinear.ResidualModel` of a multilayer fit (module docstring):
     ``blocks`` lists of :class:`~acegen.fit.data.StructureData`, ``basis`` a
     :class:`~acegen.multilayer.basis.MultilayerBasis`.  Parameters: the layers' coefficient
-    vectors (many-body then pair each) concatenated, layer 1 first."""
+    vectors (many-body then pair each) concatenated, layer 1 first.
 
-    def __init__(self, blocks, basis, *, cache: bool = True):
+    ``force_atoms``: fit the forces of at most that many atoms per structure (drawn once, seeded
+    by ``seed`` and the structure's index), so a structure's Jacobian costs 3·force_atoms
+    replicas instead of 3·n_atoms; None: every atom.  :meth:`with_all_forces` gives the same
+    model (sharing the structures' tables) with every force row, for error tables."""
+
+    def __init__(self, blocks, basis, *, cache: bool = True, force_atoms: int | None = None, seed: int = 0):
         from ..symbolic.ylm import ylm_slp
 
         spec = basis.spec
@@ -413,9 +421,28 @@ class MultilayerResidualModel:
                 if s.virial is not None:
                     raise FitError(f"structure {s.index}: multilayer fits do not fit virials/stresses yet "
                                    "(pass virial_key=None and stress_key=None)")
-        self._rows = [sum(_n_rows(s) for s in b) for b in self.blocks]
+        self.force_atoms, self.seed = force_atoms, int(seed)
+        self._sel = [[self._force_selection(s) for s in b] for b in self.blocks]
+        self._rows = [sum(_n_rows(s) if sel is None else int(s.energy is not None) + 3 * len(sel)
+                          for s, sel in zip(b, sels)) for b, sels in zip(self.blocks, self._sel)]
         self.cache = cache
         self._st: dict = {}
+
+    def _force_selection(self, s):
+        """The atoms whose forces are fitted (sorted indices), or None for all of them."""
+        k = self.force_atoms
+        if k is None or s.forces is None or s.n_atoms <= k:
+            return None
+        rng = np.random.default_rng([self.seed, int(s.index)])
+        return np.sort(rng.choice(s.n_atoms, size=k, replace=False))
+
+    def with_all_forces(self) -> "MultilayerResidualModel":
+        """This model with the force rows of every atom (the structure tables shared)."""
+        if self.force_atoms is None:
+            return self
+        out = MultilayerResidualModel(self.blocks, self.basis, cache=self.cache)
+        out._st = self._st
+        return out
 
     # -------------------------------------------------------------- parameters
     def split(self, theta) -> list[np.ndarray]:
@@ -471,7 +498,8 @@ class MultilayerResidualModel:
             if not _n_rows(s):
                 continue
             st = self._structure(batch, k, s)
-            E, _, _, g = forward(self.layers, st, coeffs, forces=s.forces is not None, gradient=jacobian)
+            sel = self._sel[batch][k]
+            E, _, _, g = forward(self.layers, st, coeffs, forces=s.forces is not None, gradient=jacobian, atoms=sel)
             r0 = row
             if s.energy is not None:
                 pred[row], y[row], w[row], kind[row], comp[row] = E[0].real, s.energy_target, s.weights["E"], "E", 0
@@ -479,12 +507,13 @@ class MultilayerResidualModel:
                     J[row] = g[0].real
                 row += 1
             if s.forces is not None:
-                m = 3 * s.n_atoms
+                cols = np.arange(3 * s.n_atoms) if sel is None else (3 * sel[:, None] + np.arange(3)).ravel()
+                m = len(cols)
                 pred[row:row + m] = -E.imag / H
-                y[row:row + m] = np.asarray(s.forces, dtype=float).ravel()
+                y[row:row + m] = np.asarray(s.forces, dtype=float).ravel()[cols]
                 w[row:row + m] = s.weights["F"]
                 kind[row:row + m] = "F"
-                comp[row:row + m] = np.arange(m)
+                comp[row:row + m] = cols
                 if jacobian:
                     J[row:row + m] = -g.imag / H
                 row += m
@@ -527,7 +556,8 @@ class MultilayerResidualModel:
 
 # ---------------------------------------------------------------------------- the fit
 #: ``solver_options`` of a multilayer fit
-MULTILAYER_OPTIONS = ("max_iter", "tol", "lam", "init_solver", "init_options", "max_jacobian_gib", "theta_scale")
+MULTILAYER_OPTIONS = ("max_iter", "tol", "lam", "init_solver", "init_options", "max_jacobian_gib", "theta_scale",
+                      "force_atoms", "seed")
 
 
 def _predictions(model: MultilayerResidualModel, theta: np.ndarray, block_size: int):
