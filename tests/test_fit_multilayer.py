@@ -227,8 +227,13 @@ def test_force_atoms_rows_are_the_full_rows_of_those_atoms(tb_clusters):
     key = lambda m: list(zip(m.structure.tolist(), m.kind.tolist(), m.component.tolist()))  # noqa: E731
     index = {k: q for q, k in enumerate(key(rf.meta))}
     rows = np.array([index[k] for k in key(rs.meta)])
-    np.testing.assert_array_equal(rs.r, rf.r[rows])
-    np.testing.assert_allclose(rs.J, rf.J[rows], rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(rs.pred, rf.pred[rows])
+    np.testing.assert_array_equal(rs.y, rf.y[rows])
+    # kept force rows weigh √(n/k) more (they stand for all n atoms); energy rows as before
+    scale = np.where(rs.meta.kind == "F", np.sqrt(rs.meta.natoms / np.minimum(rs.meta.natoms, 3)), 1.0)
+    np.testing.assert_allclose(rs.w, rf.w[rows] * scale, rtol=1e-15)
+    np.testing.assert_allclose(rs.r, rf.r[rows] * scale, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(rs.J, rf.J[rows] * scale[:, None], rtol=1e-12, atol=1e-14)
     # another seed draws other atoms
     other = MultilayerResidualModel(blocks, basis, force_atoms=3, seed=8).evaluate(theta, 0)
     assert not np.array_equal(key(other.meta), key(rs.meta))

@@ -399,7 +399,9 @@ class MultilayerResidualModel:
 
     ``force_atoms``: fit the forces of at most that many atoms per structure (drawn once, seeded
     by ``seed`` and the structure's index), so a structure's Jacobian costs 3·force_atoms
-    replicas instead of 3·n_atoms; None: every atom.  :meth:`with_all_forces` gives the same
+    replicas instead of 3·n_atoms, its force rows weighted by √(n_atoms / force_atoms) so that
+    they keep their share of the loss (an unbiased estimate of the full force term); None: every
+    atom.  :meth:`with_all_forces` gives the same
     model (sharing the structures' tables) with every force row, for error tables."""
 
     def __init__(self, blocks, basis, *, cache: bool = True, force_atoms: int | None = None, seed: int = 0):
@@ -511,7 +513,9 @@ class MultilayerResidualModel:
                 m = len(cols)
                 pred[row:row + m] = -E.imag / H
                 y[row:row + m] = np.asarray(s.forces, dtype=float).ravel()[cols]
-                w[row:row + m] = s.weights["F"]
+                # a subset of k of n atoms stands for all of them: weight √(n/k), so the force
+                # rows keep their share of the loss against the energy rows
+                w[row:row + m] = s.weights["F"] * (1.0 if sel is None else np.sqrt(s.n_atoms / len(sel)))
                 kind[row:row + m] = "F"
                 comp[row:row + m] = cols
                 if jacobian:
