@@ -15,7 +15,12 @@ indicators of the 2- and 3-layer models along a chain next to the TB on-site shi
 3.2 Å) on planar lattice-walk clusters of 15–25 atoms, rcut 3.2 Å for every layer, and the
 "wide" models (a last layer of order 3: 1 layer order 3 / degree 7; 2 layers order 2 / degree 4,
 then order 3 / degree 6 with kmax = k0max = 1, wK = 3).  ``--seeds``: one data draw per seed,
-the table per seed and the mean.
+the table per seed and the mean.  ``--force-atoms K``: the multilayer fits use the forces of K
+atoms per structure (``solver_options["force_atoms"]``), so larger training sets fit in
+minutes; ``--big-single`` adds a single layer of four times the parameters (its floor).
+
+    python benchmarks/ml_demo.py --short-range --seeds 0 1 2 --clusters 500 --max-iter 40 \
+        --force-atoms 5 --big-single --plot docs/img/multilayer_chain_short.png
 """
 
 from __future__ import annotations
@@ -49,16 +54,17 @@ def _layer(order: int, degree: int, first: bool, rcut: float = RCUT) -> acegen.B
     return acegen.BasisSpec(ELEMENTS, order, degree, rcut=rcut, r0=2.5, **extra)
 
 
-def models(rcut: float = RCUT, design: str = "small") -> dict[str, MultilayerSpec]:
+def models(rcut: float = RCUT, design: str = "small", big_single: bool = False) -> dict[str, MultilayerSpec]:
     """The models, ~310–360 parameters each.  ``small``: 1, 2 and 3 layers with order-2 layers
     after the first; ``wide``: 1 and 2 layers, the last layer of order 3 (its start, the
     linear fit of its plain functions, is then close to the single-layer model)."""
     L = lambda o, d, first: _layer(o, d, first, rcut)  # noqa: E731
     if design == "wide":
-        return {
-            "1 layer": MultilayerSpec(layers=[L(3, 7, True)]),
-            "2 layers": MultilayerSpec(layers=[L(2, 4, True), L(3, 6, False)], kmax=1, k0max=1, wK=3.0),
-        }
+        out = {"1 layer": MultilayerSpec(layers=[L(3, 7, True)])}
+        if big_single:  # the single-layer floor: 4x the parameters
+            out["1 layer, order 4"] = MultilayerSpec(layers=[L(4, 9, True)])
+        out["2 layers"] = MultilayerSpec(layers=[L(2, 4, True), L(3, 6, False)], kmax=1, k0max=1, wK=3.0)
+        return out
     return {
         "1 layer": MultilayerSpec(layers=[L(3, 7, True)]),
         "2 layers": MultilayerSpec(layers=[L(2, 4, True), L(2, 5, False)], kmax=1, k0max=1),
@@ -85,6 +91,11 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="several data draws (overrides --seed)")
     ap.add_argument("--short-range", action="store_true",
                     help="first-neighbour TB on lattice walks, rcut 3.2 Å, the wide models")
+    ap.add_argument("--force-atoms", type=int, default=None,
+                    help="multilayer fits: the forces of at most this many atoms per structure (a cheaper "
+                         "Jacobian; errors are still scored on every atom)")
+    ap.add_argument("--big-single", action="store_true",
+                    help="with --short-range: also a single layer of order 4, degree 9 (1322 parameters)")
     ap.add_argument("--chain", type=int, default=16, help="atoms of the chain of the plot")
     ap.add_argument("--plot", default=str(HERE.parent / "docs" / "img" / "multilayer_chain.png"),
                     help="the chain plot ('' for none)")
@@ -95,7 +106,10 @@ def main(argv=None) -> None:
     args.max_atoms = args.max_atoms or (25 if short else 14)
     seeds = args.seeds if args.seeds is not None else [args.seed]
     model_tb = tb.short_range_model() if short else tb.TBModel()
-    specs = models(SHORT_RCUT, "wide") if short else models()
+    specs = models(SHORT_RCUT, "wide", args.big_single) if short else models()
+    opts = {"max_iter": args.max_iter}
+    if args.force_atoms is not None:
+        opts["force_atoms"] = args.force_atoms
 
     t0 = time.perf_counter()
     chain = tb.labelled(tb.linear_chains([args.chain])[0], model_tb)
@@ -108,7 +122,7 @@ def main(argv=None) -> None:
         for name, spec in specs.items():
             t = time.perf_counter()
             m = acegen.fit(spec, train, test=test, eref="zero", solver="lm",
-                           solver_options={"max_iter": args.max_iter})
+                           solver_options=opts if len(spec.layers) > 1 else {"max_iter": args.max_iter})
             dt = time.perf_counter() - t
             if seed == seeds[0]:
                 fitted[name] = m
@@ -132,7 +146,7 @@ def main(argv=None) -> None:
             r = np.array([row[2:] for row in rows if row[1] == name], dtype=float).mean(axis=0)
             print(f"| mean | {name} | {r[0]:.0f} | {r[1]:.2f} | {r[2]:.4f} | {r[3]:.2f} | {r[4]:.4f} | {r[5]:.0f} |")
     one = {(row[0], row[1]): row for row in rows}
-    for name in list(specs)[1:]:
+    for name in [k for k in specs if k != "1 layer"]:
         gains = [(1 - one[(sd, name)][5] / one[(sd, "1 layer")][5], 1 - one[(sd, name)][6] / one[(sd, "1 layer")][6])
                  for sd in seeds]
         print(f"{name} vs 1 layer, test MAE lower by (E, F) per seed: "
@@ -142,7 +156,7 @@ def main(argv=None) -> None:
     lam = chain.arrays["onsite_shift"]
     print(f"\nchain of {args.chain} Cu atoms, λ:", np.array2string(lam, precision=3, max_line_width=200))
     curves = []
-    for name in [k for k in fitted if k != "1 layer"]:
+    for name in [k for k in fitted if not k.startswith("1 layer")]:
         at = chain.copy()
         at.calc = acegen.Calculator(fitted[name], target="llvm")
         at.get_potential_energy()
