@@ -84,7 +84,8 @@ def radial_functions(plan: KernelPlan) -> tuple[dict[str, str], dict[str, list[s
 #: A centre species with more bonds (neighbour species) than this gets one loop over its bonds,
 #: with the per-bond data (cutoff, record layout, radial function, channel rows and groups) in
 #: static tables, instead of code unrolled per bond: 100 elements unrolled are ~780 k lines of C
-#: that GCC does not compile in minutes.  Models with few elements keep the unrolled code.
+#: that GCC does not compile in minutes.  The looping phases (front_loop_<core>, back_loop_<core>)
+#: are one copy for all such species.  Models with few elements keep the unrolled code.
 BOND_LOOP_MIN = 8
 
 
@@ -92,6 +93,8 @@ def bond_loop_species(plan: KernelPlan) -> frozenset[int]:
     """The species whose bonds the C kernel visits in a loop (see :data:`BOND_LOOP_MIN`): more
     than that many bonds, and none of the per-bond variants the loop does not take (neighbour
     weights on a shared table, indicator inputs, the ZBL core's nearest-pair switch)."""
+    if plan.theta:
+        return frozenset()
     return frozenset(
         s.zi
         for s in plan.species
@@ -132,7 +135,8 @@ def emit_c(ir: ModelIR) -> dict[str, str | bytes]:
                     bond_of[s.zi][zj] = bi
     ctx = {**plan.context(), "slp": slp_body, "blob_file": blob_name(ir.name) if data else None,
            "blob_doubles": len(data) // 8, "radial_fn": radial_fn, "radial_users": radial_users,
-           "coef_offset": coef_offset, "bond_loop": loop, "bond_of": bond_of}
+           "coef_offset": coef_offset, "bond_loop": loop, "bond_of": bond_of,
+           "bond_loop_rep": list({s.core_kind: s for s in plan.species if s.zi in loop}.values())}
     src, hdr = source_names(ir.name)
     files: dict[str, str | bytes] = {
         src: _tidy(render("c/kernel.c.j2", **ctx)),
