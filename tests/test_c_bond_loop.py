@@ -1,6 +1,8 @@
-"""The C kernel's loop over the bonds of a species (acegen.backends.c.BOND_LOOP_MIN): forced
-on a small model (threshold 0) and taken by default on a synthetic 10-element PACE file, it
-must give what the unrolled per-bond code and the IR interpreter give."""
+"""The C kernel's loop over the bonds of a species (acegen.backends.c.BOND_LOOP_MIN), with the
+shared per-species routines (front_loop_, back_loop_, atom_loop_, group_loop_): forced on a
+small model (threshold 0) and taken by default on a synthetic 10-element PACE file, it must
+give what the unrolled per-species code and the IR interpreter give (single centres and
+groups of ATOM_GROUP centres of one species both occur in the test structures)."""
 
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ def _both(ir, monkeypatch, loop_min):
     assert "bond_info" not in emit_c(ir)[src]
     k_unrolled = compile_c(ir)
     monkeypatch.setattr(cback, "BOND_LOOP_MIN", loop_min)
-    assert "bond_info" in emit_c(ir)[src]
+    loop_src = emit_c(ir)[src]
+    assert "bond_info" in loop_src and "atom_loop_" in loop_src and "group_loop_" in loop_src
     k_loop = compile_c(ir)
     return k_unrolled, k_loop
 

@@ -126,6 +126,11 @@ def emit_c(ir: ModelIR) -> dict[str, str | bytes]:
     data = b"".join(memoryview(a).cast("B") for a in parts)
     radial_fn, radial_users = radial_functions(plan)
     loop = bond_loop_species(plan)
+    # species whose DAG, embedding and force phases are shared routines too (atom_loop_<core>,
+    # group_loop_<core>); projections and species without A or outputs keep their own
+    atom_loop = frozenset(
+        s.zi for s in plan.species if s.zi in loop and not plan.project and s.n_A and s.n_out
+    )
     bond_of = {}
     for s in plan.species:
         if s.zi in loop:
@@ -136,7 +141,8 @@ def emit_c(ir: ModelIR) -> dict[str, str | bytes]:
     ctx = {**plan.context(), "slp": slp_body, "blob_file": blob_name(ir.name) if data else None,
            "blob_doubles": len(data) // 8, "radial_fn": radial_fn, "radial_users": radial_users,
            "coef_offset": coef_offset, "bond_loop": loop, "bond_of": bond_of,
-           "bond_loop_rep": list({s.core_kind: s for s in plan.species if s.zi in loop}.values())}
+           "bond_loop_rep": list({s.core_kind: s for s in plan.species if s.zi in loop}.values()),
+           "atom_loop": atom_loop, "atom_loop_kinds": {s.core_kind for s in plan.species if s.zi in atom_loop}}
     src, hdr = source_names(ir.name)
     files: dict[str, str | bytes] = {
         src: _tidy(render("c/kernel.c.j2", **ctx)),
