@@ -46,7 +46,7 @@ def _both(ir, monkeypatch, loop_min):
     k_unrolled = compile_c(ir)
     monkeypatch.setattr(cback, "BOND_LOOP_MIN", loop_min)
     loop_src = emit_c(ir)[src]
-    assert "bond_info" in loop_src and "atom_loop_" in loop_src and "group_loop_" in loop_src
+    assert "} bond_info;" in loop_src and "int atom_loop_" in loop_src and "int group_loop_" in loop_src
     k_loop = compile_c(ir)
     return k_unrolled, k_loop
 
@@ -101,3 +101,29 @@ def test_small_models_keep_the_unrolled_code(loop_min):
     ir = pace_to_ir(read_pace(YBCO))
     assert len(ir.elements) <= loop_min
     assert "bond_info" not in emit_c(ir)[source_names(ir.name)[0]]
+
+
+def test_forced_bond_loop_in_a_projection_kernel(monkeypatch, tmp_path):
+    """Projection kernels (front loop shared, atom routines per species) equal the unrolled
+    ones and the interpreter's projections."""
+    from acegen.ir.interp import evaluate_projections
+
+    import acegen
+
+    from .conftest import SHARED, SHARED_MISSING
+
+    if not (SHARED / "potentials" / "DFT10B-AgCu.yaml").is_file():
+        pytest.skip(SHARED_MISSING)
+    pir = acegen.load(SHARED / "potentials" / "DFT10B-AgCu.yaml").projection_ir()
+    monkeypatch.setattr(cback, "BOND_LOOP_MIN", 10**9)
+    k_unrolled = compile_c(pir)
+    monkeypatch.setattr(cback, "BOND_LOOP_MIN", 0)
+    src = emit_c(pir)[source_names(pir.name)[0]]
+    assert "int front_loop_" in src and "int atom_loop_" not in src
+    k_loop = compile_c(pir)
+    env = _inputs(pir, _structure(pir.elements, seed=5))  # Ag, Cu
+    P1, _ = k_unrolled.compute(*env)
+    P2, _ = k_loop.compute(*env)
+    Pr = evaluate_projections(pir, *env)
+    assert np.array_equal(P1, P2)
+    assert np.abs(P2 - Pr).max() <= 1e-12 * max(1.0, float(np.abs(Pr).max()))
