@@ -81,6 +81,29 @@ def radial_functions(plan: KernelPlan) -> tuple[dict[str, str], dict[str, list[s
     return names, users
 
 
+#: A centre species with more bonds (neighbour species) than this gets one loop over its bonds,
+#: with the per-bond data (cutoff, record layout, radial function, channel rows and groups) in
+#: static tables, instead of code unrolled per bond: 100 elements unrolled are ~780 k lines of C
+#: that GCC does not compile in minutes.  The looping phases (front_loop_<core>, back_loop_<core>)
+#: are one copy for all such species.  Models with few elements keep the unrolled code.
+BOND_LOOP_MIN = 8
+
+
+def bond_loop_species(plan: KernelPlan) -> frozenset[int]:
+    """The species whose bonds the C kernel visits in a loop (see :data:`BOND_LOOP_MIN`): more
+    than that many bonds, and none of the per-bond variants the loop does not take (neighbour
+    weights on a shared table, indicator inputs, the ZBL core's nearest-pair switch)."""
+    if plan.theta:
+        return frozenset()
+    return frozenset(
+        s.zi
+        for s in plan.species
+        if len(s.bonds) > BOND_LOOP_MIN
+        and s.core_kind != "zbl"
+        and not any(b.theta or b.weight_table is not None for b in s.bonds)
+    )
+
+
 def emit_c(ir: ModelIR) -> dict[str, str | bytes]:
     """The generated files of ``ir``: ``acegen_<name>.c`` and ``.h`` (text) and, if the model
     has spline tables, ``acegen_<name>.bin`` (bytes; the .c includes it with ``.incbin``, so
@@ -102,9 +125,24 @@ def emit_c(ir: ModelIR) -> dict[str, str | bytes]:
                 at += s.coef.size
     data = b"".join(memoryview(a).cast("B") for a in parts)
     radial_fn, radial_users = radial_functions(plan)
+    loop = bond_loop_species(plan)
+    # species whose DAG, embedding and force phases are shared routines too (atom_loop_<core>,
+    # group_loop_<core>); projections and species without A or outputs keep their own
+    atom_loop = frozenset(
+        s.zi for s in plan.species if s.zi in loop and not plan.project and s.n_A and s.n_out
+    )
+    bond_of = {}
+    for s in plan.species:
+        if s.zi in loop:
+            bond_of[s.zi] = [-1] * plan.n_species
+            for bi, b in enumerate(s.bonds):
+                for zj in b.members:
+                    bond_of[s.zi][zj] = bi
     ctx = {**plan.context(), "slp": slp_body, "blob_file": blob_name(ir.name) if data else None,
            "blob_doubles": len(data) // 8, "radial_fn": radial_fn, "radial_users": radial_users,
-           "coef_offset": coef_offset}
+           "coef_offset": coef_offset, "bond_loop": loop, "bond_of": bond_of,
+           "bond_loop_rep": list({s.core_kind: s for s in plan.species if s.zi in loop}.values()),
+           "atom_loop": atom_loop, "atom_loop_kinds": {s.core_kind for s in plan.species if s.zi in atom_loop}}
     src, hdr = source_names(ir.name)
     files: dict[str, str | bytes] = {
         src: _tidy(render("c/kernel.c.j2", **ctx)),

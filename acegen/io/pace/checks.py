@@ -202,7 +202,90 @@ def _read_text(ctx: _Ctx) -> str:
         ctx.fail(None, f"cannot read file: {exc.strerror or exc}")
 
 
-def _load_yaml(ctx: _Ctx, text: str):
+# ------------------------------------------------------------------------------ fast YAML
+# A 100-element .yace is ~30 MB of YAML: PyYAML's C loader spends ~20 s building nodes and
+# constructing Python objects.  yaml-rs (optional, the ``fast-yaml`` extra) builds the same
+# objects in ~2 s.  It implements YAML 1.2's core schema, PyYAML YAML 1.1's, so it is used only
+# for large files whose text has none of the plain-scalar forms the two schemas resolve
+# differently (1.1 booleans yes/no/on/off, leading-zero / 0x / 0o / 0b / underscore /
+# sexagesimal numbers, exponents without a dot or without a sign, timestamps, signed .5) and
+# none of the constructs where the loaders' rules differ (tags, anchors, aliases, explicit and
+# mapping keys, merge keys, block and quoted scalars, directives, tabs, control characters):
+# on such text both give the same keys, values and types.  Anything else, and every file yaml-rs rejects, goes
+# through PyYAML, so malformed files report exactly as before.
+FAST_YAML_MIN_BYTES = 1 << 20  # smaller files parse in well under a second with PyYAML
+
+# Each scan starts with a literal or a rare character, so that the whole check costs well
+# under a second on 30 MB.
+# tags, anchors, aliases, explicit keys, block and quoted scalars; tabs, control characters
+# (PyYAML rejects some that yaml-rs accepts) and anything not ASCII
+_UNSAFE_CHAR = re.compile(r"""[^\n\r\x20-\x7e]|[!&*?|>%@`"'\\=]""")
+_UNSAFE_SCANS = (
+    re.compile(r"<<|\n---|\n\.\.\.|}\s*:"),  # merge keys, documents, mapping keys
+    re.compile(r"_(?<=\d_)|_\d"),  # underscores in numbers
+    re.compile(r":(?<=\d:)\d"),  # sexagesimal numbers
+    re.compile(r"-(?<=\d{4}-)\d"),  # timestamps
+    re.compile(r"0(?<=[\s\[,{:]0)[\dxXoObB_]"),  # 1.1 octal and prefixed ints ...
+    re.compile(r"0(?<=[\s\[,{:][-+]0)[\dxXoObB_]"),  # ... signed
+    re.compile(r"\.(?<=[\s\[,{:][-+]\.)"),  # -.5: 1.2 float, 1.1 string
+)
+_EXPONENT = re.compile(r"[eE][-+]?\d")
+_WORD = re.compile(r"[A-Za-z_]\w*")
+_BOOL_1_1 = frozenset({"yes", "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"})
+_SEQ_KEY = re.compile(r"\]\s*:")
+_INT_SEQ_KEY = re.compile(r"\[[-+\d, ]*\]\s*:")
+
+
+def _yaml_1_1_differs(text: str) -> bool:
+    """True where the text may hold something YAML 1.1 (PyYAML) and 1.2 (yaml-rs) read
+    differently; conservative: a False is a guarantee, a True only sends the file to PyYAML."""
+    if text.startswith(("---", "...", "%")) or _UNSAFE_CHAR.search(text):
+        return True
+    if any(r.search(text) for r in _UNSAFE_SCANS):
+        return True
+    for m in _EXPONENT.finditer(text):
+        j = m.start() - 1
+        if j < 0 or not (text[j].isdigit() or text[j] == "."):
+            continue  # a letter e/E, not an exponent (E0:)
+        if m.group()[1] not in "+-":
+            return True  # 1.0e5: 1.1 string
+        while j >= 0 and text[j].isdigit():
+            j -= 1
+        if j < 0 or text[j] != ".":
+            return True  # 1e-5: 1.1 string
+    if not _BOOL_1_1.isdisjoint(_WORD.findall(text)):
+        return True
+    # the only mapping keys that are collections: flat sequences of integers ([0, 1]:)
+    return len(_SEQ_KEY.findall(text)) != len(_INT_SEQ_KEY.findall(text))
+
+
+def _fast_yaml_module():
+    try:
+        import yaml_rs
+    except ImportError:
+        return None
+    return yaml_rs
+
+
+def _fast_yaml_load(text: str):
+    """The document through yaml-rs, or None where PyYAML must read it (see above)."""
+    if len(text) < FAST_YAML_MIN_BYTES:
+        return None
+    yaml_rs = _fast_yaml_module()
+    if yaml_rs is None or _yaml_1_1_differs(text):
+        return None
+    try:
+        data = yaml_rs.loads(text, parse_datetime=False)
+    except Exception:  # noqa: BLE001 - PyYAML reads it again and reports the error
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _load_yaml(ctx: _Ctx, text: str, *, fast: bool = True):
+    if fast:
+        data = _fast_yaml_load(text)
+        if data is not None:
+            return data
     loader = _PaceYamlLoader(text)
     try:
         data = loader.get_single_data()
