@@ -19,7 +19,7 @@ from acegen.errors import ModelFileError
 from acegen.io.pace import checks, read_pace
 
 from .conftest import REPO, SHARED, SHARED_MISSING
-from .test_pace_io import ALL_FILES, YACE_CASES, YAML_CASES
+from .test_pace_io import ALL_FILES, YACE_CASES, YAML_CASES, corrupt
 
 pytest.importorskip("yaml_rs", reason="optional fast YAML library (extra 'fast-yaml') not installed")
 
@@ -134,23 +134,13 @@ def test_forms_both_read_alike_take_the_fast_path(forced, text):
 
 
 @pytest.mark.skipif(not POT.is_dir(), reason=SHARED_MISSING)
-@pytest.mark.parametrize("pattern, repl, field", YACE_CASES)
-def test_broken_yace_reports_alike(tmp_path, monkeypatch, pattern, repl, field):
-    text = (POT / "Al-Ni_opt_all.yace").read_text()
+@pytest.mark.parametrize("source, pattern, repl, field",
+                         [("Al-Ni_opt_all.yace", *c) for c in YACE_CASES] + [("Cu-III.yaml", *c) for c in YAML_CASES])
+def test_broken_files_report_alike(tmp_path, monkeypatch, source, pattern, repl, field):
+    text = (POT / source).read_text()
     new, n = re.subn(pattern, repl, text, count=1, flags=re.M)
     assert n == 1
-    p = tmp_path / "broken.yace"
-    p.write_text(new)
-    _compare_read(p, monkeypatch)
-
-
-@pytest.mark.skipif(not POT.is_dir(), reason=SHARED_MISSING)
-@pytest.mark.parametrize("pattern, repl, field", YAML_CASES)
-def test_broken_bbasis_yaml_reports_alike(tmp_path, monkeypatch, pattern, repl, field):
-    text = (POT / "Cu-III.yaml").read_text()
-    new, n = re.subn(pattern, repl, text, count=1, flags=re.M)
-    assert n == 1
-    p = tmp_path / "broken.yaml"
+    p = tmp_path / ("broken" + Path(source).suffix)
     p.write_text(new)
     _compare_read(p, monkeypatch)
 
@@ -164,17 +154,7 @@ def test_truncated_and_corrupted_files_report_alike(tmp_path, monkeypatch, name)
     alphabet = b"0123456789-+.eE[]{}:, \nabcxyz#&*!|>'\"\t\x00\xff"
     variants = [data[: int(len(data) * f)] for f in (0.1, 0.3, 0.5, 0.7, 0.9)]
     for _ in range(60 if len(data) < 100_000 else 15):
-        b = bytearray(data)
-        for _ in range(rng.randint(1, 4)):
-            pos = rng.randrange(len(b))
-            op = rng.random()
-            if op < 0.5:
-                b[pos] = alphabet[rng.randrange(len(alphabet))]
-            elif op < 0.75:
-                del b[pos : pos + rng.randint(1, 8)]
-            else:
-                b[pos:pos] = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 4)))
-        variants.append(bytes(b))
+        variants.append(corrupt(data, rng, alphabet))
     for v in variants:
         p.write_bytes(v)
         _compare_read(p, monkeypatch)

@@ -340,6 +340,21 @@ def test_truncated_files_raise_model_file_error(tmp_path, name):
             read_pace(p)
 
 
+def corrupt(data: bytes, rng, alphabet: bytes) -> bytes:
+    """``data`` with 1–4 random byte edits (replace, delete up to 8, insert up to 4) from ``alphabet``."""
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        pos = rng.randrange(len(b))
+        op = rng.random()
+        if op < 0.5:
+            b[pos] = alphabet[rng.randrange(len(alphabet))]
+        elif op < 0.75:
+            del b[pos : pos + rng.randint(1, 8)]
+        else:
+            b[pos:pos] = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 4)))
+    return bytes(b)
+
+
 @pytest.mark.parametrize("name", ["Al-Ni_opt_all.yace", "Al.pbe.rhocore.ace", "ZBL_rep.yaml"])
 def test_random_corruption_never_escapes_as_another_exception(tmp_path, name):
     data = (POT / name).read_bytes()
@@ -347,17 +362,7 @@ def test_random_corruption_never_escapes_as_another_exception(tmp_path, name):
     p = tmp_path / ("bad" + Path(name).suffix)
     alphabet = b"0123456789-+.eE[]{}:, \nabcxyz#&*!|>'\"\t\x00\xff"
     for _ in range(150):
-        b = bytearray(data)
-        for _ in range(rng.randint(1, 4)):
-            pos = rng.randrange(len(b))
-            op = rng.random()
-            if op < 0.5:
-                b[pos] = alphabet[rng.randrange(len(alphabet))]
-            elif op < 0.75:
-                del b[pos : pos + rng.randint(1, 8)]
-            else:
-                b[pos:pos] = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 4)))
-        p.write_bytes(bytes(b))
+        p.write_bytes(corrupt(data, rng, alphabet))
         try:
             read_pace(p)
         except ModelFileError:
