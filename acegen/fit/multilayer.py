@@ -401,8 +401,8 @@ class MultilayerResidualModel:
     by ``seed`` and the structure's index), so a structure's Jacobian costs 3·force_atoms
     replicas instead of 3·n_atoms, its force rows weighted by √(n_atoms / force_atoms) so that
     they keep their share of the loss (an unbiased estimate of the full force term); None: every
-    atom.  :meth:`with_all_forces` gives the same
-    model (sharing the structures' tables) with every force row, for error tables."""
+    atom.  :meth:`with_all_forces` gives the same model (sharing the structures' tables) with
+    every force row, for error tables."""
 
     def __init__(self, blocks, basis, *, cache: bool = True, force_atoms: int | None = None, seed: int = 0):
         from ..symbolic.ylm import ylm_slp
