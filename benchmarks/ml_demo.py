@@ -122,7 +122,7 @@ def main(argv=None) -> None:
         for name, spec in specs.items():
             t = time.perf_counter()
             m = acegen.fit(spec, train, test=test, eref="zero", solver="lm",
-                           solver_options=opts if len(spec.layers) > 1 else {"max_iter": args.max_iter})
+                           solver_options=opts)
             dt = time.perf_counter() - t
             if seed == seeds[0]:
                 fitted[name] = m
