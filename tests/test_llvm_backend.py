@@ -24,7 +24,7 @@ import sympy as sp
 import acegen
 from acegen.backends import EMIT_TARGETS, emit
 from acegen.backends.common import llvm_double
-from acegen.backends.llvm import LLVMKernel, compile_llvm, emit_llvm
+from acegen.backends.llvm import LLVMKernel, compile_llvm, emit_llvm, host_lanes
 from acegen.backends.llvm.printer import slp_function, slp_instructions
 from acegen.backends.plan import build_plan
 from acegen.calculator import evaluate
@@ -653,7 +653,7 @@ def test_object_cache_reuses_and_verifies(tmp_path, monkeypatch):
     folder = tmp_path / "kernels"
     obj = folder / f"{k1.cache_key}.o"
     assert obj.is_file() and (folder / f"{k1.cache_key}.o.sha256").is_file()
-    assert (folder / f"{k1.cache_key}.ll").read_text() == emit_llvm(ir)["acegen_ll_cache.ll"]
+    assert (folder / f"{k1.cache_key}.ll").read_text() == emit_llvm(ir, lanes=host_lanes())["acegen_ll_cache.ll"]
     k2 = compile_llvm(ir)
     assert k2.from_cache and k2.cache_key == k1.cache_key
     E1, G1 = k1.compute(*env)

@@ -230,6 +230,35 @@ def test_llvm_atom_groups_give_identical_numbers():
                 np.testing.assert_array_equal(G, G1)
 
 
+def test_llvm_lane_widths_give_identical_numbers():
+    """The LLVM kernel built for blocks of 4 and of 8 neighbours (``lanes``; 8 is what an AVX-512
+    host gets) gives the same bits, one centre at a time and in groups: the sums over neighbours
+    and DAG nodes keep 8 partial sums and a reverse run 4 for either width.  Degrees up to 5
+    (9 and 11 m per degree: the A accumulation in chunks of m), spline and SLP radials, a
+    core-only bond, the density and zbl cores; the interpreter's numbers to 1e-12."""
+    from acegen.backends.llvm import compile_llvm, emit_llvm
+
+    from .c_backend_models import make_model
+
+    ir = corner_model(seed=3, lmax=5)
+    with pytest.raises(CompileError, match="lanes"):
+        emit_llvm(ir, lanes=2)
+    text8 = next(iter(emit_llvm(ir, lanes=8).values()))
+    assert "<8 x double>" in text8 and "<8 x double>" not in next(iter(emit_llvm(ir, lanes=4).values()))
+    for ir, n_species in ((ir, 3), (make_model(seed=6, cores=(CoreRepulsion("zbl"), CoreRepulsion("density", 0.5, 0.3)),
+                                               name="lanes_zbl", n_monomials=30), 2)):
+        kernels = {(lanes, g): compile_llvm(ir, cache=False, lanes=lanes, atom_group=g) for lanes in (4, 8) for g in (1, 4)}
+        for n_centres, max_nb in ((3, 9), (40, 23), (90, 35)):
+            env = random_environment(31 + n_centres, n_centres=n_centres, max_nb=max_nb, radius=4.8, n_species=n_species)
+            E4, G4 = kernels[(4, 1)].compute(*env)
+            Er, Gr = evaluate_ir(ir, *env)
+            assert rel_err(E4, Er) < 1e-12 and rel_err(G4, Gr) < 1e-12
+            for key, k in kernels.items():
+                E, G = k.compute(*env, nthreads=2 if key[1] == 4 else 1)
+                np.testing.assert_array_equal(E, E4, err_msg=str(key))
+                np.testing.assert_array_equal(G, G4, err_msg=str(key))
+
+
 # -- grouped DAG schedule ----------------------------------------------------------------------
 @pytest.mark.parametrize("seed", range(4))
 def test_grouped_schedule_matches_products(seed):

@@ -10,7 +10,7 @@
 No C compiler is involved: this is the target ``compile_ir(ir, "c")`` falls back to when none
 is found.  The generated IR exports the C kernel's ABI (``templates/c/kernel.h.j2``) and
 computes the semantics of :func:`acegen.ir.interp.evaluate_ir`: neighbours in blocks of
-:data:`LANES` as explicit ``<4 x double>`` vectors, the product DAG in operand-sharing runs,
+:data:`LANES` (4, or 8 on AVX-512 hosts) as explicit vectors, the product DAG in operand-sharing runs,
 every sum in a fixed order, no fast-math flags by default -- so results are deterministic
 (independent of the CPU's vector width and of the thread count) and agree with the C backend
 and the interpreter to round-off.  Design, flags, cache, numbers and limitations:
@@ -46,10 +46,13 @@ if TYPE_CHECKING:
     from ..plan import BondPlan
 
 
-#: Neighbours evaluated together (the width of the explicit ``<LANES x double>`` vectors of the
-#: generated IR).  Part of the arithmetic's definition (which partial sums exist), so a fixed
-#: constant, not a property of the CPU (the spline routine's lane transposes are written for 4).
+#: Neighbours evaluated together by default (the width of the explicit ``<LANES x double>``
+#: vectors of the generated IR): what :func:`emit_llvm` writes.  :func:`compile_llvm` takes the
+#: host's width (:func:`host_lanes`: 8 with AVX-512, else 4).  The arithmetic does not depend on
+#: it: sums over neighbours and DAG nodes keep 8 partial sums (item q to sum q mod 8) and a
+#: reverse run 4, for either width, so the results are the same bits.
 LANES = 4
+LANE_WIDTHS = (4, 8)
 
 #: Centres of one species taken through the product DAG together (node values interleaved
 #: ``<ATOM_GROUP x double>``, bitwise equal to one centre at a time); 1 disables the grouping.
@@ -132,7 +135,25 @@ def _atom_group(g: int) -> int:
     return g
 
 
-def _render(ir: ModelIR, flags: tuple[str, ...], atom_group: int = ATOM_GROUP) -> tuple[str, np.ndarray]:
+def host_lanes() -> int:
+    """The neighbour-block width for this CPU: 8 where LLVM reports AVX-512F, else 4."""
+    import llvmlite.binding as llvm
+
+    _initialise()
+    return 8 if "+avx512f" in llvm.get_host_cpu_features().flatten().split(",") else 4
+
+
+def _lanes(lanes: int | None) -> int:
+    if lanes is None:
+        return host_lanes()
+    if isinstance(lanes, bool) or lanes not in LANE_WIDTHS:
+        raise CompileError(f"lanes must be one of {LANE_WIDTHS} (or None: the host's), got {lanes!r}")
+    return int(lanes)
+
+
+def _render(
+    ir: ModelIR, flags: tuple[str, ...], atom_group: int = ATOM_GROUP, lanes: int = LANES
+) -> tuple[str, np.ndarray]:
     """The LLVM IR text of ``ir`` (from its :class:`~acegen.backends.plan.KernelPlan`) and the
     spline-table buffer (empty if the model has no spline)."""
     from ..plan import build_plan
@@ -160,7 +181,7 @@ def _render(ir: ModelIR, flags: tuple[str, ...], atom_group: int = ATOM_GROUP) -
         "status": {s.name: int(s) for s in Status},  # the LLVM templates look codes up by name
         "blob_file": blob_name(ir.name),
         "blob_doubles": int(tables.size),
-        "lanes": LANES,
+        "lanes": lanes,
         "atom_group": _atom_group(atom_group),
         "row_r": 4,
         "row_y": row_y,
@@ -170,14 +191,18 @@ def _render(ir: ModelIR, flags: tuple[str, ...], atom_group: int = ATOM_GROUP) -
         "chan_slots": chan_slots,
         "slot_stride": slot_stride,
         "slot_slp": slot_slp,
-        "slp_function": functools.partial(slp_function, flags=flags, width=LANES),
+        "slp_function": functools.partial(slp_function, flags=flags, width=lanes),
         "slp_scalar": lambda slp, inputs, out, prefix: "\n".join(slp_instructions(slp, inputs, out, prefix=prefix)),
     }
     return render("llvm/kernel.ll.j2", **ctx), tables
 
 
 def emit_llvm(
-    ir: ModelIR, *, fastmath: str | tuple[str, ...] | None = None, atom_group: int = ATOM_GROUP
+    ir: ModelIR,
+    *,
+    fastmath: str | tuple[str, ...] | None = None,
+    atom_group: int = ATOM_GROUP,
+    lanes: int = LANES,
 ) -> dict[str, str | bytes]:
     """The generated files of ``ir``: ``acegen_<name>.ll`` (LLVM IR text, no target triple) and,
     if the model has spline tables, ``acegen_<name>.bin`` (little-endian float64 bytes: the
@@ -185,9 +210,10 @@ def emit_llvm(
 
     ``fastmath``: flags for the per-neighbour pointwise arithmetic (see ``ALLOWED_FLAGS``).
     ``atom_group``: :data:`ATOM_GROUP` (centres of one species through the product DAG together)
-    or 1 (one centre at a time; the same results, bit for bit).
+    or 1 (one centre at a time; the same results, bit for bit).  ``lanes``: the neighbour-block
+    width, 4 (default, runs well on any x86-64 CPU) or 8 (AVX-512); the same results, bit for bit.
     """
-    text, tables = _render(ir, _fastmath(fastmath), atom_group)
+    text, tables = _render(ir, _fastmath(fastmath), atom_group, _lanes(lanes))
     files: dict[str, str | bytes] = {ll_name(ir.name): text}
     if tables.size:
         files[blob_name(ir.name)] = tables.tobytes()
@@ -484,6 +510,7 @@ def compile_llvm(
     openmp: bool = True,
     march_native: bool = False,
     atom_group: int = ATOM_GROUP,
+    lanes: int | None = None,
 ) -> LLVMKernel:
     """Generate, JIT-compile (through the object cache) and load the LLVM kernel of ``ir``.
 
@@ -494,7 +521,8 @@ def compile_llvm(
     recompiled once).  ``openmp``/``march_native`` are accepted for compatibility with
     :func:`acegen.backends.c.compile_c` (so ``compile_ir(ir, "c", ...)`` can fall back here)
     and have no effect: the code always targets the host CPU, and threads are Python threads.
-    ``atom_group``: see :func:`emit_llvm`.
+    ``atom_group``: see :func:`emit_llvm`.  ``lanes``: the neighbour-block width (4 or 8; default
+    None: :func:`host_lanes`, 8 on an AVX-512 CPU); the results do not depend on it.
     """
     from ..common import kernel_meta
 
@@ -502,7 +530,7 @@ def compile_llvm(
     if opt_level not in (0, 1, 2, 3):
         raise CompileError(f"opt_level must be 0..3, got {opt_level!r}")
     flags = _fastmath(fastmath)
-    text, raw_tables = _render(ir, flags, atom_group)
+    text, raw_tables = _render(ir, flags, atom_group, _lanes(lanes))
     tables = _aligned_copy(raw_tables) if raw_tables.size else raw_tables
     meta = kernel_meta(ir)
     if ir.output == "projections":

@@ -21,8 +21,10 @@
 ; Phases 1-2 are @front_<zi>, 4 @mid_<zi>, 6 @back_<zi>; @group_<zi> takes 4 centres of species zi
 ; through phases 3-5 at once, node values interleaved <4 x double> (the same operations per
 ; centre: the same bits as @atom_<zi>); the driver groups each species' centres in chunks of 64.
-; Every sum has a fixed order (lanes are explicit <4 x double> vectors, not a compiler choice),
-; so results do not depend on the CPU's vector width or on the thread count.
+; Every sum has a fixed order (lanes are explicit <4 x double> vectors, not a compiler choice):
+; sums over neighbours and over DAG nodes keep 8 partial sums (item q to sum q mod 8, 2 row(s) of
+; 4 lanes), a reverse run 4, so results do not depend on LANES (4 or 8), on the CPU's vector
+; width or on the thread count.
 ; Exported: @acegen_cu_order2_compute and @acegen_cu_order2_info with the C ABI of
 ; templates/c/kernel.h.j2 (the `nthreads` argument is ignored: this function is serial and
 ; reentrant; acegen runs it on several threads by splitting the centres).
@@ -646,8 +648,10 @@ done:
 
 ; A4[a + m] += R[b] Y_lm[b] (m < 1, degree 0) over the blocks b < nblk of one bond, lane by
 ; lane; R and Y point at the channel's radial row and at the degree's first angular row of the
-; bond's first block, one block every 50 rows.  The sums stay in registers: two per m
-; (even and odd blocks, each in block order, added at the end: two independent add chains).
+; bond's first block, one block every 50 rows.  The sums stay in registers, 8 per m:
+; two rows of 4 lanes (even and odd blocks, each in block order, an odd last block to the even
+; row; added at the end), i.e. neighbour q to sum q mod 8 in neighbour order, as with 8 lanes.
+; m in 1 chunk(s) of at most 7 (one pass over the blocks each).
 define internal void @accumulate_A_l0(ptr noalias %R, ptr noalias %Y, i64 %nblk, ptr noalias %A) {
 entry:
   %acc0.0 = alloca <4 x double>
@@ -655,61 +659,61 @@ entry:
   %acc0.1 = alloca <4 x double>
   store <4 x double> zeroinitializer, ptr %acc0.1
   %npair = sdiv i64 %nblk, 2
-  br label %blk.pre
-blk.pre:
-  br label %blk.head
-blk.head:
-  %q = phi i64 [ 0, %blk.pre ], [ %q.next, %blk.latch ]
-  %blk.more = icmp slt i64 %q, %npair
-  br i1 %blk.more, label %blk.body, label %blk.exit
-blk.body:
-  %q2 = shl nsw i64 %q, 1
-  %b0 = add nsw i64 %q2, 0
-  %off0 = mul nsw i64 %b0, 50
-  %Rb0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off0
-  %Rb0 = load <4 x double>, ptr %Rb0.p, align 8
-  %Yb0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off0
-  %y0.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 0
+  br label %blkk0.pre
+blkk0.pre:
+  br label %blkk0.head
+blkk0.head:
+  %qk0 = phi i64 [ 0, %blkk0.pre ], [ %qk0.next, %blkk0.latch ]
+  %blkk0.more = icmp slt i64 %qk0, %npair
+  br i1 %blkk0.more, label %blkk0.body, label %blkk0.exit
+blkk0.body:
+  %q2k0 = shl nsw i64 %qk0, 1
+  %b0k0 = add nsw i64 %q2k0, 0
+  %off0k0 = mul nsw i64 %b0k0, 50
+  %Rb0k0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off0k0
+  %Rb0k0 = load <4 x double>, ptr %Rb0k0.p, align 8
+  %Yb0k0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off0k0
+  %y0.0.p = getelementptr inbounds <4 x double>, ptr %Yb0k0, i64 0
   %y0.0 = load <4 x double>, ptr %y0.0.p, align 8
-  %ry0.0 = fmul <4 x double> %Rb0, %y0.0
+  %ry0.0 = fmul <4 x double> %Rb0k0, %y0.0
   %s0.0.old = load <4 x double>, ptr %acc0.0
   %s0.0 = fadd <4 x double> %s0.0.old, %ry0.0
   store <4 x double> %s0.0, ptr %acc0.0
-  %b1 = add nsw i64 %q2, 1
-  %off1 = mul nsw i64 %b1, 50
-  %Rb1.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off1
-  %Rb1 = load <4 x double>, ptr %Rb1.p, align 8
-  %Yb1 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off1
-  %y0.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 0
+  %b1k0 = add nsw i64 %q2k0, 1
+  %off1k0 = mul nsw i64 %b1k0, 50
+  %Rb1k0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off1k0
+  %Rb1k0 = load <4 x double>, ptr %Rb1k0.p, align 8
+  %Yb1k0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off1k0
+  %y0.1.p = getelementptr inbounds <4 x double>, ptr %Yb1k0, i64 0
   %y0.1 = load <4 x double>, ptr %y0.1.p, align 8
-  %ry0.1 = fmul <4 x double> %Rb1, %y0.1
+  %ry0.1 = fmul <4 x double> %Rb1k0, %y0.1
   %s0.1.old = load <4 x double>, ptr %acc0.1
   %s0.1 = fadd <4 x double> %s0.1.old, %ry0.1
   store <4 x double> %s0.1, ptr %acc0.1
 
-  br label %blk.latch
-blk.latch:
-  %q.next = add nsw i64 %q, 1
-  br label %blk.head
-blk.exit:
+  br label %blkk0.latch
+blkk0.latch:
+  %qk0.next = add nsw i64 %qk0, 1
+  br label %blkk0.head
+blkk0.exit:
   ; an odd count: the last block goes to the even sums
-  %odd = and i64 %nblk, 1
-  %has.last = icmp ne i64 %odd, 0
-  br i1 %has.last, label %last, label %fin
-last:
-  %bl = sub nsw i64 %nblk, 1
-  %offl = mul nsw i64 %bl, 50
-  %Rl.p = getelementptr inbounds <4 x double>, ptr %R, i64 %offl
-  %Rl = load <4 x double>, ptr %Rl.p, align 8
-  %Yl = getelementptr inbounds <4 x double>, ptr %Y, i64 %offl
-  %yl0.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 0
+  %oddk0 = and i64 %nblk, 1
+  %has.lastk0 = icmp ne i64 %oddk0, 0
+  br i1 %has.lastk0, label %lastk0, label %fink0
+lastk0:
+  %blk0 = sub nsw i64 %nblk, 1
+  %offlk0 = mul nsw i64 %blk0, 50
+  %Rlk0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %offlk0
+  %Rlk0 = load <4 x double>, ptr %Rlk0.p, align 8
+  %Ylk0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %offlk0
+  %yl0.p = getelementptr inbounds <4 x double>, ptr %Ylk0, i64 0
   %yl0 = load <4 x double>, ptr %yl0.p, align 8
-  %ryl0 = fmul <4 x double> %Rl, %yl0
+  %ryl0 = fmul <4 x double> %Rlk0, %yl0
   %sl0.old = load <4 x double>, ptr %acc0.0
   %sl0 = fadd <4 x double> %sl0.old, %ryl0
   store <4 x double> %sl0, ptr %acc0.0
-  br label %fin
-fin:
+  br label %fink0
+fink0:
   %a0.p = getelementptr inbounds <4 x double>, ptr %A, i64 0
   %a0.0 = load <4 x double>, ptr %a0.p, align 8
   %e0 = load <4 x double>, ptr %acc0.0
@@ -722,8 +726,10 @@ fin:
 
 ; A4[a + m] += R[b] Y_lm[b] (m < 3, degree 1) over the blocks b < nblk of one bond, lane by
 ; lane; R and Y point at the channel's radial row and at the degree's first angular row of the
-; bond's first block, one block every 50 rows.  The sums stay in registers: two per m
-; (even and odd blocks, each in block order, added at the end: two independent add chains).
+; bond's first block, one block every 50 rows.  The sums stay in registers, 8 per m:
+; two rows of 4 lanes (even and odd blocks, each in block order, an odd last block to the even
+; row; added at the end), i.e. neighbour q to sum q mod 8 in neighbour order, as with 8 lanes.
+; m in 1 chunk(s) of at most 7 (one pass over the blocks each).
 define internal void @accumulate_A_l1(ptr noalias %R, ptr noalias %Y, i64 %nblk, ptr noalias %A) {
 entry:
   %acc0.0 = alloca <4 x double>
@@ -739,97 +745,97 @@ entry:
   %acc2.1 = alloca <4 x double>
   store <4 x double> zeroinitializer, ptr %acc2.1
   %npair = sdiv i64 %nblk, 2
-  br label %blk.pre
-blk.pre:
-  br label %blk.head
-blk.head:
-  %q = phi i64 [ 0, %blk.pre ], [ %q.next, %blk.latch ]
-  %blk.more = icmp slt i64 %q, %npair
-  br i1 %blk.more, label %blk.body, label %blk.exit
-blk.body:
-  %q2 = shl nsw i64 %q, 1
-  %b0 = add nsw i64 %q2, 0
-  %off0 = mul nsw i64 %b0, 50
-  %Rb0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off0
-  %Rb0 = load <4 x double>, ptr %Rb0.p, align 8
-  %Yb0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off0
-  %y0.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 0
+  br label %blkk0.pre
+blkk0.pre:
+  br label %blkk0.head
+blkk0.head:
+  %qk0 = phi i64 [ 0, %blkk0.pre ], [ %qk0.next, %blkk0.latch ]
+  %blkk0.more = icmp slt i64 %qk0, %npair
+  br i1 %blkk0.more, label %blkk0.body, label %blkk0.exit
+blkk0.body:
+  %q2k0 = shl nsw i64 %qk0, 1
+  %b0k0 = add nsw i64 %q2k0, 0
+  %off0k0 = mul nsw i64 %b0k0, 50
+  %Rb0k0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off0k0
+  %Rb0k0 = load <4 x double>, ptr %Rb0k0.p, align 8
+  %Yb0k0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off0k0
+  %y0.0.p = getelementptr inbounds <4 x double>, ptr %Yb0k0, i64 0
   %y0.0 = load <4 x double>, ptr %y0.0.p, align 8
-  %ry0.0 = fmul <4 x double> %Rb0, %y0.0
+  %ry0.0 = fmul <4 x double> %Rb0k0, %y0.0
   %s0.0.old = load <4 x double>, ptr %acc0.0
   %s0.0 = fadd <4 x double> %s0.0.old, %ry0.0
   store <4 x double> %s0.0, ptr %acc0.0
-  %y1.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 1
+  %y1.0.p = getelementptr inbounds <4 x double>, ptr %Yb0k0, i64 1
   %y1.0 = load <4 x double>, ptr %y1.0.p, align 8
-  %ry1.0 = fmul <4 x double> %Rb0, %y1.0
+  %ry1.0 = fmul <4 x double> %Rb0k0, %y1.0
   %s1.0.old = load <4 x double>, ptr %acc1.0
   %s1.0 = fadd <4 x double> %s1.0.old, %ry1.0
   store <4 x double> %s1.0, ptr %acc1.0
-  %y2.0.p = getelementptr inbounds <4 x double>, ptr %Yb0, i64 2
+  %y2.0.p = getelementptr inbounds <4 x double>, ptr %Yb0k0, i64 2
   %y2.0 = load <4 x double>, ptr %y2.0.p, align 8
-  %ry2.0 = fmul <4 x double> %Rb0, %y2.0
+  %ry2.0 = fmul <4 x double> %Rb0k0, %y2.0
   %s2.0.old = load <4 x double>, ptr %acc2.0
   %s2.0 = fadd <4 x double> %s2.0.old, %ry2.0
   store <4 x double> %s2.0, ptr %acc2.0
-  %b1 = add nsw i64 %q2, 1
-  %off1 = mul nsw i64 %b1, 50
-  %Rb1.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off1
-  %Rb1 = load <4 x double>, ptr %Rb1.p, align 8
-  %Yb1 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off1
-  %y0.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 0
+  %b1k0 = add nsw i64 %q2k0, 1
+  %off1k0 = mul nsw i64 %b1k0, 50
+  %Rb1k0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %off1k0
+  %Rb1k0 = load <4 x double>, ptr %Rb1k0.p, align 8
+  %Yb1k0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %off1k0
+  %y0.1.p = getelementptr inbounds <4 x double>, ptr %Yb1k0, i64 0
   %y0.1 = load <4 x double>, ptr %y0.1.p, align 8
-  %ry0.1 = fmul <4 x double> %Rb1, %y0.1
+  %ry0.1 = fmul <4 x double> %Rb1k0, %y0.1
   %s0.1.old = load <4 x double>, ptr %acc0.1
   %s0.1 = fadd <4 x double> %s0.1.old, %ry0.1
   store <4 x double> %s0.1, ptr %acc0.1
-  %y1.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 1
+  %y1.1.p = getelementptr inbounds <4 x double>, ptr %Yb1k0, i64 1
   %y1.1 = load <4 x double>, ptr %y1.1.p, align 8
-  %ry1.1 = fmul <4 x double> %Rb1, %y1.1
+  %ry1.1 = fmul <4 x double> %Rb1k0, %y1.1
   %s1.1.old = load <4 x double>, ptr %acc1.1
   %s1.1 = fadd <4 x double> %s1.1.old, %ry1.1
   store <4 x double> %s1.1, ptr %acc1.1
-  %y2.1.p = getelementptr inbounds <4 x double>, ptr %Yb1, i64 2
+  %y2.1.p = getelementptr inbounds <4 x double>, ptr %Yb1k0, i64 2
   %y2.1 = load <4 x double>, ptr %y2.1.p, align 8
-  %ry2.1 = fmul <4 x double> %Rb1, %y2.1
+  %ry2.1 = fmul <4 x double> %Rb1k0, %y2.1
   %s2.1.old = load <4 x double>, ptr %acc2.1
   %s2.1 = fadd <4 x double> %s2.1.old, %ry2.1
   store <4 x double> %s2.1, ptr %acc2.1
 
-  br label %blk.latch
-blk.latch:
-  %q.next = add nsw i64 %q, 1
-  br label %blk.head
-blk.exit:
+  br label %blkk0.latch
+blkk0.latch:
+  %qk0.next = add nsw i64 %qk0, 1
+  br label %blkk0.head
+blkk0.exit:
   ; an odd count: the last block goes to the even sums
-  %odd = and i64 %nblk, 1
-  %has.last = icmp ne i64 %odd, 0
-  br i1 %has.last, label %last, label %fin
-last:
-  %bl = sub nsw i64 %nblk, 1
-  %offl = mul nsw i64 %bl, 50
-  %Rl.p = getelementptr inbounds <4 x double>, ptr %R, i64 %offl
-  %Rl = load <4 x double>, ptr %Rl.p, align 8
-  %Yl = getelementptr inbounds <4 x double>, ptr %Y, i64 %offl
-  %yl0.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 0
+  %oddk0 = and i64 %nblk, 1
+  %has.lastk0 = icmp ne i64 %oddk0, 0
+  br i1 %has.lastk0, label %lastk0, label %fink0
+lastk0:
+  %blk0 = sub nsw i64 %nblk, 1
+  %offlk0 = mul nsw i64 %blk0, 50
+  %Rlk0.p = getelementptr inbounds <4 x double>, ptr %R, i64 %offlk0
+  %Rlk0 = load <4 x double>, ptr %Rlk0.p, align 8
+  %Ylk0 = getelementptr inbounds <4 x double>, ptr %Y, i64 %offlk0
+  %yl0.p = getelementptr inbounds <4 x double>, ptr %Ylk0, i64 0
   %yl0 = load <4 x double>, ptr %yl0.p, align 8
-  %ryl0 = fmul <4 x double> %Rl, %yl0
+  %ryl0 = fmul <4 x double> %Rlk0, %yl0
   %sl0.old = load <4 x double>, ptr %acc0.0
   %sl0 = fadd <4 x double> %sl0.old, %ryl0
   store <4 x double> %sl0, ptr %acc0.0
-  %yl1.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 1
+  %yl1.p = getelementptr inbounds <4 x double>, ptr %Ylk0, i64 1
   %yl1 = load <4 x double>, ptr %yl1.p, align 8
-  %ryl1 = fmul <4 x double> %Rl, %yl1
+  %ryl1 = fmul <4 x double> %Rlk0, %yl1
   %sl1.old = load <4 x double>, ptr %acc1.0
   %sl1 = fadd <4 x double> %sl1.old, %ryl1
   store <4 x double> %sl1, ptr %acc1.0
-  %yl2.p = getelementptr inbounds <4 x double>, ptr %Yl, i64 2
+  %yl2.p = getelementptr inbounds <4 x double>, ptr %Ylk0, i64 2
   %yl2 = load <4 x double>, ptr %yl2.p, align 8
-  %ryl2 = fmul <4 x double> %Rl, %yl2
+  %ryl2 = fmul <4 x double> %Rlk0, %yl2
   %sl2.old = load <4 x double>, ptr %acc2.0
   %sl2 = fadd <4 x double> %sl2.old, %ryl2
   store <4 x double> %sl2, ptr %acc2.0
-  br label %fin
-fin:
+  br label %fink0
+fink0:
   %a0.p = getelementptr inbounds <4 x double>, ptr %A, i64 0
   %a0.0 = load <4 x double>, ptr %a0.p, align 8
   %e0 = load <4 x double>, ptr %acc0.0
@@ -1406,7 +1412,8 @@ b0.A1.latch:
   br label %b0.A1.head
 b0.A1.exit:
 
-  ; 3. A from the lane partial sums; product DAG, forward; densities
+  ; 3. A from the 8 partial sums S_q (q = neighbour mod 8): t_k = S_k + S_(k+4) (k < 4, with 4 lanes
+  ;    already added by accumulate_A_l), A = ((t_0 + t_1) + t_2) + t_3; product DAG, forward; densities
   br label %red.pre
 red.pre:
   br label %red.head
@@ -1419,10 +1426,10 @@ red.body:
   %a.v = load <4 x double>, ptr %a.p, align 8
   %a.0 = extractelement <4 x double> %a.v, i64 0
   %a.1 = extractelement <4 x double> %a.v, i64 1
-  %a.s1 = fadd double %a.0, %a.1
   %a.2 = extractelement <4 x double> %a.v, i64 2
-  %a.s2 = fadd double %a.s1, %a.2
   %a.3 = extractelement <4 x double> %a.v, i64 3
+  %a.s1 = fadd double %a.0, %a.1
+  %a.s2 = fadd double %a.s1, %a.2
   %a.s3 = fadd double %a.s2, %a.3
   %aa.p = getelementptr inbounds double, ptr %AA, i64 %a
   store double %a.s3, ptr %aa.p
@@ -1517,7 +1524,7 @@ fwd.exit:
   %aa.tail = getelementptr inbounds double, ptr %AA, i64 36
   call void @llvm.memset.p0.i64(ptr %aa.tail, i8 0, i64 32, i1 false)
   ; densities rho_p = sum_n coef[p][n] AA[n], all p in one pass over the nodes: 8 partial sums per
-  ; density (node n to sum n mod 8: two rows of 4 lanes), added pairwise
+  ; density (node n to sum n mod 8: 2 row(s) of 4 lanes), added pairwise
   ; ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)) -- the C kernel's order
   store <4 x double> zeroinitializer, ptr %dacc0.0
   store <4 x double> zeroinitializer, ptr %dacc0.1
@@ -1530,8 +1537,8 @@ dens.head:
   br i1 %dens.more, label %dens.body, label %dens.exit
 dens.body:
   %da0.p = getelementptr inbounds double, ptr %AA, i64 %dn
-  %da1.p = getelementptr inbounds double, ptr %da0.p, i64 4
   %da0 = load <4 x double>, ptr %da0.p, align 8
+  %da1.p = getelementptr inbounds double, ptr %da0.p, i64 4
   %da1 = load <4 x double>, ptr %da1.p, align 8
   %dc0.i = add nsw i64 %dn, 0
   %dc0.0.p = getelementptr inbounds double, ptr @coef_0, i64 %dc0.i
@@ -1577,7 +1584,7 @@ dens.exit:
 
   ; 5. reverse sweep: W = dE/dAA; W[n] = sum_p dF_p coef[p][n] (element by element), then the
   ;    runs in reverse: W[other] += w a, and W[key] += the run's sum of w AA[other]
-  ;    (4 partial sums: product p of the run goes to lane (p - run start) mod 4)
+  ;    (4 partial sums: product p of the run goes to sum (p - run start) mod 4)
   %wd0.p = getelementptr inbounds double, ptr %dF, i64 0
   %wd0 = load double, ptr %wd0.p
   %wd0.i = insertelement <4 x double> poison, double %wd0, i64 0
