@@ -2,7 +2,7 @@
 """Builds of one model's kernel side by side: C flag variants and LLVM lane widths, alternating.
 
     python benchmarks/kernel_variants.py POTENTIAL [--atoms 4000] [--repeats 9]
-        [--c-variant NAME=FLAGS ...] [--llvm-lanes 4 8]
+        [--c-variant NAME=FLAGS ...] [--llvm-lanes 4 8] [--library NAME=PATH ...]
 
 Times ``kernel.compute`` (per-atom energies and dE_i/dr_ij; neighbour list built before the loop
 and excluded; one thread) of each build in turn in every repeat, as thread CPU time, and prints
@@ -13,7 +13,11 @@ reference row ``c``), with the total energy of each build as a consistency check
   flags plus FLAGS (e.g. ``avx2=-mno-avx512f`` for the AVX2 code path on an AVX-512 host,
   ``fma=-ffp-contract=fast``); repeatable;
 * ``--llvm-lanes``: LLVM kernels with blocks of these many neighbours (``compile_llvm(lanes=)``;
-  ``llvm`` alone is the width :func:`acegen.backends.llvm.host_lanes` picks).
+  ``llvm`` alone is the width :func:`acegen.backends.llvm.host_lanes` picks);
+* ``--library NAME=PATH``: a C library of the same model built elsewhere, e.g. from the folder
+  ``acegen emit`` wrote in another checkout (``make`` there, or ``gcc`` with the flags of
+  ``acegen.jit.toolchain.detect().flags(march_native=True)``): the code before a change,
+  called in turn with the code after it in one process.
 
 The structure is ``acegen.bench.benchmark_structure`` (fcc Cu a = 3.6 Å, or the YBa2Cu3O7
 supercell), rattled 0.05 Å.
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--c-variant", action="append", default=[], metavar="NAME=FLAGS")
     ap.add_argument("--llvm-lanes", type=int, nargs="*", default=[])
+    ap.add_argument("--library", action="append", default=[], metavar="NAME=PATH")
     args = ap.parse_args(argv)
 
     model = acegen.load(args.potential)
@@ -67,6 +72,10 @@ def main(argv: list[str] | None = None) -> None:
             lib = folder / f"lib_{name}.so"
             tc.compile_shared([folder / f"acegen_{ir.name}.c"], lib, base + tuple(extra.split()))
             kernels[name] = CompiledKernel(lib, ref.name, ref.cdef, n_species=ref.n_species, rcut=ref.rcut,
+                                           signature=ref.signature)
+        for spec in args.library:
+            name, _, path = spec.partition("=")
+            kernels[name] = CompiledKernel(Path(path), ref.name, ref.cdef, n_species=ref.n_species, rcut=ref.rcut,
                                            signature=ref.signature)
         atoms = benchmark_structure(model.elements, args.atoms)
         Z = species_indices(atoms, model.elements)

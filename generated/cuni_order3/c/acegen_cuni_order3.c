@@ -47,15 +47,6 @@
 #define LANES 2
 #endif
 #define GROUPS (8 / LANES)
-/* m per pass of accumulate_A_l<l>: GROUPS x A_MCHUNK partial sums in registers (16 vector
-   registers without AVX-512, 32 with it) */
-#if GROUPS == 1
-#define A_MCHUNK 16
-#elif GROUPS == 2
-#define A_MCHUNK 7
-#else
-#define A_MCHUNK 3
-#endif
 /* centres of one species taken through the product DAG together (interleaved node values, see
    group_<s>); 1 computes every centre on its own.  Results do not depend on it (bitwise). */
 #ifndef ACEGEN_ATOM_GROUP
@@ -149,36 +140,29 @@ static void angular_block(const double (*restrict u)[LANES], double (*restrict o
 static __attribute__((noinline)) void accumulate_A_l0(const lanes_t *restrict Rs, const lanes_t *restrict Yl, const int64_t nblk,
                                    const int64_t bstride, double *restrict A)
 {
-    /* block blk goes to group blk % GROUPS; the group loop is unrolled so that every index of
-       acc is a constant (a runtime index kept acc on the stack: a store-forwarding chain).
-       The m run in chunks of at most A_MCHUNK (one pass over the blocks each), so that the
-       GROUPS x chunk sums stay in registers; every sum is the same, in the same order. */
-    for (int m0 = 0; m0 < 1; m0 += A_MCHUNK) {
-        const int nm = 1 - m0 < A_MCHUNK ? 1 - m0 : A_MCHUNK;
-        lanes_t acc[A_MCHUNK][GROUPS];
-        for (int mm = 0; mm < A_MCHUNK; ++mm)
-            for (int g = 0; g < GROUPS; ++g)
-                acc[mm][g] = (lanes_t){0.0};
-        int64_t blk = 0;
-        for (; blk + GROUPS <= nblk; blk += GROUPS)
-            for (int g = 0; g < GROUPS; ++g) {
-                const lanes_t r = Rs[(blk + g) * bstride];
-                const lanes_t *restrict y = Yl + (blk + g) * bstride + m0;
-                for (int mm = 0; mm < A_MCHUNK; ++mm)
-                    if (mm < nm)
-                        acc[mm][g] += r * y[mm];
-            }
+    lanes_t acc[1][GROUPS];
+    for (int mm = 0; mm < 1; ++mm)
         for (int g = 0; g < GROUPS; ++g)
-            if (blk + g < nblk) {
-                const lanes_t r = Rs[(blk + g) * bstride];
-                const lanes_t *restrict y = Yl + (blk + g) * bstride + m0;
-                for (int mm = 0; mm < A_MCHUNK; ++mm)
-                    if (mm < nm)
-                        acc[mm][g] += r * y[mm];
-            }
-        for (int mm = 0; mm < nm; ++mm)
-            A[m0 + mm] += partial_sum(acc[mm]);
-    }
+            acc[mm][g] = (lanes_t){0.0};
+    /* block blk goes to group blk % GROUPS; the group loop is unrolled so that every index of
+       acc is a constant (a runtime index kept acc on the stack: a store-forwarding chain) */
+    int64_t blk = 0;
+    for (; blk + GROUPS <= nblk; blk += GROUPS)
+        for (int g = 0; g < GROUPS; ++g) {
+            const lanes_t r = Rs[(blk + g) * bstride];
+            const lanes_t *restrict y = Yl + (blk + g) * bstride;
+            for (int mm = 0; mm < 1; ++mm)
+                acc[mm][g] += r * y[mm];
+        }
+    for (int g = 0; g < GROUPS; ++g)
+        if (blk + g < nblk) {
+            const lanes_t r = Rs[(blk + g) * bstride];
+            const lanes_t *restrict y = Yl + (blk + g) * bstride;
+            for (int mm = 0; mm < 1; ++mm)
+                acc[mm][g] += r * y[mm];
+        }
+    for (int mm = 0; mm < 1; ++mm)
+        A[mm] += partial_sum(acc[mm]);
 }
 
 /* l = 0, one block: for mm = 0..0, Z[mm] = sum over the rows (slot, offset) of
@@ -205,36 +189,29 @@ static inline void contract_W_l0(const int32_t *restrict rows, const int nrows, 
 static __attribute__((noinline)) void accumulate_A_l1(const lanes_t *restrict Rs, const lanes_t *restrict Yl, const int64_t nblk,
                                    const int64_t bstride, double *restrict A)
 {
-    /* block blk goes to group blk % GROUPS; the group loop is unrolled so that every index of
-       acc is a constant (a runtime index kept acc on the stack: a store-forwarding chain).
-       The m run in chunks of at most A_MCHUNK (one pass over the blocks each), so that the
-       GROUPS x chunk sums stay in registers; every sum is the same, in the same order. */
-    for (int m0 = 0; m0 < 3; m0 += A_MCHUNK) {
-        const int nm = 3 - m0 < A_MCHUNK ? 3 - m0 : A_MCHUNK;
-        lanes_t acc[A_MCHUNK][GROUPS];
-        for (int mm = 0; mm < A_MCHUNK; ++mm)
-            for (int g = 0; g < GROUPS; ++g)
-                acc[mm][g] = (lanes_t){0.0};
-        int64_t blk = 0;
-        for (; blk + GROUPS <= nblk; blk += GROUPS)
-            for (int g = 0; g < GROUPS; ++g) {
-                const lanes_t r = Rs[(blk + g) * bstride];
-                const lanes_t *restrict y = Yl + (blk + g) * bstride + m0;
-                for (int mm = 0; mm < A_MCHUNK; ++mm)
-                    if (mm < nm)
-                        acc[mm][g] += r * y[mm];
-            }
+    lanes_t acc[3][GROUPS];
+    for (int mm = 0; mm < 3; ++mm)
         for (int g = 0; g < GROUPS; ++g)
-            if (blk + g < nblk) {
-                const lanes_t r = Rs[(blk + g) * bstride];
-                const lanes_t *restrict y = Yl + (blk + g) * bstride + m0;
-                for (int mm = 0; mm < A_MCHUNK; ++mm)
-                    if (mm < nm)
-                        acc[mm][g] += r * y[mm];
-            }
-        for (int mm = 0; mm < nm; ++mm)
-            A[m0 + mm] += partial_sum(acc[mm]);
-    }
+            acc[mm][g] = (lanes_t){0.0};
+    /* block blk goes to group blk % GROUPS; the group loop is unrolled so that every index of
+       acc is a constant (a runtime index kept acc on the stack: a store-forwarding chain) */
+    int64_t blk = 0;
+    for (; blk + GROUPS <= nblk; blk += GROUPS)
+        for (int g = 0; g < GROUPS; ++g) {
+            const lanes_t r = Rs[(blk + g) * bstride];
+            const lanes_t *restrict y = Yl + (blk + g) * bstride;
+            for (int mm = 0; mm < 3; ++mm)
+                acc[mm][g] += r * y[mm];
+        }
+    for (int g = 0; g < GROUPS; ++g)
+        if (blk + g < nblk) {
+            const lanes_t r = Rs[(blk + g) * bstride];
+            const lanes_t *restrict y = Yl + (blk + g) * bstride;
+            for (int mm = 0; mm < 3; ++mm)
+                acc[mm][g] += r * y[mm];
+        }
+    for (int mm = 0; mm < 3; ++mm)
+        A[mm] += partial_sum(acc[mm]);
 }
 
 /* l = 1, one block: for mm = 0..2, Z[mm] = sum over the rows (slot, offset) of
