@@ -73,7 +73,8 @@ def cmd_compile(args) -> int:
                 "without one, acegen.Calculator and Model.compile use the LLVM backend in process"
             )
     t0 = time.perf_counter()
-    kernel = model.compile(args.target)
+    # the library stands alone: its spline tables embedded, not loaded by acegen's loader
+    kernel = model.compile(args.target, **({"tables_at_load": False} if args.target == "c" else {}))
     dt = time.perf_counter() - t0
     lib = kernel.library_path
     if lib is None:

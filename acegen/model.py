@@ -218,10 +218,12 @@ class Model:
                 return None
             from .jit.load import CompiledKernel
 
+            tables = entry.get("tables")  # verified by lookup_source with the library
             return CompiledKernel(
                 Path(entry["library"]), entry["name"], entry["cdef"], n_species=int(entry["n_species"]),
                 rcut=np.asarray(entry["rcut"], dtype=float), signature=entry["signature"],
                 elements=tuple(entry["elements"]), out_width=int(entry.get("out_width", 1)),
+                tables=Path(tables) if tables else None,
             )
         except (CompileError, KeyError, TypeError, ValueError):
             return None
@@ -243,10 +245,14 @@ class Model:
             return
         if getattr(kernel, "library_path", None) is None or getattr(kernel, "cdef", None) is None:
             return
+        tables = getattr(kernel, "tables_path", None)
+        if f"acegen_{kernel.name}_load_tables" in kernel.cdef and (tables is None or not Path(tables).is_file()):
+            return  # a library that loads its tables, without the cached table file: not indexed
         record_source(
-            key, Path(kernel.library_path), kind="c", name=kernel.name, cdef=kernel.cdef,
-            n_species=int(kernel.n_species), rcut=np.asarray(kernel.rcut, dtype=float).tolist(),
+            key, Path(kernel.library_path), files=(Path(tables),) if tables else (), kind="c", name=kernel.name,
+            cdef=kernel.cdef, n_species=int(kernel.n_species), rcut=np.asarray(kernel.rcut, dtype=float).tolist(),
             signature=kernel.signature, elements=list(kernel.elements), out_width=int(kernel.out_width),
+            tables=str(tables) if tables else None,
         )
 
     # ---------------------------------------------------------------- save

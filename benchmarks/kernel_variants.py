@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import acegen  # noqa: E402
-from acegen.backends.c import emit_c  # noqa: E402
+from acegen.backends.c import cdef, emit_c  # noqa: E402
 from acegen.backends.llvm import compile_llvm, host_lanes  # noqa: E402
 from acegen.bench import benchmark_structure, machine_description  # noqa: E402
 from acegen.jit.load import CompiledKernel  # noqa: E402
@@ -67,15 +67,16 @@ def main(argv: list[str] | None = None) -> None:
         tc = detect()
         base = tc.flags(openmp=True, march_native=True)
         ref = kernels["c"]
+        decl = cdef(ir.name, theta=ir.theta)  # these builds embed their tables (no ACEGEN_TABLES_AT_LOAD)
         for spec in args.c_variant:
             name, _, extra = spec.partition("=")
             lib = folder / f"lib_{name}.so"
             tc.compile_shared([folder / f"acegen_{ir.name}.c"], lib, base + tuple(extra.split()))
-            kernels[name] = CompiledKernel(lib, ref.name, ref.cdef, n_species=ref.n_species, rcut=ref.rcut,
+            kernels[name] = CompiledKernel(lib, ref.name, decl, n_species=ref.n_species, rcut=ref.rcut,
                                            signature=ref.signature)
         for spec in args.library:
             name, _, path = spec.partition("=")
-            kernels[name] = CompiledKernel(Path(path), ref.name, ref.cdef, n_species=ref.n_species, rcut=ref.rcut,
+            kernels[name] = CompiledKernel(Path(path), ref.name, decl, n_species=ref.n_species, rcut=ref.rcut,
                                            signature=ref.signature)
         atoms = benchmark_structure(model.elements, args.atoms)
         Z = species_indices(atoms, model.elements)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from acegen.backends import build_emitted, emit
-from acegen.backends.c import cdef, compile_c, emit_c
+from acegen.backends.c import TABLES_AT_LOAD, blob_name, cdef, compile_c, emit_c
 from acegen.backends.common import template_root
 from acegen.errors import CompileError
 from acegen.jit import CompiledKernel
@@ -96,7 +96,10 @@ def test_two_processes_compiling_at_once_build_one_library(cache_dir, tmp_path, 
 def _entry(ir):
     tc = detect()
     flags = tc.flags(march_native=True)  # compile_c's default
-    return emit_c(ir), tc, flags
+    sources = emit_c(ir)
+    if blob_name(ir.name) in sources:
+        flags = (*flags, TABLES_AT_LOAD)  # compile_c's default for a model with spline tables
+    return sources, tc, flags
 
 
 def test_corrupted_library_is_rebuilt(cache_dir):

@@ -169,8 +169,12 @@ class CompiledKernel:
         signature: str,
         elements: tuple[str, ...] = (),
         out_width: int = 1,
+        tables: np.ndarray | Path | None = None,
     ) -> None:
         self.path = Path(path)
+        #: the spline-table file a library built to load its tables reads them from, when it
+        #: is a file in the kernel cache (recorded by the source index); None otherwise
+        self.tables_path: Path | None = None
         #: doubles per centre in the first output: 1 (energies) or, for a projection
         #: variant (ModelIR.projection_ir), the projection row width
         self.out_width = int(out_width)
@@ -188,10 +192,31 @@ class CompiledKernel:
         self.rcut, self.signature, self.openmp = verify_kernel_info(
             self.ffi, info, str(self.path), n_species=n_species, rcut=rcut, signature=signature
         )
+        if f"acegen_{name}_load_tables" in cdef:
+            self._load_tables(name, tables)
         self.n_species = n_species
         #: the library exports ``acegen_<name>_compute_theta`` (a kernel with indicator inputs)
         self.theta = f"acegen_{name}_compute_theta" in cdef
         self._compute_theta = getattr(self.lib, f"acegen_{name}_compute_theta") if self.theta else None
+
+    def _load_tables(self, name: str, tables: np.ndarray | Path | None) -> None:
+        """Copy the spline tables into a library built with ACEGEN_TABLES_AT_LOAD (from an
+        array, or from a file that the caller has verified); CompileError if they are missing,
+        unreadable or of the wrong size."""
+        if isinstance(tables, (str, Path)):
+            self.tables_path = Path(tables)
+            try:
+                tables = np.fromfile(self.tables_path, dtype="<f8")
+            except (OSError, ValueError) as exc:
+                raise CompileError(f"cannot read the spline tables {self.tables_path}: {exc}") from exc
+        if tables is None:
+            raise CompileError(f"kernel library {self.path} loads its spline tables, but none were given")
+        data = np.ascontiguousarray(tables, dtype=np.float64)
+        rc = getattr(self.lib, f"acegen_{name}_load_tables")(
+            self.ffi.cast("const double *", data.ctypes.data), data.size
+        )
+        if rc != 0:
+            raise CompileError(f"kernel library {self.path} rejected its spline tables ({data.size} doubles)")
 
     @property
     def library_path(self) -> Path:

@@ -511,6 +511,7 @@ def compile_llvm(
     march_native: bool = False,
     atom_group: int = ATOM_GROUP,
     lanes: int | None = None,
+    tables_at_load: bool = True,
 ) -> LLVMKernel:
     """Generate, JIT-compile (through the object cache) and load the LLVM kernel of ``ir``.
 
@@ -518,15 +519,16 @@ def compile_llvm(
     allows FMA; default none: the C backend's IEEE semantics).  ``opt_level``: 0-3 (the
     pipeline and the code generator).  ``cache``: use the object cache (a cached object is
     loaded without optimising or code generation; a cached object that fails to load is
-    recompiled once).  ``openmp``/``march_native`` are accepted for compatibility with
-    :func:`acegen.backends.c.compile_c` (so ``compile_ir(ir, "c", ...)`` can fall back here)
-    and have no effect: the code always targets the host CPU, and threads are Python threads.
+    recompiled once).  ``openmp``/``march_native``/``tables_at_load`` are accepted for
+    compatibility with :func:`acegen.backends.c.compile_c` (so ``compile_ir(ir, "c", ...)`` can
+    fall back here) and have no effect: the code always targets the host CPU, threads are Python
+    threads and the tables are a buffer of the process.
     ``atom_group``: see :func:`emit_llvm`.  ``lanes``: the neighbour-block width (4 or 8; default
     None: :func:`host_lanes`, 8 on an AVX-512 CPU); the results do not depend on it.
     """
     from ..common import kernel_meta
 
-    del openmp, march_native  # see docstring
+    del openmp, march_native, tables_at_load  # see docstring
     if opt_level not in (0, 1, 2, 3):
         raise CompileError(f"opt_level must be 0..3, got {opt_level!r}")
     flags = _fastmath(fastmath)

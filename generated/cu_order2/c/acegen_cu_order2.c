@@ -1037,6 +1037,10 @@ ACEGEN_API int acegen_cu_order2_compute(int64_t n_centres, const int32_t *specie
     if (err_index == NULL)
         return ACEGEN_BAD_ARGUMENT;
     *err_index = -1;
+#ifdef ACEGEN_TABLES_READY
+    if (!ACEGEN_TABLES_READY())
+        return ACEGEN_BAD_ARGUMENT;
+#endif
     if (n_centres < 0 || species == NULL || offsets == NULL || energies == NULL)
         return ACEGEN_BAD_ARGUMENT;
     if (n_centres == 0)
