@@ -39,7 +39,7 @@ n, nn = 3, 4
 rij = rng.normal(size=(n * nn, 3)) + 2.0
 e, d = kernel.compute(np.array([0, 1, 0], dtype=np.int32), np.arange(0, (n + 1) * nn, nn, dtype=np.int64),
                       np.array([0, 1] * (n * nn // 2), dtype=np.int32), rij)
-print(json.dumps({"events": dict(events), "e": e.tolist(), "d": d.tolist()}))
+print(json.dumps({"events": dict(events), "e": e.tolist(), "d": d.tolist(), "sympy": "sympy" in sys.modules}))
 """
 
 
@@ -59,7 +59,8 @@ def cache_env(tmp_path, monkeypatch):
 @pytest.mark.parametrize("target", ["c", "llvm"])
 def test_fresh_process_uses_no_compilation(tmp_path, cache_env, target):
     """Spec-built (random), fitted JSON and PACE .yace models, C and LLVM: the second fresh
-    process neither parses, lowers nor compiles, and computes the same numbers."""
+    process neither parses, lowers nor compiles, nor imports SymPy (the code generator's
+    import, a quarter of a second), and computes the same numbers."""
     model = acegen.Model.random(acegen.BasisSpec(**SPEC), seed=1)
     model.save(tmp_path / "fit.json")
     model.save(tmp_path / "fit.yace")
@@ -72,6 +73,7 @@ def test_fresh_process_uses_no_compilation(tmp_path, cache_env, target):
         assert ev.get("index_hit", 0) >= 1, (kind, ev)
         for what in ("lower", "parse", "c_build", "llvm_compile"):
             assert ev.get(what, 0) == 0, (kind, what, ev)
+        assert first["sympy"] and not second["sympy"], kind
         assert second["e"] == first["e"] and second["d"] == first["d"]
     # the first JSON/yace probes found the C or LLVM library built for the random model
     # (same coefficients) in the content-addressed cache: at most one real compilation

@@ -30,7 +30,6 @@ import numpy as np
 from .._fs import template_root
 from ..abi import ABI_VERSION, R_MIN, STATUS_INDEX_KIND, Status  # noqa: F401  (re-exported)
 from ..errors import CompileError
-from ..ir.model import angular_width, n_angular
 
 if TYPE_CHECKING:  # the IR pulls in sympy; the ABI constants must load without it
     from ..ir.model import ModelIR, RadialBlock
@@ -307,6 +306,8 @@ class BasisTables:
 def _basis_species_table(basis, z0: int, radial: dict) -> BasisSpeciesTable:
     """Tables of central species z0 (see :class:`BasisSpeciesTable`), from the product-basis
     expansion ``basis.function_terms(z0)`` (purification corrections included)."""
+    from ..ir.model import angular_width  # here: a cached kernel's loader imports this module, not SymPy
+
     chans, _ = basis.channels(z0)
     n_A = sum(ch.size for ch in chans)
     # local rows: many-body functions, then pair functions, each {monomial: coefficient}
@@ -378,6 +379,8 @@ def lower_basis(basis) -> BasisTables:
     B_row = Σ_m coef[m, row] Π_t A[m_t], and the sparsity pattern of the Jacobian
     ∂B_row/∂A.  Only analytic (SLP) radial blocks, as ``CoupledBasis.radial_blocks`` gives.
     """
+    from ..ir.model import n_angular
+
     n = len(basis.elements)
     radial = basis.radial_blocks()
     rcut = np.zeros((n, n))
