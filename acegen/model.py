@@ -218,7 +218,8 @@ class Model:
                 return None
             from .jit.load import CompiledKernel
 
-            tables = entry.get("tables")  # verified by lookup_source with the library
+            # a library that loads its spline tables: its one other file, verified by lookup_source
+            tables = next((f["path"] for f in entry.get("files", [])), None)
             return CompiledKernel(
                 Path(entry["library"]), entry["name"], entry["cdef"], n_species=int(entry["n_species"]),
                 rcut=np.asarray(entry["rcut"], dtype=float), signature=entry["signature"],
@@ -246,13 +247,12 @@ class Model:
         if getattr(kernel, "library_path", None) is None or getattr(kernel, "cdef", None) is None:
             return
         tables = getattr(kernel, "tables_path", None)
-        if f"acegen_{kernel.name}_load_tables" in kernel.cdef and (tables is None or not Path(tables).is_file()):
+        if getattr(kernel, "loads_tables", False) and (tables is None or not Path(tables).is_file()):
             return  # a library that loads its tables, without the cached table file: not indexed
         record_source(
             key, Path(kernel.library_path), files=(Path(tables),) if tables else (), kind="c", name=kernel.name,
             cdef=kernel.cdef, n_species=int(kernel.n_species), rcut=np.asarray(kernel.rcut, dtype=float).tolist(),
             signature=kernel.signature, elements=list(kernel.elements), out_width=int(kernel.out_width),
-            tables=str(tables) if tables else None,
         )
 
     # ---------------------------------------------------------------- save

@@ -192,7 +192,9 @@ class CompiledKernel:
         self.rcut, self.signature, self.openmp = verify_kernel_info(
             self.ffi, info, str(self.path), n_species=n_species, rcut=rcut, signature=signature
         )
-        if f"acegen_{name}_load_tables" in cdef:
+        #: a library built with ACEGEN_TABLES_AT_LOAD (its spline tables copied in here)
+        self.loads_tables = f"acegen_{name}_load_tables" in cdef
+        if self.loads_tables:
             self._load_tables(name, tables)
         self.n_species = n_species
         #: the library exports ``acegen_<name>_compute_theta`` (a kernel with indicator inputs)
